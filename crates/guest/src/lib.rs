@@ -1,0 +1,3 @@
+//! Guest configuration, build methods and lifecycle.
+
+#![forbid(unsafe_code)]
