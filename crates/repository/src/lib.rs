@@ -1,3 +1,35 @@
-//! Package repositories: read RPM and .deb packages, write and read rpm-md and apt metadata.
+//! Package repositories: read packages, write and read the metadata that dnf and apt consume.
+//!
+//! # Overview
+//!
+//! This crate is pure: it needs no root, no namespaces and no other crate of vserver. It is the
+//! `vrepo` back end.
+//!
+//! - [`rpm`] reads RPM headers safely (sizes are validated before the `rpm` crate parses them,
+//!   and a parser panic is contained) into the model of [`rpmmd`].
+//! - [`rpmmd`] writes `repodata/` (repomd.xml, primary, filelists, other) as createrepo_c does,
+//!   and reads it back.
+//! - [`deb`] reads .deb control data; [`apt`] writes and reads `Packages` and `Release`.
+//! - [`scan`], [`publish`], [`cache`], [`compress`] and [`progress`] are the plumbing both
+//!   indexers share: finding packages, atomic publication under a lock, the `--update` cache,
+//!   compression, progress reporting.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod cache;
+pub mod compress;
+pub mod progress;
+pub mod publish;
+pub mod scan;
+
+use std::path::PathBuf;
+
+/// A package file that could not be indexed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadPackage {
+    /// The file.
+    pub path: PathBuf,
+    /// One line saying what is wrong with it.
+    pub reason: String,
+}
