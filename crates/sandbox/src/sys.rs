@@ -1,0 +1,145 @@
+//! Raw system calls that rustix does not wrap (yet).
+//!
+//! This is the only module that calls `libc::syscall` directly. Each wrapper converts the C return
+//! convention (`-1` plus `errno`) into `io::Result`, so the rest of the crate stays safe code.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `struct mount_attr` from `<linux/mount.h>` (size version 0, 32 bytes).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+/// `MOUNT_ATTR_NOSUID`.
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
+/// `MOUNT_ATTR_NODEV`.
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+/// `MOUNT_ATTR_NOEXEC`.
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `mount_setattr(dirfd, path, flags, {attr_set, attr_clr, propagation})`.
+///
+/// `propagation` is one of `MS_PRIVATE`, `MS_SLAVE`, `MS_SHARED`, `MS_UNBINDABLE` or 0.
+pub(crate) fn mount_setattr(
+    dirfd: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_uint,
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set,
+        attr_clr,
+        propagation,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a valid NUL-terminated string, `attr` is a live `struct mount_attr` of the
+    // size we pass, and the kernel only reads both during the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd.as_raw_fd(),
+            path.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `fchmodat2(dirfd, path, mode, AT_SYMLINK_NOFOLLOW)`: change the mode of the entry itself and
+/// fail with `EOPNOTSUPP` when it is a symbolic link (Linux 6.6 and later).
+pub(crate) fn fchmodat2_nofollow(dirfd: BorrowedFd<'_>, path: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string read by the kernel during the call only;
+    // the other arguments are plain integers.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dirfd.as_raw_fd(),
+            path.as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `umount2(path, flags)` with a C string, for callers that must not allocate (a forked child).
+pub(crate) fn umount2(path: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string read by the kernel during the call only.
+    let ret = unsafe { libc::umount2(path.as_ptr(), flags) };
+    check(ret.into()).map(drop)
+}
+
+/// `fork()`.
+///
+/// # Safety
+///
+/// The caller must be single-threaded, or the child must restrict itself to async-signal-safe
+/// operations until it calls `exec` or `_exit`.
+pub(crate) unsafe fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: the caller upholds the single-thread / async-signal-safety contract above.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid)
+    }
+}
+
+/// `_exit(code)`: leave without running atexit handlers or flushing stdio (for forked children).
+pub(crate) fn exit_immediately(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `execve(program, argv, envp)`; returns only on failure.
+pub(crate) fn execve(
+    program: &CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: `program` is NUL-terminated; `argv` and `envp` are NULL-terminated arrays of
+    // pointers to NUL-terminated strings that the caller keeps alive across the call.
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// `signal(sig, SIG_IGN)` or `SIG_DFL`.
+pub(crate) fn set_signal_ignored(sig: libc::c_int, ignored: bool) {
+    let handler = if ignored {
+        libc::SIG_IGN
+    } else {
+        libc::SIG_DFL
+    };
+    // SAFETY: installing SIG_IGN / SIG_DFL involves no Rust code running in signal context.
+    unsafe { libc::signal(sig, handler) };
+}
+
+/// `sethostname(name)`.
+pub(crate) fn sethostname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe a live byte slice that the kernel only reads.
+    let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    check(ret.into()).map(drop)
+}
