@@ -1,2 +1,47 @@
-//! The multi-call binary.
-fn main() {}
+//! The multi-call binary: `vserver`, `vrepo`, … chosen by the name it is called by.
+//!
+//! Like coreutils' multi-call binary, the applet is the longest known name that the basename of
+//! argv[0] ends with; under any other name (`vserver`), a first argument naming an applet selects
+//! it (`vserver vrepo index DIR`), which is also how tests call it.
+
+#![forbid(unsafe_code)]
+
+mod exit;
+mod output;
+mod vrepo;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+/// The applets this binary answers to.
+const APPLETS: &[&str] = &["vrepo"];
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let invoked = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let applet = APPLETS
+        .iter()
+        .filter(|a| invoked.ends_with(*a))
+        .max_by_key(|a| a.len())
+        .copied()
+        .or_else(|| {
+            let first = args.get(1)?.to_str()?;
+            let applet = APPLETS.iter().find(|a| **a == first).copied()?;
+            args.remove(0);
+            Some(applet)
+        });
+    match applet {
+        Some("vrepo") => vrepo::main(args),
+        _ => {
+            eprintln!(
+                "vserver: unknown command; call one of: {} (or `vserver APPLET …`)",
+                APPLETS.join(", ")
+            );
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}

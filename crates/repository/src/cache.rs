@@ -153,9 +153,70 @@ fn write_bytes(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     out.write_all(bytes)
 }
 
+/// Reads a cache front to back.
+pub struct CacheReader {
+    path: PathBuf,
+    reader: Box<dyn Read + Send>,
+}
+
+impl CacheReader {
+    /// Opens the cache `name` of `dir`; `Ok(None)` when it is missing or was written for another
+    /// `fingerprint`.
+    pub fn open(dir: &Path, name: &str, fingerprint: &str) -> Result<Option<CacheReader>, CacheError> {
+        let path = cache_path(dir, name);
+        let err = |source| CacheError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        };
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        let decoder = zstd::stream::read::Decoder::new(BufReader::new(file)).map_err(err)?;
+        let mut reader: Box<dyn Read + Send> = Box::new(BufReader::with_capacity(1 << 16, decoder));
+        let mut magic = [0u8; 8];
+        reader.read_exact(&mut magic).map_err(err)?;
+        if &magic != MAGIC {
+            return Ok(None);
+        }
+        match read_bytes(&mut reader).map_err(err)? {
+            Some(found) if found == fingerprint.as_bytes() => Ok(Some(CacheReader { path, reader })),
+            _ => Ok(None),
+        }
+    }
+
+    /// The next record, `None` at the end.
+    pub fn next_record(&mut self) -> Result<Option<CacheRecord>, CacheError> {
+        let reader = &mut self.reader;
+        (|| -> io::Result<Option<CacheRecord>> {
+            let Some(rel) = read_bytes(reader)? else {
+                return Ok(None);
+            };
+            let mut size = [0u8; 8];
+            reader.read_exact(&mut size)?;
+            let mut mtime = [0u8; 8];
+            reader.read_exact(&mut mtime)?;
+            let payload = read_bytes(reader)?.ok_or(io::ErrorKind::UnexpectedEof)?;
+            Ok(Some(CacheRecord {
+                rel: String::from_utf8(rel).map_err(|_| io::ErrorKind::InvalidData)?,
+                size: u64::from_le_bytes(size),
+                mtime_ns: i64::from_le_bytes(mtime),
+                payload,
+            }))
+        })()
+        .map_err(|source| CacheError::Io {
+            action: "read",
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
 /// Looks up cached payloads for files visited in scan order.
 pub struct CacheLookup {
-    reader: Option<Box<dyn Read>>,
+    reader: Option<CacheReader>,
     pending: Option<CacheRecord>,
 }
 
@@ -164,27 +225,9 @@ impl CacheLookup {
     /// one that cannot be read gives an empty lookup: the cache only saves work, it is never
     /// needed for correctness.
     pub fn open(dir: &Path, name: &str, fingerprint: &str) -> CacheLookup {
-        let empty = CacheLookup {
-            reader: None,
+        CacheLookup {
+            reader: CacheReader::open(dir, name, fingerprint).ok().flatten(),
             pending: None,
-        };
-        let Ok(file) = File::open(cache_path(dir, name)) else {
-            return empty;
-        };
-        let Ok(decoder) = zstd::stream::read::Decoder::new(BufReader::new(file)) else {
-            return empty;
-        };
-        let mut reader: Box<dyn Read> = Box::new(BufReader::with_capacity(1 << 16, decoder));
-        let mut magic = [0u8; 8];
-        if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
-            return empty;
-        }
-        match read_bytes(&mut reader) {
-            Ok(Some(found)) if found == fingerprint.as_bytes() => CacheLookup {
-                reader: Some(reader),
-                pending: None,
-            },
-            _ => empty,
         }
     }
 
@@ -220,24 +263,7 @@ impl CacheLookup {
     }
 
     fn next_record(&mut self) -> Option<CacheRecord> {
-        let reader = self.reader.as_mut()?;
-        let record = (|| -> io::Result<Option<CacheRecord>> {
-            let Some(rel) = read_bytes(reader)? else {
-                return Ok(None);
-            };
-            let mut size = [0u8; 8];
-            reader.read_exact(&mut size)?;
-            let mut mtime = [0u8; 8];
-            reader.read_exact(&mut mtime)?;
-            let payload = read_bytes(reader)?.ok_or(io::ErrorKind::UnexpectedEof)?;
-            Ok(Some(CacheRecord {
-                rel: String::from_utf8(rel).map_err(|_| io::ErrorKind::InvalidData)?,
-                size: u64::from_le_bytes(size),
-                mtime_ns: i64::from_le_bytes(mtime),
-                payload,
-            }))
-        })();
-        match record {
+        match self.reader.as_mut()?.next_record() {
             Ok(Some(record)) => Some(record),
             // End of stream, or a damaged cache: stop using it.
             _ => {

@@ -21,6 +21,8 @@ pub mod cache;
 pub mod compress;
 pub mod progress;
 pub mod publish;
+pub mod rpm_file;
+pub mod rpmmd;
 pub mod scan;
 
 use std::path::PathBuf;

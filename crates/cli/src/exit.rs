@@ -1,0 +1,8 @@
+//! Exit codes shared by every applet (documented in docs/commands.md).
+
+/// The operation failed; nothing was published or changed.
+pub const FAILURE: u8 = 1;
+/// The command line was wrong.
+pub const USAGE: u8 = 2;
+/// The operation succeeded but left some input out (`--skip-bad`).
+pub const PARTIAL: u8 = 3;

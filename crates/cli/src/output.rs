@@ -1,0 +1,108 @@
+//! All terminal output: status lines and errors on stderr, data on stdout, progress bars only
+//! on a terminal and never with `--quiet` or `--json`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vserver_repository::progress::Progress;
+
+/// How much to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Errors only.
+    Quiet,
+    /// Status lines and, on a terminal, progress.
+    Normal,
+    /// A JSON document on stdout, errors on stderr, no progress.
+    Json,
+}
+
+/// The output of one applet run.
+pub struct Output {
+    applet: &'static str,
+    verbosity: Verbosity,
+}
+
+impl Output {
+    /// Output for `applet` (used as the prefix of status and error lines).
+    pub fn new(applet: &'static str, verbosity: Verbosity) -> Self {
+        Output { applet, verbosity }
+    }
+
+    /// A status line on stderr (not with `--quiet` or `--json`).
+    pub fn status(&self, line: &str) {
+        if self.verbosity == Verbosity::Normal {
+            eprintln!("{}: {line}", self.applet);
+        }
+    }
+
+    /// A warning on stderr (not with `--quiet`).
+    pub fn warn(&self, line: &str) {
+        if self.verbosity != Verbosity::Quiet {
+            eprintln!("{}: warning: {line}", self.applet);
+        }
+    }
+
+    /// Prints an error chain on one line, with an optional hint line.
+    pub fn error(&self, err: &anyhow::Error) {
+        let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+        eprintln!("{}: error: {}", self.applet, chain.join(": "));
+    }
+
+    /// Prints a JSON document on stdout (with `--json` only).
+    pub fn json(&self, value: &serde_json::Value) {
+        if self.verbosity == Verbosity::Json {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe is not an error worth reporting.
+            let _ = writeln!(out, "{value}");
+        }
+    }
+
+    /// A progress reporter suited to this output.
+    pub fn progress(&self) -> Bar {
+        let show = self.verbosity == Verbosity::Normal && std::io::stderr().is_terminal();
+        Bar {
+            bar: show.then(|| {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix}: {msg:20} [{bar:30}] {pos}/{len} ({per_sec}, {eta})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(self.applet);
+                bar.enable_steady_tick(Duration::from_millis(200));
+                bar
+            }),
+        }
+    }
+}
+
+/// A progress bar on stderr, or nothing.
+pub struct Bar {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress for Bar {
+    fn start(&self, phase: &str, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.reset();
+            bar.set_length(total);
+            bar.set_message(phase.to_owned());
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
