@@ -17,8 +17,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod apt;
 pub mod cache;
 pub mod compress;
+pub mod deb;
 pub mod progress;
 pub mod publish;
 pub mod rpm_file;
