@@ -1,23 +1,63 @@
 //! All contact with the kernel: safe paths inside an untrusted guest root, secure mounts,
-//! namespaces, capabilities and the per-operation sandbox.
+//! namespaces, capabilities, cgroups and the per-operation sandbox.
 //!
 //! # Overview
 //!
 //! - [`GuestRoot`] (module `safe_path`): a pinned guest root directory; every file operation on a
 //!   guest resolves inside it with `openat2(RESOLVE_IN_ROOT)`, so symlinks the guest planted
 //!   cannot lead to the host.
+//! - [`bind_into`], [`mount_into`] (module `mount`): mounts onto a target pinned inside the guest
+//!   root with the new mount API, verified after attaching.
+//! - [`SandboxCommand`] (module `process`): runs a host program (rpm, dnf, dpkg, apt-get) against a
+//!   guest in fresh namespaces with the host read-only, the guest's database bound in for this
+//!   operation only, reduced capabilities, `no_new_privs`, and a frozen guest. Every binary that
+//!   uses it calls [`run_if_sandbox_child`] first thing in `main`.
+//! - [`confine_scriptlet`], [`enter_guest_context`] (module `guest_context`): what a package
+//!   script's process does before it runs guest code.
+//! - [`Freezer`], [`SandboxCgroup`], [`CgroupSupport`] (module `cgroup`).
 //!
-//! This is the only crate of the workspace with `unsafe` code; raw system calls live in the
+//! The package-management crate builds on these; nothing else in the workspace talks to the
+//! kernel directly. This is the only crate with `unsafe` code: raw system calls live in the
 //! private `sys` module and every `unsafe` block says why it is sound.
+//!
+//! ```no_run
+//! use vserver_sandbox::{Access, SandboxCommand};
+//!
+//! fn main() -> Result<(), vserver_sandbox::Error> {
+//!     vserver_sandbox::run_if_sandbox_child();
+//!     let finished = SandboxCommand::new("rpm")
+//!         .args(["--root", "/vservers/web", "--dbpath", "/.rpmdb", "-qa"])
+//!         .guest_root("/vservers/web")
+//!         .bind("/vservers/.pkg/web/rpm/state", "/.rpmdb", Access::ReadWrite)
+//!         .status()?;
+//!     std::process::exit(finished.status.code().unwrap_or(1));
+//! }
+//! ```
 #![deny(missing_docs)]
 #![allow(unsafe_code)]
 
-#[allow(dead_code)]
+mod caps;
+mod cgroup;
 mod error;
-#[allow(dead_code)]
+mod guest_context;
+mod mount;
+mod namespaces;
+mod process;
 mod safe_path;
-#[allow(dead_code)] // used by the modules that follow in the next commits
 mod sys;
 
+pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
+pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
 pub use error::{Error, Result};
+pub use guest_context::{ConfineError, confine_scriptlet, enter_guest_context};
+pub use mount::{
+    Access, BindMount, FileSystem, bind_into, make_all_private, make_read_only_recursive, mount_at,
+    mount_into,
+};
+pub use namespaces::{
+    Namespace, chroot_into, enter_private_mount_namespace, join_namespaces, open_pidfd,
+};
+pub use process::{Finished, SandboxChild, SandboxCommand, StdioMode, run_if_sandbox_child};
+/// Capability sets as rustix defines them (used by [`restrict_capabilities`]).
+pub use rustix::thread::CapabilitySet;
 pub use safe_path::{DeviceNode, DirEntry, FileInfo, FileKind, GuestRoot};

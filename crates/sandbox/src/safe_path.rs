@@ -177,7 +177,7 @@ impl DeviceNode {
         }
     }
 
-    fn major_minor(self) -> (u32, u32) {
+    pub(crate) fn major_minor(self) -> (u32, u32) {
         match self {
             DeviceNode::Null => (1, 3),
             DeviceNode::Zero => (1, 5),

@@ -23,8 +23,6 @@ pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
 /// `MOUNT_ATTR_NODEV`.
 pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
-/// `MOUNT_ATTR_NOEXEC`.
-pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 {
@@ -142,4 +140,71 @@ pub(crate) fn sethostname(name: &[u8]) -> io::Result<()> {
     // SAFETY: the pointer and length describe a live byte slice that the kernel only reads.
     let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
     check(ret.into()).map(drop)
+}
+
+fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<libc::c_int> {
+    // SAFETY: the prctl options used here (capability bounding set and ambient set) take integer
+    // arguments only; no pointers are passed.
+    let ret = unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `prctl(PR_CAPBSET_READ, cap)`.
+pub(crate) fn capbset_read(cap: u32) -> io::Result<bool> {
+    prctl(libc::PR_CAPBSET_READ, cap.into()).map(|r| r == 1)
+}
+
+/// `prctl(PR_CAPBSET_DROP, cap)`.
+pub(crate) fn capbset_drop(cap: u32) -> io::Result<()> {
+    prctl(libc::PR_CAPBSET_DROP, cap.into()).map(drop)
+}
+
+/// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
+pub(crate) fn clear_ambient_capabilities() -> io::Result<()> {
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+    )
+    .map(drop)
+}
+
+/// `pipe2(O_CLOEXEC)` as owned descriptors (read end, write end).
+pub(crate) fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(Into::into)
+}
+
+/// `fcntl(fd, F_SETFD, 0)`: let `fd` survive `exec`. Async-signal-safe (used in `pre_exec`).
+pub(crate) fn clear_cloexec(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: F_SETFD takes an integer argument; an invalid `fd` only yields EBADF.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    check(ret.into()).map(drop)
+}
+
+/// `waitpid(pid, &status, 0)`, retried on `EINTR`; returns the pid and raw wait status.
+pub(crate) fn waitpid(pid: libc::pid_t) -> io::Result<(libc::pid_t, libc::c_int)> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a live integer the kernel writes the wait status into.
+        let ret = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if ret == -1 {
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(error);
+        }
+        return Ok((ret, status));
+    }
 }

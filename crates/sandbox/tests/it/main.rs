@@ -9,7 +9,10 @@
 //! `VSERVER_TEST_REQUIRE_ALL=1` is set.
 #![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod attack;
+mod mount;
 mod safe_path;
+mod sandbox;
 mod support;
 
 use std::panic::{self, AssertUnwindSafe};
@@ -18,7 +21,15 @@ use std::time::Instant;
 use support::{Outcome, Test};
 
 fn main() {
-    let tests: Vec<Test> = [safe_path::tests()].into_iter().flatten().collect();
+    vserver_sandbox::run_if_sandbox_child();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--attack") {
+        attack::main(&args[2..]);
+    }
+    let tests: Vec<Test> = [safe_path::tests(), mount::tests(), sandbox::tests()]
+        .into_iter()
+        .flatten()
+        .collect();
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))

@@ -1,0 +1,260 @@
+//! Control groups: find what the host offers, freeze and thaw a guest's cgroup, and give each
+//! sandbox a cgroup of its own that can be killed as a whole.
+//!
+//! Hosts differ: a pure cgroup v2 host has one tree at `/sys/fs/cgroup`; a hybrid host (these
+//! machines) has v1 hierarchies for the resource controllers and a v2 tree, often at
+//! `/sys/fs/cgroup/unified`, without them. Freezing works on both (`cgroup.freeze` in v2,
+//! `freezer.state` in v1); killing a whole group at once (`cgroup.kill`) exists only in v2, so the
+//! sandbox's own cgroup is a v2 one when there is a v2 tree, and otherwise the pid namespace alone
+//! takes care of leftovers (reported as a note, not an error).
+//!
+//! The functions used by the thaw guardian in `process` read and write files with plain system
+//! calls only.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// What the host offers, read from `/proc/self/mountinfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupSupport {
+    /// Where the v2 tree is mounted, if anywhere.
+    pub unified: Option<PathBuf>,
+    /// Controllers enabled in the v2 root (`cgroup.controllers`).
+    pub unified_controllers: Vec<String>,
+    /// v1 hierarchies: controller name and mount point.
+    pub v1: Vec<(String, PathBuf)>,
+}
+
+impl CgroupSupport {
+    /// Reads the host's cgroup mounts.
+    pub fn detect() -> Result<Self> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| Error::host("read", "/proc/self/mountinfo", e))?;
+        let mut support = CgroupSupport::default();
+        for line in mountinfo.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let Some(dash) = fields.iter().position(|f| *f == "-") else {
+                continue;
+            };
+            let (Some(mount_point), Some(fstype), Some(options)) =
+                (fields.get(4), fields.get(dash + 1), fields.get(dash + 3))
+            else {
+                continue;
+            };
+            let mount_point = PathBuf::from(unescape(mount_point));
+            match *fstype {
+                "cgroup2" if support.unified.is_none() => {
+                    support.unified_controllers =
+                        fs::read_to_string(mount_point.join("cgroup.controllers"))
+                            .unwrap_or_default()
+                            .split_whitespace()
+                            .map(str::to_string)
+                            .collect();
+                    support.unified = Some(mount_point);
+                }
+                "cgroup" => {
+                    for option in options.split(',') {
+                        if !matches!(
+                            option,
+                            "rw" | "ro" | "relatime" | "nosuid" | "nodev" | "noexec"
+                        ) && !option.starts_with("release_agent")
+                        {
+                            support.v1.push((option.to_string(), mount_point.clone()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(support)
+    }
+
+    /// The v1 hierarchy for `controller`, if mounted.
+    pub fn v1_hierarchy(&self, controller: &str) -> Option<&Path> {
+        self.v1
+            .iter()
+            .find(|(name, _)| name == controller)
+            .map(|(_, path)| path.as_path())
+    }
+
+    /// Whether the v2 tree has `controller` (memory, pids, cpu…).
+    pub fn unified_has(&self, controller: &str) -> bool {
+        self.unified_controllers.iter().any(|c| c == controller)
+    }
+}
+
+/// Undoes the octal escapes of `/proc/self/mountinfo` (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(value);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn write_file(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|e| Error::host("write", path, e))
+}
+
+fn read_file(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| Error::host("read", path, e))
+}
+
+/// Waits until `done` says yes, or fails with `ETIMEDOUT` naming `path`.
+fn wait_for(path: &Path, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if done()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::host(
+                "wait for",
+                path,
+                io::Error::from_raw_os_error(libc::ETIMEDOUT),
+            ));
+        }
+        sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Which interface a cgroup directory freezes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FreezerKind {
+    /// cgroup v2: `cgroup.freeze` and the `frozen` line of `cgroup.events`.
+    V2,
+    /// cgroup v1 freezer hierarchy: `freezer.state`.
+    V1,
+}
+
+/// The freezer of one cgroup (a running guest's).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Freezer {
+    dir: PathBuf,
+    kind: FreezerKind,
+}
+
+impl Freezer {
+    /// The freezer of the cgroup directory `dir` (v2 if it has `cgroup.freeze`, else v1 if it has
+    /// `freezer.state`).
+    pub fn for_cgroup(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let kind = if dir.join("cgroup.freeze").exists() {
+            FreezerKind::V2
+        } else if dir.join("freezer.state").exists() {
+            FreezerKind::V1
+        } else {
+            return Err(Error::host(
+                "find a freezer (cgroup.freeze or freezer.state) in",
+                dir,
+                io::Error::from_raw_os_error(libc::ENOENT),
+            ));
+        };
+        Ok(Freezer { dir, kind })
+    }
+
+    /// The cgroup directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Which interface it uses.
+    pub fn kind(&self) -> FreezerKind {
+        self.kind
+    }
+
+    /// Whether the cgroup is completely frozen now.
+    pub fn is_frozen(&self) -> Result<bool> {
+        Ok(match self.kind {
+            FreezerKind::V2 => {
+                let events = self.dir.join("cgroup.events");
+                read_file(&events)?.lines().any(|l| l == "frozen 1")
+            }
+            FreezerKind::V1 => read_file(&self.dir.join("freezer.state"))?.trim() == "FROZEN",
+        })
+    }
+
+    /// Freezes the cgroup and waits (up to `timeout`) until every task in it is frozen.
+    pub fn freeze(&self, timeout: Duration) -> Result<()> {
+        match self.kind {
+            FreezerKind::V2 => write_file(&self.dir.join("cgroup.freeze"), "1")?,
+            FreezerKind::V1 => write_file(&self.dir.join("freezer.state"), "FROZEN")?,
+        }
+        wait_for(&self.dir, timeout, || self.is_frozen())
+    }
+
+    /// Thaws the cgroup.
+    pub fn thaw(&self) -> Result<()> {
+        match self.kind {
+            FreezerKind::V2 => write_file(&self.dir.join("cgroup.freeze"), "0"),
+            FreezerKind::V1 => write_file(&self.dir.join("freezer.state"), "THAWED"),
+        }
+    }
+}
+
+/// A cgroup v2 directory created for one sandbox, killed and removed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SandboxCgroup {
+    dir: PathBuf,
+}
+
+impl SandboxCgroup {
+    /// Creates `<unified>/vserver-sandbox/<name>`.
+    pub fn create(unified: &Path, name: &str) -> Result<Self> {
+        let parent = unified.join("vserver-sandbox");
+        match fs::create_dir(&parent) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::host("create cgroup", parent, e)),
+        }
+        let dir = parent.join(name);
+        fs::create_dir(&dir).map_err(|e| Error::host("create cgroup", &dir, e))?;
+        Ok(SandboxCgroup { dir })
+    }
+
+    /// The cgroup directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Moves the calling process into the cgroup.
+    pub fn join(&self) -> Result<()> {
+        write_file(&self.dir.join("cgroup.procs"), "0")
+    }
+
+    /// Whether any process is left in it.
+    pub fn is_populated(&self) -> Result<bool> {
+        Ok(read_file(&self.dir.join("cgroup.events"))?
+            .lines()
+            .any(|l| l == "populated 1"))
+    }
+
+    /// Kills every process in the cgroup (`cgroup.kill`), waits until it is empty, removes it.
+    pub fn kill_and_remove(&self, timeout: Duration) -> Result<()> {
+        if self.is_populated()? {
+            write_file(&self.dir.join("cgroup.kill"), "1")?;
+            wait_for(&self.dir, timeout, || self.is_populated().map(|p| !p))?;
+        }
+        fs::remove_dir(&self.dir).map_err(|e| Error::host("remove cgroup", &self.dir, e))
+    }
+}

@@ -1,0 +1,157 @@
+//! The "guest context" a package script runs in: what its process does to itself before it
+//! executes code that came from the guest's side.
+//!
+//! Two entry points:
+//!
+//! - [`confine_scriptlet`] for rpm's `scriptlet_fork_post` plugin hook (and dpkg's equivalent):
+//!   called in the forked child of a multi-threaded rpm, after rpm chrooted into the guest root,
+//!   just before `exec`. It unshares the mount namespace, detaches the package database mounted at
+//!   `database` (fail-closed: if it is still a mount point afterwards, the script must not run),
+//!   drops to [`CapabilityProfile::Confined`] (no `CAP_SYS_ADMIN`, no `CAP_SYS_CHROOT`, so no
+//!   `chroot("..")` escape and no mounting) and sets `no_new_privs`. It allocates nothing and
+//!   calls only system calls, so it is safe in that context; its error is a plain step + errno.
+//! - [`enter_guest_context`] for a host-side process that runs a command in a guest: join a
+//!   running guest's namespaces through a pidfd, or change root into a stopped guest's root;
+//!   then the same capability reduction.
+
+use std::ffi::CStr;
+use std::os::fd::BorrowedFd;
+
+use rustix::thread::UnshareFlags;
+
+use crate::caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
+use crate::error::Result;
+use crate::namespaces::{self, Namespace};
+use crate::safe_path::GuestRoot;
+use crate::sys;
+
+/// Why [`confine_scriptlet`] refused to let the script run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot confine the package script: {step} failed (errno {errno})")]
+pub struct ConfineError {
+    /// The step that failed.
+    pub step: &'static str,
+    /// The kernel's `errno`.
+    pub errno: i32,
+}
+
+fn fail(step: &'static str) -> impl Fn(std::io::Error) -> ConfineError {
+    move |e| ConfineError {
+        step,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+/// Confines the calling process for a package script; see the module documentation.
+///
+/// `database` is the database mount point as seen by the process (after rpm's chroot:
+/// `/.rpmdb`); `None` leaves mounts alone (dpkg's maintainer scripts need the database).
+/// Allocation-free and async-signal-safe in practice (system calls only).
+pub fn confine_scriptlet(database: Option<&CStr>) -> std::result::Result<(), ConfineError> {
+    if let Some(database) = database {
+        // SAFETY: we pass only namespace flags, never CLONE_FILES, so no descriptor of another
+        // thread becomes invalid.
+        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
+            .map_err(|e| fail("unshare the mount namespace")(e.into()))?;
+        sys::mount_setattr(
+            rustix::fs::CWD,
+            c"/",
+            libc::AT_RECURSIVE as u32,
+            0,
+            0,
+            libc::MS_PRIVATE,
+        )
+        .map_err(fail("make mounts private"))?;
+        let mut parent_buffer = [0u8; 4096];
+        let parent = parent_of(database, &mut parent_buffer).ok_or(ConfineError {
+            step: "find the database's parent directory",
+            errno: libc::ENAMETOOLONG,
+        })?;
+        // Stacked mounts are possible; detach until the path is no mount point any more.
+        for _ in 0..16 {
+            match crate::mount::is_mount_point(database, parent) {
+                Ok(false) => break,
+                Ok(true) => sys::umount2(database, libc::MNT_DETACH)
+                    .map_err(fail("unmount the database"))?,
+                // Nothing there at all: nothing to hide.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+                Err(e) => return Err(fail("inspect the database mount")(e)),
+            }
+        }
+        if crate::mount::is_mount_point(database, parent).unwrap_or(false) {
+            return Err(ConfineError {
+                step: "unmount the database",
+                errno: libc::EBUSY,
+            });
+        }
+    }
+    restrict_capabilities(CapabilityProfile::Confined.kept()).map_err(fail("drop capabilities"))?;
+    set_no_new_privs().map_err(fail("set no_new_privs"))
+}
+
+/// Writes the parent directory of `path` into `buffer` as a C string, without allocating.
+fn parent_of<'a>(path: &CStr, buffer: &'a mut [u8; 4096]) -> Option<&'a CStr> {
+    let bytes = path.to_bytes();
+    let trimmed = match bytes.iter().rposition(|&b| b != b'/') {
+        Some(end) => &bytes[..=end],
+        None => return Some(c"/"),
+    };
+    let parent = match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(0) => &b"/"[..],
+        Some(slash) => &trimmed[..slash],
+        None => &b"."[..],
+    };
+    if parent.len() >= buffer.len() {
+        return None;
+    }
+    buffer[..parent.len()].copy_from_slice(parent);
+    buffer[parent.len()] = 0;
+    CStr::from_bytes_with_nul(&buffer[..=parent.len()]).ok()
+}
+
+/// Puts the calling process into a guest's context: with `running_guest` (a pidfd of the guest's
+/// init), join its mount, uts, ipc, net, cgroup and pid namespaces (the pid namespace applies to
+/// children: fork after this); otherwise change root into `root`. Then reduce capabilities to
+/// `profile` and set `no_new_privs`. Call it in a single-threaded child process.
+pub fn enter_guest_context(
+    root: &GuestRoot,
+    running_guest: Option<BorrowedFd<'_>>,
+    profile: CapabilityProfile,
+) -> Result<()> {
+    match running_guest {
+        Some(pidfd) => namespaces::join_namespaces(
+            pidfd,
+            &[
+                Namespace::Mount,
+                Namespace::Uts,
+                Namespace::Ipc,
+                Namespace::Net,
+                Namespace::Cgroup,
+                Namespace::Pid,
+            ],
+        )?,
+        None => namespaces::chroot_into(root)?,
+    }
+    restrict_capabilities(profile.kept())
+        .map_err(|e| crate::Error::kernel("drop capabilities", e))?;
+    set_no_new_privs().map_err(|e| crate::Error::kernel("set no_new_privs", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_of;
+
+    #[test]
+    fn parents() {
+        let mut buffer = [0u8; 4096];
+        for (path, parent) in [
+            (c"/.rpmdb", c"/"),
+            (c"/var/lib/dpkg", c"/var/lib"),
+            (c"/var/lib/dpkg/", c"/var/lib"),
+            (c"/", c"/"),
+            (c"rel", c"."),
+        ] {
+            assert_eq!(parent_of(path, &mut buffer), Some(parent), "{path:?}");
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Mounts with the new mount API: bind a host directory into a guest root without letting the
+//! guest redirect it, and create proc, tmpfs and devpts instances.
+//!
+//! The old `mount(2)` takes a *path* for the target, which the kernel resolves at the time of the
+//! call through whatever symlinks a guest planted. Here the target is first resolved inside the
+//! guest root with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)` into an `O_PATH` descriptor,
+//! and the mount is attached with `move_mount(…, MOVE_MOUNT_T_EMPTY_PATH)` onto exactly that
+//! directory. A symlink anywhere on the target path is refused (`ELOOP`), a file where a directory
+//! is expected is refused (`ENOTDIR`). If the guest renames the pinned directory away while we
+//! work, the mount still lands on that directory, but the check afterwards — re-resolve the target
+//! path and compare the mount ID (`statx` `STATX_MNT_ID`) and inode with what we mounted — sees it,
+//! detaches the mount again and reports [`Error::MountMisplaced`].
+//!
+//! All functions here act on the caller's mount namespace: call them in a private one
+//! ([`crate::namespaces::enter_private_mount_namespace`]), never in the host's.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, StatxFlags};
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags, fsconfig_create,
+    fsconfig_set_string, fsmount, fsopen, move_mount, open_tree,
+};
+
+use crate::error::{Error, Result};
+use crate::safe_path::GuestRoot;
+use crate::sys;
+
+/// Whether a bind mount may be written through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Access {
+    /// Read-only (`MOUNT_ATTR_RDONLY`).
+    ReadOnly,
+    /// Writable.
+    ReadWrite,
+}
+
+/// A bind mount made by [`bind_into`], as verified after it was attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// The target inside the guest.
+    pub target: PathBuf,
+    /// The kernel's mount ID of the new mount.
+    pub mount_id: u64,
+}
+
+/// A file system instance to create with `fsopen`/`fsmount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSystem {
+    /// `proc`, mounted read-only, `nosuid,nodev,noexec`, for the caller's pid namespace.
+    /// Read-only because files such as `/proc/sysrq-trigger` check only file ownership, and root
+    /// of the sandbox's user namespace is host uid 0.
+    Proc,
+    /// A `tmpfs` with the given root mode and optional size limit in bytes, `nosuid,nodev`.
+    Tmpfs {
+        /// Permission bits of its root directory (`0o1777` for `/tmp`).
+        mode: u32,
+        /// Size limit; `None` is the kernel's default (half of RAM).
+        size: Option<u64>,
+    },
+    /// A new `devpts` instance (`newinstance,ptmxmode=0666,mode=0620`), `nosuid,noexec`.
+    Devpts,
+}
+
+fn statx_of(fd: BorrowedFd<'_>) -> std::io::Result<rustix::fs::Statx> {
+    rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::MNT_ID | StatxFlags::INO,
+    )
+    .map_err(Into::into)
+}
+
+/// Bind-mounts the host directory `host_source` onto the directory `guest_target` inside `root`.
+///
+/// `guest_target` must already exist as a directory and no component of it may be a symlink.
+/// The mount is always `nosuid,nodev`; `access` decides read-only. After attaching, the target is
+/// resolved again and must be the new mount; otherwise the mount is detached and
+/// [`Error::MountMisplaced`] returned.
+pub fn bind_into(
+    root: &GuestRoot,
+    host_source: &Path,
+    guest_target: impl AsRef<Path>,
+    access: Access,
+) -> Result<BindMount> {
+    let guest_target = guest_target.as_ref();
+    let op = "bind-mount onto";
+    let target = root.resolve_dir_no_symlinks(op, guest_target)?;
+    let tree = open_tree(
+        CWD,
+        host_source,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .map_err(|e| Error::host("clone mount of", host_source, e))?;
+    let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    if access == Access::ReadOnly {
+        attrs |= sys::MOUNT_ATTR_RDONLY;
+    }
+    sys::mount_setattr(tree.as_fd(), c"", libc::AT_EMPTY_PATH as u32, attrs, 0, 0)
+        .map_err(|e| Error::host("set attributes of mount of", host_source, e))?;
+    attach_and_verify(root, &tree, &target, guest_target, host_source)
+}
+
+/// Mounts a new instance of `fs` onto the directory `guest_target` inside `root` (resolved as for
+/// [`bind_into`]: no symlinks).
+pub fn mount_into(
+    root: &GuestRoot,
+    fs: &FileSystem,
+    guest_target: impl AsRef<Path>,
+) -> Result<BindMount> {
+    let guest_target = guest_target.as_ref();
+    let target = root.resolve_dir_no_symlinks("mount onto", guest_target)?;
+    let mounted = create_filesystem(fs)?;
+    let source = PathBuf::from(format!("{fs:?}"));
+    attach_and_verify(root, &mounted, &target, guest_target, &source)
+}
+
+/// Mounts a new instance of `fs` on a trusted host path (inside the sandbox's own namespace).
+pub fn mount_at(fs: &FileSystem, host_target: &Path) -> Result<()> {
+    let mounted = create_filesystem(fs)?;
+    move_mount(
+        &mounted,
+        "",
+        CWD,
+        host_target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| Error::host("mount onto", host_target, e))
+}
+
+fn create_filesystem(fs: &FileSystem) -> Result<OwnedFd> {
+    let (name, attrs) = match fs {
+        FileSystem::Proc => (
+            "proc",
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+                | MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        ),
+        FileSystem::Tmpfs { .. } => (
+            "tmpfs",
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+        ),
+        FileSystem::Devpts => (
+            "devpts",
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        ),
+    };
+    let kernel = |op| move |e: rustix::io::Errno| Error::kernel(op, e);
+    let context = fsopen(name, FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(kernel("open a new file system context"))?;
+    match fs {
+        FileSystem::Proc => {}
+        FileSystem::Tmpfs { mode, size } => {
+            fsconfig_set_string(&context, "mode", format!("{:o}", mode & 0o7777))
+                .map_err(kernel("configure tmpfs"))?;
+            if let Some(size) = size {
+                fsconfig_set_string(&context, "size", size.to_string())
+                    .map_err(kernel("configure tmpfs"))?;
+            }
+        }
+        FileSystem::Devpts => {
+            for (key, value) in [("ptmxmode", "0666"), ("mode", "0620")] {
+                fsconfig_set_string(&context, key, value).map_err(kernel("configure devpts"))?;
+            }
+            rustix::mount::fsconfig_set_flag(&context, "newinstance")
+                .map_err(kernel("configure devpts"))?;
+        }
+    }
+    fsconfig_create(&context).map_err(kernel("create the file system"))?;
+    fsmount(&context, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(kernel("mount the new file system"))
+}
+
+fn attach_and_verify(
+    root: &GuestRoot,
+    tree: &OwnedFd,
+    target: &OwnedFd,
+    guest_target: &Path,
+    source: &Path,
+) -> Result<BindMount> {
+    let guest_err = |op: &'static str| {
+        let root_path = root.host_path().to_path_buf();
+        move |e: std::io::Error| Error::Guest {
+            op,
+            root: root_path,
+            path: guest_target.to_path_buf(),
+            source: e,
+        }
+    };
+    move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| guest_err("attach mount onto")(e.into()))?;
+    let mounted = statx_of(tree.as_fd()).map_err(guest_err("inspect new mount on"))?;
+    let landed = root
+        .resolve_dir_no_symlinks("verify mount on", guest_target)
+        .and_then(|fd| statx_of(fd.as_fd()).map_err(guest_err("verify mount on")));
+    let ok = matches!(&landed, Ok(now) if now.stx_mnt_id == mounted.stx_mnt_id && now.stx_ino == mounted.stx_ino);
+    if !ok {
+        detach(tree);
+        return Err(Error::MountMisplaced {
+            root: root.host_path().to_path_buf(),
+            source_path: source.to_path_buf(),
+            target: guest_target.to_path_buf(),
+        });
+    }
+    Ok(BindMount {
+        target: guest_target.to_path_buf(),
+        mount_id: mounted.stx_mnt_id,
+    })
+}
+
+/// Detaches the mount whose root `tree` refers to, wherever it ended up.
+fn detach(tree: &OwnedFd) {
+    if let Ok(path) = CString::new(format!("/proc/self/fd/{}", tree.as_raw_fd())) {
+        let _ = sys::umount2(&path, libc::MNT_DETACH);
+    }
+}
+
+/// Makes every mount in the caller's mount namespace private (`MS_PRIVATE`, recursively), so
+/// that nothing mounted afterwards propagates to the namespace it was copied from.
+pub fn make_all_private() -> Result<()> {
+    sys::mount_setattr(CWD, c"/", libc::AT_RECURSIVE as u32, 0, 0, libc::MS_PRIVATE)
+        .map_err(|e| Error::host("make mounts private under", "/", e))
+}
+
+/// Makes `host_path` and every mount below it read-only and `nosuid` (`mount_setattr` with
+/// `AT_RECURSIVE`).
+pub fn make_read_only_recursive(host_path: &Path) -> Result<()> {
+    let path = CString::new(host_path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        Error::host(
+            "make read-only",
+            host_path,
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        )
+    })?;
+    sys::mount_setattr(
+        CWD,
+        &path,
+        libc::AT_RECURSIVE as u32,
+        sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID,
+        0,
+        0,
+    )
+    .map_err(|e| Error::host("make read-only", host_path, e))
+}
+
+/// A detached copy of the mount tree at `host_path` (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`),
+/// to put back on the same path after its surroundings were made read-only.
+pub(crate) fn clone_tree(host_path: &Path) -> Result<OwnedFd> {
+    open_tree(
+        CWD,
+        host_path,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(|e| Error::host("clone mount tree of", host_path, e))
+}
+
+/// Attaches a detached tree onto a pinned directory.
+pub(crate) fn attach(tree: &OwnedFd, target: BorrowedFd<'_>, what: &Path) -> Result<()> {
+    move_mount(
+        tree,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(|e| Error::host("attach writable mount on", what, e))
+}
+
+/// Whether `path` (a C string, resolved in the caller's root) is the root of a mount: its mount
+/// ID differs from its parent's. Allocation-free, for forked children.
+pub(crate) fn is_mount_point(
+    path: &std::ffi::CStr,
+    parent: &std::ffi::CStr,
+) -> std::io::Result<bool> {
+    let own = rustix::fs::statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID)?;
+    let up = rustix::fs::statx(CWD, parent, AtFlags::empty(), StatxFlags::MNT_ID)?;
+    Ok(own.stx_mnt_id != up.stx_mnt_id)
+}
+
+/// Sets `nodev` on the top mount of a detached tree.
+pub(crate) fn set_nodev(tree: &OwnedFd, what: &Path) -> Result<()> {
+    sys::mount_setattr(
+        tree.as_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as u32,
+        sys::MOUNT_ATTR_NODEV,
+        0,
+        0,
+    )
+    .map_err(|e| Error::host("set nodev on", what, e))
+}
+
+/// Mounts a minimal `/dev` (tmpfs with null, zero, full, random, urandom, tty, a private devpts
+/// with its `ptmx`, `shm/` and the `fd`/`stdin`/`stdout`/`stderr` links) on a trusted host path.
+pub(crate) fn mount_minimal_dev(host_target: &Path) -> Result<()> {
+    let target = rustix::fs::open(
+        host_target,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| Error::host("open", host_target, e))?;
+    mount_minimal_dev_on(target.as_fd(), host_target)
+}
+
+/// Like [`mount_minimal_dev`], onto a pinned directory.
+pub(crate) fn mount_minimal_dev_on(target: BorrowedFd<'_>, what: &Path) -> Result<()> {
+    use rustix::fs::{FileType, Mode};
+    let err = |op| move |e: rustix::io::Errno| Error::host(op, what, e);
+    let context =
+        fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(err("create a tmpfs for"))?;
+    fsconfig_set_string(&context, "mode", "755").map_err(err("configure a tmpfs for"))?;
+    fsconfig_set_string(&context, "size", "1m").map_err(err("configure a tmpfs for"))?;
+    fsconfig_create(&context).map_err(err("create a tmpfs for"))?;
+    let dev = fsmount(
+        &context,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(err("mount a tmpfs for"))?;
+    for node in crate::safe_path::DeviceNode::ALL {
+        if node == crate::safe_path::DeviceNode::Ptmx {
+            continue;
+        }
+        let (major, minor) = node.major_minor();
+        rustix::fs::mknodat(
+            &dev,
+            node.name(),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major, minor),
+        )
+        .map_err(err("create device nodes in"))?;
+        rustix::fs::chmodat(
+            &dev,
+            node.name(),
+            Mode::from_raw_mode(0o666),
+            AtFlags::empty(),
+        )
+        .map_err(err("create device nodes in"))?;
+    }
+    for dir in ["pts", "shm"] {
+        rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(0o755))
+            .map_err(err("create directories in"))?;
+    }
+    rustix::fs::chmodat(&dev, "shm", Mode::from_raw_mode(0o1777), AtFlags::empty())
+        .map_err(err("create directories in"))?;
+    for (name, link) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        rustix::fs::symlinkat(link, &dev, name).map_err(err("create links in"))?;
+    }
+    move_mount(
+        &dev,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(err("mount a minimal /dev on"))?;
+    let pts = rustix::fs::openat(
+        &dev,
+        "pts",
+        rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("open pts in"))?;
+    let devpts = create_filesystem(&FileSystem::Devpts)?;
+    move_mount(
+        &devpts,
+        "",
+        &pts,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .map_err(err("mount devpts in"))
+}

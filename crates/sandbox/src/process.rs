@@ -1,0 +1,1170 @@
+//! The per-operation sandbox: run a host program (rpm, dnf, dpkg, apt-get…) against a guest root
+//! with the host read-only, the guest's database mounted for this operation only, fresh
+//! namespaces, reduced capabilities and a frozen guest.
+//!
+//! # Why re-execute instead of `fork` + `pre_exec`
+//!
+//! Creating a user namespace requires a single-threaded process, and the setup needs plenty of
+//! allocation and error reporting; a forked child of a multi-threaded caller (the test harness,
+//! a progress-bar thread) may only call async-signal-safe functions. So the caller starts
+//! `/proc/self/exe` again with the environment variable `VSERVER_SANDBOX_CHANNEL` naming an
+//! inherited socket; every binary calls [`run_if_sandbox_child`] first thing in `main`, which
+//! notices the variable, reads the serialized specification from the socket and does the setup in
+//! a fresh, single-threaded process with ordinary Rust code. Setup failures come back over the
+//! same socket as a typed message (step, `errno`, text) and become [`Error::Setup`].
+//!
+//! # Processes and layout
+//!
+//! ```text
+//! caller ── sandbox (S, real root) ──┬── guardian: waits for EOF, then kills the sandbox cgroup
+//!                                     │             and thaws the guest (any exit, even SIGKILL)
+//!                                     └── init (pid 1 of a new pid ns; user ns root) ── program
+//! ```
+//!
+//! S unshares mount, uts, ipc and pid namespaces, makes every mount private, clones the guest
+//! root and each writable host path (`open_tree`), makes `/` read-only recursively
+//! (`mount_setattr`), and puts the writable clones back on their own paths. So the program sees
+//! the whole host read-only, except the guest root **at its own host path** (`rpm --root
+//! /vservers/G` works unchanged) and the paths it was given as writable. S then forks the init,
+//! which mounts a fresh `/proc`, unshares a user namespace (identity map written by S) together
+//! with a new mount namespace — from now on the read-only flags and the mounts made so far are
+//! locked — and only then bind-mounts the guest's database into the guest root ([`bind_into`]),
+//! so that the rpm plugin's scriptlet hook is able to unmount it again in its own namespace. The
+//! program runs with the [`CapabilityProfile`] given, `no_new_privs`, default signal handling.
+//!
+//! [`bind_into`]: crate::bind_into
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use rustix::thread::UnshareFlags;
+use serde::{Deserialize, Serialize};
+
+use crate::caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
+use crate::cgroup::{CgroupSupport, Freezer, SandboxCgroup};
+use crate::error::{Error, Result};
+use crate::mount::{self, Access, FileSystem};
+use crate::namespaces::{self, Namespace};
+use crate::safe_path::GuestRoot;
+use crate::sys;
+
+/// The environment variable that marks a sandbox child and names its channel descriptor.
+const CHANNEL_VAR: &str = "VSERVER_SANDBOX_CHANNEL";
+/// Exit code of a sandbox process whose setup failed (the parent reports the real error).
+const SETUP_FAILED: i32 = 125;
+/// The init's step that fails only when the sandbox process failed first.
+const WAIT_FOR_ID_MAP: &str = "wait for the id map";
+/// How long a guest may take to freeze, and leftovers to die.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The search path used when the program is given without a directory and no `PATH` is set.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where a standard stream of the program goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StdioMode {
+    /// The caller's stream.
+    #[default]
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// Captured and returned in [`Finished`].
+    Capture,
+}
+
+/// A host directory bind-mounted into the guest root for the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Bind {
+    host: PathBuf,
+    guest: PathBuf,
+    access: Access,
+}
+
+/// Everything the sandbox child needs, sent over the channel as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Spec {
+    display: String,
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    guest_root: Option<PathBuf>,
+    binds: Vec<Bind>,
+    writable: Vec<PathBuf>,
+    private_tmp: bool,
+    guest_proc: bool,
+    guest_dev: bool,
+    hostname: Option<String>,
+    freeze: Option<Freezer>,
+    join_guest: Option<u32>,
+    capabilities: CapabilityProfile,
+}
+
+/// Messages from the sandbox processes to the caller, one JSON document per line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Message {
+    /// Something the user should know that is not an error (a missing cgroup feature).
+    Note(String),
+    /// Setup failed before the program ran.
+    Failed {
+        step: String,
+        errno: i32,
+        message: String,
+    },
+    /// The program ended with this raw wait status.
+    Exited(i32),
+}
+
+/// The result of a sandboxed run.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// How the program ended.
+    pub status: ExitStatus,
+    /// Its standard output, when captured.
+    pub stdout: Vec<u8>,
+    /// Its standard error, when captured.
+    pub stderr: Vec<u8>,
+    /// Notes from the sandbox (features the host lacks and how they were worked around).
+    pub notes: Vec<String>,
+}
+
+/// A program to run in the per-operation sandbox, built like `std::process::Command`.
+///
+/// `Display` shows the command line, shell-quoted, preceded by the variables set on it.
+#[derive(Debug, Clone)]
+pub struct SandboxCommand {
+    program: OsString,
+    args: Vec<OsString>,
+    env: BTreeMap<OsString, Option<OsString>>,
+    env_clear: bool,
+    cwd: Option<PathBuf>,
+    guest_root: Option<PathBuf>,
+    binds: Vec<Bind>,
+    writable: Vec<PathBuf>,
+    private_tmp: bool,
+    guest_proc: bool,
+    guest_dev: bool,
+    hostname: Option<String>,
+    freeze: Option<Freezer>,
+    join_guest: Option<u32>,
+    capabilities: CapabilityProfile,
+    stdin: StdioMode,
+    stdout: StdioMode,
+    stderr: StdioMode,
+}
+
+impl SandboxCommand {
+    /// A command running `program` (a path, or a name looked up in `PATH` inside the sandbox).
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        SandboxCommand {
+            program: program.as_ref().to_os_string(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            env_clear: false,
+            cwd: None,
+            guest_root: None,
+            binds: Vec::new(),
+            writable: Vec::new(),
+            private_tmp: true,
+            guest_proc: false,
+            guest_dev: true,
+            hostname: None,
+            freeze: None,
+            join_guest: None,
+            capabilities: CapabilityProfile::default(),
+            stdin: StdioMode::Inherit,
+            stdout: StdioMode::Inherit,
+            stderr: StdioMode::Inherit,
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args(&mut self, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> &mut Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Sets an environment variable for the program.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.env.insert(
+            key.as_ref().to_os_string(),
+            Some(value.as_ref().to_os_string()),
+        );
+        self
+    }
+
+    /// Removes an environment variable for the program.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.env.insert(key.as_ref().to_os_string(), None);
+        self
+    }
+
+    /// Starts the program with only the variables set through [`SandboxCommand::env`].
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.env_clear = true;
+        self.env.retain(|_, value| value.is_some());
+        self
+    }
+
+    /// The program's working directory (a path as the sandbox sees it; default: the guest root,
+    /// or `/`).
+    pub fn cwd(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// The guest root (a trusted host path such as `/vservers/G`): writable in the sandbox, at
+    /// the same path.
+    pub fn guest_root(&mut self, root: impl Into<PathBuf>) -> &mut Self {
+        self.guest_root = Some(root.into());
+        self
+    }
+
+    /// Bind-mounts the host directory `host` onto the existing directory `guest` inside the guest
+    /// root, securely ([`crate::bind_into`]). A read-write bind also keeps `host` writable at its
+    /// own path in the sandbox.
+    pub fn bind(
+        &mut self,
+        host: impl Into<PathBuf>,
+        guest: impl Into<PathBuf>,
+        access: Access,
+    ) -> &mut Self {
+        self.binds.push(Bind {
+            host: host.into(),
+            guest: guest.into(),
+            access,
+        });
+        self
+    }
+
+    /// Keeps a host directory (trusted path, e.g. the guest's package cache) writable.
+    pub fn writable(&mut self, host: impl Into<PathBuf>) -> &mut Self {
+        self.writable.push(host.into());
+        self
+    }
+
+    /// Whether `/tmp` and `/var/tmp` are fresh tmpfs instances (default: yes).
+    pub fn private_tmp(&mut self, private: bool) -> &mut Self {
+        self.private_tmp = private;
+        self
+    }
+
+    /// Mounts a fresh proc at the guest's `/proc` (for scripts that read it).
+    pub fn guest_proc(&mut self, mount: bool) -> &mut Self {
+        self.guest_proc = mount;
+        self
+    }
+
+    /// Whether the guest's `/dev` (if it exists) is covered by a fresh minimal one for the
+    /// operation (default: yes). Device nodes in the guest root itself never work in the sandbox.
+    pub fn guest_dev(&mut self, mount: bool) -> &mut Self {
+        self.guest_dev = mount;
+        self
+    }
+
+    /// The host name inside the sandbox.
+    pub fn hostname(&mut self, name: impl Into<String>) -> &mut Self {
+        self.hostname = Some(name.into());
+        self
+    }
+
+    /// Freezes a running guest's cgroup for the duration and thaws it afterwards, on every exit
+    /// path (a guardian process does the thaw even if the caller is killed).
+    pub fn freeze(&mut self, freezer: Freezer) -> &mut Self {
+        self.freeze = Some(freezer);
+        self
+    }
+
+    /// Runs in the uts, ipc, net and pid namespaces of the running guest whose init is `pid`
+    /// (joined through a pidfd); the program is then a process of the guest's pid namespace and
+    /// leftovers are killed through the sandbox's cgroup.
+    pub fn join_guest(&mut self, pid: u32) -> &mut Self {
+        self.join_guest = Some(pid);
+        self
+    }
+
+    /// The capabilities the program keeps (default: [`CapabilityProfile::Confined`]).
+    pub fn capabilities(&mut self, profile: CapabilityProfile) -> &mut Self {
+        self.capabilities = profile;
+        self
+    }
+
+    /// Where standard input comes from.
+    pub fn stdin(&mut self, mode: StdioMode) -> &mut Self {
+        self.stdin = mode;
+        self
+    }
+
+    /// Where standard output goes.
+    pub fn stdout(&mut self, mode: StdioMode) -> &mut Self {
+        self.stdout = mode;
+        self
+    }
+
+    /// Where standard error goes.
+    pub fn stderr(&mut self, mode: StdioMode) -> &mut Self {
+        self.stderr = mode;
+        self
+    }
+
+    /// The program.
+    pub fn get_program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// The arguments.
+    pub fn get_args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// Runs the program, streams as configured, and waits for it.
+    pub fn status(&self) -> Result<Finished> {
+        self.spawn()?.wait()
+    }
+
+    /// Runs the program with standard output and error captured.
+    pub fn output(&self) -> Result<Finished> {
+        let mut command = self.clone();
+        command
+            .stdout(StdioMode::Capture)
+            .stderr(StdioMode::Capture);
+        command.spawn()?.wait()
+    }
+
+    fn spec(&self) -> Spec {
+        let mut env: BTreeMap<OsString, OsString> = if self.env_clear {
+            BTreeMap::new()
+        } else {
+            std::env::vars_os().collect()
+        };
+        env.remove(OsStr::new(CHANNEL_VAR));
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => env.insert(key.clone(), value.clone()),
+                None => env.remove(key),
+            };
+        }
+        Spec {
+            display: self.to_string(),
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env: env.into_iter().collect(),
+            cwd: self.cwd.clone(),
+            guest_root: self.guest_root.clone(),
+            binds: self.binds.clone(),
+            writable: self.writable.clone(),
+            private_tmp: self.private_tmp,
+            guest_proc: self.guest_proc,
+            guest_dev: self.guest_dev,
+            hostname: self.hostname.clone(),
+            freeze: self.freeze.clone(),
+            join_guest: self.join_guest,
+            capabilities: self.capabilities,
+        }
+    }
+
+    /// Starts the sandbox; [`SandboxChild::wait`] collects the result.
+    pub fn spawn(&self) -> Result<SandboxChild> {
+        let display = self.to_string();
+        let spawn_err = |source| Error::Spawn {
+            command: display.clone(),
+            source,
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+        let their_fd = theirs.as_raw_fd();
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg0("vserver-sandbox")
+            .env(CHANNEL_VAR, their_fd.to_string())
+            .stdin(stdio(self.stdin))
+            .stdout(stdio(self.stdout))
+            .stderr(stdio(self.stderr));
+        // SAFETY: the closure runs between fork and exec and only calls `fcntl`, which is
+        // async-signal-safe; it touches no memory shared with other threads.
+        unsafe {
+            command.pre_exec(move || sys::clear_cloexec(their_fd));
+        }
+        let mut child = command.spawn().map_err(spawn_err)?;
+        drop(theirs);
+        let spec = serde_json::to_vec(&self.spec()).map_err(|e| spawn_err(e.into()))?;
+        let mut writer = ours.try_clone().map_err(spawn_err)?;
+        if let Err(e) = writer
+            .write_all(&spec)
+            .and_then(|()| writer.write_all(b"\n"))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_err(e));
+        }
+        let reader = std::thread::spawn(move || read_messages(ours));
+        Ok(SandboxChild {
+            child,
+            reader: Some(reader),
+            display,
+        })
+    }
+}
+
+fn stdio(mode: StdioMode) -> Stdio {
+    match mode {
+        StdioMode::Inherit => Stdio::inherit(),
+        StdioMode::Null => Stdio::null(),
+        StdioMode::Capture => Stdio::piped(),
+    }
+}
+
+fn read_messages(stream: UnixStream) -> io::Result<Vec<Message>> {
+    let mut messages = Vec::new();
+    for line in BufReader::new(stream).lines() {
+        let line = line?;
+        let message = serde_json::from_str(&line).map_err(io::Error::from)?;
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+/// A running sandbox.
+#[derive(Debug)]
+pub struct SandboxChild {
+    child: std::process::Child,
+    reader: Option<std::thread::JoinHandle<io::Result<Vec<Message>>>>,
+    display: String,
+}
+
+impl SandboxChild {
+    /// The process ID of the sandbox process (not of the program itself).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the program and the sandbox's clean-up (thaw, cgroup removal).
+    pub fn wait(mut self) -> Result<Finished> {
+        let spawn_err = |source| Error::Spawn {
+            command: self.display.clone(),
+            source,
+        };
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        // Read both pipes while waiting, as `Command::output` does, so neither can fill up.
+        let out_pipe = self.child.stdout.take();
+        let err_pipe = self.child.stderr.take();
+        let err_reader = err_pipe.map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut buffer = Vec::new();
+                pipe.read_to_end(&mut buffer).map(|_| buffer)
+            })
+        });
+        if let Some(mut pipe) = out_pipe {
+            pipe.read_to_end(&mut stdout).map_err(spawn_err)?;
+        }
+        if let Some(reader) = err_reader {
+            stderr = reader
+                .join()
+                .unwrap_or_else(|_| Ok(Vec::new()))
+                .map_err(spawn_err)?;
+        }
+        let sandbox_status = self.child.wait().map_err(spawn_err)?;
+        let messages = match self.reader.take().map(|r| r.join()) {
+            Some(Ok(messages)) => messages.map_err(spawn_err)?,
+            _ => Vec::new(),
+        };
+        let mut notes = Vec::new();
+        let mut status = None;
+        for message in messages {
+            match message {
+                Message::Note(note) => notes.push(note),
+                Message::Failed {
+                    step,
+                    errno,
+                    message,
+                } => {
+                    return Err(Error::Setup {
+                        command: self.display.clone(),
+                        step,
+                        errno,
+                        message,
+                    });
+                }
+                Message::Exited(raw) => status = Some(ExitStatus::from_raw(raw)),
+            }
+        }
+        let status = status.ok_or_else(|| {
+            spawn_err(io::Error::other(format!(
+                "the sandbox ended without reporting the program's status ({sandbox_status})"
+            )))
+        })?;
+        Ok(Finished {
+            status,
+            stdout,
+            stderr,
+            notes,
+        })
+    }
+}
+
+impl fmt::Display for SandboxCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (key, value) in &self.env {
+            if let Some(value) = value {
+                write!(f, "{}={} ", key.to_string_lossy(), quote(value))?;
+            }
+        }
+        write!(f, "{}", quote(&self.program))?;
+        for arg in &self.args {
+            write!(f, " {}", quote(arg))?;
+        }
+        Ok(())
+    }
+}
+
+/// Shell-quotes `word` when it needs it.
+fn quote(word: &OsStr) -> String {
+    let text = word.to_string_lossy();
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if plain {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The child side.
+// ------------------------------------------------------------------------------------------
+
+/// A setup step that failed, on its way to the caller.
+struct Failure {
+    step: &'static str,
+    errno: i32,
+    message: String,
+}
+
+impl Failure {
+    fn new(step: &'static str, error: &Error) -> Self {
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Failure {
+            step,
+            errno: error.errno().unwrap_or(0),
+            message,
+        }
+    }
+
+    fn io(step: &'static str, error: &io::Error) -> Self {
+        Failure {
+            step,
+            errno: error.raw_os_error().unwrap_or(0),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The channel to the caller, shared (by `fork`) by every sandbox process.
+struct Channel(UnixStream);
+
+impl Channel {
+    fn send(&self, message: &Message) {
+        if let Ok(mut line) = serde_json::to_vec(message) {
+            line.push(b'\n');
+            let _ = (&self.0).write_all(&line);
+        }
+    }
+
+    fn fail(&self, failure: Failure) {
+        self.send(&Message::Failed {
+            step: failure.step.to_string(),
+            errno: failure.errno,
+            message: failure.message,
+        });
+    }
+}
+
+/// Hands control to the sandbox set-up when this process was started as a sandbox child, and
+/// never returns in that case. Call it first thing in `main` of every binary that uses
+/// [`SandboxCommand`], before any thread is started.
+pub fn run_if_sandbox_child() {
+    let Some(fd) = std::env::var_os(CHANNEL_VAR) else {
+        return;
+    };
+    let Some(fd) = fd.to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+        std::process::exit(SETUP_FAILED);
+    };
+    if rustix::io::fcntl_getfd(
+        // SAFETY: checking an inherited descriptor number before taking ownership of it.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+    )
+    .is_err()
+    {
+        std::process::exit(SETUP_FAILED);
+    }
+    // SAFETY: the parent passed this descriptor to us for exactly this purpose (it was checked
+    // to be open above) and nothing else in this fresh process owns it.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let _ = rustix::io::fcntl_setfd(&stream, rustix::io::FdFlags::CLOEXEC);
+    let channel = Channel(stream);
+    let spec = match read_spec(&channel) {
+        Ok(spec) => spec,
+        Err(e) => {
+            channel.fail(Failure::io("read the sandbox specification", &e));
+            std::process::exit(SETUP_FAILED);
+        }
+    };
+    let code = match run_sandbox(&spec, &channel) {
+        Ok(()) => 0,
+        Err(failure) => {
+            channel.fail(failure);
+            SETUP_FAILED
+        }
+    };
+    std::process::exit(code);
+}
+
+fn read_spec(channel: &Channel) -> io::Result<Spec> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: nothing may be read past the spec's line (the socket is shared with children).
+    loop {
+        let n = (&channel.0).read(&mut byte)?;
+        if n == 0 || byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    serde_json::from_slice(&line).map_err(io::Error::from)
+}
+
+type Step<T> = std::result::Result<T, Failure>;
+
+fn step<T>(name: &'static str, result: Result<T>) -> Step<T> {
+    result.map_err(|e| Failure::new(name, &e))
+}
+
+fn step_io<T>(name: &'static str, result: io::Result<T>) -> Step<T> {
+    result.map_err(|e| Failure::io(name, &e))
+}
+
+/// S: the privileged part. Runs in the re-executed, single-threaded process.
+fn run_sandbox(spec: &Spec, channel: &Channel) -> Step<()> {
+    step_io(
+        "set the parent-death signal",
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .map_err(io::Error::from),
+    )?;
+    let support = step("detect cgroups", CgroupSupport::detect())?;
+    let cgroup = match &support.unified {
+        Some(unified) => Some(step(
+            "create the sandbox cgroup",
+            SandboxCgroup::create(unified, &format!("{}", std::process::id())),
+        )?),
+        None => {
+            channel.send(&Message::Note(
+                "no cgroup v2 tree: processes left by the program are killed through its pid namespace only"
+                    .to_string(),
+            ));
+            None
+        }
+    };
+    let (guardian, guardian_pipe) = start_guardian(cgroup.clone(), spec.freeze.clone(), channel)?;
+    let result = run_monitored(spec, channel, cgroup.as_ref());
+    // Our end of the pipe closes here; the init's closed when it exited. The guardian now kills
+    // what is left, removes the cgroup and thaws the guest; wait for it so the caller sees a
+    // thawed guest when we return.
+    drop(guardian_pipe);
+    let _ = sys::waitpid(guardian);
+    result
+}
+
+/// Forks the guardian: it blocks until every holder of the pipe's write end is gone (however
+/// they ended), then cleans up.
+fn start_guardian(
+    cgroup: Option<SandboxCgroup>,
+    freezer: Option<Freezer>,
+    channel: &Channel,
+) -> Step<(libc::pid_t, OwnedFd)> {
+    let (read_end, write_end) = step_io("create the guardian pipe", sys::pipe())?;
+    // SAFETY: this process is single-threaded (a fresh re-executed sandbox child).
+    let pid = step_io("fork the guardian", unsafe { sys::fork() })?;
+    if pid != 0 {
+        drop(read_end);
+        return Ok((pid, write_end));
+    }
+    drop(write_end);
+    for signal in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGPIPE,
+    ] {
+        sys::set_signal_ignored(signal, true);
+    }
+    let _ = rustix::process::set_parent_process_death_signal(None);
+    let mut buffer = [0u8; 16];
+    loop {
+        match rustix::io::read(&read_end, &mut buffer) {
+            Ok(0) => break,
+            Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        }
+    }
+    let mut code = 0;
+    if let Some(Err(e)) = cgroup.map(|c| c.kill_and_remove(FREEZE_TIMEOUT)) {
+        channel.fail(Failure::new("kill and remove the sandbox cgroup", &e));
+        code = 1;
+    }
+    if let Some(Err(e)) = freezer.map(|f| f.thaw()) {
+        channel.fail(Failure::new("thaw the guest", &e));
+        code = 1;
+    }
+    sys::exit_immediately(code)
+}
+
+fn open_dir(step_name: &'static str, path: &Path) -> Step<OwnedFd> {
+    step_io(
+        step_name,
+        rustix::fs::open(
+            path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    )
+}
+
+/// Writes `content` to the file `name` below the directory `dir`, which was opened before the
+/// sandbox's mounts changed (so it still refers to the host's writable /proc or cgroup tree).
+fn write_below(step_name: &'static str, dir: &OwnedFd, name: &str, content: &str) -> Step<()> {
+    let fd = step_io(
+        step_name,
+        rustix::fs::openat(
+            dir,
+            name,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(io::Error::from),
+    )?;
+    step_io(
+        step_name,
+        std::fs::File::from(fd).write_all(content.as_bytes()),
+    )
+}
+
+fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>) -> Step<()> {
+    // Opened before anything changes: the host's /proc (whose pid numbers are ours) and the
+    // sandbox cgroup, both writable. The sandbox process itself stays outside the cgroup, so
+    // that the guardian's kill never hits it.
+    let host_proc = open_dir("open /proc", Path::new("/proc"))?;
+    let cgroup_dir = match cgroup {
+        Some(cgroup) => Some(open_dir("open the sandbox cgroup", cgroup.dir())?),
+        None => None,
+    };
+    if let Some(freezer) = &spec.freeze {
+        step("freeze the guest", freezer.freeze(FREEZE_TIMEOUT))?;
+    }
+    match spec.join_guest {
+        Some(pid) => {
+            let pidfd = step("open the guest's pidfd", namespaces::open_pidfd(pid))?;
+            step(
+                "join the guest's namespaces",
+                namespaces::join_namespaces(
+                    pidfd.as_fd(),
+                    &[
+                        Namespace::Uts,
+                        Namespace::Ipc,
+                        Namespace::Net,
+                        Namespace::Pid,
+                    ],
+                ),
+            )?;
+            step(
+                "create a mount namespace",
+                namespaces::unshare(UnshareFlags::NEWNS, "create a mount namespace"),
+            )?;
+        }
+        None => {
+            step(
+                "create namespaces",
+                namespaces::unshare(
+                    UnshareFlags::NEWNS
+                        | UnshareFlags::NEWUTS
+                        | UnshareFlags::NEWIPC
+                        | UnshareFlags::NEWPID,
+                    "create mount, uts, ipc and pid namespaces",
+                ),
+            )?;
+        }
+    }
+    step("make all mounts private", mount::make_all_private())?;
+    if let Some(name) = &spec.hostname {
+        step_io("set the host name", sys::sethostname(name.as_bytes()))?;
+    }
+    make_host_read_only(spec)?;
+
+    let (to_sandbox_read, to_sandbox_write) = step_io("create a pipe", sys::pipe())?;
+    let (to_init_read, to_init_write) = step_io("create a pipe", sys::pipe())?;
+    // SAFETY: single-threaded process (see above).
+    let init = step_io("fork the sandbox init", unsafe { sys::fork() })?;
+    if init == 0 {
+        drop(to_sandbox_read);
+        drop(to_init_write);
+        let code = match run_init(spec, channel, to_sandbox_write, to_init_read) {
+            Ok(()) => 0,
+            // The sandbox process reports why it went away; this would only hide that.
+            Err(failure) if failure.step == WAIT_FOR_ID_MAP => SETUP_FAILED,
+            Err(failure) => {
+                channel.fail(failure);
+                SETUP_FAILED
+            }
+        };
+        sys::exit_immediately(code);
+    }
+    drop(to_sandbox_write);
+    drop(to_init_read);
+    // Wait until the init has unshared its user namespace, then give it the identity map.
+    let mut byte = [0u8; 1];
+    if matches!(rustix::io::read(&to_sandbox_read, &mut byte), Ok(1)) {
+        // Into the cgroup before it can start anything: it waits for the map below.
+        if let Some(dir) = &cgroup_dir {
+            write_below(
+                "move the init into the sandbox cgroup",
+                dir,
+                "cgroup.procs",
+                &init.to_string(),
+            )?;
+        }
+        let map = "0 0 4294967295\n";
+        for file in ["uid_map", "gid_map"] {
+            write_below(
+                "write the user namespace's id map",
+                &host_proc,
+                &format!("{init}/{file}"),
+                map,
+            )?;
+        }
+        step_io(
+            "signal the sandbox init",
+            rustix::io::write(&to_init_write, b"1").map_err(io::Error::from),
+        )?;
+    }
+    drop(to_init_write);
+    let (_, status) = step_io("wait for the sandbox init", sys::waitpid(init))?;
+    if libc::WIFEXITED(status) && matches!(libc::WEXITSTATUS(status), 0 | SETUP_FAILED) {
+        return Ok(());
+    }
+    Err(Failure {
+        step: "run the sandbox init",
+        errno: 0,
+        message: format!("it ended unexpectedly (wait status {status:#x})"),
+    })
+}
+
+/// Makes `/` read-only recursively, except the guest root, the writable paths and the sources of
+/// read-write binds, which are cloned before and put back on their own paths after.
+fn make_host_read_only(spec: &Spec) -> Step<()> {
+    let mut keep: Vec<&Path> = Vec::new();
+    if let Some(root) = &spec.guest_root {
+        keep.push(root);
+    }
+    keep.extend(spec.writable.iter().map(PathBuf::as_path));
+    keep.extend(
+        spec.binds
+            .iter()
+            .filter(|b| b.access == Access::ReadWrite)
+            .map(|b| b.host.as_path()),
+    );
+    let mut clones = Vec::new();
+    for path in keep {
+        let target = step_io(
+            "open a writable path",
+            rustix::fs::open(
+                path,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        )?;
+        let tree = step("clone a writable path", mount::clone_tree(path))?;
+        clones.push((path, target, tree));
+    }
+    step(
+        "make the host read-only",
+        mount::make_read_only_recursive(Path::new("/")),
+    )?;
+    for (path, target, tree) in clones {
+        if spec.guest_root.as_deref() == Some(path) {
+            // Device nodes in a guest root are the guest's business, not a way to the host's
+            // disks: none work there; the guest gets a fresh minimal /dev below instead.
+            step("protect the guest root", mount::set_nodev(&tree, path))?;
+        }
+        step(
+            "put a writable path back",
+            mount::attach(&tree, target.as_fd(), path),
+        )?;
+    }
+    // The host's /dev holds the disks, and root in the user namespace is host uid 0: replace it
+    // with a minimal one.
+    step(
+        "mount a minimal /dev",
+        mount::mount_minimal_dev(Path::new("/dev")),
+    )?;
+    if let (Some(root), true) = (&spec.guest_root, spec.guest_dev) {
+        let root = step("open the guest root", GuestRoot::open(root))?;
+        if step("inspect the guest's /dev", root.exists("/dev"))? {
+            let target = step(
+                "open the guest's /dev",
+                root.resolve_dir_no_symlinks("mount a minimal /dev on", Path::new("/dev")),
+            )?;
+            step(
+                "mount a minimal /dev in the guest",
+                mount::mount_minimal_dev_on(target.as_fd(), Path::new("/dev")),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The init: pid 1 of the new pid namespace (or a plain process of a joined guest's).
+fn run_init(
+    spec: &Spec,
+    channel: &Channel,
+    to_sandbox: OwnedFd,
+    from_sandbox: OwnedFd,
+) -> Step<()> {
+    step_io(
+        "set the parent-death signal",
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .map_err(io::Error::from),
+    )?;
+    // Read-only: `/proc/sysrq-trigger` and friends check only file ownership, and root in our
+    // user namespace is host uid 0.
+    step(
+        "mount /proc",
+        mount::mount_at(&FileSystem::Proc, Path::new("/proc")),
+    )?;
+
+    if let (true, Some(root)) = (spec.guest_proc, &spec.guest_root) {
+        let root = step("open the guest root", GuestRoot::open(root))?;
+        step(
+            "mount the guest's /proc",
+            crate::mount::mount_into(&root, &FileSystem::Proc, "/proc"),
+        )?;
+    }
+    step(
+        "create the user namespace",
+        namespaces::unshare(
+            UnshareFlags::NEWUSER | UnshareFlags::NEWNS,
+            "create user and mount namespaces",
+        ),
+    )?;
+    step_io(
+        "signal the sandbox",
+        rustix::io::write(&to_sandbox, b"1").map_err(io::Error::from),
+    )?;
+    let mut byte = [0u8; 1];
+    if !matches!(rustix::io::read(&from_sandbox, &mut byte), Ok(1)) {
+        return Err(Failure {
+            step: WAIT_FOR_ID_MAP,
+            errno: 0,
+            message: "the sandbox process went away".to_string(),
+        });
+    }
+    drop(to_sandbox);
+    drop(from_sandbox);
+    if let Some(root) = &spec.guest_root {
+        let root = step("open the guest root", GuestRoot::open(root))?;
+        for bind in &spec.binds {
+            step(
+                "bind-mount into the guest",
+                crate::mount::bind_into(&root, &bind.host, &bind.guest, bind.access),
+            )?;
+        }
+    }
+    if spec.private_tmp {
+        for dir in ["/tmp", "/var/tmp"] {
+            let covers_kept_path = spec
+                .guest_root
+                .iter()
+                .chain(&spec.writable)
+                .chain(spec.binds.iter().map(|b| &b.host))
+                .any(|kept| kept.starts_with(dir));
+            if covers_kept_path {
+                channel.send(&Message::Note(format!(
+                    "{dir} is not private: the guest root or a writable path lies below it"
+                )));
+                continue;
+            }
+            if Path::new(dir).is_dir() {
+                step(
+                    "mount a private /tmp",
+                    mount::mount_at(
+                        &FileSystem::Tmpfs {
+                            mode: 0o1777,
+                            size: None,
+                        },
+                        Path::new(dir),
+                    ),
+                )?;
+            }
+        }
+    }
+    let exec = prepare_exec(spec)?;
+    // SAFETY: single-threaded process (a fork of the single-threaded sandbox process).
+    let program = step_io("fork the program", unsafe { sys::fork() })?;
+    if program == 0 {
+        let failure = exec_program(spec, &exec);
+        channel.fail(failure);
+        sys::exit_immediately(127);
+    }
+    // Reap everything; when the program itself ends, report and leave (as pid 1, taking the
+    // rest of the namespace with us).
+    loop {
+        match sys::waitpid(-1) {
+            Ok((pid, status)) if pid == program => {
+                // As pid 1 our exit kills the rest of the namespace; in a joined guest's pid
+                // namespace the guardian kills leftovers through the sandbox cgroup.
+                channel.send(&Message::Exited(status));
+                return Ok(());
+            }
+            Ok(_) => continue,
+            Err(e) => return Err(Failure::io("wait for the program", &e)),
+        }
+    }
+}
+
+/// The program's path and C strings, built before the fork.
+struct Exec {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: PathBuf,
+}
+
+fn prepare_exec(spec: &Spec) -> Step<Exec> {
+    let nul = |what: &'static str| Failure {
+        step: what,
+        errno: libc::EINVAL,
+        message: "contains a NUL byte".to_string(),
+    };
+    let path_var = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
+    let program = find_program(&spec.program, &path_var).ok_or_else(|| Failure {
+        step: "find the program",
+        errno: libc::ENOENT,
+        message: format!("`{}` not found in PATH", spec.program.to_string_lossy()),
+    })?;
+    let program = CString::new(program.as_os_str().as_bytes())
+        .map_err(|_| nul("prepare the program path"))?;
+    let mut argv =
+        vec![CString::new(spec.program.as_bytes()).map_err(|_| nul("prepare arguments"))?];
+    for arg in &spec.args {
+        argv.push(CString::new(arg.as_bytes()).map_err(|_| nul("prepare arguments"))?);
+    }
+    let mut envp = Vec::new();
+    for (key, value) in &spec.env {
+        let mut entry = key.as_bytes().to_vec();
+        entry.push(b'=');
+        entry.extend_from_slice(value.as_bytes());
+        envp.push(CString::new(entry).map_err(|_| nul("prepare the environment"))?);
+    }
+    let cwd = spec
+        .cwd
+        .clone()
+        .or_else(|| spec.guest_root.clone())
+        .unwrap_or_else(|| PathBuf::from("/"));
+    Ok(Exec {
+        program,
+        argv,
+        envp,
+        cwd,
+    })
+}
+
+fn find_program(program: &OsStr, path_var: &OsStr) -> Option<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::split_paths(path_var)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            rustix::fs::access(candidate, rustix::fs::Access::EXEC_OK).is_ok()
+                && candidate.is_file()
+        })
+}
+
+/// The program's process: confine, then exec. Returns only on failure.
+fn exec_program(spec: &Spec, exec: &Exec) -> Failure {
+    let run = || -> Step<()> {
+        step_io(
+            "set the parent-death signal",
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(io::Error::from),
+        )?;
+        step_io(
+            "change directory",
+            rustix::process::chdir(&exec.cwd).map_err(io::Error::from),
+        )?;
+        // Rust ignores SIGPIPE; the program expects the default.
+        for signal in [
+            libc::SIGPIPE,
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+        ] {
+            sys::set_signal_ignored(signal, false);
+        }
+        step_io(
+            "drop capabilities",
+            restrict_capabilities(spec.capabilities.kept()),
+        )?;
+        step_io("set no_new_privs", set_no_new_privs())?;
+        Ok(())
+    };
+    if let Err(failure) = run() {
+        return failure;
+    }
+    let argv: Vec<*const libc::c_char> = exec
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = exec
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let error = sys::execve(&exec.program, &argv, &envp);
+    Failure::io("execute the program", &error)
+}

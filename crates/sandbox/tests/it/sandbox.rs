@@ -1,0 +1,525 @@
+//! The per-operation sandbox against a program that attacks the host from inside, and a guest
+//! script that tries to get out of its context.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use vserver_sandbox::{Access, CapabilityProfile, Freezer, SandboxCommand};
+
+use crate::support::{Outcome, World, require, require_root, run};
+
+crate::tests![
+    program_cannot_reach_the_host,
+    package_manager_profile_keeps_mounts_locked,
+    scriptlet_context_hides_database_and_blocks_escape,
+    setup_errors_are_reported,
+    display_shows_command_and_environment,
+    leftover_processes_are_killed,
+    running_guest_is_frozen_and_thawed,
+    guest_is_thawed_when_sandbox_is_killed,
+    joined_guest_namespaces,
+];
+
+/// What loading a module fails with in the sandbox: EPERM, or ENOSYS on a kernel built without
+/// module support (like this one), where the host's root gets ENOSYS too.
+fn module_errno() -> i32 {
+    // SAFETY: a NULL image of length 0; the kernel rejects it before reading anything.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_init_module,
+            std::ptr::null::<u8>(),
+            0usize,
+            c"".as_ptr(),
+        )
+    };
+    let host = std::io::Error::last_os_error().raw_os_error();
+    if ret == -1 && host == Some(libc::ENOSYS) {
+        println!(
+            "  note: this kernel has no module support; init_module fails with ENOSYS everywhere"
+        );
+        libc::ENOSYS
+    } else {
+        libc::EPERM
+    }
+}
+
+fn parse(stdout: &[u8]) -> BTreeMap<String, i32> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("RESULT ")?.split(' ');
+            Some((words.next()?.to_string(), words.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[track_caller]
+fn expect(results: &BTreeMap<String, i32>, expected: &[(&str, i32)]) {
+    for (check, errno) in expected {
+        assert_eq!(results.get(*check), Some(errno), "{check} in {results:?}");
+    }
+}
+
+fn attack(args: &[&str]) -> SandboxCommand {
+    let mut command = SandboxCommand::new(std::env::current_exe().unwrap());
+    command.arg("--attack").args(args);
+    command
+}
+
+/// A guest with a database directory outside it, a `/.rpmdb` mount point, and a block device node
+/// the guest "planted".
+fn prepare(world: &World) -> PathBuf {
+    let db = world._temp.path().join("db");
+    fs::create_dir_all(&db).unwrap();
+    fs::write(db.join("Packages"), "the database").unwrap();
+    for dir in [".rpmdb", "mnt", "dev", "proc"] {
+        fs::create_dir_all(world.guest.join(dir)).unwrap();
+    }
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        world.guest.join("disk"),
+        rustix::fs::FileType::BlockDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(254, 0),
+    )
+    .unwrap();
+    db
+}
+
+fn run_attack(world: &World, command: &mut SandboxCommand) -> BTreeMap<String, i32> {
+    let finished = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    assert!(finished.status.success(), "{:?} {stderr}", finished.status);
+    for note in &finished.notes {
+        println!("  note: {note}");
+    }
+    let results = parse(&finished.stdout);
+    println!("  {results:?}");
+    let _ = world;
+    results
+}
+
+fn program_cannot_reach_the_host() -> Outcome {
+    run(|| {
+        require_root()?;
+        let world = World::new();
+        let db = prepare(&world);
+        let host_name_before = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let me = std::process::id().to_string();
+        let results = run_attack(
+            &world,
+            attack(&[
+                "host",
+                world.host.to_str().unwrap(),
+                world.guest.to_str().unwrap(),
+                &me,
+            ])
+            .guest_root(&world.guest)
+            .bind(&db, "/.rpmdb", Access::ReadWrite)
+            .hostname("sandboxed"),
+        );
+        expect(
+            &results,
+            &[
+                ("write-host-file", libc::EROFS),
+                ("create-host-file", libc::EROFS),
+                ("write-guest-file", 0),
+                ("remount-root-rw", libc::EPERM),
+                ("mount-tmpfs", libc::EPERM),
+                ("bind-host-root", libc::EPERM),
+                ("umount-dev", libc::EPERM),
+                ("mknod-block", libc::EPERM),
+                ("open-guest-block-device", libc::EACCES),
+                ("open-host-disk", libc::ENOENT),
+                ("init-module", module_errno()),
+                ("finit-module", module_errno()),
+                ("ptrace-host", libc::ESRCH),
+                ("kill-host", libc::ESRCH),
+                ("reboot", libc::EPERM),
+                ("hostname", libc::EPERM),
+                ("pid", 2),
+            ],
+        );
+        // This kernel has no /proc/sysrq-trigger (ENOENT); where it has one, /proc is read-only.
+        assert!(
+            matches!(results["sysrq-trigger"], libc::EROFS | libc::ENOENT),
+            "{results:?}"
+        );
+        assert!(world.guest.join("written-by-program").exists());
+        assert_eq!(
+            fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+            host_name_before
+        );
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// With `CAP_SYS_ADMIN` kept (for rpm's plugin), the program may mount in its own namespace, but
+/// the host stays read-only and the mounts it inherited stay in place.
+fn package_manager_profile_keeps_mounts_locked() -> Outcome {
+    run(|| {
+        require_root()?;
+        let world = World::new();
+        let db = prepare(&world);
+        let me = std::process::id().to_string();
+        let results = run_attack(
+            &world,
+            attack(&[
+                "host",
+                world.host.to_str().unwrap(),
+                world.guest.to_str().unwrap(),
+                &me,
+            ])
+            .guest_root(&world.guest)
+            .bind(&db, "/.rpmdb", Access::ReadWrite)
+            .capabilities(CapabilityProfile::PackageManager),
+        );
+        expect(
+            &results,
+            &[
+                ("write-host-file", libc::EROFS),
+                ("create-host-file", libc::EROFS),
+                ("remount-root-rw", libc::EPERM),
+                // Mounts inherited from the set-up are locked to what they cover.
+                ("umount-dev", libc::EINVAL),
+                ("mknod-block", libc::EPERM),
+                ("open-guest-block-device", libc::EACCES),
+                ("init-module", module_errno()),
+                ("finit-module", module_errno()),
+                ("reboot", libc::EPERM),
+                ("hostname", libc::EPERM),
+            ],
+        );
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+fn scriptlet_context_hides_database_and_blocks_escape() -> Outcome {
+    run(|| {
+        require_root()?;
+        let world = World::new();
+        let db = prepare(&world);
+        let results = run_attack(
+            &world,
+            attack(&["scriptlet", world.guest.to_str().unwrap()])
+                .guest_root(&world.guest)
+                .bind(&db, "/.rpmdb", Access::ReadWrite)
+                .capabilities(CapabilityProfile::PackageManager),
+        );
+        expect(
+            &results,
+            &[
+                ("chroot-into-guest", 0),
+                ("database-before", 0),
+                ("confine", 0),
+                ("database-after", libc::ENOENT),
+                ("mkdir-escape-dir", 0),
+                ("chroot-escape", libc::EPERM),
+                ("mount-after-confine", libc::EPERM),
+                ("remount-database", libc::EPERM),
+                ("write-guest-file", 0),
+            ],
+        );
+        assert!(world.guest.join("scriptlet-ran").exists());
+        assert_eq!(fs::read(db.join("Packages")).unwrap(), b"the database");
+        assert!(
+            fs::read_dir(world.guest.join(".rpmdb"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+fn setup_errors_are_reported() -> Outcome {
+    run(|| {
+        require_root()?;
+        let world = World::new();
+        let db = prepare(&world);
+        symlink_force(&world.host, &world.guest.join("evil"));
+        // A bind target that is a symlink to the host: the setup fails, the program never runs.
+        let error = SandboxCommand::new("/bin/true")
+            .guest_root(&world.guest)
+            .bind(&db, "/evil", Access::ReadWrite)
+            .status()
+            .unwrap_err();
+        let text = error.to_string();
+        assert_eq!(error.errno(), Some(libc::ENOTDIR), "{error:?}");
+        assert!(
+            text.contains("bind-mount into the guest") && text.contains("/bin/true"),
+            "{text}"
+        );
+        // A program that does not exist.
+        let error = SandboxCommand::new("no-such-program-anywhere")
+            .status()
+            .unwrap_err();
+        assert_eq!(error.errno(), Some(libc::ENOENT), "{error:?}");
+        // Exit codes pass through.
+        let finished = SandboxCommand::new("/bin/sh")
+            .args(["-c", "exit 7"])
+            .status()
+            .unwrap();
+        assert_eq!(finished.status.code(), Some(7));
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+fn symlink_force(target: &Path, link: &Path) {
+    let _ = fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+fn display_shows_command_and_environment() -> Outcome {
+    let mut command = SandboxCommand::new("rpm");
+    command
+        .args(["--root", "/vservers/a b", "-qa"])
+        .env("HOME", "/vservers/.pkg/a/rpm")
+        .env_remove("LANG");
+    assert_eq!(
+        command.to_string(),
+        "HOME=/vservers/.pkg/a/rpm rpm --root '/vservers/a b' -qa"
+    );
+    Outcome::Passed
+}
+
+fn marker_processes(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn leftover_processes_are_killed() -> Outcome {
+    run(|| {
+        require_root()?;
+        let world = World::new();
+        prepare(&world);
+        let marker = format!("leftover-{}", std::process::id());
+        let results = run_attack(
+            &world,
+            attack(&["daemon", &marker]).guest_root(&world.guest),
+        );
+        expect(&results, &[("forked", 0)]);
+        assert_eq!(marker_processes(&marker), Vec::<u32>::new());
+        assert_no_sandbox_cgroups();
+        Ok(())
+    })
+}
+
+fn assert_no_sandbox_cgroups() {
+    let support = vserver_sandbox::CgroupSupport::detect().unwrap();
+    if let Some(unified) = support.unified {
+        let parent = unified.join("vserver-sandbox");
+        if parent.exists() {
+            let left: Vec<_> = fs::read_dir(parent)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            assert!(left.is_empty(), "sandbox cgroups left: {left:?}");
+        }
+    }
+}
+
+/// A stand-in for a running guest: a shell loop in a cgroup of its own, counting in a file.
+struct FakeGuest {
+    child: Child,
+    cgroup: PathBuf,
+    counter: PathBuf,
+}
+
+impl FakeGuest {
+    fn start(world: &World, cgroup_parent: &Path) -> FakeGuest {
+        let cgroup = cgroup_parent.join(format!("vserver-it-guest-{}", std::process::id()));
+        let _ = fs::remove_dir(&cgroup);
+        fs::create_dir(&cgroup).unwrap();
+        let counter = world.guest.join("counter");
+        let child = Command::new("/bin/sh")
+            .args(["-c", "while :; do echo x >> \"$0\"; done"])
+            .arg(&counter)
+            .spawn()
+            .unwrap();
+        fs::write(cgroup.join("cgroup.procs"), child.id().to_string()).unwrap();
+        FakeGuest {
+            child,
+            cgroup,
+            counter,
+        }
+    }
+
+    fn advancing(&self) -> bool {
+        let size = || fs::metadata(&self.counter).map(|m| m.len()).unwrap_or(0);
+        let first = size();
+        std::thread::sleep(Duration::from_millis(100));
+        first != size()
+    }
+}
+
+impl Drop for FakeGuest {
+    fn drop(&mut self) {
+        let _ = Freezer::for_cgroup(&self.cgroup).map(|f| f.thaw());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir(&self.cgroup);
+    }
+}
+
+fn unified() -> Result<PathBuf, Outcome> {
+    let support = vserver_sandbox::CgroupSupport::detect().unwrap();
+    require(support.unified.is_some(), "no cgroup v2 tree mounted")?;
+    Ok(support.unified.unwrap())
+}
+
+fn running_guest_is_frozen_and_thawed() -> Outcome {
+    run(|| {
+        require_root()?;
+        let unified = unified()?;
+        let world = World::new();
+        prepare(&world);
+        let guest = FakeGuest::start(&world, &unified);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(guest.advancing());
+        let freezer = Freezer::for_cgroup(&guest.cgroup).unwrap();
+        let results = run_attack(
+            &world,
+            attack(&["observe", guest.counter.to_str().unwrap()])
+                .guest_root(&world.guest)
+                .freeze(freezer.clone()),
+        );
+        expect(&results, &[("counter-changed", 0)]);
+        assert!(!freezer.is_frozen().unwrap());
+        assert!(guest.advancing(), "guest was not thawed");
+        assert_no_sandbox_cgroups();
+        Ok(())
+    })
+}
+
+fn guest_is_thawed_when_sandbox_is_killed() -> Outcome {
+    run(|| {
+        require_root()?;
+        let unified = unified()?;
+        let world = World::new();
+        prepare(&world);
+        let guest = FakeGuest::start(&world, &unified);
+        let freezer = Freezer::for_cgroup(&guest.cgroup).unwrap();
+        let child = SandboxCommand::new("/bin/sleep")
+            .arg("30")
+            .guest_root(&world.guest)
+            .freeze(freezer.clone())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !freezer.is_frozen().unwrap() {
+            assert!(Instant::now() < deadline, "guest never froze");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while freezer.is_frozen().unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "guest still frozen after the sandbox was killed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(guest.advancing());
+        assert_eq!(marker_processes("/bin/sleep\u{0}30"), Vec::<u32>::new());
+        Ok(())
+    })
+}
+
+/// A running guest with its own pid, uts, ipc and net namespaces (made with `unshare`): the
+/// program joins them; host processes are invisible, leftovers die with the sandbox cgroup.
+fn joined_guest_namespaces() -> Outcome {
+    run(|| {
+        require_root()?;
+        require(Path::new("/usr/bin/unshare").exists(), "needs unshare(1)")?;
+        unified()?;
+        let world = World::new();
+        let db = prepare(&world);
+        let mut holder = Command::new("/usr/bin/unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--uts",
+                "--ipc",
+                "--net",
+                "/bin/sleep",
+                "60",
+            ])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let guest_init = loop {
+            let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.id()))
+                .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                break pid.parse::<u32>().unwrap();
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let me = std::process::id().to_string();
+        let results = run_attack(
+            &world,
+            attack(&[
+                "host",
+                world.host.to_str().unwrap(),
+                world.guest.to_str().unwrap(),
+                &me,
+            ])
+            .guest_root(&world.guest)
+            .bind(&db, "/.rpmdb", Access::ReadWrite)
+            .join_guest(guest_init),
+        );
+        expect(
+            &results,
+            &[
+                ("write-host-file", libc::EROFS),
+                ("remount-root-rw", libc::EPERM),
+                ("ptrace-host", libc::ESRCH),
+                ("kill-host", libc::ESRCH),
+                ("hostname", libc::EPERM),
+            ],
+        );
+        // In the guest's pid namespace, next to its init (pid 1).
+        assert!(results["pid"] > 1);
+        let marker = format!("joined-leftover-{}", std::process::id());
+        let results = run_attack(
+            &world,
+            attack(&["daemon", &marker])
+                .guest_root(&world.guest)
+                .join_guest(guest_init),
+        );
+        expect(&results, &[("forked", 0)]);
+        assert_eq!(marker_processes(&marker), Vec::<u32>::new());
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert_no_sandbox_cgroups();
+        let _ = fs::metadata(&world.guest).unwrap().permissions().mode();
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
