@@ -22,6 +22,7 @@ crate::tests![
     running_guest_is_frozen_and_thawed,
     guest_is_thawed_when_sandbox_is_killed,
     joined_guest_namespaces,
+    real_rpm_writes_its_database_outside_the_guest,
 ];
 
 /// What loading a module fails with in the sandbox: EPERM, or ENOSYS on a kernel built without
@@ -519,6 +520,43 @@ fn joined_guest_namespaces() -> Outcome {
         let _ = holder.wait();
         assert_no_sandbox_cgroups();
         let _ = fs::metadata(&world.guest).unwrap().permissions().mode();
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// The host's real rpm, run the way the package back end will: the database lands in the host
+/// directory bound at `/.rpmdb`, never in the guest (the pitfall in NOTES: a hidden mount makes
+/// rpm silently create a fresh database inside the guest).
+fn real_rpm_writes_its_database_outside_the_guest() -> Outcome {
+    run(|| {
+        require_root()?;
+        require(Path::new("/usr/bin/rpm").exists(), "needs rpm")?;
+        let world = World::new();
+        let db = world._temp.path().join("rpmdb");
+        fs::create_dir_all(&db).unwrap();
+        fs::create_dir_all(world.guest.join(".rpmdb")).unwrap();
+        let guest = world.guest.to_str().unwrap();
+        let rpm = |args: &[&str]| {
+            let finished = SandboxCommand::new("rpm")
+                .args(["--root", guest, "--dbpath", "/.rpmdb"])
+                .args(args)
+                .guest_root(&world.guest)
+                .bind(&db, "/.rpmdb", Access::ReadWrite)
+                .capabilities(CapabilityProfile::PackageManager)
+                .output()
+                .unwrap();
+            assert!(
+                finished.status.success(),
+                "{}",
+                String::from_utf8_lossy(&finished.stderr)
+            );
+            finished
+        };
+        rpm(&["--initdb"]);
+        assert!(db.join("rpmdb.sqlite").exists(), "database not in the host directory");
+        assert_eq!(fs::read_dir(world.guest.join(".rpmdb")).unwrap().count(), 0);
+        assert!(rpm(&["-qa"]).stdout.is_empty());
         world.assert_host_unchanged();
         Ok(())
     })
