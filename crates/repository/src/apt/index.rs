@@ -144,8 +144,9 @@ pub enum AptError {
     /// A package file could not be read or is not a valid .deb.
     #[error(transparent)]
     Package(#[from] DebError),
-    /// A package whose name or control data cannot go into an index.
-    #[error("cannot index `{}`: {reason}", path.display())]
+    /// A package whose name or control data cannot go into an index. The path is shown with
+    /// control characters escaped, so a hostile name cannot break the one-line message.
+    #[error("cannot index `{}`: {reason}", path.display().to_string().escape_debug())]
     BadPackage {
         /// The package file.
         path: PathBuf,
