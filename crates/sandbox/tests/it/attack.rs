@@ -153,6 +153,24 @@ pub fn main(args: &[String]) -> ! {
                 errno_of(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }.into())
             });
             report("pid", std::process::id() as i32);
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            report("no-new-privs", field("NoNewPrivs:").parse().unwrap_or(-1));
+            let bounding = u64::from_str_radix(&field("CapBnd:"), 16).unwrap_or(u64::MAX);
+            report(
+                "cap-sys-admin-in-bounding-set",
+                i32::from(bounding & (1 << 21) /* CAP_SYS_ADMIN */ != 0),
+            );
+            report(
+                "cap-sys-module-in-bounding-set",
+                i32::from(bounding & (1 << 16) /* CAP_SYS_MODULE */ != 0),
+            );
         }
         // A package script: chroot into the guest (as rpm does), confine, then try to get out.
         "scriptlet" => {

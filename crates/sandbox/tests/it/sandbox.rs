@@ -143,6 +143,9 @@ fn program_cannot_reach_the_host() -> Outcome {
                 ("reboot", libc::EPERM),
                 ("hostname", libc::EPERM),
                 ("pid", 2),
+                ("no-new-privs", 1),
+                ("cap-sys-admin-in-bounding-set", 0),
+                ("cap-sys-module-in-bounding-set", 0),
             ],
         );
         // This kernel has no /proc/sysrq-trigger (ENOENT); where it has one, /proc is read-only.
@@ -554,7 +557,10 @@ fn real_rpm_writes_its_database_outside_the_guest() -> Outcome {
             finished
         };
         rpm(&["--initdb"]);
-        assert!(db.join("rpmdb.sqlite").exists(), "database not in the host directory");
+        assert!(
+            db.join("rpmdb.sqlite").exists(),
+            "database not in the host directory"
+        );
         assert_eq!(fs::read_dir(world.guest.join(".rpmdb")).unwrap().count(), 0);
         assert!(rpm(&["-qa"]).stdout.is_empty());
         world.assert_host_unchanged();
