@@ -118,8 +118,12 @@ fn index(args: &IndexArgs, out: &Output) -> Result<ExitCode> {
         },
     };
     let bar = out.progress();
-    let report = index_rpm(dir, &options, &bar)
-        .with_context(|| format!("indexing `{}` failed; its metadata is unchanged", dir.display()))?;
+    let report = index_rpm(dir, &options, &bar).with_context(|| {
+        format!(
+            "indexing `{}` failed; its metadata is unchanged",
+            dir.display()
+        )
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     report_skipped(out, &report.skipped);
     out.status(&format!(

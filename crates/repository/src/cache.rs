@@ -162,7 +162,11 @@ pub struct CacheReader {
 impl CacheReader {
     /// Opens the cache `name` of `dir`; `Ok(None)` when it is missing or was written for another
     /// `fingerprint`.
-    pub fn open(dir: &Path, name: &str, fingerprint: &str) -> Result<Option<CacheReader>, CacheError> {
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<Option<CacheReader>, CacheError> {
         let path = cache_path(dir, name);
         let err = |source| CacheError::Io {
             action: "read",
@@ -182,7 +186,9 @@ impl CacheReader {
             return Ok(None);
         }
         match read_bytes(&mut reader).map_err(err)? {
-            Some(found) if found == fingerprint.as_bytes() => Ok(Some(CacheReader { path, reader })),
+            Some(found) if found == fingerprint.as_bytes() => {
+                Ok(Some(CacheReader { path, reader }))
+            }
             _ => Ok(None),
         }
     }

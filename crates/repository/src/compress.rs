@@ -49,7 +49,9 @@ impl Compression {
                 flate2::Compression::new(6),
             )),
             Compression::Xz => CompressWriter::Xz(liblzma::write::XzEncoder::new(inner, 6)),
-            Compression::Zstd => CompressWriter::Zstd(zstd::stream::write::Encoder::new(inner, 10)?),
+            Compression::Zstd => {
+                CompressWriter::Zstd(zstd::stream::write::Encoder::new(inner, 10)?)
+            }
         })
     }
 
@@ -65,7 +67,10 @@ impl Compression {
 
     /// Opens a metadata file and decompresses it according to its name.
     pub fn open(path: &Path) -> io::Result<Box<dyn BufRead>> {
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let file = std::fs::File::open(path)?;
         Compression::from_file_name(&name).reader(file)
     }

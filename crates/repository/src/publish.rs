@@ -21,7 +21,9 @@ pub const STATE_DIR: &str = ".vrepo";
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// Another process holds the repository lock.
-    #[error("another vrepo process is working on `{dir}` (lock `{lock}` is held); retry when it is done")]
+    #[error(
+        "another vrepo process is working on `{dir}` (lock `{lock}` is held); retry when it is done"
+    )]
     Locked {
         /// The repository directory.
         dir: PathBuf,
@@ -137,14 +139,8 @@ impl Staging {
         } else {
             RenameFlags::NOREPLACE
         };
-        rustix::fs::renameat_with(
-            rustix::fs::CWD,
-            &self.path,
-            rustix::fs::CWD,
-            &target,
-            flags,
-        )
-        .map_err(|e| io_err("publish", &target)(e.into()))?;
+        rustix::fs::renameat_with(rustix::fs::CWD, &self.path, rustix::fs::CWD, &target, flags)
+            .map_err(|e| io_err("publish", &target)(e.into()))?;
         sync_dir(&self.parent)?;
         self.committed = true;
         if exists {
@@ -166,10 +162,9 @@ impl Drop for Staging {
 /// Writes `bytes` to `path` so that readers see either the old or the new content, durably.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map_or_else(
-        || "file".into(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;

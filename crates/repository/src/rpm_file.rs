@@ -14,7 +14,7 @@
 //! own primary files and on its own provides are dropped, duplicates are folded, only the highest
 //! `libc.so.6(…)` requirement is kept, and at most `changelog_limit` changelog entries are kept.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -43,6 +43,9 @@ const RPMSENSE_EQUAL: u32 = 1 << 3;
 const RPMSENSE_PREREQ: u32 = 1 << 6;
 const RPMSENSE_SCRIPT_PRE: u32 = 1 << 9;
 const RPMSENSE_SCRIPT_POST: u32 = 1 << 10;
+const RPMSENSE_MISSINGOK: u32 = 1 << 19;
+/// The comparison bits of dependency flags (createrepo_c compares deps by their rendered flags).
+const SENSE_MASK: u32 = RPMSENSE_LESS | RPMSENSE_GREATER | RPMSENSE_EQUAL;
 const S_IFMT: u16 = 0o170000;
 const S_IFDIR: u16 = 0o040000;
 
@@ -88,7 +91,9 @@ pub struct RpmReadOptions {
 impl Default for RpmReadOptions {
     fn default() -> Self {
         // createrepo_c's default.
-        RpmReadOptions { changelog_limit: 10 }
+        RpmReadOptions {
+            changelog_limit: 10,
+        }
     }
 }
 
@@ -208,7 +213,11 @@ fn read_headers(reader: &mut impl Read) -> Result<RawHeaders, HeaderError> {
 }
 
 /// Appends one header structure to `bytes` after checking its intro and every index entry.
-fn read_header(reader: &mut impl Read, bytes: &mut Vec<u8>, which: &str) -> Result<(), HeaderError> {
+fn read_header(
+    reader: &mut impl Read,
+    bytes: &mut Vec<u8>,
+    which: &str,
+) -> Result<(), HeaderError> {
     let mut intro = [0u8; INTRO_SIZE];
     reader.read_exact(&mut intro)?;
     if intro[..4] != HEADER_MAGIC {
@@ -233,7 +242,8 @@ fn read_header(reader: &mut impl Read, bytes: &mut Vec<u8>, which: &str) -> Resu
     reader.read_exact(&mut bytes[start + INTRO_SIZE..])?;
     let index = &bytes[start + INTRO_SIZE..start + INTRO_SIZE + count as usize * ENTRY_SIZE];
     for entry in index.chunks_exact(ENTRY_SIZE) {
-        let field = |i: usize| u32::from_be_bytes([entry[i], entry[i + 1], entry[i + 2], entry[i + 3]]);
+        let field =
+            |i: usize| u32::from_be_bytes([entry[i], entry[i + 1], entry[i + 2], entry[i + 3]]);
         let (tag, kind, offset, items) = (field(0), field(4), field(8), field(12));
         let unit: u64 = match kind {
             0 => 0,
@@ -272,35 +282,53 @@ fn flags_attr(flags: u32) -> Option<String> {
     Some(name.to_owned())
 }
 
-/// Splits `[epoch:]version[-release]` the way createrepo_c does for dependency entries.
-fn split_evr(evr: &str) -> (Option<String>, Option<String>, Option<String>) {
-    if evr.is_empty() {
-        return (None, None, None);
-    }
-    let (epoch, rest) = match evr.split_once(':') {
-        Some((e, rest)) if !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) => {
-            (e.to_owned(), rest)
-        }
-        Some((_, rest)) => ("0".to_owned(), rest),
-        None => ("0".to_owned(), evr),
-    };
-    let (version, release) = match rest.rsplit_once('-') {
-        Some((v, r)) => (v.to_owned(), Some(r.to_owned())),
-        None => (rest.to_owned(), None),
-    };
-    (Some(epoch), Some(version), release)
+/// A dependency's `[epoch:]version[-release]`, split as createrepo_c splits it: the epoch must
+/// be numeric (`None` means it is not, and the dependency is dropped), the version ends at the
+/// first `-`.
+struct Evr {
+    epoch: String,
+    version: String,
+    release: Option<String>,
 }
 
-fn dependency(dep: &rpm::Dependency, pre: bool) -> Dependency {
-    let (epoch, version, release) = split_evr(&dep.version);
-    Dependency {
-        name: dep.name.clone(),
-        flags: flags_attr(dep.flags.bits()),
+fn split_evr(evr: &str) -> Option<Evr> {
+    let (epoch, rest) = match evr.split_once(':') {
+        Some(("", rest)) => ("0".to_owned(), rest),
+        Some((e, rest)) => {
+            let digits = e.trim_start().trim_start_matches(['+', '-']);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (e.to_owned(), rest)
+        }
+        None => ("0".to_owned(), evr),
+    };
+    let (version, release) = match rest.split_once('-') {
+        Some((v, r)) => (v.to_owned(), (!r.is_empty()).then(|| r.to_owned())),
+        None => (rest.to_owned(), None),
+    };
+    Some(Evr {
         epoch,
         version,
         release,
+    })
+}
+
+/// Converts a dependency; `None` for one with a malformed epoch, which createrepo_c leaves out.
+fn dependency(dep: &rpm::Dependency, pre: bool) -> Option<Dependency> {
+    let mut out = Dependency {
+        name: dep.name.clone(),
+        flags: flags_attr(dep.flags.bits()),
         pre,
+        ..Dependency::default()
+    };
+    if !dep.version.is_empty() {
+        let evr = split_evr(&dep.version)?;
+        out.epoch = Some(evr.epoch);
+        out.version = Some(evr.version);
+        out.release = evr.release;
     }
+    Some(out)
 }
 
 fn optional_string(header: &rpm::Header<IndexTag>, tag: IndexTag) -> Result<String, rpm::Error> {
@@ -348,8 +376,7 @@ fn describe(meta: &rpm::PackageMetadata, options: &RpmReadOptions) -> Result<Pac
         description: optional_string(header, IndexTag::RPMTAG_DESCRIPTION)?,
         packager: optional_string(header, IndexTag::RPMTAG_PACKAGER)?,
         url: optional_string(header, IndexTag::RPMTAG_URL)?,
-        time_build: i64::try_from(optional_number(header, IndexTag::RPMTAG_BUILDTIME))
-            .unwrap_or(0),
+        time_build: i64::try_from(optional_number(header, IndexTag::RPMTAG_BUILDTIME)).unwrap_or(0),
         size_installed: meta.get_installed_size().unwrap_or(0),
         license: optional_string(header, IndexTag::RPMTAG_LICENSE)?,
         vendor: optional_string(header, IndexTag::RPMTAG_VENDOR)?,
@@ -388,21 +415,34 @@ fn describe(meta: &rpm::PackageMetadata, options: &RpmReadOptions) -> Result<Pac
     }
 
     let provides = or_empty(meta.get_provides())?;
-    let provided: HashSet<&str> = provides.iter().map(|d| d.name.as_str()).collect();
-    pkg.provides = provides.iter().map(|d| dependency(d, false)).collect();
-    pkg.requires = requirements(&or_empty(meta.get_requires())?, &provided, &pkg.files);
-    pkg.conflicts = deps(or_empty(meta.get_conflicts())?);
-    pkg.obsoletes = deps(or_empty(meta.get_obsoletes())?);
-    pkg.suggests = deps(or_empty(meta.get_suggests())?);
-    pkg.enhances = deps(or_empty(meta.get_enhances())?);
-    pkg.recommends = deps(or_empty(meta.get_recommends())?);
-    pkg.supplements = deps(or_empty(meta.get_supplements())?);
+    let provided: HashSet<(&str, u32, &str)> = provides.iter().map(provide_key).collect();
+    pkg.provides = deps(&provides);
+    let (requires, legacy_recommends) =
+        requirements(&or_empty(meta.get_requires())?, &provided, &pkg.files);
+    pkg.requires = requires;
+    pkg.conflicts = deps(&or_empty(meta.get_conflicts())?);
+    pkg.obsoletes = deps(&or_empty(meta.get_obsoletes())?);
+    pkg.suggests = deps(&or_empty(meta.get_suggests())?);
+    pkg.enhances = deps(&or_empty(meta.get_enhances())?);
+    pkg.recommends = legacy_recommends;
+    pkg.recommends
+        .extend(deps(&or_empty(meta.get_recommends())?));
+    pkg.supplements = deps(&or_empty(meta.get_supplements())?);
     pkg.changelogs = changelogs(meta, options.changelog_limit)?;
     Ok(pkg)
 }
 
-fn deps(list: Vec<rpm::Dependency>) -> Vec<Dependency> {
-    list.iter().map(|d| dependency(d, false)).collect()
+fn deps(list: &[rpm::Dependency]) -> Vec<Dependency> {
+    list.iter().filter_map(|d| dependency(d, false)).collect()
+}
+
+/// What makes a requirement "the same" as a provide: name, comparison and version string.
+fn provide_key(dep: &rpm::Dependency) -> (&str, u32, &str) {
+    (
+        dep.name.as_str(),
+        dep.flags.bits() & SENSE_MASK,
+        dep.version.as_str(),
+    )
 }
 
 fn archive_size(meta: &rpm::PackageMetadata) -> u64 {
@@ -425,33 +465,44 @@ fn archive_size(meta: &rpm::PackageMetadata) -> u64 {
         })
 }
 
+/// Filters requirements as createrepo_c does; also returns the legacy weak dependencies
+/// (requirements marked "missing ok"), which belong to recommends.
 fn requirements(
     requires: &[rpm::Dependency],
-    provided: &HashSet<&str>,
+    provided: &HashSet<(&str, u32, &str)>,
     files: &[PackageFile],
-) -> Vec<Dependency> {
+) -> (Vec<Dependency>, Vec<Dependency>) {
     let own_primary_files: HashSet<&str> = files
         .iter()
         .map(|f| f.path.as_str())
         .filter(|p| is_primary_file(p))
         .collect();
-    let mut seen = HashSet::new();
+    // The last requirement kept for each name; a repeat of exactly it is dropped.
+    let mut last_kept: HashMap<&str, (u32, &str, bool)> = HashMap::new();
     let mut out = Vec::new();
+    let mut legacy_recommends = Vec::new();
     let mut libc_highest: Option<Dependency> = None;
     for req in requires {
         let name = req.name.as_str();
         if name.starts_with("rpmlib(")
-            || own_primary_files.contains(name)
-            || provided.contains(name)
+            || (name.starts_with('/') && own_primary_files.contains(name))
+            || provided.contains(&provide_key(req))
         {
             continue;
         }
         let bits = req.flags.bits();
         let pre = bits & (RPMSENSE_PREREQ | RPMSENSE_SCRIPT_PRE | RPMSENSE_SCRIPT_POST) != 0;
-        let dep = dependency(req, pre);
-        if !seen.insert((dep.name.clone(), dep.flags.clone(), req.version.clone(), pre)) {
+        let identity = (bits & SENSE_MASK, req.version.as_str(), pre);
+        if last_kept.get(name) == Some(&identity) {
             continue;
         }
+        if bits & RPMSENSE_MISSINGOK != 0 {
+            legacy_recommends.extend(dependency(req, false));
+            continue;
+        }
+        let Some(dep) = dependency(req, pre) else {
+            continue;
+        };
         if name.starts_with("libc.so.6") {
             let keep_new = libc_highest
                 .as_ref()
@@ -461,10 +512,11 @@ fn requirements(
             }
             continue;
         }
+        last_kept.insert(name, identity);
         out.push(dep);
     }
     out.extend(libc_highest);
-    out
+    (out, legacy_recommends)
 }
 
 /// Orders `libc.so.6(GLIBC_2.3)(64bit)`-style names by the version inside the first parentheses.
@@ -480,7 +532,10 @@ fn libc_version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     rpm_version::rpm_evr_compare(version(a), version(b))
 }
 
-fn changelogs(meta: &rpm::PackageMetadata, limit: usize) -> Result<Vec<ChangelogEntry>, rpm::Error> {
+fn changelogs(
+    meta: &rpm::PackageMetadata,
+    limit: usize,
+) -> Result<Vec<ChangelogEntry>, rpm::Error> {
     let entries = match meta.get_changelog_entries() {
         Ok(entries) => entries,
         Err(rpm::Error::TagNotFound(_)) => return Ok(Vec::new()),

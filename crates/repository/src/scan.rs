@@ -121,7 +121,11 @@ pub fn scan_packages(dir: &Path, extension: &str) -> Result<ScanResult, ScanErro
         if !entry.file_type().is_file() {
             continue;
         }
-        if !entry.file_name().as_encoded_bytes().ends_with(suffix.as_bytes()) {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .ends_with(suffix.as_bytes())
+        {
             continue;
         }
         let path = entry.path().to_owned();

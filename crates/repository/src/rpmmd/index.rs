@@ -290,7 +290,9 @@ fn render_document(
         source,
     };
     let mut reader = CacheReader::open(dir, CACHE_NAME, fingerprint)?.ok_or_else(|| {
-        write_err(io::Error::other("the index cache written a moment ago is gone"))
+        write_err(io::Error::other(
+            "the index cache written a moment ago is gone",
+        ))
     })?;
     let file = File::create(&tmp).map_err(write_err)?;
     let stored = Tally {
@@ -304,7 +306,8 @@ fn render_document(
         hasher: Sha256::new(),
         bytes: 0,
     };
-    open.write_all(doc.head(count).as_bytes()).map_err(write_err)?;
+    open.write_all(doc.head(count).as_bytes())
+        .map_err(write_err)?;
     while let Some(record) = reader.next_record()? {
         let body = fragment(&record.payload, slot).ok_or_else(|| {
             write_err(io::Error::new(
@@ -365,5 +368,4 @@ mod tests {
         }
         assert_eq!(fragment(&payload[..3], 0), None);
     }
-
 }

@@ -74,7 +74,11 @@ impl<R: BufRead> Items<R> {
         }
         loop {
             self.buf.clear();
-            match self.reader.read_event_into(&mut self.buf).map_err(malformed)? {
+            match self
+                .reader
+                .read_event_into(&mut self.buf)
+                .map_err(malformed)?
+            {
                 Event::Start(e) => {
                     self.text.clear();
                     let name = e.local_name().as_ref().to_vec();
@@ -180,7 +184,10 @@ pub fn read_primary(
                                 epoch: map.get(b"epoch".as_slice()).cloned(),
                                 version: map.get(b"ver".as_slice()).cloned(),
                                 release: map.get(b"rel".as_slice()).cloned(),
-                                pre: matches!(map.get(b"pre".as_slice()).map(String::as_str), Some("1" | "true")),
+                                pre: matches!(
+                                    map.get(b"pre".as_slice()).map(String::as_str),
+                                    Some("1" | "true")
+                                ),
                             };
                             let list = match dep_list.as_deref() {
                                 Some(b"provides") => &mut p.provides,

@@ -131,14 +131,20 @@ impl Repomd {
                 }
                 Event::Text(t) => {
                     let Some(tag) = &text_of else { continue };
-                    let value = t.decode().map_err(|e| err(e.to_string()))?.trim().to_owned();
+                    let value = t
+                        .decode()
+                        .map_err(|e| err(e.to_string()))?
+                        .trim()
+                        .to_owned();
                     match (tag.as_slice(), current.as_mut()) {
                         (b"revision", _) => repomd.revision = value,
                         (b"checksum", Some(r)) => r.checksum = value,
                         (b"open-checksum", Some(r)) => r.open_checksum = Some(value),
                         (b"timestamp", Some(r)) => r.timestamp = value.parse().unwrap_or(0),
                         (b"size", Some(r)) => {
-                            r.size = value.parse().map_err(|_| err(format!("bad size `{value}`")))?;
+                            r.size = value
+                                .parse()
+                                .map_err(|_| err(format!("bad size `{value}`")))?;
                         }
                         (b"open-size", Some(r)) => r.open_size = value.parse().ok(),
                         _ => {}
@@ -188,6 +194,8 @@ mod tests {
     #[test]
     fn rejects_other_documents() {
         assert!(Repomd::parse(b"<html></html>").is_err());
-        assert!(Repomd::parse(b"<repomd><data type=\"x\"><size>nan</size></data></repomd>").is_err());
+        assert!(
+            Repomd::parse(b"<repomd><data type=\"x\"><size>nan</size></data></repomd>").is_err()
+        );
     }
 }
