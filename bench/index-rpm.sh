@@ -12,7 +12,7 @@ runs=${RUNS:-3}
 workers=${WORKERS:-$(nproc)}
 bench=${BENCH_DIR:-/var/tmp/vserver-bench}
 cargo build --release -q -p vserver -p vserver-fixtures
-bin=$PWD/target/release
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 set_dir=$bench/rpm-$count
 if [ ! -f "$set_dir/.complete" ]; then
     rm -rf "$set_dir"

@@ -1,7 +1,7 @@
 //! `vrepo`: package repositories (index now; mirror and serve come next).
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -9,9 +9,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use vserver_repository::BadPackage;
+use vserver_repository::apt::{AptIndexOptions, AptLayout, index_apt};
 use vserver_repository::compress::Compression;
 use vserver_repository::rpm_file::RpmReadOptions;
 use vserver_repository::rpmmd::{RpmIndexOptions, index_rpm};
+use vserver_repository::scan::scan_packages;
 
 use crate::exit;
 use crate::output::{Output, Verbosity};
@@ -41,10 +43,23 @@ enum CompressArg {
     Zstd,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    /// rpm-md for the RPMs and apt metadata for the .debs found.
+    Auto,
+    /// rpm-md (`repodata/`), even for a directory without packages.
+    Rpm,
+    /// apt (`Packages`, `Release`), even for a directory without packages.
+    Deb,
+}
+
 #[derive(Debug, clap::Args)]
 struct IndexArgs {
     /// The repository directory.
     dir: PathBuf,
+    /// Which metadata to write.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
     /// Reuse the metadata of packages whose size and modification time did not change.
     #[arg(long)]
     update: bool,
@@ -57,9 +72,24 @@ struct IndexArgs {
     /// Wait for another vrepo working on DIR instead of failing.
     #[arg(long)]
     wait: bool,
-    /// Keep at most this many changelog entries per package.
+    /// Keep at most this many changelog entries per package (RPM).
     #[arg(long, default_value_t = 10)]
     changelog_limit: usize,
+    /// Write `dists/SUITE/COMPONENT/binary-ARCH/` instead of a flat repository (.deb).
+    #[arg(long, value_name = "SUITE")]
+    suite: Option<String>,
+    /// The component of --suite (.deb).
+    #[arg(long, default_value = "main", requires = "suite")]
+    component: String,
+    /// A Priority/Section override file, `PACKAGE PRIORITY SECTION` per line (.deb).
+    #[arg(long = "override", value_name = "FILE")]
+    override_file: Option<PathBuf>,
+    /// `Origin:` of the Release file (.deb).
+    #[arg(long)]
+    origin: Option<String>,
+    /// `Label:` of the Release file (.deb).
+    #[arg(long)]
+    label: Option<String>,
     /// Print a JSON summary on stdout instead of status lines.
     #[arg(long)]
     json: bool,
@@ -103,6 +133,49 @@ fn index(args: &IndexArgs, out: &Output) -> Result<ExitCode> {
     if !dir.is_dir() {
         bail!("`{}` is not a directory", dir.display());
     }
+    let (rpm, deb) = match args.format {
+        FormatArg::Rpm => (true, false),
+        FormatArg::Deb => (false, true),
+        FormatArg::Auto => {
+            let has = |ext| {
+                scan_packages(dir, ext)
+                    .map(|s| !s.files.is_empty() || !s.bad.is_empty())
+                    .with_context(|| format!("cannot scan `{}`", dir.display()))
+            };
+            let (rpm, deb) = (has("rpm")?, has("deb")? || args.suite.is_some());
+            if !rpm && !deb {
+                bail!(
+                    "no .rpm or .deb files under `{}`; use --format rpm or --format deb to write empty metadata",
+                    dir.display()
+                );
+            }
+            (rpm, deb)
+        }
+    };
+    let mut summaries = Vec::new();
+    let mut skipped = 0;
+    if rpm {
+        let summary = index_rpm_md(args, out)?;
+        skipped += summary["skipped"].as_array().map_or(0, Vec::len);
+        summaries.push(summary);
+    }
+    if deb {
+        let summary = index_deb(args, out)?;
+        skipped += summary["skipped"].as_array().map_or(0, Vec::len);
+        summaries.push(summary);
+    }
+    for summary in &summaries {
+        out.json(summary);
+    }
+    Ok(if skipped == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(exit::PARTIAL)
+    })
+}
+
+fn index_rpm_md(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
+    let dir = &args.dir;
     let started = Instant::now();
     let options = RpmIndexOptions {
         compression: match args.compress {
@@ -120,21 +193,21 @@ fn index(args: &IndexArgs, out: &Output) -> Result<ExitCode> {
     let bar = out.progress();
     let report = index_rpm(dir, &options, &bar).with_context(|| {
         format!(
-            "indexing `{}` failed; its metadata is unchanged",
+            "indexing RPMs under `{}` failed; its metadata is unchanged",
             dir.display()
         )
     })?;
     let seconds = started.elapsed().as_secs_f64();
     report_skipped(out, &report.skipped);
     out.status(&format!(
-        "indexed {} packages ({}) into {} in {seconds:.2} s ({} read, {} reused)",
+        "indexed {} RPMs ({}) into {} in {seconds:.2} s ({} read, {} reused)",
         report.packages,
         human_bytes(report.bytes),
-        display_rel(dir, "repodata"),
+        dir.join("repodata").display(),
         report.packages - report.reused,
         report.reused,
     ));
-    out.json(&json!({
+    Ok(json!({
         "type": "summary",
         "format": "rpm-md",
         "directory": dir,
@@ -144,12 +217,62 @@ fn index(args: &IndexArgs, out: &Output) -> Result<ExitCode> {
         "reused": report.reused,
         "skipped": skipped_json(&report.skipped),
         "seconds": seconds,
-    }));
-    Ok(if report.skipped.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(exit::PARTIAL)
-    })
+    }))
+}
+
+fn index_deb(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
+    let dir = &args.dir;
+    let started = Instant::now();
+    let layout = match &args.suite {
+        Some(suite) => AptLayout::Dists {
+            suite: suite.clone(),
+            component: args.component.clone(),
+        },
+        None => AptLayout::Flat,
+    };
+    let target = match &layout {
+        AptLayout::Flat => dir.join("Packages"),
+        AptLayout::Dists { suite, .. } => dir.join("dists").join(suite),
+    };
+    let options = AptIndexOptions {
+        layout,
+        override_file: args.override_file.clone(),
+        update: args.update,
+        skip_bad: args.skip_bad,
+        wait_for_lock: args.wait,
+        origin: args.origin.clone(),
+        label: args.label.clone(),
+    };
+    let bar = out.progress();
+    let report = index_apt(dir, &options, &bar).with_context(|| {
+        format!(
+            "indexing .debs under `{}` failed; its metadata is unchanged",
+            dir.display()
+        )
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    report_skipped(out, &report.skipped);
+    out.status(&format!(
+        "indexed {} .debs ({}, {}) into {} in {seconds:.2} s ({} read, {} reused)",
+        report.packages,
+        human_bytes(report.bytes),
+        report.architectures.join(" "),
+        target.display(),
+        report.packages - report.reused,
+        report.reused,
+    ));
+    Ok(json!({
+        "type": "summary",
+        "format": "apt",
+        "directory": dir,
+        "packages": report.packages,
+        "bytes": report.bytes,
+        "architectures": report.architectures,
+        "read": report.packages - report.reused,
+        "reused": report.reused,
+        "skipped": skipped_json(&report.skipped),
+        "seconds": seconds,
+    }))
 }
 
 fn report_skipped(out: &Output, skipped: &[BadPackage]) {
@@ -163,10 +286,6 @@ fn skipped_json(skipped: &[BadPackage]) -> serde_json::Value {
         .iter()
         .map(|b| json!({"path": b.path, "reason": b.reason}))
         .collect()
-}
-
-fn display_rel(dir: &Path, name: &str) -> String {
-    dir.join(name).display().to_string()
 }
 
 fn human_bytes(bytes: u64) -> String {
