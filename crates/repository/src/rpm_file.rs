@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rpm::{IndexSignatureTag, IndexTag};
 use sha2::{Digest, Sha256};
@@ -115,17 +115,40 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Reads the package `file` and describes it as rpm-md does.
 pub fn read_rpm(file: &FoundFile, options: &RpmReadOptions) -> Result<Package, RpmReadError> {
-    let io_err = |source| RpmReadError::Io {
+    let handle = File::open(&file.path).map_err(|source| RpmReadError::Io {
         path: file.path.clone(),
+        source,
+    })?;
+    let mut pkg = read_rpm_from(handle, &file.path, Some(file.size), options)?;
+    pkg.time_file = file.mtime_secs();
+    pkg.location_href = file.rel.clone();
+    Ok(pkg)
+}
+
+/// Describes an RPM held in memory (location and file time are left empty).
+///
+/// This is the entry point of the fuzz target: whatever the bytes, it returns an error rather
+/// than panicking or allocating more than the input justifies.
+pub fn parse_rpm_bytes(bytes: &[u8], options: &RpmReadOptions) -> Result<Package, RpmReadError> {
+    read_rpm_from(bytes, Path::new("<memory>"), None, options)
+}
+
+fn read_rpm_from(
+    input: impl Read,
+    path: &Path,
+    expected_size: Option<u64>,
+    options: &RpmReadOptions,
+) -> Result<Package, RpmReadError> {
+    let io_err = |source| RpmReadError::Io {
+        path: path.to_owned(),
         source,
     };
     let malformed = |reason: String| RpmReadError::Malformed {
-        path: file.path.clone(),
+        path: path.to_owned(),
         reason,
     };
-    let handle = File::open(&file.path).map_err(io_err)?;
     let mut reader = HashingReader {
-        inner: handle,
+        inner: input,
         hasher: Sha256::new(),
         count: 0,
     };
@@ -145,10 +168,10 @@ pub fn read_rpm(file: &FoundFile, options: &RpmReadOptions) -> Result<Package, R
             Err(e) => return Err(io_err(e)),
         }
     }
-    if reader.count != file.size {
+    if let Some(expected) = expected_size.filter(|&size| size != reader.count) {
         return Err(RpmReadError::Changed {
-            path: file.path.clone(),
-            expected: file.size,
+            path: path.to_owned(),
+            expected,
             found: reader.count,
         });
     }
@@ -164,9 +187,7 @@ pub fn read_rpm(file: &FoundFile, options: &RpmReadOptions) -> Result<Package, R
         .map_err(|e| malformed(e.to_string()))?;
     pkg.pkgid = pkgid;
     pkg.checksum_type = "sha256".into();
-    pkg.time_file = file.mtime_secs();
-    pkg.size_package = file.size;
-    pkg.location_href = file.rel.clone();
+    pkg.size_package = reader.count;
     pkg.header_start = headers.header_start;
     pkg.header_end = headers.header_end;
     Ok(pkg)
