@@ -275,50 +275,47 @@ fn package_ref(map: &HashMap<Vec<u8>, String>) -> PackageRef {
 /// Streams the packages of filelists.xml with their files.
 pub fn read_filelists(
     input: impl BufRead,
-    mut each: impl FnMut(PackageRef, Vec<PackageFile>) -> Result<(), ReadError>,
+    each: impl FnMut(PackageRef, Vec<PackageFile>) -> Result<(), ReadError>,
 ) -> Result<u64, ReadError> {
-    let mut items = Items::new(input);
-    let mut current: Option<(PackageRef, Vec<PackageFile>)> = None;
-    let mut file_attrs = HashMap::new();
-    let mut count = 0;
-    while let Some(item) = items.next()? {
-        match item {
-            Item::Open(name, map) => match (name.as_slice(), current.as_mut()) {
-                (b"package", _) => current = Some((package_ref(&map), Vec::new())),
-                (b"version", Some((r, _))) => {
-                    r.epoch = number(&map, "epoch");
-                    r.version = get(&map, "ver");
-                    r.release = get(&map, "rel");
-                }
-                (b"file", _) => file_attrs = map,
-                _ => {}
-            },
-            Item::Close(name, text) => match (name.as_slice(), current.as_mut()) {
-                (b"file", Some((_, files))) => files.push(PackageFile {
-                    path: text,
-                    kind: file_kind(&file_attrs),
-                }),
-                (b"package", _) => {
-                    if let Some((r, files)) = current.take() {
-                        count += 1;
-                        each(r, files)?;
-                    }
-                }
-                _ => {}
-            },
-        }
-    }
-    Ok(count)
+    read_package_children(
+        input,
+        b"file",
+        |attrs, text| PackageFile {
+            path: text,
+            kind: file_kind(attrs),
+        },
+        each,
+    )
 }
 
 /// Streams the packages of other.xml with their changelogs.
 pub fn read_other(
     input: impl BufRead,
-    mut each: impl FnMut(PackageRef, Vec<ChangelogEntry>) -> Result<(), ReadError>,
+    each: impl FnMut(PackageRef, Vec<ChangelogEntry>) -> Result<(), ReadError>,
+) -> Result<u64, ReadError> {
+    read_package_children(
+        input,
+        b"changelog",
+        |attrs, text| ChangelogEntry {
+            author: get(attrs, "author"),
+            date: number(attrs, "date"),
+            text,
+        },
+        each,
+    )
+}
+
+/// filelists.xml and other.xml share one shape: `<package pkgid name arch>`, a `<version>`,
+/// then a list of one kind of child element.
+fn read_package_children<T>(
+    input: impl BufRead,
+    child: &[u8],
+    make_child: impl Fn(&HashMap<Vec<u8>, String>, String) -> T,
+    mut each: impl FnMut(PackageRef, Vec<T>) -> Result<(), ReadError>,
 ) -> Result<u64, ReadError> {
     let mut items = Items::new(input);
-    let mut current: Option<(PackageRef, Vec<ChangelogEntry>)> = None;
-    let mut entry_attrs = HashMap::new();
+    let mut current: Option<(PackageRef, Vec<T>)> = None;
+    let mut child_attrs = HashMap::new();
     let mut count = 0;
     while let Some(item) = items.next()? {
         match item {
@@ -329,19 +326,17 @@ pub fn read_other(
                     r.version = get(&map, "ver");
                     r.release = get(&map, "rel");
                 }
-                (b"changelog", _) => entry_attrs = map,
+                (name, _) if name == child => child_attrs = map,
                 _ => {}
             },
             Item::Close(name, text) => match (name.as_slice(), current.as_mut()) {
-                (b"changelog", Some((_, entries))) => entries.push(ChangelogEntry {
-                    author: get(&entry_attrs, "author"),
-                    date: number(&entry_attrs, "date"),
-                    text,
-                }),
+                (name, Some((_, children))) if name == child => {
+                    children.push(make_child(&child_attrs, text));
+                }
                 (b"package", _) => {
-                    if let Some((r, entries)) = current.take() {
+                    if let Some((r, children)) = current.take() {
                         count += 1;
-                        each(r, entries)?;
+                        each(r, children)?;
                     }
                 }
                 _ => {}
