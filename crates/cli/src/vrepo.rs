@@ -72,6 +72,9 @@ struct IndexArgs {
     /// Wait for another vrepo working on DIR instead of failing.
     #[arg(long)]
     wait: bool,
+    /// Also write the sqlite databases old clients such as yum read (RPM).
+    #[arg(long)]
+    database: bool,
     /// Keep at most this many changelog entries per package (RPM).
     #[arg(long, default_value_t = 10)]
     changelog_limit: usize,
@@ -186,6 +189,7 @@ fn index_rpm_md(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
         update: args.update,
         skip_bad: args.skip_bad,
         wait_for_lock: args.wait,
+        database: args.database,
         read: RpmReadOptions {
             changelog_limit: args.changelog_limit,
         },

@@ -370,3 +370,100 @@ fn a_second_indexer_is_refused_and_old_readers_survive_the_swap() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Every row of every table, with `pkgKey` replaced by the package's `pkgId`, sorted.
+fn database_rows(path: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut rows = Vec::new();
+    for table in tables {
+        let mut statement = db.prepare(&format!("SELECT * FROM {table}")).unwrap();
+        let columns: Vec<String> = statement
+            .column_names()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let mut query = statement.query([]).unwrap();
+        while let Some(row) = query.next().unwrap() {
+            let mut fields = vec![table.clone()];
+            for (i, column) in columns.iter().enumerate() {
+                let value: rusqlite::types::Value = row.get(i).unwrap();
+                let text = match (column.as_str(), value) {
+                    ("pkgKey", rusqlite::types::Value::Integer(key)) => db
+                        .query_row("SELECT pkgId FROM packages WHERE pkgKey = ?1", [key], |r| {
+                            r.get::<_, String>(0)
+                        })
+                        .unwrap(),
+                    (_, value) => format!("{value:?}"),
+                };
+                fields.push(format!("{column}={text}"));
+            }
+            rows.push(fields.join(" "));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn decompressed_database(repo: &Path, kind: &str, out: &Path) -> PathBuf {
+    let repomd = std::fs::read(repo.join("repodata/repomd.xml")).unwrap();
+    let repomd = vserver_repository::rpmmd::Repomd::parse(&repomd).unwrap();
+    let record = repomd
+        .record(kind)
+        .unwrap_or_else(|| panic!("no {kind} in {repo:?}"));
+    assert_eq!(record.database_version, Some(10));
+    let mut input =
+        vserver_repository::compress::Compression::open(&repo.join(&record.href)).unwrap();
+    let path = out.join(format!("{kind}.sqlite"));
+    let mut file = std::fs::File::create(&path).unwrap();
+    std::io::copy(&mut input, &mut file).unwrap();
+    path
+}
+
+#[test]
+fn sqlite_databases_equal_createrepo_c_row_by_row() {
+    if !have("createrepo_c") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = tmp.path().join("ours");
+    let theirs = tmp.path().join("theirs");
+    repository(&ours, 12);
+    copy_tree(&ours, &theirs);
+    let options = RpmIndexOptions {
+        database: true,
+        ..RpmIndexOptions::default()
+    };
+    index_rpm(&ours, &options, &NoProgress).unwrap();
+    run(Command::new("createrepo_c")
+        .args(["-q", "--database", "--compress-type=gz"])
+        .arg(&theirs));
+    for kind in ["primary_db", "filelists_db", "other_db"] {
+        let a = database_rows(&decompressed_database(&ours, kind, tmp.path()));
+        let b_dir = tmp.path().join("b");
+        std::fs::create_dir_all(&b_dir).unwrap();
+        let b = database_rows(&decompressed_database(&theirs, kind, &b_dir));
+        // db_info names the XML checksum, which differs with the compressor's bytes.
+        let strip = |rows: Vec<String>| -> Vec<String> {
+            rows.into_iter()
+                .filter(|r| !r.starts_with("db_info "))
+                .collect()
+        };
+        let (a, b) = (strip(a), strip(b));
+        assert_eq!(a.len(), b.len(), "{kind}: row count");
+        assert!(
+            a.len() > 12,
+            "{kind}: the databases hold the packages ({} rows)",
+            a.len()
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y, "{kind}");
+        }
+    }
+}

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::repomd::{Repomd, RepomdRecord};
+use super::sqlite::{self, SqliteError};
 use super::write::Document;
 use crate::BadPackage;
 use crate::cache::{CacheError, CacheLookup, CacheReader, CacheWriter};
@@ -45,6 +46,9 @@ pub struct RpmIndexOptions {
     pub skip_bad: bool,
     /// Wait for another indexer of the same directory instead of failing.
     pub wait_for_lock: bool,
+    /// Also write the sqlite databases (`primary_db`, `filelists_db`, `other_db`) old
+    /// clients such as yum read.
+    pub database: bool,
     /// How packages become metadata.
     pub read: RpmReadOptions,
 }
@@ -56,6 +60,7 @@ impl Default for RpmIndexOptions {
             update: false,
             skip_bad: false,
             wait_for_lock: false,
+            database: false,
             read: RpmReadOptions::default(),
         }
     }
@@ -94,6 +99,9 @@ pub enum RpmIndexError {
     /// The cache could not be written or read back.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// A sqlite database could not be built.
+    #[error(transparent)]
+    Database(#[from] SqliteError),
     /// Writing a metadata file failed.
     #[error("cannot write `{path}`")]
     Write {
@@ -183,31 +191,45 @@ pub fn index_rpm(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let results: Vec<Result<RepomdRecord, RpmIndexError>> = Document::ALL
+    let results: Vec<Result<Vec<Published>, RpmIndexError>> = Document::ALL
         .par_iter()
         .enumerate()
         .map(|(slot, &doc)| {
-            let record = render_document(
+            let xml = render_document(
                 dir,
                 &fingerprint,
                 staging.path(),
-                doc,
-                slot,
+                (doc, slot),
                 report.packages,
                 options.compression,
                 now,
-            );
+            )?;
+            let mut published = Vec::new();
+            if options.database {
+                published.push(render_database(
+                    staging.path(),
+                    doc,
+                    &xml,
+                    options.compression,
+                    now,
+                )?);
+            }
+            published.insert(0, xml);
             progress.advance(1);
-            record
+            Ok(published)
         })
         .collect();
     let mut repomd = Repomd {
         revision: now.to_string(),
         records: Vec::new(),
     };
-    for record in results {
-        repomd.records.push(record?);
+    let mut databases = Vec::new();
+    for published in results {
+        let mut published = published?.into_iter();
+        repomd.records.extend(published.next().map(|p| p.record));
+        databases.extend(published.map(|p| p.record));
     }
+    repomd.records.extend(databases);
     let repomd_path = staging.path().join("repomd.xml");
     write_file(&repomd_path, repomd.to_xml().as_bytes())?;
     staging.commit()?;
@@ -273,27 +295,27 @@ impl<W: Write> Write for Tally<W> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn render_document(
-    dir: &Path,
-    fingerprint: &str,
+/// Where a metadata file went and what repomd.xml says of it.
+struct Published {
+    record: RepomdRecord,
+    path: PathBuf,
+}
+
+/// Writes `name` (e.g. `primary.xml`) compressed into `staging` under its checksummed name,
+/// with the content `write` produces, and describes it for repomd.xml.
+fn publish_file(
     staging: &Path,
-    doc: Document,
-    slot: usize,
-    count: u64,
+    kind: &str,
+    name: &str,
     compression: Compression,
     now: i64,
-) -> Result<RepomdRecord, RpmIndexError> {
-    let tmp = staging.join(format!("{}.xml{}", doc.name(), compression.suffix()));
+    write: impl FnOnce(&mut dyn Write) -> Result<(), RpmIndexError>,
+) -> Result<Published, RpmIndexError> {
+    let tmp = staging.join(format!(".{name}{}", compression.suffix()));
     let write_err = |source| RpmIndexError::Write {
         path: tmp.clone(),
         source,
     };
-    let mut reader = CacheReader::open(dir, CACHE_NAME, fingerprint)?.ok_or_else(|| {
-        write_err(io::Error::other(
-            "the index cache written a moment ago is gone",
-        ))
-    })?;
     let file = File::create(&tmp).map_err(write_err)?;
     let stored = Tally {
         inner: BufWriter::with_capacity(1 << 16, file),
@@ -306,18 +328,7 @@ fn render_document(
         hasher: Sha256::new(),
         bytes: 0,
     };
-    open.write_all(doc.head(count).as_bytes())
-        .map_err(write_err)?;
-    while let Some(record) = reader.next_record()? {
-        let body = fragment(&record.payload, slot).ok_or_else(|| {
-            write_err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("damaged cache record for `{}`", record.rel),
-            ))
-        })?;
-        open.write_all(body).map_err(write_err)?;
-    }
-    open.write_all(doc.tail().as_bytes()).map_err(write_err)?;
+    write(&mut open)?;
     let open_checksum = hex::encode(open.hasher.finalize());
     let open_size = open.bytes;
     let compressor = open
@@ -327,20 +338,96 @@ fn render_document(
     let mut stored = compressor.finish().map_err(write_err)?;
     stored.flush().map_err(write_err)?;
     let checksum = hex::encode(stored.hasher.finalize());
-    let size = stored.bytes;
-    let file_name = format!("{checksum}-{}.xml{}", doc.name(), compression.suffix());
-    let final_path = staging.join(&file_name);
-    std::fs::rename(&tmp, &final_path).map_err(write_err)?;
-    Ok(RepomdRecord {
-        kind: doc.name().to_owned(),
-        checksum_type: "sha256".into(),
-        checksum,
-        open_checksum: Some(open_checksum),
-        href: format!("repodata/{file_name}"),
-        timestamp: now,
-        size,
-        open_size: Some(open_size),
+    let file_name = format!("{checksum}-{name}{}", compression.suffix());
+    let path = staging.join(&file_name);
+    std::fs::rename(&tmp, &path).map_err(write_err)?;
+    Ok(Published {
+        record: RepomdRecord {
+            kind: kind.to_owned(),
+            checksum_type: "sha256".into(),
+            checksum,
+            open_checksum: Some(open_checksum),
+            href: format!("repodata/{file_name}"),
+            timestamp: now,
+            size: stored.bytes,
+            open_size: Some(open_size),
+            database_version: None,
+        },
+        path,
     })
+}
+
+/// Renders one XML document from the cache.
+fn render_document(
+    dir: &Path,
+    fingerprint: &str,
+    staging: &Path,
+    (doc, slot): (Document, usize),
+    count: u64,
+    compression: Compression,
+    now: i64,
+) -> Result<Published, RpmIndexError> {
+    let name = format!("{}.xml", doc.name());
+    let mut reader =
+        CacheReader::open(dir, CACHE_NAME, fingerprint)?.ok_or_else(|| RpmIndexError::Write {
+            path: dir.join(crate::publish::STATE_DIR),
+            source: io::Error::other("the index cache written a moment ago is gone"),
+        })?;
+    publish_file(staging, doc.name(), &name, compression, now, |out| {
+        let write_err = |source| RpmIndexError::Write {
+            path: staging.join(&name),
+            source,
+        };
+        out.write_all(doc.head(count).as_bytes())
+            .map_err(write_err)?;
+        while let Some(record) = reader.next_record()? {
+            let body = fragment(&record.payload, slot).ok_or_else(|| {
+                write_err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("damaged cache record for `{}`", record.rel),
+                ))
+            })?;
+            out.write_all(body).map_err(write_err)?;
+        }
+        out.write_all(doc.tail().as_bytes()).map_err(write_err)
+    })
+}
+
+/// Builds the sqlite database of `doc` from its just-written XML.
+fn render_database(
+    staging: &Path,
+    doc: Document,
+    xml: &Published,
+    compression: Compression,
+    now: i64,
+) -> Result<Published, RpmIndexError> {
+    let db_path = staging.join(format!(".{}.sqlite", doc.name()));
+    let xml_in = Compression::open(&xml.path).map_err(|source| RpmIndexError::Write {
+        path: xml.path.clone(),
+        source,
+    })?;
+    let checksum = &xml.record.checksum;
+    match doc {
+        Document::Primary => sqlite::write_primary_db(&db_path, xml_in, checksum),
+        Document::Filelists => sqlite::write_filelists_db(&db_path, xml_in, checksum),
+        Document::Other => sqlite::write_other_db(&db_path, xml_in, checksum),
+    }?;
+    let kind = format!("{}_db", doc.name());
+    let name = format!("{}.sqlite", doc.name());
+    let mut published = publish_file(staging, &kind, &name, compression, now, |out| {
+        let mut db = File::open(&db_path).map_err(|source| RpmIndexError::Write {
+            path: db_path.clone(),
+            source,
+        })?;
+        io::copy(&mut db, out).map_err(|source| RpmIndexError::Write {
+            path: db_path.clone(),
+            source,
+        })?;
+        Ok(())
+    })?;
+    let _ = std::fs::remove_file(&db_path);
+    published.record.database_version = Some(sqlite::DATABASE_VERSION);
+    Ok(published)
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), RpmIndexError> {

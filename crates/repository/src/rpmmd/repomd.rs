@@ -24,6 +24,8 @@ pub struct RepomdRecord {
     pub size: u64,
     /// Uncompressed size.
     pub open_size: Option<u64>,
+    /// Schema version, for the sqlite databases.
+    pub database_version: Option<u32>,
 }
 
 /// Parsed repomd.xml.
@@ -73,6 +75,9 @@ impl Repomd {
             let _ = writeln!(out, "    <size>{}</size>", r.size);
             if let Some(open) = r.open_size {
                 let _ = writeln!(out, "    <open-size>{open}</open-size>");
+            }
+            if let Some(version) = r.database_version {
+                let _ = writeln!(out, "    <database_version>{version}</database_version>");
             }
             out.push_str("  </data>\n");
         }
@@ -147,6 +152,9 @@ impl Repomd {
                                 .map_err(|_| err(format!("bad size `{value}`")))?;
                         }
                         (b"open-size", Some(r)) => r.open_size = value.parse().ok(),
+                        (b"database_version", Some(r)) => {
+                            r.database_version = value.parse().ok();
+                        }
                         _ => {}
                     }
                 }
@@ -185,6 +193,7 @@ mod tests {
                 timestamp: 1_700_000_000,
                 size: 10,
                 open_size: Some(20),
+                database_version: None,
             }],
         };
         let parsed = Repomd::parse(repomd.to_xml().as_bytes()).unwrap();
