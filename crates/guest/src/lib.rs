@@ -1,3 +1,36 @@
-//! Guest configuration, build methods and lifecycle.
+//! Guests: host roots, distributions, guest configuration and build methods.
+//!
+//! # Overview
+//!
+//! - [`HostRoots`] (module `roots`): `/etc/vservers`, `/vservers`, `/vservers/.pkg`, each
+//!   overridable (`--confdir`/`VSERVER_CONFDIR` …) so that tests run in a temporary directory.
+//! - [`Distribution`], [`DistributionStore`] (module `distribution`): built-in distributions
+//!   (Fedora, Rocky, Alma) and registered ones in `/etc/vservers/.distributions/D/` — repository
+//!   files, package lists `pkgs/NN`, extra rpm macros, public keys, `distribution.toml`.
+//! - [`GuestConfig`] (module `config`): `/etc/vservers/G/config.toml`.
+//! - [`build`] (module `build`): `vserver G build -m skeleton|yum|dnf|rpm`, with clean-up on
+//!   failure, `--force` and `--keep`.
+//! - [`open_backend`]: the package back end of an existing guest, for `vrpm`/`vyum`.
+//!
+//! Package operations go through `vserver-pkgmgmt`; guest-side file writes through
+//! `vserver-sandbox`'s [`vserver_sandbox::GuestRoot`].
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod build;
+mod builtin;
+mod config;
+mod distribution;
+mod error;
+mod roots;
+mod suggest;
+
+pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
+pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_backend};
+pub use distribution::{
+    Distribution, DistributionSource, DistributionStore, NewDistribution, PackageEntry,
+};
+pub use error::{Error, Result};
+pub use roots::HostRoots;
+pub use suggest::closest;

@@ -1,3 +1,35 @@
-//! Package-management back ends (rpm/dnf and dpkg/apt) driving the host's real tools against a guest.
+//! Package-management back ends: the host's real `rpm`/`dnf` (and, later, `dpkg`/`apt-get`)
+//! driven against a guest whose package database lives outside it.
+//!
+//! # Overview
+//!
+//! - [`PkgLayout`] (module `layout`): the guest's external package state under
+//!   `/vservers/.pkg/G/` — `rpm/etc/macros`, `rpm/state/` (the database), `yum/etc/yum.repos.d/`,
+//!   `yum/cache`, `yum/lib`, `yum/log`.
+//! - [`generate_macros`] (module `macros`): the per-guest rpm macros (`%_dbpath /.rpmdb`,
+//!   `%_netsharedpath`, the distribution's own).
+//! - [`PackageBackend`] (module `backend`): what a guest build and the `vrpm`/`vyum` commands
+//!   need from a package manager; [`RpmBackend`] (module `rpm`) implements it with the host's rpm
+//!   and dnf, each call inside a [`vserver_sandbox::SandboxCommand`] with the database
+//!   bind-mounted at `/.rpmdb` for that call only, and scriptlets confined by the
+//!   `vserver-rpm-plugin` library ([`find_rpm_plugin`], module `plugin`).
+//!
+//! The guest crate builds on this; this crate builds on the sandbox crate and talks to the
+//! kernel only through it.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod backend;
+mod error;
+mod layout;
+mod macros;
+mod plugin;
+mod rpm;
+
+pub use backend::{Family, PackageBackend, Tool};
+pub use error::{Error, Result};
+pub use layout::PkgLayout;
+pub use macros::{DEFAULT_NETSHARED_PATHS, generate_macros};
+pub use plugin::{PLUGIN_ENV, PLUGIN_FILE_NAME, find_rpm_plugin};
+pub use rpm::{RpmBackend, RpmSettings};

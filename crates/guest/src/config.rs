@@ -1,0 +1,156 @@
+//! A guest's configuration, `/etc/vservers/G/config.toml`, and opening its package back end.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vserver_pkgmgmt::{PkgLayout, RpmBackend, RpmSettings};
+
+use crate::error::{Error, Result, check_name};
+use crate::roots::HostRoots;
+
+/// Where the guest's package database lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageManagement {
+    /// Outside the guest, in `.pkg/G` (the default).
+    #[default]
+    External,
+    /// Inside the guest (after `pkgmgmt internalize`).
+    Internal,
+    /// No package database (a skeleton).
+    None,
+}
+
+/// `/etc/vservers/G/config.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The guest's name.
+    pub name: String,
+    /// Its root directory on the host.
+    pub root: PathBuf,
+    /// The distribution it was built from (empty for a bare skeleton).
+    #[serde(default)]
+    pub distribution: String,
+    /// `rpm` or `deb` (empty: none).
+    #[serde(default)]
+    pub family: String,
+    /// The release version pinned at build time.
+    #[serde(default)]
+    pub releasever: String,
+    /// The architecture (empty: the host's).
+    #[serde(default)]
+    pub arch: String,
+    /// Whether dnf checks package signatures.
+    #[serde(default = "yes")]
+    pub gpgcheck: bool,
+    /// The guest's host name.
+    #[serde(default)]
+    pub hostname: String,
+    /// Where its package database is.
+    #[serde(default)]
+    pub package_management: PackageManagement,
+    /// The build method that made it.
+    #[serde(default)]
+    pub build_method: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl GuestConfig {
+    /// `confdir/G/config.toml`.
+    pub fn path(roots: &HostRoots, name: &str) -> PathBuf {
+        roots.confdir.join(name).join("config.toml")
+    }
+
+    /// Writes the file (temporary file + rename).
+    pub fn save(&self, roots: &HostRoots) -> Result<()> {
+        let path = Self::path(roots, &self.name);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs_err::create_dir_all(dir).map_err(Error::io("create", dir))?;
+        let text = toml::to_string(self).map_err(|e| Error::BadRequest {
+            guest: self.name.clone(),
+            problem: format!("cannot serialise the configuration: {e}"),
+        })?;
+        let temp = dir.join(".config.toml.new");
+        fs_err::write(&temp, text).map_err(Error::io("write", &temp))?;
+        fs_err::rename(&temp, &path).map_err(Error::io("rename into", &path))
+    }
+}
+
+/// The guests configured under `confdir`, sorted.
+pub fn list_guests(roots: &HostRoots) -> Result<Vec<String>> {
+    let entries = match fs_err::read_dir(&roots.confdir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", &roots.confdir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io("read", &roots.confdir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if check_name("guest", &name).is_ok() && entry.path().join("config.toml").is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Reads guest `name`'s configuration, with a "did you mean" suggestion when it does not exist.
+pub fn load_guest(roots: &HostRoots, name: &str) -> Result<GuestConfig> {
+    check_name("guest", name)?;
+    let path = GuestConfig::path(roots, name);
+    let text = match fs_err::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let guests = list_guests(roots)?;
+            return Err(Error::UnknownGuest {
+                name: name.to_owned(),
+                config: path,
+                suggestion: crate::closest(name, guests.iter().map(String::as_str)),
+            });
+        }
+        Err(e) => return Err(Error::io("read", &path)(e)),
+    };
+    toml::from_str(&text).map_err(|source| Error::Parse { path, source })
+}
+
+/// The rpm back end of an existing guest with external package management.
+pub fn open_backend(roots: &HostRoots, config: &GuestConfig, verbose: bool) -> Result<RpmBackend> {
+    if config.family != "rpm" {
+        return Err(Error::BadRequest {
+            guest: config.name.clone(),
+            problem: format!(
+                "not an rpm guest (family `{}`); use the tools of its family",
+                if config.family.is_empty() {
+                    "none"
+                } else {
+                    &config.family
+                }
+            ),
+        });
+    }
+    if config.package_management != PackageManagement::External {
+        return Err(Error::BadRequest {
+            guest: config.name.clone(),
+            problem: "package management is not external; run the guest's own tools inside it"
+                .into(),
+        });
+    }
+    let plugin = vserver_pkgmgmt::find_rpm_plugin()?;
+    Ok(RpmBackend::new(
+        PkgLayout::new(&roots.pkgdir, &config.name),
+        &config.root,
+        RpmSettings {
+            releasever: config.releasever.clone(),
+            arch: config.arch.clone(),
+            gpgcheck: config.gpgcheck,
+            verbose,
+            ..RpmSettings::default()
+        },
+        plugin,
+    ))
+}

@@ -1,0 +1,406 @@
+//! Distributions: what a guest is built from.
+//!
+//! A registered distribution is a directory `/etc/vservers/.distributions/D/` (util-vserver's
+//! layout, extended):
+//!
+//! ```text
+//! distribution.toml     family = "rpm", releasever = "41", arch = "x86_64", gpgcheck = false
+//! yum.repos.d/*.repo    dnf repository files ($releasever, $basearch work)
+//! pkgs/NN               package lists, installed in order; a line `--can-fail NAME` may fail
+//! rpm/macros            extra rpm macros for the guest
+//! pubkeys/*             public keys imported into the guest's database
+//! ```
+//!
+//! `distribution.toml` is optional (a directory written by hand as in the seed: family rpm when
+//! `yum.repos.d` exists). Built-in distributions ship in the binary; a registered directory of
+//! the same name replaces the built-in one.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vserver_pkgmgmt::Family;
+
+use crate::error::{Error, Result, check_name};
+
+/// One line of a package list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageEntry {
+    /// The package (or capability) name.
+    pub name: String,
+    /// Whether the build goes on when it cannot be installed.
+    pub can_fail: bool,
+}
+
+impl PackageEntry {
+    /// Parses `NAME` or `--can-fail NAME`.
+    pub fn parse(line: &str) -> PackageEntry {
+        let line = line.trim();
+        match line.strip_prefix("--can-fail") {
+            Some(rest) => PackageEntry {
+                name: rest.trim().to_owned(),
+                can_fail: true,
+            },
+            None => PackageEntry {
+                name: line.to_owned(),
+                can_fail: false,
+            },
+        }
+    }
+}
+
+/// Where a distribution comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DistributionSource {
+    /// Shipped in the binary.
+    Builtin,
+    /// A registered directory.
+    Registered(PathBuf),
+}
+
+/// A distribution, built-in or registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Distribution {
+    /// Its name (`fedora-41`).
+    pub name: String,
+    /// One line for `vdistro list`.
+    pub description: String,
+    /// rpm or deb.
+    pub family: Family,
+    /// The release version (`$releasever`).
+    pub releasever: String,
+    /// The architecture (`$basearch`); empty: the host's.
+    pub arch: String,
+    /// Whether package signatures are checked.
+    pub gpgcheck: bool,
+    /// Repository files: file name and content.
+    pub repo_files: Vec<(String, String)>,
+    /// Package lists `pkgs/NN`, in order.
+    pub package_lists: Vec<(String, Vec<PackageEntry>)>,
+    /// Extra rpm macros.
+    pub macros: String,
+    /// Public key files (host paths).
+    pub pubkeys: Vec<PathBuf>,
+    /// Built-in or registered.
+    pub source: DistributionSource,
+}
+
+/// `distribution.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DistributionToml {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    family: Option<String>,
+    #[serde(default)]
+    releasever: String,
+    #[serde(default)]
+    arch: String,
+    #[serde(default = "yes")]
+    gpgcheck: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What `vdistro add` registers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewDistribution {
+    /// The name.
+    pub name: String,
+    /// One line of description.
+    pub description: String,
+    /// The release version.
+    pub releasever: String,
+    /// The architecture (empty: the host's).
+    pub arch: String,
+    /// Repositories: id and base URL.
+    pub repos: Vec<(String, String)>,
+    /// Whether signatures are checked.
+    pub gpgcheck: bool,
+    /// Package lists (each a list of lines: `NAME`, `--can-fail NAME` or `?NAME`).
+    pub package_lists: Vec<Vec<String>>,
+    /// Extra rpm macros.
+    pub macros: String,
+    /// Public key files to copy in.
+    pub pubkeys: Vec<PathBuf>,
+    /// Replace an existing registration.
+    pub force: bool,
+}
+
+/// Built-in plus registered distributions.
+#[derive(Debug, Clone)]
+pub struct DistributionStore {
+    dir: PathBuf,
+}
+
+impl DistributionStore {
+    /// The store whose registered distributions live in `dir` (`confdir/.distributions`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DistributionStore { dir: dir.into() }
+    }
+
+    /// Every distribution, registered ones replacing built-ins of the same name, sorted.
+    pub fn list(&self) -> Result<Vec<Distribution>> {
+        let mut all = crate::builtin::builtins();
+        for name in self.registered_names()? {
+            let registered = self.load_registered(&name)?;
+            all.retain(|d| d.name != name);
+            all.push(registered);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// The distribution `name`, with a "did you mean" suggestion when there is none.
+    pub fn get(&self, name: &str) -> Result<Distribution> {
+        if check_name("distribution", name).is_ok() && self.dir.join(name).is_dir() {
+            return self.load_registered(name);
+        }
+        let all = self.list()?;
+        if let Some(found) = all.iter().find(|d| d.name == name) {
+            return Ok(found.clone());
+        }
+        Err(Error::UnknownDistribution {
+            name: name.to_owned(),
+            suggestion: crate::closest(name, all.iter().map(|d| d.name.as_str())),
+        })
+    }
+
+    fn registered_names(&self) -> Result<Vec<String>> {
+        let entries = match fs_err::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("read", &self.dir)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Error::io("read", &self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_dir() && check_name("distribution", &name).is_ok() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn load_registered(&self, name: &str) -> Result<Distribution> {
+        let dir = self.dir.join(name);
+        let bad = |path: &Path, problem: String| Error::BadDistribution {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            problem,
+        };
+        let toml_path = dir.join("distribution.toml");
+        let meta: DistributionToml = match fs_err::read_to_string(&toml_path) {
+            Ok(text) => toml::from_str(&text).map_err(|source| Error::Parse {
+                path: toml_path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DistributionToml {
+                gpgcheck: true,
+                ..DistributionToml::default()
+            },
+            Err(e) => return Err(Error::io("read", &toml_path)(e)),
+        };
+        let family = match meta.family.as_deref() {
+            Some("rpm") => Family::Rpm,
+            Some("deb") => Family::Deb,
+            Some(other) => {
+                return Err(bad(
+                    &toml_path,
+                    format!("unknown family `{other}` (expected rpm or deb)"),
+                ));
+            }
+            None if dir.join("apt").is_dir() => Family::Deb,
+            None => Family::Rpm,
+        };
+        let repo_files = read_files(&dir.join("yum.repos.d"), Some("repo"))?
+            .into_iter()
+            .map(|(file, path)| {
+                fs_err::read_to_string(&path)
+                    .map(|text| (file, text))
+                    .map_err(Error::io("read", &path))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut package_lists = Vec::new();
+        for (file, path) in read_files(&dir.join("pkgs"), None)? {
+            let text = fs_err::read_to_string(&path).map_err(Error::io("read", &path))?;
+            let entries: Vec<PackageEntry> = text
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| !l.is_empty())
+                .flat_map(|l| {
+                    // A line may hold several names; `--can-fail` applies to the one after it.
+                    let mut out = Vec::new();
+                    let mut can_fail = false;
+                    for word in l.split_whitespace() {
+                        if word == "--can-fail" {
+                            can_fail = true;
+                        } else {
+                            out.push(PackageEntry {
+                                name: word.to_owned(),
+                                can_fail,
+                            });
+                            can_fail = false;
+                        }
+                    }
+                    out
+                })
+                .collect();
+            package_lists.push((file, entries));
+        }
+        let macros_path = dir.join("rpm/macros");
+        let macros = match fs_err::read_to_string(&macros_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io("read", &macros_path)(e)),
+        };
+        let pubkeys = read_files(&dir.join("pubkeys"), None)?
+            .into_iter()
+            .map(|(_, path)| path)
+            .collect();
+        Ok(Distribution {
+            name: name.to_owned(),
+            description: meta.description,
+            family,
+            releasever: meta.releasever,
+            arch: meta.arch,
+            gpgcheck: meta.gpgcheck,
+            repo_files,
+            package_lists,
+            macros,
+            pubkeys,
+            source: DistributionSource::Registered(dir),
+        })
+    }
+
+    /// Registers a distribution (`vdistro add`): writes its directory beside the final one and
+    /// renames it into place, so a failure leaves nothing half-written.
+    pub fn add(&self, new: &NewDistribution) -> Result<PathBuf> {
+        check_name("distribution", &new.name)?;
+        let target = self.dir.join(&new.name);
+        if target.exists() && !new.force {
+            return Err(Error::DistributionExists {
+                name: new.name.clone(),
+                path: target,
+            });
+        }
+        if new.repos.is_empty() {
+            return Err(Error::BadDistribution {
+                name: new.name.clone(),
+                path: target,
+                problem: "no repository given (--repo ID=URL)".into(),
+            });
+        }
+        fs_err::create_dir_all(&self.dir).map_err(Error::io("create", &self.dir))?;
+        let staging = self
+            .dir
+            .join(format!(".{}.new-{}", new.name, std::process::id()));
+        let _ = fs_err::remove_dir_all(&staging);
+        let result = self.write_distribution(&staging, new);
+        if let Err(e) = result {
+            let _ = fs_err::remove_dir_all(&staging);
+            return Err(e);
+        }
+        if target.exists() {
+            let old = self
+                .dir
+                .join(format!(".{}.old-{}", new.name, std::process::id()));
+            fs_err::rename(&target, &old).map_err(Error::io("move aside", &target))?;
+            fs_err::rename(&staging, &target).map_err(Error::io("rename into", &target))?;
+            let _ = fs_err::remove_dir_all(&old);
+        } else {
+            fs_err::rename(&staging, &target).map_err(Error::io("rename into", &target))?;
+        }
+        Ok(target)
+    }
+
+    fn write_distribution(&self, dir: &Path, new: &NewDistribution) -> Result<()> {
+        let write = |path: PathBuf, text: String| -> Result<()> {
+            if let Some(parent) = path.parent() {
+                fs_err::create_dir_all(parent).map_err(Error::io("create", parent))?;
+            }
+            fs_err::write(&path, text).map_err(Error::io("write", &path))
+        };
+        let meta = DistributionToml {
+            description: new.description.clone(),
+            family: Some("rpm".into()),
+            releasever: new.releasever.clone(),
+            arch: new.arch.clone(),
+            gpgcheck: new.gpgcheck,
+        };
+        let text = toml::to_string(&meta).map_err(|e| Error::BadDistribution {
+            name: new.name.clone(),
+            path: dir.join("distribution.toml"),
+            problem: e.to_string(),
+        })?;
+        write(dir.join("distribution.toml"), text)?;
+        for (id, url) in &new.repos {
+            check_name("repository", id)?;
+            write(
+                dir.join("yum.repos.d").join(format!("{id}.repo")),
+                format!(
+                    "[{id}]\nname={} $releasever - {id}\nbaseurl={url}\nenabled=1\ngpgcheck={}\n",
+                    new.name,
+                    u8::from(new.gpgcheck)
+                ),
+            )?;
+        }
+        for (i, list) in new.package_lists.iter().enumerate() {
+            // `?NAME` is shorthand for `--can-fail NAME`.
+            let lines: Vec<String> = list
+                .iter()
+                .map(|line| match line.strip_prefix('?') {
+                    Some(optional) => format!("--can-fail {optional}"),
+                    None => line.clone(),
+                })
+                .collect();
+            write(
+                dir.join("pkgs").join(format!("{:02}", i + 1)),
+                lines.join("\n") + "\n",
+            )?;
+        }
+        if !new.macros.is_empty() {
+            write(dir.join("rpm/macros"), new.macros.clone())?;
+        }
+        for key in &new.pubkeys {
+            let name = key.file_name().ok_or_else(|| Error::BadDistribution {
+                name: new.name.clone(),
+                path: key.clone(),
+                problem: "a public key must be a file".into(),
+            })?;
+            let dest = dir.join("pubkeys").join(name);
+            fs_err::create_dir_all(dir.join("pubkeys")).map_err(Error::io("create", dir))?;
+            fs_err::copy(key, &dest).map_err(Error::io("copy", key))?;
+        }
+        Ok(())
+    }
+}
+
+/// The regular files of `dir` (sorted by name), optionally only those with `extension`;
+/// an absent directory is empty.
+fn read_files(dir: &Path, extension: Option<&str>) -> Result<Vec<(String, PathBuf)>> {
+    let entries = match fs_err::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", dir)(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(Error::io("read", dir))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        if extension.is_some_and(|ext| path.extension().and_then(|e| e.to_str()) != Some(ext)) {
+            continue;
+        }
+        files.push((name, path));
+    }
+    files.sort();
+    Ok(files)
+}

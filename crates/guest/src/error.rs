@@ -1,0 +1,169 @@
+//! The crate's error type: variants name the guest, distribution or path.
+
+use std::path::PathBuf;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong with a guest or a distribution.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No distribution of that name.
+    #[error("unknown distribution `{name}`")]
+    UnknownDistribution {
+        /// The name asked for.
+        name: String,
+        /// A close name, for a "did you mean" hint.
+        suggestion: Option<String>,
+    },
+    /// No guest of that name.
+    #[error("unknown guest `{name}` (no `{config}`)")]
+    UnknownGuest {
+        /// The name asked for.
+        name: String,
+        /// The configuration file that is missing.
+        config: PathBuf,
+        /// A close name, for a "did you mean" hint.
+        suggestion: Option<String>,
+    },
+    /// A name that cannot be a guest or distribution name.
+    #[error(
+        "invalid {what} name `{name}`: use letters, digits, `.`, `_`, `-`, not starting with `.` or `-`"
+    )]
+    InvalidName {
+        /// `guest` or `distribution`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The guest already exists.
+    #[error("guest `{name}` already exists (`{path}`); use --force to move it aside")]
+    GuestExists {
+        /// The guest.
+        name: String,
+        /// What exists.
+        path: PathBuf,
+    },
+    /// A registered distribution already exists.
+    #[error("distribution `{name}` is already registered in `{path}`; use --force to replace it")]
+    DistributionExists {
+        /// The distribution.
+        name: String,
+        /// Its directory.
+        path: PathBuf,
+    },
+    /// A distribution directory or file is malformed.
+    #[error("distribution `{name}`: {problem} (`{path}`)")]
+    BadDistribution {
+        /// The distribution.
+        name: String,
+        /// Where.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The build method needs a distribution of another family, or options it lacks.
+    #[error("guest `{guest}`: {problem}")]
+    BadRequest {
+        /// The guest.
+        guest: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A configuration file cannot be parsed.
+    #[error("cannot parse `{path}`")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A host file operation failed.
+    #[error("cannot {op} `{path}`")]
+    Io {
+        /// What we tried.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A guest-side file operation failed.
+    #[error("guest `{guest}`")]
+    Guest {
+        /// The guest.
+        guest: String,
+        /// The cause.
+        #[source]
+        source: vserver_sandbox::Error,
+    },
+    /// A package operation failed.
+    #[error(transparent)]
+    Package(#[from] vserver_pkgmgmt::Error),
+    /// A build failed; what it created was removed (or kept with `--keep`).
+    #[error("building guest `{guest}` failed during {phase}; {cleanup}")]
+    BuildFailed {
+        /// The guest.
+        guest: String,
+        /// The phase that failed.
+        phase: String,
+        /// What happened to the partial guest.
+        cleanup: String,
+        /// The cause.
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// A "did you mean" or "try" hint for the user, when there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::UnknownDistribution {
+                suggestion: Some(s),
+                ..
+            }
+            | Error::UnknownGuest {
+                suggestion: Some(s),
+                ..
+            } => Some(format!("did you mean `{s}`?")),
+            Error::UnknownDistribution { .. } => {
+                Some("`vdistro list` shows the distributions".into())
+            }
+            Error::UnknownGuest { .. } => {
+                Some("build it first: `vserver NAME build -m yum -- -d DIST`".into())
+            }
+            Error::BuildFailed { source, .. } => source.hint(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+/// Checks a guest or distribution name: it becomes a directory name under host roots.
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! The back-end trait: what building a guest and the host-side package commands need from a
+//! package manager, independent of rpm or dpkg.
+
+use std::ffi::OsString;
+use std::process::ExitStatus;
+
+use crate::error::Result;
+
+/// A distribution family, and so the back end that manages it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// rpm database, dnf resolver.
+    Rpm,
+    /// dpkg database, apt resolver.
+    Deb,
+}
+
+impl Family {
+    /// `rpm` or `deb`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Rpm => "rpm",
+            Family::Deb => "deb",
+        }
+    }
+}
+
+/// A host tool run on a guest by the `v*` commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// The low-level package tool (`rpm`, `dpkg`).
+    Low,
+    /// The resolver (`dnf`, `apt-get`).
+    Resolver,
+}
+
+/// One guest's package manager, run from the host.
+pub trait PackageBackend {
+    /// The family this back end manages.
+    fn family(&self) -> Family;
+
+    /// Creates the external state (`.pkg/G/…`), writes the generated configuration and makes
+    /// the guest's mount point for the database.
+    fn prepare(&self) -> Result<()>;
+
+    /// Creates an empty database.
+    fn initialize_database(&self) -> Result<()>;
+
+    /// Imports public keys (ASCII-armoured files on the host) into the guest's database.
+    fn import_keys(&self, keys: &[std::path::PathBuf]) -> Result<()>;
+
+    /// Resolves and installs `packages` from the configured repositories.
+    fn install(&self, packages: &[String]) -> Result<()>;
+
+    /// Installs package files without a resolver.
+    fn install_files(&self, files: &[std::path::PathBuf]) -> Result<()>;
+
+    /// Empties the resolver's download cache.
+    fn clean_cache(&self) -> Result<()>;
+
+    /// Runs `tool` with the user's `args` on the guest, streams its output, and returns its
+    /// status (passed through by `vrpm`, `vyum`…).
+    fn run_tool(&self, tool: Tool, args: &[OsString]) -> Result<ExitStatus>;
+}

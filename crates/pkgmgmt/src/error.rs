@@ -1,0 +1,74 @@
+//! The crate's error type: each variant names the guest and the path or tool it was about.
+
+use std::path::PathBuf;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong while managing a guest's packages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A host-side file operation on the guest's package state failed.
+    #[error("guest `{guest}`: cannot {op} `{path}`")]
+    Host {
+        /// The guest.
+        guest: String,
+        /// What we tried.
+        op: &'static str,
+        /// The host path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sandbox could not run the package manager (a planted symlink at the database mount
+    /// point shows up here).
+    #[error("guest `{guest}`: cannot run `{tool}` in the sandbox")]
+    Sandbox {
+        /// The guest.
+        guest: String,
+        /// The tool.
+        tool: String,
+        /// The cause.
+        #[source]
+        source: Box<vserver_sandbox::Error>,
+    },
+    /// The package manager ran and failed.
+    #[error("guest `{guest}`: `{command}` failed ({status}){stderr_tail}")]
+    ToolFailed {
+        /// The guest.
+        guest: String,
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+        /// The end of its standard error, prefixed with `: ` (empty when not captured).
+        stderr_tail: String,
+    },
+    /// The rpm plugin that confines scriptlets was not found.
+    #[error(
+        "cannot find the rpm plugin `libvserver_rpm_plugin.so` next to `{exe}` or in $VSERVER_RPM_PLUGIN; build it with `cargo build -p vserver-rpm-plugin`"
+    )]
+    PluginMissing {
+        /// The running executable's directory.
+        exe: PathBuf,
+    },
+    /// An operation on the guest root failed.
+    #[error("guest `{guest}`")]
+    Guest {
+        /// The guest.
+        guest: String,
+        /// The cause.
+        #[source]
+        source: Box<vserver_sandbox::Error>,
+    },
+    /// Another package operation holds the guest's lock.
+    #[error("guest `{guest}`: another package operation is running (lock `{path}`)")]
+    Busy {
+        /// The guest.
+        guest: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+}
