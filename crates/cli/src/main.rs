@@ -8,15 +8,20 @@
 
 mod exit;
 mod output;
+mod vdistro;
+mod vpkg;
 mod vrepo;
+mod vserver_cmd;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 /// The applets this binary answers to.
-const APPLETS: &[&str] = &["vrepo"];
+const APPLETS: &[&str] = &["vrepo", "vdistro", "vrpm", "vyum", "vdnf"];
 
 fn main() -> ExitCode {
+    // Sandboxed package operations re-execute this binary; hand over before anything else.
+    vserver_sandbox::run_if_sandbox_child();
     let mut args: Vec<OsString> = std::env::args_os().collect();
     let invoked = args
         .first()
@@ -36,6 +41,12 @@ fn main() -> ExitCode {
         });
     match applet {
         Some("vrepo") => vrepo::main(args),
+        Some("vdistro") => vdistro::main(args),
+        Some("vrpm") => vpkg::main("vrpm", vserver_pkgmgmt::Tool::Low, args),
+        Some("vyum") => vpkg::main("vyum", vserver_pkgmgmt::Tool::Resolver, args),
+        Some("vdnf") => vpkg::main("vdnf", vserver_pkgmgmt::Tool::Resolver, args),
+        // `vserver GUEST COMMAND …`: the guest command.
+        None if invoked.ends_with("vserver") && args.len() > 1 => vserver_cmd::main(args),
         _ => {
             eprintln!(
                 "vserver: unknown command; call one of: {} (or `vserver APPLET …`)",

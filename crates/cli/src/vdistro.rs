@@ -1,0 +1,302 @@
+//! `vdistro`: list, show and register distributions (`/etc/vservers/.distributions/D/`).
+//!
+//! `--json` prints one JSON document on stdout: `list` an array of objects (name, family,
+//! releasever, arch, source, description), `show` one object with the repositories and package
+//! lists as well.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use vserver_guest::{
+    Distribution, DistributionSource, DistributionStore, HostRoots, NewDistribution,
+};
+
+use crate::exit;
+use crate::output::{Output, Verbosity};
+
+/// The host state roots, shared by vdistro, vserver, vrpm and vyum.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RootArgs {
+    /// Configuration directory [env: VSERVER_CONFDIR] [default: /etc/vservers].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub confdir: Option<PathBuf>,
+    /// Guest roots [env: VSERVER_ROOTDIR] [default: /vservers].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub rootdir: Option<PathBuf>,
+    /// External package state [env: VSERVER_PKGDIR] [default: /vservers/.pkg].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub pkgdir: Option<PathBuf>,
+}
+
+impl RootArgs {
+    pub(crate) fn roots(&self) -> HostRoots {
+        HostRoots::resolve(
+            self.confdir.clone(),
+            self.rootdir.clone(),
+            self.pkgdir.clone(),
+        )
+    }
+}
+
+/// Prints a guest-crate error (one line) and its hint, and returns the failure code.
+pub(crate) fn report(out: &Output, applet: &str, error: vserver_guest::Error) -> ExitCode {
+    let hint = error.hint();
+    out.error(&anyhow::Error::new(error));
+    if let Some(hint) = hint {
+        eprintln!("{applet}: hint: {hint}");
+    }
+    ExitCode::from(exit::FAILURE)
+}
+
+/// Distributions guests are built from.
+#[derive(Debug, Parser)]
+#[command(name = "vdistro", version, about)]
+struct Cli {
+    #[command(flatten)]
+    roots: RootArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List built-in and registered distributions.
+    List {
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one distribution: repositories, package lists, macros, keys.
+    Show {
+        /// The distribution.
+        name: String,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a distribution (writes `CONFDIR/.distributions/NAME/`).
+    Add(AddArgs),
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// The distribution's name.
+    name: String,
+    /// Release version (`$releasever` in repository files).
+    #[arg(long)]
+    releasever: String,
+    /// A repository, `ID=URL` (repeatable); `$releasever` and `$basearch` are expanded by dnf.
+    #[arg(long = "repo", value_name = "ID=URL", required = true)]
+    repos: Vec<String>,
+    /// Architecture (`$basearch`; default: the host's).
+    #[arg(long, default_value = "")]
+    arch: String,
+    /// One line of description.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Check package signatures (import keys with --pubkey).
+    #[arg(long)]
+    gpgcheck: bool,
+    /// A package list installed in order (repeatable, space-separated; `?NAME` may fail).
+    #[arg(long = "pkgs", value_name = "NAMES")]
+    package_lists: Vec<String>,
+    /// A file of extra rpm macros.
+    #[arg(long)]
+    macros: Option<PathBuf>,
+    /// A public key file imported into every guest's database (repeatable).
+    #[arg(long = "pubkey")]
+    pubkeys: Vec<PathBuf>,
+    /// Replace an existing registration.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Runs `vdistro` with `args` (argv, including the program name).
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let json = matches!(
+        cli.command,
+        Command::List { json: true } | Command::Show { json: true, .. }
+    );
+    let out = Output::new(
+        "vdistro",
+        if json {
+            Verbosity::Json
+        } else {
+            Verbosity::Normal
+        },
+    );
+    let store = DistributionStore::new(cli.roots.roots().distributions_dir());
+    let result = match &cli.command {
+        Command::List { json } => store.list().map(|all| list(&out, &all, *json)),
+        Command::Show { name, json } => store.get(name).map(|d| show(&out, &d, *json)),
+        Command::Add(args) => add(&store, args, &out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&out, "vdistro", error),
+    }
+}
+
+fn source(d: &Distribution) -> String {
+    match &d.source {
+        DistributionSource::Builtin => "built-in".into(),
+        DistributionSource::Registered(dir) => dir.display().to_string(),
+    }
+}
+
+fn summary(d: &Distribution) -> serde_json::Value {
+    json!({
+        "name": d.name,
+        "family": d.family.as_str(),
+        "releasever": d.releasever,
+        "arch": d.arch,
+        "gpgcheck": d.gpgcheck,
+        "source": source(d),
+        "description": d.description,
+    })
+}
+
+fn list(out: &Output, all: &[Distribution], json: bool) {
+    if json {
+        out.json(&serde_json::Value::Array(all.iter().map(summary).collect()));
+        return;
+    }
+    for d in all {
+        println!(
+            "{:<16} {:<4} {:<8} {:<10} {}",
+            d.name,
+            d.family.as_str(),
+            if d.releasever.is_empty() {
+                "-"
+            } else {
+                &d.releasever
+            },
+            if matches!(d.source, DistributionSource::Builtin) {
+                "built-in"
+            } else {
+                "registered"
+            },
+            d.description
+        );
+    }
+}
+
+fn show(out: &Output, d: &Distribution, json: bool) {
+    let lists: Vec<serde_json::Value> = d
+        .package_lists
+        .iter()
+        .map(|(name, entries)| {
+            json!({
+                "name": name,
+                "packages": entries.iter().map(|e| json!({"name": e.name, "can_fail": e.can_fail})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    if json {
+        let mut value = summary(d);
+        value["repo_files"] = json!(
+            d.repo_files
+                .iter()
+                .map(|(n, t)| json!({"name": n, "content": t}))
+                .collect::<Vec<_>>()
+        );
+        value["package_lists"] = json!(lists);
+        value["macros"] = json!(d.macros);
+        value["pubkeys"] = json!(d.pubkeys);
+        out.json(&value);
+        return;
+    }
+    println!("name:        {}", d.name);
+    println!("description: {}", d.description);
+    println!("family:      {}", d.family.as_str());
+    println!("releasever:  {}", d.releasever);
+    println!(
+        "arch:        {}",
+        if d.arch.is_empty() { "(host)" } else { &d.arch }
+    );
+    println!("gpgcheck:    {}", d.gpgcheck);
+    println!("source:      {}", source(d));
+    for (name, text) in &d.repo_files {
+        println!("repo file {name}:");
+        for line in text.lines() {
+            println!("    {line}");
+        }
+    }
+    for (name, entries) in &d.package_lists {
+        let names: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                if e.can_fail {
+                    format!("{} (can fail)", e.name)
+                } else {
+                    e.name.clone()
+                }
+            })
+            .collect();
+        println!("pkgs/{name}: {}", names.join(" "));
+    }
+    if !d.macros.is_empty() {
+        println!(
+            "macros:\n    {}",
+            d.macros.trim_end().replace('\n', "\n    ")
+        );
+    }
+    for key in &d.pubkeys {
+        println!("pubkey:      {}", key.display());
+    }
+}
+
+fn add(store: &DistributionStore, args: &AddArgs, out: &Output) -> vserver_guest::Result<()> {
+    let mut repos = Vec::new();
+    for repo in &args.repos {
+        let Some((id, url)) = repo.split_once('=') else {
+            return Err(vserver_guest::Error::BadDistribution {
+                name: args.name.clone(),
+                path: PathBuf::from(repo),
+                problem: "a repository is `ID=URL`".into(),
+            });
+        };
+        repos.push((id.to_owned(), url.to_owned()));
+    }
+    let macros = match &args.macros {
+        Some(path) => fs_err::read_to_string(path).map_err(|source| vserver_guest::Error::Io {
+            op: "read",
+            path: path.clone(),
+            source,
+        })?,
+        None => String::new(),
+    };
+    let package_lists = args
+        .package_lists
+        .iter()
+        .map(|list| list.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    let dir = store.add(&NewDistribution {
+        name: args.name.clone(),
+        description: args.description.clone(),
+        releasever: args.releasever.clone(),
+        arch: args.arch.clone(),
+        repos,
+        gpgcheck: args.gpgcheck,
+        package_lists,
+        macros,
+        pubkeys: args.pubkeys.clone(),
+        force: args.force,
+    })?;
+    out.status(&format!(
+        "registered distribution `{}` in {}",
+        args.name,
+        dir.display()
+    ));
+    Ok(())
+}
