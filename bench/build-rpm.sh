@@ -1,0 +1,51 @@
+#!/bin/sh
+# Benchmark: `vserver G build -m yum` against `dnf --installroot` of the same generated package
+# set from the same local repository, on the same disk, side by side in one run.
+#
+#   bench/build-rpm.sh [COUNT]      (default 2000; needs root, dnf, createrepo_c)
+#
+# Binaries: $VSERVER (default target/release/vserver, else target/debug/vserver) and
+# $FIXTURES (vserver-fixtures, same places). Work happens under $BENCH_DIR (default /var/tmp:
+# on disk, where fsync costs what it costs in real life).
+set -eu
+count=${1:-2000}
+here=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$here/target}
+pick() { for p in "$target/release/$1" "$target/debug/$1"; do [ -x "$p" ] && { echo "$p"; return; }; done; echo "missing $1: cargo build -p vserver -p vserver-fixtures -p vserver-rpm-plugin" >&2; exit 1; }
+vserver=${VSERVER:-$(pick vserver)}
+fixtures=${FIXTURES:-$(pick vserver-fixtures)}
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/vserver-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+echo "generating $count packages in $work/repo"
+"$fixtures" rpm "$work/repo" --count "$count" >/dev/null
+createrepo_c --quiet --no-database "$work/repo"
+
+now() { date +%s.%N; }
+
+# 1. dnf --installroot, as a user would run it without vserver.
+mkdir -p "$work/dnf/root" "$work/dnf/repos" "$work/dnf/home"
+printf '[bench]\nname=bench\nbaseurl=file://%s/repo\ngpgcheck=0\n' "$work" > "$work/dnf/repos/bench.repo"
+printf '%%_dbpath /var/lib/rpm\n' > "$work/dnf/home/.rpmmacros"
+sync
+start=$(now)
+HOME=$work/dnf/home dnf -y -q --installroot="$work/dnf/root" --releasever=1 \
+    --setopt=reposdir="$work/dnf/repos" --nogpgcheck install 'fx-*' >/dev/null
+sync
+dnf_time=$(echo "$(now) - $start" | bc)
+dnf_count=$(rpm --root "$work/dnf/root" --dbpath /var/lib/rpm -qa 2>/dev/null | wc -l)
+
+# 2. vserver build -m yum, same repository, same disk.
+export VSERVER_CONFDIR=$work/vs/etc VSERVER_ROOTDIR=$work/vs/roots VSERVER_PKGDIR=$work/vs/roots/.pkg
+"$vserver" vdistro add bench --releasever 1 --repo "bench=file://$work/repo" >/dev/null 2>&1
+sync
+start=$(now)
+"$vserver" bench build -m yum -q -- -d bench -- 'fx-*'
+sync
+vs_time=$(echo "$(now) - $start" | bc)
+vs_count=$("$vserver" vrpm bench -- -qa | wc -l)
+
+printf '%-28s %8s %10s\n' "tool" "packages" "seconds"
+printf '%-28s %8d %10.2f\n' "dnf --installroot" "$dnf_count" "$dnf_time"
+printf '%-28s %8d %10.2f\n' "vserver build -m yum" "$vs_count" "$vs_time"
+printf 'ratio vserver/dnf: %.2f\n' "$(echo "$vs_time / $dnf_time" | bc -l)"
