@@ -19,6 +19,7 @@ use support::Outcome;
 
 fn main() {
     vserver_sandbox::run_if_sandbox_child();
+    support::ensure_plugin_then_reexec();
     let tests: Vec<support::NamedTest> =
         [distributions::tests(), builds::tests(), hostile::tests()]
             .into_iter()

@@ -323,3 +323,40 @@ pub fn assert_no_package_state_in_guest(root: &Path) {
 
 /// A test's name and body.
 pub type NamedTest = (&'static str, fn() -> Outcome);
+
+/// Makes sure the rpm plugin exists for the builds: cargo normally built it beside this binary
+/// (it is a dev-dependency, and cargo builds every crate type of a dependency). If it is not
+/// there, build it into a target directory of its own (the running `cargo test` holds the lock
+/// of ours) and run this binary again with `VSERVER_RPM_PLUGIN` naming it — re-executing keeps
+/// the environment change out of a running process.
+pub fn ensure_plugin_then_reexec() {
+    if std::env::var_os(vserver_pkgmgmt::PLUGIN_ENV).is_some()
+        || vserver_pkgmgmt::find_rpm_plugin().is_ok()
+    {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().join("rpm-plugin-for-tests");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "vserver-rpm-plugin",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo to build the rpm plugin");
+    assert!(status.success(), "cannot build the rpm plugin");
+    let plugin = target.join("debug").join(vserver_pkgmgmt::PLUGIN_FILE_NAME);
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(vserver_pkgmgmt::PLUGIN_ENV, plugin)
+        .status()
+        .unwrap();
+    std::process::exit(status.code().unwrap_or(101));
+}
