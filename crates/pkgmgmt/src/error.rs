@@ -71,4 +71,12 @@ pub enum Error {
         /// The lock file.
         path: PathBuf,
     },
+    /// A Debian bootstrap cannot go on (the repositories lack what it needs).
+    #[error("guest `{guest}`: cannot bootstrap: {problem}")]
+    Bootstrap {
+        /// The guest.
+        guest: String,
+        /// What is missing and where to look.
+        problem: String,
+    },
 }

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod deb;
 mod error;
 mod layout;
 mod macros;
@@ -28,6 +29,7 @@ mod plugin;
 mod rpm;
 
 pub use backend::{Family, PackageBackend, Tool};
+pub use deb::{DPKG_MOUNT_POINT, DebBackend, DebSettings, DebTool, Variant};
 pub use error::{Error, Result};
 pub use layout::PkgLayout;
 pub use macros::{DEFAULT_NETSHARED_PATHS, generate_macros};

@@ -1,0 +1,185 @@
+//! Our own Debian bootstrap, with the host's apt and dpkg (no debootstrap, no mmdebstrap).
+//!
+//! An empty guest has no `/bin/sh`, so dpkg cannot run the first maintainer scripts. The way
+//! out, as debootstrap and mmdebstrap take it:
+//!
+//! 1. `apt-get update` with the guest's sources; apt verifies `Release` files with the keyrings
+//!    in `.pkg/G/apt/etc/trusted.gpg.d` (a line marked `[trusted=yes]` skips that, explicitly).
+//! 2. The merged-`/usr` links (`/bin` → `usr/bin`, …), so that unpacking keeps them.
+//! 3. apt resolves and downloads the Essential set (`?essential` and what it depends on) against
+//!    the empty database.
+//! 4. Each of those packages' `data.tar` is extracted into the guest (`dpkg-deb --fsys-tarfile |
+//!    tar --keep-directory-symlink`), inside the sandbox: now `/bin/sh`, the C library and the
+//!    tools the maintainer scripts call exist, though no database knows them yet.
+//! 5. `dpkg --install --force-depends` of the same files: dpkg unpacks them again, this time
+//!    recording them, and configures them in the order their dependencies need, running every
+//!    maintainer script chrooted in the guest.
+//! 6. The variant's remaining packages through apt (which drives the host's dpkg):
+//!    `minbase` adds `Priority: required` as the archive's index says (`?priority(required)`),
+//!    plus `apt`; `buildd` adds `build-essential` too.
+//!
+//! The sandbox holds every step that reads package content (4, 5, 6): the host is read-only
+//! there, so a hostile path in a package can only reach the guest and its own `.pkg` state.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+use vserver_sandbox::CapabilityProfile;
+
+use super::{DebBackend, DebTool, Streams};
+use crate::error::{Error, Result};
+
+/// Which packages a bootstrap installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// The Essential set and its dependencies only.
+    Essential,
+    /// Essential, `Priority: required`, and `apt` (debootstrap's and mmdebstrap's `minbase`).
+    #[default]
+    Minbase,
+    /// `minbase` plus `build-essential`.
+    Buildd,
+}
+
+impl Variant {
+    /// The variant's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Essential => "essential",
+            Variant::Minbase => "minbase",
+            Variant::Buildd => "buildd",
+        }
+    }
+
+    /// What apt installs after the Essential set (package names and apt patterns).
+    pub fn packages(self) -> &'static [&'static str] {
+        match self {
+            Variant::Essential => &[],
+            Variant::Minbase => &["?priority(required)", "apt"],
+            Variant::Buildd => &["?priority(required)", "apt", "build-essential"],
+        }
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "essential" => Ok(Variant::Essential),
+            "minbase" => Ok(Variant::Minbase),
+            "buildd" => Ok(Variant::Buildd),
+            other => Err(format!(
+                "unknown variant `{other}` (expected essential, minbase or buildd)"
+            )),
+        }
+    }
+}
+
+/// The merged-`/usr` links debootstrap creates on amd64 (others get the first three).
+const MERGED_USR: &[(&str, &str)] = &[
+    ("/bin", "usr/bin"),
+    ("/sbin", "usr/sbin"),
+    ("/lib", "usr/lib"),
+    ("/lib64", "usr/lib64"),
+];
+
+/// The script that extracts package contents without dpkg: positional parameters are the guest
+/// root, then the package files.
+const EXTRACT_SCRIPT: &str = "set -eu -o pipefail\nroot=$1\nshift\nfor deb in \"$@\"; do\n  \
+     dpkg-deb --fsys-tarfile \"$deb\" | tar --extract --file=- --directory=\"$root\" \
+     --keep-directory-symlink --same-owner --preserve-permissions --no-overwrite-dir\ndone\n";
+
+/// `-o APT::Install-Recommends=false`: a bootstrap installs what the variant names.
+const NO_RECOMMENDS: &str = "-oAPT::Install-Recommends=false";
+
+impl DebBackend {
+    /// Bootstraps the guest from nothing; see the module documentation. `on_phase` hears each
+    /// step's name. [`crate::PackageBackend::prepare`] and
+    /// [`crate::PackageBackend::initialize_database`] must have run.
+    pub fn bootstrap(&self, variant: Variant, on_phase: &mut dyn FnMut(&str)) -> Result<()> {
+        on_phase("apt update");
+        self.apt_get(&[OsStr::new("-q"), OsStr::new("update")])?;
+        if self.settings.merged_usr {
+            self.make_merged_usr()?;
+        }
+        on_phase("download the Essential set");
+        self.clean_archives()?;
+        self.apt_get(&[
+            OsStr::new("-y"),
+            OsStr::new(NO_RECOMMENDS),
+            OsStr::new("--download-only"),
+            OsStr::new("install"),
+            OsStr::new("?essential"),
+        ])?;
+        let essential = self.downloaded()?;
+        if essential.is_empty() {
+            return Err(Error::Bootstrap {
+                guest: self.guest(),
+                problem:
+                    "the repositories hold no Essential package; check the guest's sources.list"
+                        .into(),
+            });
+        }
+        on_phase(&format!("extract {} Essential packages", essential.len()));
+        self.extract(&essential)?;
+        on_phase(&format!("install {} Essential packages", essential.len()));
+        let mut args = vec![OsString::from("--install"), "--force-depends".into()];
+        args.extend(essential.iter().map(|p| p.as_os_str().to_owned()));
+        let mut command = self.tool_command(DebTool::Dpkg, &args)?;
+        self.run_checked("dpkg", &mut command, Streams::Quiet)?;
+        if !variant.packages().is_empty() {
+            on_phase(&format!("install the {} packages", variant.as_str()));
+            let mut args: Vec<&OsStr> = vec![
+                OsStr::new("-y"),
+                OsStr::new(NO_RECOMMENDS),
+                OsStr::new("install"),
+            ];
+            args.extend(variant.packages().iter().map(OsStr::new));
+            self.apt_get(&args)?;
+        }
+        Ok(())
+    }
+
+    fn make_merged_usr(&self) -> Result<()> {
+        let root = self.guest_root()?;
+        for (link, target) in MERGED_USR {
+            if root.exists(link).map_err(self.guest_err())? {
+                continue;
+            }
+            root.mkdir_all(format!("/{target}"), 0o755)
+                .map_err(self.guest_err())?;
+            root.symlink(target, link).map_err(self.guest_err())?;
+        }
+        Ok(())
+    }
+
+    fn clean_archives(&self) -> Result<()> {
+        crate::PackageBackend::clean_cache(self)
+    }
+
+    /// The package files in apt's download cache, sorted.
+    fn downloaded(&self) -> Result<Vec<PathBuf>> {
+        let archives = self.apt_archives();
+        let mut debs = Vec::new();
+        for entry in fs_err::read_dir(&archives).map_err(self.host_err("read", &archives))? {
+            let entry = entry.map_err(self.host_err("read", &archives))?;
+            let path = entry.path();
+            if path.extension() == Some(OsStr::new("deb")) {
+                debs.push(path);
+            }
+        }
+        debs.sort();
+        Ok(debs)
+    }
+
+    /// Step 4: package contents into the guest, in the sandbox, without dpkg.
+    fn extract(&self, debs: &[PathBuf]) -> Result<()> {
+        let mut command = self.command("/bin/bash", CapabilityProfile::Confined)?;
+        command
+            .args(["-c", EXTRACT_SCRIPT, "vserver-extract"])
+            .arg(&self.root)
+            .args(debs);
+        self.run_checked("tar", &mut command, Streams::Quiet)
+            .map(drop)
+    }
+}

@@ -1,0 +1,519 @@
+//! The dpkg/apt back end: the host's `dpkg`, `apt-get` and `apt-cache` run on a guest inside the
+//! per-operation sandbox, with the guest's dpkg database bind-mounted onto its `/var/lib/dpkg`
+//! for that call only.
+//!
+//! # Why a bind mount and not `--admindir`
+//!
+//! dpkg refuses an admin directory outside its `--root` for every package with maintainer
+//! scripts ("admindir must be inside instdir"): the scripts run chrooted and must find the
+//! database at `/var/lib/dpkg` (`dpkg-query`, `dpkg-divert`, `update-alternatives`,
+//! `dpkg-trigger` all read it). So the database lives in `.pkg/G/dpkg/state` and each operation's
+//! sandbox binds it onto the guest's `/var/lib/dpkg` with [`vserver_sandbox::bind_into`], which
+//! refuses a target reached through a symlink the guest planted. Outside an operation the guest's
+//! `/var/lib/dpkg` is an empty directory.
+//!
+//! ```text
+//! .pkg/G/dpkg/state/        the dpkg admin directory (status, info/, triggers/, updates/…)
+//! .pkg/G/apt/etc/           apt.conf (generated), apt.conf.d/, sources.list, trusted.gpg.d/…
+//! .pkg/G/apt/state/         apt's lists and extended_states
+//! .pkg/G/apt/cache/         downloaded packages (archives/) and apt's binary caches
+//! .pkg/G/apt/log/           apt's history and terminal logs
+//! ```
+//!
+//! apt gets its configuration from `APT_CONFIG` (module `aptconf`) and runs the host's dpkg with
+//! `--root`. The bootstrap of a new guest (module `bootstrap`) is our own: no debootstrap or
+//! mmdebstrap, only the host's apt and dpkg.
+
+mod aptconf;
+mod bootstrap;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
+
+use crate::backend::{Family, PackageBackend, Tool};
+use crate::error::{Error, Result};
+use crate::layout::PkgLayout;
+
+pub use bootstrap::Variant;
+
+/// The guest's dpkg database mount point.
+pub const DPKG_MOUNT_POINT: &str = "/var/lib/dpkg";
+
+/// What the deb back end needs to know about the guest's distribution.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DebSettings {
+    /// The dpkg architecture (empty: the host's, `dpkg --print-architecture`).
+    pub arch: String,
+    /// The content of the guest's `sources.list` (one-line format; `[trusted=yes]` on a line is
+    /// how a registration marks an unsigned repository as trusted).
+    pub sources_list: String,
+    /// Keyrings (`.gpg` or `.asc` files on the host) apt verifies `Release` files with.
+    pub keyrings: Vec<PathBuf>,
+    /// Create the merged-`/usr` links (`/bin` → `usr/bin`…) before anything is unpacked, as
+    /// debootstrap and mmdebstrap do for current Debian and Ubuntu releases.
+    pub merged_usr: bool,
+    /// Let the package manager's output through (otherwise it is captured and shown on failure).
+    pub verbose: bool,
+}
+
+/// A host program the deb back end runs on a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebTool {
+    /// `dpkg --root=ROOT …` (`vdpkg`).
+    Dpkg,
+    /// `apt-get …` (`vapt-get`).
+    AptGet,
+    /// `apt-cache …` (`vapt-cache`).
+    AptCache,
+}
+
+impl DebTool {
+    fn program(self) -> &'static str {
+        match self {
+            DebTool::Dpkg => "dpkg",
+            DebTool::AptGet => "apt-get",
+            DebTool::AptCache => "apt-cache",
+        }
+    }
+}
+
+/// The dpkg/apt back end of one guest.
+#[derive(Debug, Clone)]
+pub struct DebBackend {
+    layout: PkgLayout,
+    root: PathBuf,
+    settings: DebSettings,
+}
+
+/// A held `.pkg/G/lock`.
+struct Lock(#[allow(dead_code)] File);
+
+/// How a command's output is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Streams {
+    /// Captured; shown only on failure (unless verbose).
+    Quiet,
+    /// The caller's terminal (the `v*` commands).
+    Inherit,
+}
+
+impl DebBackend {
+    /// The back end for the guest whose root is `root` (a trusted host path) and whose state is
+    /// `layout`.
+    pub fn new(layout: PkgLayout, root: &Path, settings: DebSettings) -> Self {
+        DebBackend {
+            layout,
+            root: root.to_owned(),
+            settings,
+        }
+    }
+
+    /// The guest's package-state layout.
+    pub fn layout(&self) -> &PkgLayout {
+        &self.layout
+    }
+
+    /// `.pkg/G/dpkg/state`: the dpkg admin directory.
+    pub fn dpkg_state(&self) -> PathBuf {
+        self.layout.dir().join("dpkg/state")
+    }
+
+    /// `.pkg/G/apt`: everything apt writes or reads of the guest's.
+    pub fn apt_dir(&self) -> PathBuf {
+        self.layout.dir().join("apt")
+    }
+
+    /// `.pkg/G/apt/etc`.
+    pub fn apt_etc(&self) -> PathBuf {
+        self.apt_dir().join("etc")
+    }
+
+    /// `.pkg/G/apt/etc/apt.conf`: the generated configuration (`APT_CONFIG`).
+    pub fn apt_config(&self) -> PathBuf {
+        self.apt_etc().join("apt.conf")
+    }
+
+    /// `.pkg/G/apt/cache/archives`: downloaded packages.
+    pub fn apt_archives(&self) -> PathBuf {
+        self.apt_dir().join("cache/archives")
+    }
+
+    fn guest(&self) -> String {
+        self.layout.guest().to_owned()
+    }
+
+    fn host_err(&self, op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let layout = self.layout.clone();
+        let path = path.to_owned();
+        move |e| layout.host_err(op, &path, e)
+    }
+
+    fn guest_err(&self) -> impl FnOnce(vserver_sandbox::Error) -> Error {
+        let guest = self.guest();
+        move |source| Error::Guest {
+            guest,
+            source: Box::new(source),
+        }
+    }
+
+    fn lock(&self) -> Result<Lock> {
+        let path = self.layout.lock_file();
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(self.host_err("open", &path))?
+            .into_parts()
+            .0;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| Error::Busy {
+                guest: self.guest(),
+                path: path.clone(),
+            },
+        )?;
+        Ok(Lock(file))
+    }
+
+    fn arch(&self) -> Result<String> {
+        if !self.settings.arch.is_empty() {
+            return Ok(self.settings.arch.clone());
+        }
+        let output = std::process::Command::new("dpkg")
+            .arg("--print-architecture")
+            .output()
+            .map_err(self.host_err("run", Path::new("dpkg")))?;
+        let arch = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || arch.is_empty() {
+            return Err(Error::ToolFailed {
+                guest: self.guest(),
+                command: "dpkg --print-architecture".into(),
+                status: output.status,
+                stderr_tail: tail(&output.stderr),
+            });
+        }
+        Ok(arch)
+    }
+
+    /// The guest root, opened through the safe-path layer.
+    fn guest_root(&self) -> Result<GuestRoot> {
+        GuestRoot::open(&self.root).map_err(self.guest_err())
+    }
+
+    /// A sandboxed command running `program` on this guest, database bound in.
+    fn command(&self, program: &str, profile: CapabilityProfile) -> Result<SandboxCommand> {
+        let root = self.guest_root()?;
+        let has_proc = matches!(
+            root.symlink_metadata("/proc"),
+            Ok(info) if info.kind == vserver_sandbox::FileKind::Dir
+        );
+        let mut command = SandboxCommand::new(program);
+        command
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/root")
+            .env("LC_ALL", "C.UTF-8")
+            .env("APT_CONFIG", self.apt_config())
+            .env(
+                "DEBIAN_FRONTEND",
+                std::env::var_os("DEBIAN_FRONTEND").unwrap_or_else(|| "noninteractive".into()),
+            )
+            .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
+            .guest_root(&self.root)
+            .bind(self.dpkg_state(), DPKG_MOUNT_POINT, Access::ReadWrite)
+            .writable(self.apt_dir())
+            .guest_proc(has_proc)
+            .hostname(self.layout.guest())
+            .capabilities(profile);
+        if let Some(term) = std::env::var_os("TERM") {
+            command.env("TERM", term);
+        }
+        Ok(command)
+    }
+
+    fn tool_command(&self, tool: DebTool, args: &[OsString]) -> Result<SandboxCommand> {
+        // dpkg chroots into the guest to run maintainer scripts: it needs CAP_SYS_CHROOT.
+        let mut command = self.command(tool.program(), CapabilityProfile::PackageManager)?;
+        if tool == DebTool::Dpkg {
+            let mut root = OsString::from("--root=");
+            root.push(&self.root);
+            command.arg(root);
+        }
+        command.args(args);
+        Ok(command)
+    }
+
+    /// Runs a prepared command under the lock; returns its status, stdout and stderr.
+    fn run(
+        &self,
+        tool: &str,
+        command: &mut SandboxCommand,
+        streams: Streams,
+    ) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+        let _lock = self.lock()?;
+        self.run_locked(tool, command, streams)
+    }
+
+    fn run_locked(
+        &self,
+        tool: &str,
+        command: &mut SandboxCommand,
+        streams: Streams,
+    ) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+        let verbose = self.settings.verbose;
+        match streams {
+            Streams::Inherit => command
+                .stdout(StdioMode::Inherit)
+                .stderr(StdioMode::Inherit),
+            Streams::Quiet if verbose => command
+                .stdout(StdioMode::Inherit)
+                .stderr(StdioMode::Inherit),
+            Streams::Quiet => command
+                .stdout(StdioMode::Capture)
+                .stderr(StdioMode::Capture),
+        };
+        let finished = command.status().map_err(|source| Error::Sandbox {
+            guest: self.guest(),
+            tool: tool.to_owned(),
+            source: Box::new(source),
+        })?;
+        Ok((finished.status, finished.stdout, finished.stderr))
+    }
+
+    /// Runs a command that must succeed; returns its captured standard output.
+    fn run_checked(
+        &self,
+        tool: &str,
+        command: &mut SandboxCommand,
+        streams: Streams,
+    ) -> Result<Vec<u8>> {
+        let (status, stdout, stderr) = self.run(tool, command, streams)?;
+        self.check(command, status, stdout, &stderr)
+    }
+
+    fn check(
+        &self,
+        command: &SandboxCommand,
+        status: ExitStatus,
+        stdout: Vec<u8>,
+        stderr: &[u8],
+    ) -> Result<Vec<u8>> {
+        if status.success() {
+            return Ok(stdout);
+        }
+        let mut stderr_tail = tail(stderr);
+        if stderr_tail.is_empty() {
+            stderr_tail = tail(&stdout);
+        }
+        Err(Error::ToolFailed {
+            guest: self.guest(),
+            command: command.to_string(),
+            status,
+            stderr_tail,
+        })
+    }
+
+    /// `apt-get ARGS` on the guest, output quiet unless verbose.
+    fn apt_get(&self, args: &[&OsStr]) -> Result<Vec<u8>> {
+        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        let mut command = self.tool_command(DebTool::AptGet, &args)?;
+        self.run_checked("apt-get", &mut command, Streams::Quiet)
+    }
+
+    /// Runs `tool` with the user's `args` on the guest, streaming its output; returns its status.
+    pub fn run_program(&self, tool: DebTool, args: &[OsString]) -> Result<ExitStatus> {
+        let mut command = self.tool_command(tool, args)?;
+        Ok(self.run(tool.program(), &mut command, Streams::Inherit)?.0)
+    }
+
+    /// Flushes the guest's file system once (after a build).
+    pub fn sync(&self) -> Result<()> {
+        self.guest_root()?
+            .sync_filesystem()
+            .map_err(self.guest_err())
+    }
+
+    /// Whether the guest's `/var/lib/dpkg` holds nothing (as it must outside an operation).
+    pub fn mount_point_is_empty(&self) -> Result<bool> {
+        let root = self.guest_root()?;
+        match root.read_dir(DPKG_MOUNT_POINT) {
+            Ok(entries) => Ok(entries.is_empty()),
+            Err(source) => Err(Error::Guest {
+                guest: self.guest(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    fn write_host(&self, path: &Path, content: &[u8]) -> Result<()> {
+        if let Some(parent) = path.parent() {
+            fs_err::create_dir_all(parent).map_err(self.host_err("create", parent))?;
+        }
+        let temp = path.with_extension("vserver-new");
+        fs_err::write(&temp, content).map_err(self.host_err("write", &temp))?;
+        fs_err::rename(&temp, path).map_err(self.host_err("rename into", path))
+    }
+
+    /// Copies keyrings into `trusted.gpg.d` (apt accepts only `.gpg` and `.asc` names there).
+    fn copy_keyrings(&self, keys: &[PathBuf]) -> Result<()> {
+        let dir = self.apt_etc().join("trusted.gpg.d");
+        fs_err::create_dir_all(&dir).map_err(self.host_err("create", &dir))?;
+        for key in keys {
+            let content = fs_err::read(key).map_err(self.host_err("read", key))?;
+            let armoured = content.starts_with(b"-----BEGIN PGP");
+            let stem = key
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "key".into());
+            let name = format!("{stem}.{}", if armoured { "asc" } else { "gpg" });
+            self.write_host(&dir.join(name), &content)?;
+        }
+        Ok(())
+    }
+}
+
+/// The last lines of a tool's output, as `: line; line`.
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let start = lines.len().saturating_sub(4);
+    format!(": {}", lines[start..].join("; "))
+}
+
+impl PackageBackend for DebBackend {
+    fn family(&self) -> Family {
+        Family::Deb
+    }
+
+    fn prepare(&self) -> Result<()> {
+        for path in [&self.root, self.layout.dir()] {
+            if !aptconf::quotable(path) {
+                return Err(Error::Host {
+                    guest: self.guest(),
+                    op: "use (apt cannot quote it)",
+                    path: path.to_path_buf(),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                });
+            }
+        }
+        let top = self.layout.dir().to_owned();
+        fs_err::create_dir_all(&top).map_err(self.host_err("create", &top))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs_err::set_permissions(&top, std::fs::Permissions::from_mode(0o700))
+                .map_err(self.host_err("set permissions of", &top))?;
+        }
+        let apt = self.apt_dir();
+        for dir in [
+            self.dpkg_state(),
+            self.apt_etc().join("apt.conf.d"),
+            self.apt_etc().join("sources.list.d"),
+            self.apt_etc().join("preferences.d"),
+            self.apt_etc().join("trusted.gpg.d"),
+            apt.join("state/lists/partial"),
+            self.apt_archives().join("partial"),
+            apt.join("log"),
+        ] {
+            fs_err::create_dir_all(&dir).map_err(self.host_err("create", &dir))?;
+        }
+        let arch = self.arch()?;
+        let etc = self.apt_etc();
+        let (state, cache, log) = (apt.join("state"), apt.join("cache"), apt.join("log"));
+        let text = aptconf::render(
+            self.layout.guest(),
+            &aptconf::AptPaths {
+                root: &self.root,
+                etc: &etc,
+                state: &state,
+                cache: &cache,
+                log: &log,
+            },
+            &arch,
+        );
+        self.write_host(&self.apt_config(), text.as_bytes())?;
+        self.write_host(
+            &etc.join("sources.list"),
+            self.settings.sources_list.as_bytes(),
+        )?;
+        self.copy_keyrings(&self.settings.keyrings)?;
+        let root = self.guest_root()?;
+        root.mkdir_all(DPKG_MOUNT_POINT, 0o755)
+            .map_err(self.guest_err())?;
+        Ok(())
+    }
+
+    fn initialize_database(&self) -> Result<()> {
+        let state = self.dpkg_state();
+        for dir in ["info", "updates", "triggers", "alternatives", "parts"] {
+            let path = state.join(dir);
+            fs_err::create_dir_all(&path).map_err(self.host_err("create", &path))?;
+        }
+        for file in ["status", "available"] {
+            let path = state.join(file);
+            if !path.exists() {
+                self.write_host(&path, b"")?;
+            }
+        }
+        // dpkg itself checks the result, through the bind mount, inside the sandbox.
+        let mut command = self.tool_command(DebTool::Dpkg, &[OsString::from("--audit")])?;
+        self.run_checked("dpkg", &mut command, Streams::Quiet)?;
+        Ok(())
+    }
+
+    fn import_keys(&self, keys: &[PathBuf]) -> Result<()> {
+        self.copy_keyrings(keys)
+    }
+
+    fn install(&self, packages: &[String]) -> Result<()> {
+        if packages.is_empty() {
+            return Ok(());
+        }
+        let mut args: Vec<&OsStr> = vec![OsStr::new("-y"), OsStr::new("install")];
+        args.extend(packages.iter().map(OsStr::new));
+        self.apt_get(&args).map(drop)
+    }
+
+    fn install_files(&self, files: &[PathBuf]) -> Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![OsString::from("--install")];
+        args.extend(files.iter().map(|f| f.as_os_str().to_owned()));
+        let mut command = self.tool_command(DebTool::Dpkg, &args)?;
+        self.run_checked("dpkg", &mut command, Streams::Quiet)
+            .map(drop)
+    }
+
+    fn clean_cache(&self) -> Result<()> {
+        let _lock = self.lock()?;
+        let archives = self.apt_archives();
+        let entries = match fs_err::read_dir(&archives) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.host_err("read", &archives)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(self.host_err("read", &archives))?;
+            let path = entry.path();
+            if path.extension() == Some(OsStr::new("deb")) {
+                fs_err::remove_file(&path).map_err(self.host_err("remove", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_tool(&self, tool: Tool, args: &[OsString]) -> Result<ExitStatus> {
+        let tool = match tool {
+            Tool::Low => DebTool::Dpkg,
+            Tool::Resolver => DebTool::AptGet,
+        };
+        self.run_program(tool, args)
+    }
+}
