@@ -1,6 +1,8 @@
 //! `index_apt` against the real tools: apt-ftparchive for equivalence, apt-get as the client,
 //! dpkg-deb for hand-written control files, plus `--update`, overrides and bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod apt_common;
 
 use std::path::{Path, PathBuf};
@@ -302,6 +304,23 @@ fn update_reuses_unchanged_packages_and_follows_changes() {
     // What --update wrote is exactly what a cold run writes.
     index(repo.path(), AptLayout::Flat);
     assert_eq!(read(&repo.path().join("Packages")), updated);
+
+    // A new override file changes stanzas of unchanged packages: the cache must not hide that.
+    let override_file = repo.path().join("override");
+    std::fs::write(&override_file, "up-00000 required admin\n").unwrap();
+    let opts = AptIndexOptions {
+        update: true,
+        override_file: Some(override_file),
+        ..AptIndexOptions::default()
+    };
+    let overridden = index_apt(repo.path(), &opts, &NoProgress).unwrap();
+    assert_eq!(overridden.reused, 0);
+    let stanzas = stanzas_by_filename(&read(&repo.path().join("Packages")));
+    let first = stanzas
+        .values()
+        .find(|s| s.get("Package") == Some("up-00000"))
+        .unwrap();
+    assert_eq!(first.get("Priority"), Some("required"));
 }
 
 /// Rewrites the size field of the `control.tar*` member header of a .deb.

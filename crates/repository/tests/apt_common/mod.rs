@@ -1,6 +1,6 @@
 //! Helpers for the apt indexer tests: real tools, an isolated apt, generated packages.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
