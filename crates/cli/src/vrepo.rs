@@ -18,6 +18,9 @@ use vserver_repository::scan::scan_packages;
 use crate::exit;
 use crate::output::{Output, Verbosity};
 
+#[path = "vrepo_mirror.rs"]
+mod mirror_cmd;
+
 /// Local package repositories: write the metadata dnf and apt read.
 #[derive(Debug, Parser)]
 #[command(name = "vrepo", version, about)]
@@ -34,6 +37,18 @@ enum Command {
     /// `Release` (flat, or `dists/SUITE/…` with --suite). New metadata is swapped in atomically:
     /// a failed or interrupted run leaves the previous metadata in place.
     Index(IndexArgs),
+    /// Mirror an rpm-md or apt repository (http(s), file:// or a path) into DEST.
+    ///
+    /// Incremental (only missing or changed packages are fetched), verified (every file against
+    /// the checksums of the metadata, the metadata against --keyring), resumable, and published
+    /// atomically: DEST's metadata switches only once every package it names is in place.
+    /// Exit status: 0 updated, 4 already up to date, 1 failed (DEST unchanged).
+    Mirror(mirror_cmd::MirrorArgs),
+    /// Serve a repository tree over HTTP (GET, HEAD, Range, If-Modified-Since).
+    ///
+    /// Listens on loopback by default; one log line per request on stderr; stops cleanly on
+    /// SIGINT or SIGTERM.
+    Serve(mirror_cmd::ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +126,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         }
     };
     match cli.command {
+        Command::Mirror(args) => mirror_cmd::run_mirror(&args),
+        Command::Serve(args) => mirror_cmd::run_serve(&args),
         Command::Index(args) => {
             let verbosity = if args.json {
                 Verbosity::Json

@@ -13,6 +13,8 @@
 //! - [`scan`], [`publish`], [`cache`], [`compress`] and [`progress`] are the plumbing both
 //!   indexers share: finding packages, atomic publication under a lock, the `--update` cache,
 //!   compression, progress reporting.
+//! - [`mirror`] copies an rpm-md or apt repository (HTTP or local) incrementally, verified and
+//!   published atomically; [`serve`] serves a repository tree over HTTP.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -21,11 +23,13 @@ pub mod apt;
 pub mod cache;
 pub mod compress;
 pub mod deb;
+pub mod mirror;
 pub mod progress;
 pub mod publish;
 pub mod rpm_file;
 pub mod rpmmd;
 pub mod scan;
+pub mod serve;
 
 use std::path::PathBuf;
 
