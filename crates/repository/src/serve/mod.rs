@@ -24,12 +24,13 @@
 
 mod http;
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -137,12 +138,22 @@ pub struct ServerHandle {
 struct Shared {
     stop: AtomicBool,
     requests: AtomicU64,
+    /// Open connections, so that shutdown can wake the workers waiting on idle ones.
+    connections: Mutex<HashMap<u64, TcpStream>>,
+    next_connection: AtomicU64,
 }
 
 impl ServerHandle {
     /// Stops accepting, finishes the requests in flight, and makes [`Server::run`] return.
     pub fn shutdown(&self) {
         self.inner.stop.store(true, Ordering::SeqCst);
+        // A worker blocked reading the next request of an idle connection sees end-of-file;
+        // one writing a response finishes it and then sees the stop flag.
+        if let Ok(connections) = self.inner.connections.lock() {
+            for stream in connections.values() {
+                let _ = stream.shutdown(std::net::Shutdown::Read);
+            }
+        }
         // Wake the acceptor, which is blocked in accept().
         let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
     }
@@ -201,6 +212,8 @@ impl Server {
                 inner: Arc::new(Shared {
                     stop: AtomicBool::new(false),
                     requests: AtomicU64::new(0),
+                    connections: Mutex::new(HashMap::new()),
+                    next_connection: AtomicU64::new(0),
                 }),
                 addr,
             },
@@ -228,7 +241,19 @@ impl Server {
                 let shared = Arc::clone(&self.handle.inner);
                 std::thread::spawn(move || {
                     for stream in receiver {
+                        if shared.stop.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+                        if let (Ok(clone), Ok(mut connections)) =
+                            (stream.try_clone(), shared.connections.lock())
+                        {
+                            connections.insert(id, clone);
+                        }
                         serve_connection(stream, &root, &options, &shared);
+                        if let Ok(mut connections) = shared.connections.lock() {
+                            connections.remove(&id);
+                        }
                     }
                 })
             })
@@ -294,7 +319,7 @@ fn serve_connection(stream: TcpStream, root: &OwnedFd, options: &ServeOptions, s
             break;
         }
         let timeout = if first {
-            Duration::from_secs(30)
+            Duration::from_secs(10)
         } else {
             options.keep_alive
         };
