@@ -8,6 +8,7 @@
 
 mod exit;
 mod output;
+mod vapt;
 mod vdistro;
 mod vpkg;
 mod vrepo;
@@ -17,7 +18,16 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 /// The applets this binary answers to.
-const APPLETS: &[&str] = &["vrepo", "vdistro", "vrpm", "vyum", "vdnf"];
+const APPLETS: &[&str] = &[
+    "vrepo",
+    "vdistro",
+    "vrpm",
+    "vyum",
+    "vdnf",
+    "vapt-get",
+    "vdpkg",
+    "vapt-cache",
+];
 
 fn main() -> ExitCode {
     // Sandboxed package operations re-execute this binary; hand over before anything else.
@@ -45,6 +55,9 @@ fn main() -> ExitCode {
         Some("vrpm") => vpkg::main("vrpm", vserver_pkgmgmt::Tool::Low, args),
         Some("vyum") => vpkg::main("vyum", vserver_pkgmgmt::Tool::Resolver, args),
         Some("vdnf") => vpkg::main("vdnf", vserver_pkgmgmt::Tool::Resolver, args),
+        Some("vapt-get") => vapt::main("vapt-get", vserver_pkgmgmt::DebTool::AptGet, args),
+        Some("vdpkg") => vapt::main("vdpkg", vserver_pkgmgmt::DebTool::Dpkg, args),
+        Some("vapt-cache") => vapt::main("vapt-cache", vserver_pkgmgmt::DebTool::AptCache, args),
         // `vserver GUEST COMMAND …`: the guest command.
         None if invoked.ends_with("vserver") && args.len() > 1 => vserver_cmd::main(args),
         _ => {

@@ -70,6 +70,9 @@ struct MethodArgs {
     /// Override the distribution's release version.
     #[arg(long)]
     releasever: Option<String>,
+    /// `-m apt|debootstrap`: essential, minbase (default) or buildd.
+    #[arg(long)]
+    variant: Option<String>,
     /// `-m rpm`: install no package files (database only).
     #[arg(long)]
     empty: bool,
@@ -127,6 +130,14 @@ fn build(cli: &Cli) -> ExitCode {
         },
     );
     let build_method: BuildMethod = match build_args.method.parse() {
+        Ok(BuildMethod::Apt(default)) => match method.variant.as_deref().map(str::parse) {
+            None => BuildMethod::Apt(default),
+            Some(Ok(variant)) => BuildMethod::Apt(variant),
+            Some(Err(message)) => {
+                eprintln!("vserver: error: {message}");
+                return ExitCode::from(exit::USAGE);
+            }
+        },
         Ok(m) => m,
         Err(message) => {
             eprintln!("vserver: error: {message}");

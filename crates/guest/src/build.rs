@@ -26,6 +26,9 @@ pub enum BuildMethod {
     Yum,
     /// rpm from package files, no resolver.
     Rpm,
+    /// Our Debian bootstrap with the host's apt and dpkg (`-m apt` and `-m debootstrap`), with
+    /// its variant (`--variant`, default minbase).
+    Apt(vserver_pkgmgmt::Variant),
 }
 
 impl std::str::FromStr for BuildMethod {
@@ -35,8 +38,9 @@ impl std::str::FromStr for BuildMethod {
             "skeleton" => Ok(BuildMethod::Skeleton),
             "yum" | "dnf" => Ok(BuildMethod::Yum),
             "rpm" => Ok(BuildMethod::Rpm),
+            "apt" | "debootstrap" => Ok(BuildMethod::Apt(vserver_pkgmgmt::Variant::default())),
             other => Err(format!(
-                "unknown build method `{other}` (expected skeleton, yum, dnf or rpm)"
+                "unknown build method `{other}` (expected skeleton, yum, dnf, rpm, apt or debootstrap)"
             )),
         }
     }
@@ -102,14 +106,19 @@ pub fn build(
     };
     if let Some(dist) = &distribution
         && request.method != BuildMethod::Skeleton
-        && dist.family != Family::Rpm
+        && dist.family != method_family(request.method)
     {
         return Err(Error::BadRequest {
             guest: request.guest.clone(),
             problem: format!(
-                "distribution `{}` is a {} distribution; build it with -m apt",
+                "distribution `{}` is a {} distribution; build it with -m {}",
                 dist.name,
-                dist.family.as_str()
+                dist.family.as_str(),
+                if dist.family == Family::Deb {
+                    "apt"
+                } else {
+                    "yum"
+                }
             ),
         });
     }
@@ -249,6 +258,7 @@ fn run_build(
             BuildMethod::Skeleton => "skeleton",
             BuildMethod::Yum => "yum",
             BuildMethod::Rpm => "rpm",
+            BuildMethod::Apt(_) => "apt",
         }
         .to_owned(),
     };
@@ -263,6 +273,19 @@ fn run_build(
     set_phase(phase, "package state", on_event);
     let layout = PkgLayout::new(&roots.pkgdir, &guest);
     undo.created.push(layout.dir().to_owned());
+    if let BuildMethod::Apt(variant) = request.method {
+        let deb = crate::build_apt::DebBuild {
+            guest: &guest,
+            root: &root,
+            variant,
+            packages: &request.packages,
+            verbose: request.verbose,
+        };
+        crate::build_apt::build_deb(layout, distribution, &deb, &mut |name| {
+            set_phase(phase, name, on_event)
+        })?;
+        return Ok(config);
+    }
     let plugin = vserver_pkgmgmt::find_rpm_plugin()?;
     let backend = RpmBackend::new(
         layout,
@@ -314,7 +337,7 @@ fn run_build(
             let files = expand_manifests(&guest, &request.rpm_files)?;
             backend.install_files(&files)?;
         }
-        BuildMethod::Skeleton => {}
+        BuildMethod::Skeleton | BuildMethod::Apt(_) => {}
     }
     set_phase(phase, "clean-up", on_event);
     backend.clean_cache()?;
@@ -383,4 +406,12 @@ fn make_skeleton(guest: &str, root: &Path, hostname: &str) -> Result<()> {
     fs.write_atomic("/etc/resolv.conf", &resolv, 0o644)
         .map_err(err)?;
     Ok(())
+}
+
+/// The distribution family a build method installs.
+fn method_family(method: BuildMethod) -> Family {
+    match method {
+        BuildMethod::Apt(_) => Family::Deb,
+        _ => Family::Rpm,
+    }
 }

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod build;
+mod build_apt;
 mod builtin;
 mod config;
 mod distribution;
@@ -26,6 +27,7 @@ mod error;
 mod roots;
 mod suggest;
 
+pub use build_apt::open_deb_backend;
 pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
 pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_backend};
 pub use distribution::{

@@ -75,6 +75,11 @@ pub(crate) fn render(guest: &str, paths: &AptPaths<'_>, arch: &str) -> String {
         let _ = writeln!(text, "{key} \"{value}\";");
     }
     let _ = writeln!(text, "APT::Architectures {{ \"{arch}\"; }};");
-    let _ = writeln!(text, "DPkg::Options {{ \"--root={}\"; }};", d(paths.root));
+    let _ = writeln!(
+        text,
+        "DPkg::Options {{ \"--root={}\"; \"--log={}/dpkg.log\"; }};",
+        d(paths.root),
+        d(paths.log)
+    );
     text
 }

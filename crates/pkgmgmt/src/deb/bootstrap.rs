@@ -104,14 +104,7 @@ impl DebBackend {
         }
         on_phase("download the Essential set");
         self.clean_archives()?;
-        self.apt_get(&[
-            OsStr::new("-y"),
-            OsStr::new(NO_RECOMMENDS),
-            OsStr::new("--download-only"),
-            OsStr::new("install"),
-            OsStr::new("?essential"),
-        ])?;
-        let essential = self.downloaded()?;
+        let essential = self.download(&["?essential"])?;
         if essential.is_empty() {
             return Err(Error::Bootstrap {
                 guest: self.guest(),
@@ -157,29 +150,91 @@ impl DebBackend {
         crate::PackageBackend::clean_cache(self)
     }
 
-    /// The package files in apt's download cache, sorted.
-    fn downloaded(&self) -> Result<Vec<PathBuf>> {
+    /// Resolves `packages` against the current database, downloads them, and returns the package
+    /// files: apt leaves those of `file:` repositories where they are (it copies only from
+    /// `copy:`), so `--print-uris` says where each one is.
+    fn download(&self, packages: &[&str]) -> Result<Vec<PathBuf>> {
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("-y"),
+            OsStr::new(NO_RECOMMENDS),
+            OsStr::new("--print-uris"),
+            OsStr::new("-qq"),
+            OsStr::new("install"),
+        ];
+        args.extend(packages.iter().map(OsStr::new));
+        let listing = self.apt_get_output(&args)?;
+        args.retain(|a| *a != "--print-uris" && *a != "-qq");
+        args.insert(0, OsStr::new("--download-only"));
+        self.apt_get(&args)?;
         let archives = self.apt_archives();
-        let mut debs = Vec::new();
-        for entry in fs_err::read_dir(&archives).map_err(self.host_err("read", &archives))? {
-            let entry = entry.map_err(self.host_err("read", &archives))?;
-            let path = entry.path();
-            if path.extension() == Some(OsStr::new("deb")) {
-                debs.push(path);
-            }
+        let mut files = Vec::new();
+        for line in String::from_utf8_lossy(&listing).lines() {
+            let Some(uri) = line.strip_prefix('\'').and_then(|l| l.split('\'').next()) else {
+                continue;
+            };
+            let file_name = line.split_whitespace().nth(1).unwrap_or_default();
+            let path = match uri.strip_prefix("file:") {
+                Some(path) => PathBuf::from(percent_decode(path.trim_start_matches("//"))),
+                None if !file_name.is_empty() && !file_name.contains('/') => {
+                    archives.join(file_name)
+                }
+                None => continue,
+            };
+            files.push(path);
         }
-        debs.sort();
-        Ok(debs)
+        files.sort();
+        Ok(files)
     }
 
     /// Step 4: package contents into the guest, in the sandbox, without dpkg.
     fn extract(&self, debs: &[PathBuf]) -> Result<()> {
         let mut command = self.command("/bin/bash", CapabilityProfile::Confined)?;
+        // base-files ships `/proc` and `/sys` as directories; tar would try to change the modes
+        // of the mounts on them.
         command
+            .guest_proc(false)
+            .guest_dev(false)
             .args(["-c", EXTRACT_SCRIPT, "vserver-extract"])
             .arg(&self.root)
             .args(debs);
         self.run_checked("tar", &mut command, Streams::Quiet)
             .map(drop)
+    }
+}
+
+/// Decodes `%XX` escapes (apt writes `+` in versions as `%2b`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(byte) = text
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_apt_uris() {
+        assert_eq!(
+            percent_decode("/m/pool/libc6_2.36-9%2bdeb12u14_amd64.deb"),
+            "/m/pool/libc6_2.36-9+deb12u14_amd64.deb"
+        );
+        assert_eq!(percent_decode("/a%2"), "/a%2");
+        assert_eq!(percent_decode("/a%zz"), "/a%zz");
     }
 }

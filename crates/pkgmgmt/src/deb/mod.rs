@@ -99,6 +99,8 @@ enum Streams {
     Quiet,
     /// The caller's terminal (the `v*` commands).
     Inherit,
+    /// Both captured, whatever the verbosity: the caller parses standard output.
+    Capture,
 }
 
 impl DebBackend {
@@ -242,6 +244,11 @@ impl DebBackend {
             let mut root = OsString::from("--root=");
             root.push(&self.root);
             command.arg(root);
+            // dpkg's default log is the host's /var/log/dpkg.log (read-only in the sandbox);
+            // the guest's log is kept beside its database, where the guest cannot rewrite it.
+            let mut log = OsString::from("--log=");
+            log.push(self.apt_dir().join("log/dpkg.log"));
+            command.arg(log);
         }
         command.args(args);
         Ok(command)
@@ -272,7 +279,7 @@ impl DebBackend {
             Streams::Quiet if verbose => command
                 .stdout(StdioMode::Inherit)
                 .stderr(StdioMode::Inherit),
-            Streams::Quiet => command
+            Streams::Quiet | Streams::Capture => command
                 .stdout(StdioMode::Capture)
                 .stderr(StdioMode::Capture),
         };
@@ -322,6 +329,13 @@ impl DebBackend {
         let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         let mut command = self.tool_command(DebTool::AptGet, &args)?;
         self.run_checked("apt-get", &mut command, Streams::Quiet)
+    }
+
+    /// `apt-get ARGS` on the guest; returns its standard output.
+    fn apt_get_output(&self, args: &[&OsStr]) -> Result<Vec<u8>> {
+        let args: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        let mut command = self.tool_command(DebTool::AptGet, &args)?;
+        self.run_checked("apt-get", &mut command, Streams::Capture)
     }
 
     /// Runs `tool` with the user's `args` on the guest, streaming its output; returns its status.
