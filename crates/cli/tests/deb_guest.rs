@@ -1,0 +1,460 @@
+//! Debian guests as a new user makes them: a local mirror of real Debian bookworm packages
+//! (fetched through the host's apt, cached in /var/tmp/vserver-test-debs), indexed with
+//! `vrepo index --suite --override`, registered, then `vserver d build -m apt`, `vapt-get`,
+//! `vdpkg`; the guest works, its dpkg database is outside it, and the host does not change.
+//! Then a hostile guest: symlinks planted at `/var/lib/dpkg` and `/var/lib`, and a maintainer
+//! script that tries to write to the host.
+//!
+//! Needs root and the host's apt lists (or the cache); skips with a reason otherwise, fails
+//! instead when VSERVER_TEST_REQUIRE_ALL=1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vserver_fixtures::DebPackage;
+
+const CACHE: &str = "/var/tmp/vserver-test-debs";
+/// The package names of the minbase set as the host's apt computed them, written once all
+/// files are in the cache.
+const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
+const EXTRAS: &[&str] = &["hello"];
+const SOURCES: &str = "deb http://deb.debian.org/debian bookworm main\n\
+     deb http://deb.debian.org/debian bookworm-updates main\n\
+     deb http://deb.debian.org/debian-security bookworm-security main\n";
+
+/// Skips (returns false) with a printed reason, or panics under VSERVER_TEST_REQUIRE_ALL=1.
+fn available(ok: bool, reason: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+        panic!("required by VSERVER_TEST_REQUIRE_ALL=1 but unavailable: {reason}");
+    }
+    eprintln!("skipped: {reason}");
+    false
+}
+
+fn is_root() -> bool {
+    // The owner of our own /proc entry is our effective uid (no unsafe geteuid call needed).
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+fn checked(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The host's apt, isolated: Debian's sources only, an empty status, our own cache; the host's
+/// lists are read, nothing of the host's apt state is written.
+fn host_apt(program: &str, work: &Path) -> Command {
+    std::fs::create_dir_all(work.join("cache/archives/partial")).unwrap();
+    std::fs::create_dir_all(work.join("empty")).unwrap();
+    std::fs::write(work.join("sources.list"), SOURCES).unwrap();
+    if !work.join("status").exists() {
+        std::fs::write(work.join("status"), "").unwrap();
+    }
+    let mut command = Command::new(program);
+    for (key, value) in [
+        ("Dir::Etc::SourceList", work.join("sources.list")),
+        ("Dir::Etc::SourceParts", work.join("empty")),
+        ("Dir::State::status", work.join("status")),
+        ("Dir::Cache", work.join("cache")),
+        ("Debug::NoLocking", PathBuf::from("1")),
+        ("APT::Install-Recommends", PathBuf::from("false")),
+    ] {
+        command.arg(format!("-o{key}={}", value.display()));
+    }
+    command
+}
+
+/// Parses stanzas of `apt-cache dumpavail`/`show` output into (Package, fields).
+fn stanzas(text: &str) -> Vec<Vec<(String, String)>> {
+    text.split("\n\n")
+        .map(|stanza| {
+            stanza
+                .lines()
+                .filter(|l| !l.starts_with(' '))
+                .filter_map(|l| l.split_once(": "))
+                .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn field<'a>(stanza: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    stanza
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The minbase package names (Essential + Priority: required per the archive + apt, resolved
+/// by apt against an empty status), downloading what the cache lacks.
+fn minbase_set(work: &Path) -> Option<BTreeSet<String>> {
+    if let Ok(list) = std::fs::read_to_string(CACHE_LIST)
+        && !list.trim().is_empty()
+    {
+        return Some(list.lines().map(str::to_owned).collect());
+    }
+    std::fs::create_dir_all(format!("{CACHE}/partial")).unwrap();
+    let update = run(Command::new("apt-get").args(["-qq", "update"]));
+    if !available(
+        update.status.success(),
+        "apt-get update failed (no access to the Debian archive)",
+    ) {
+        return None;
+    }
+    let dump = checked(host_apt("apt-cache", work).arg("dumpavail"));
+    let mut seeds = BTreeSet::from(["apt".to_owned()]);
+    for stanza in stanzas(&dump) {
+        if field(&stanza, "Essential") == Some("yes")
+            || field(&stanza, "Priority") == Some("required")
+        {
+            seeds.insert(field(&stanza, "Package").unwrap().to_owned());
+        }
+    }
+    let uris = checked(
+        host_apt("apt-get", work)
+            .args(["--print-uris", "-qq", "-y", "install"])
+            .args(&seeds),
+    );
+    let names: BTreeSet<String> = uris
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|file| file.split('_').next().unwrap().to_owned())
+        .collect();
+    // `--print-uris` leaves out what the archives directory holds: only the download uses the
+    // shared cache.
+    let download = run(host_apt("apt-get", work)
+        .arg(format!("-oDir::Cache::archives={CACHE}/"))
+        .args(["-qq", "-y", "--download-only", "install"])
+        .args(&seeds)
+        .args(EXTRAS));
+    if !available(
+        download.status.success(),
+        "cannot download from the Debian archive",
+    ) {
+        return None;
+    }
+    assert!(
+        names.len() > 50,
+        "apt computed too small a minbase: {names:?}"
+    );
+    let list: String = names.iter().map(|n| format!("{n}\n")).collect();
+    std::fs::write(CACHE_LIST, list).unwrap();
+    Some(names)
+}
+
+/// A flat `pool/` of the cached .debs, indexed as `bookworm main` with the archive's priorities.
+fn make_mirror(work: &Path, mirror: &Path) {
+    let pool = mirror.join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(CACHE).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            names.insert(name.split('_').next().unwrap().to_owned());
+            std::fs::hard_link(&path, pool.join(&name))
+                .or_else(|_| std::fs::copy(&path, pool.join(&name)).map(drop))
+                .unwrap();
+        }
+    }
+    let shown = checked(
+        host_apt("apt-cache", work)
+            .args(["show", "--no-all-versions"])
+            .args(&names),
+    );
+    let mut overrides = String::new();
+    let mut seen = BTreeSet::new();
+    for stanza in stanzas(&shown) {
+        let name = field(&stanza, "Package").unwrap();
+        if seen.insert(name.to_owned()) {
+            overrides.push_str(&format!(
+                "{name} {} {}\n",
+                field(&stanza, "Priority").unwrap_or("optional"),
+                field(&stanza, "Section").unwrap_or("misc")
+            ));
+        }
+    }
+    let override_file = work.join("override");
+    std::fs::write(&override_file, overrides).unwrap();
+    checked(
+        vserver()
+            .args([
+                "vrepo",
+                "index",
+                "--suite",
+                "bookworm",
+                "--component",
+                "main",
+            ])
+            .arg("--override")
+            .arg(&override_file)
+            .arg(mirror),
+    );
+}
+
+fn vserver() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vserver"))
+}
+
+struct Host {
+    conf: PathBuf,
+    roots: PathBuf,
+    pkg: PathBuf,
+}
+
+impl Host {
+    fn command(&self, applet: &str) -> Command {
+        let mut command = vserver();
+        command
+            .arg(applet)
+            .env("VSERVER_CONFDIR", &self.conf)
+            .env("VSERVER_ROOTDIR", &self.roots)
+            .env("VSERVER_PKGDIR", &self.pkg);
+        command
+    }
+}
+
+/// Installed package names per the dpkg database file.
+fn installed(status: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(status).unwrap();
+    stanzas(&text)
+        .iter()
+        .filter(|s| field(s, "Status") == Some("install ok installed"))
+        .map(|s| field(s, "Package").unwrap().to_owned())
+        .collect()
+}
+
+/// Every file under `dir` with its content (the host canary).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+                out.push((path, Vec::new()));
+            } else if meta.is_file() {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            } else {
+                out.push((path, b"<other>".to_vec()));
+            }
+        }
+    }
+    out
+}
+
+fn host_files() -> Vec<(PathBuf, Vec<u8>)> {
+    ["/etc/passwd", "/var/lib/dpkg/status", "/etc/hostname"]
+        .iter()
+        .map(|p| (PathBuf::from(p), std::fs::read(p).unwrap_or_default()))
+        .collect()
+}
+
+fn in_guest(root: &Path, args: &[&str]) -> String {
+    checked(
+        Command::new("/usr/sbin/chroot")
+            .arg(root)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin"),
+    )
+}
+
+#[test]
+fn debian_guest_from_a_local_bookworm_mirror() {
+    if !available(is_root(), "needs root") {
+        return;
+    }
+    for tool in ["/usr/bin/apt-get", "/usr/bin/dpkg", "/usr/sbin/chroot"] {
+        if !available(Path::new(tool).exists(), &format!("needs {tool}")) {
+            return;
+        }
+    }
+    // Not below /tmp: the sandbox gives each operation a private /tmp, which would hide it.
+    let top = tempfile::Builder::new()
+        .prefix("deb-guest")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let top = top.path();
+    let work = top.join("apt-work");
+    let Some(expected) = minbase_set(&work) else {
+        return;
+    };
+    let mirror = top.join("mirror");
+    make_mirror(&work, &mirror);
+
+    let host = Host {
+        conf: top.join("etc"),
+        roots: top.join("vservers"),
+        pkg: top.join("vservers/.pkg"),
+    };
+    let dist = host.conf.join(".distributions/localdeb");
+    std::fs::create_dir_all(dist.join("apt")).unwrap();
+    std::fs::write(
+        dist.join("distribution.toml"),
+        "description = \"bookworm, local mirror\"\nfamily = \"deb\"\nreleasever = \"12\"\n",
+    )
+    .unwrap();
+    // An unsigned local mirror: trusted only because the registration says so.
+    std::fs::write(
+        dist.join("apt/sources.list"),
+        format!(
+            "deb [trusted=yes] file://{} bookworm main\n",
+            mirror.display()
+        ),
+    )
+    .unwrap();
+    let canary = top.join("host-canary");
+    std::fs::create_dir_all(canary.join("dpkg")).unwrap();
+    std::fs::write(canary.join("dpkg/status"), "host data\n").unwrap();
+    std::fs::write(canary.join("file"), "host data\n").unwrap();
+    let canary_before = snapshot(&canary);
+    let host_before = host_files();
+
+    let started = std::time::Instant::now();
+    checked(host.command("d").args([
+        "build",
+        "-m",
+        "apt",
+        "--",
+        "-d",
+        "localdeb",
+        "--variant",
+        "minbase",
+    ]));
+    eprintln!("build: {:.1} s", started.elapsed().as_secs_f64());
+    let root = host.roots.join("d");
+    let admin = host.pkg.join("d/dpkg/state");
+    let guest_dpkg = root.join("var/lib/dpkg");
+    let empty = |what: &str| {
+        let left: Vec<_> = std::fs::read_dir(&guest_dpkg).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "guest /var/lib/dpkg not empty after {what}"
+        );
+    };
+    empty("the build");
+    assert_eq!(installed(&admin.join("status")), expected, "minbase set");
+    assert!(admin.join("info/dash.list").is_file());
+    // Maintainer-script side effects: base-passwd's users, alternatives, ldconfig's cache.
+    assert!(
+        std::fs::read_to_string(root.join("etc/passwd"))
+            .unwrap()
+            .starts_with("root:")
+    );
+    assert!(std::fs::symlink_metadata(root.join("etc/alternatives/awk")).is_ok());
+    assert!(root.join("etc/ld.so.cache").is_file());
+    assert_eq!(in_guest(&root, &["/bin/sh", "-c", "echo ok"]), "ok\n");
+
+    checked(
+        host.command("vapt-get")
+            .args(["d", "--", "install", "-y", "hello"]),
+    );
+    empty("vapt-get install");
+    assert!(installed(&admin.join("status")).contains("hello"));
+    assert_eq!(in_guest(&root, &["/usr/bin/hello"]), "Hello, world!\n");
+    let listing = checked(host.command("vdpkg").args(["d", "--", "-l"]));
+    assert!(
+        listing.lines().any(|l| l.starts_with("ii  hello ")),
+        "{listing}"
+    );
+    checked(host.command("vdpkg").args(["d", "--", "--verify"]));
+    let policy = checked(
+        host.command("vapt-cache")
+            .args(["d", "--", "policy", "hello"]),
+    );
+    assert!(policy.contains("Installed: 2.10"), "{policy}");
+    checked(
+        host.command("vapt-get")
+            .args(["d", "--", "purge", "-y", "hello"]),
+    );
+    empty("vapt-get purge");
+    assert!(!installed(&admin.join("status")).contains("hello"));
+    assert!(!root.join("usr/bin/hello").exists());
+    // The tool's exit status comes through.
+    let missing = run(host
+        .command("vdpkg")
+        .args(["d", "--", "-s", "no-such-package"]));
+    assert_eq!(missing.status.code(), Some(1));
+
+    // Hostile guest 1: /var/lib/dpkg is a symlink to a host directory.
+    std::fs::remove_dir(&guest_dpkg).unwrap();
+    std::os::unix::fs::symlink(canary.join("dpkg"), &guest_dpkg).unwrap();
+    let refused = run(host.command("vdpkg").args(["d", "--", "-l"]));
+    assert!(
+        !refused.status.success(),
+        "vdpkg followed a planted symlink"
+    );
+    let refused = run(host
+        .command("vapt-get")
+        .args(["d", "--", "install", "-y", "hello"]));
+    assert!(!refused.status.success());
+    std::fs::remove_file(&guest_dpkg).unwrap();
+    std::fs::create_dir(&guest_dpkg).unwrap();
+    // Hostile guest 2: /var/lib is a symlink to a host directory holding a `dpkg/`.
+    let var_lib = root.join("var/lib");
+    let moved = root.join("var/lib.real");
+    std::fs::rename(&var_lib, &moved).unwrap();
+    std::os::unix::fs::symlink(&canary, &var_lib).unwrap();
+    let refused = run(host
+        .command("vapt-get")
+        .args(["d", "--", "install", "-y", "hello"]));
+    assert!(
+        !refused.status.success(),
+        "vapt-get followed a planted /var/lib"
+    );
+    std::fs::remove_file(&var_lib).unwrap();
+    std::fs::rename(&moved, &var_lib).unwrap();
+    // Hostile guest 3: a maintainer script that tries to reach the host.
+    let canary_file = canary.join("file");
+    let script = format!(
+        "#!/bin/sh\necho ran > /evil-ran\n\
+         echo pwned > /proc/1/root{0} 2>/dev/null\n\
+         echo pwned > /proc/self/root/../../..{0} 2>/dev/null\n\
+         echo pwned > {0} 2>/dev/null\n\
+         mkdir -p /x && chroot /x /bin/sh -c 'cd ../../../../../../..; echo pwned > .{0}' 2>/dev/null\n\
+         exit 0\n",
+        canary_file.display()
+    );
+    let mut evil = DebPackage::new("evil", "1.0");
+    evil.postinst(script)
+        .file("/usr/share/evil/README", b"evil".to_vec(), 0o644);
+    let evil = evil.write_to(top).unwrap();
+    checked(host.command("vdpkg").args(["d", "--", "-i"]).arg(&evil));
+    assert!(
+        root.join("evil-ran").is_file(),
+        "the maintainer script did not run in the guest"
+    );
+    empty("vdpkg -i");
+
+    assert_eq!(snapshot(&canary), canary_before, "the host canary changed");
+    assert_eq!(host_files(), host_before, "host files changed");
+}
