@@ -11,7 +11,8 @@
 //! - [`SandboxCommand`] (module `process`): runs a host program (rpm, dnf, dpkg, apt-get) against a
 //!   guest in fresh namespaces with the host read-only, the guest's database bound in for this
 //!   operation only, reduced capabilities, `no_new_privs`, and a frozen guest. Every binary that
-//!   uses it calls [`run_if_sandbox_child`] first thing in `main`.
+//!   uses it calls [`run_if_sandbox_child`] first thing in `main`. For building a new guest,
+//!   [`SandboxCommand::skip_fsync`] turns the program's fsyncs into no-ops (module `seccomp`).
 //! - [`confine_scriptlet`], [`enter_guest_context`] (module `guest_context`): what a package
 //!   script's process does before it runs guest code.
 //! - [`Freezer`], [`SandboxCgroup`], [`CgroupSupport`] (module `cgroup`).
@@ -44,6 +45,7 @@ mod mount;
 mod namespaces;
 mod process;
 mod safe_path;
+mod seccomp;
 mod sys;
 
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};

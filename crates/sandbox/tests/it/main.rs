@@ -11,6 +11,7 @@
 
 mod attack;
 mod mount;
+mod nosync;
 mod safe_path;
 mod sandbox;
 mod support;
@@ -26,10 +27,18 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--attack") {
         attack::main(&args[2..]);
     }
-    let tests: Vec<Test> = [safe_path::tests(), mount::tests(), sandbox::tests()]
-        .into_iter()
-        .flatten()
-        .collect();
+    if args.get(1).map(String::as_str) == Some("--fsync-probe") {
+        nosync::probe(args.get(2).map_or("", String::as_str));
+    }
+    let tests: Vec<Test> = [
+        safe_path::tests(),
+        mount::tests(),
+        sandbox::tests(),
+        nosync::tests(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))
