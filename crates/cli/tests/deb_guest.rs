@@ -332,6 +332,27 @@ fn debian_guest_from_a_local_bookworm_mirror() {
         ),
     )
     .unwrap();
+    // The same mirror registered without the trusted flag: apt refuses its unsigned Release,
+    // and the failed build leaves nothing behind.
+    let unsigned = host.conf.join(".distributions/unsigned");
+    std::fs::create_dir_all(unsigned.join("apt")).unwrap();
+    std::fs::write(unsigned.join("distribution.toml"), "family = \"deb\"\n").unwrap();
+    std::fs::write(
+        unsigned.join("apt/sources.list"),
+        format!("deb file://{} bookworm main\n", mirror.display()),
+    )
+    .unwrap();
+    let refused = run(host
+        .command("u")
+        .args(["build", "-m", "apt", "--", "-d", "unsigned"]));
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not signed"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!host.roots.join("u").exists() && !host.pkg.join("u").exists());
+
     let canary = top.join("host-canary");
     std::fs::create_dir_all(canary.join("dpkg")).unwrap();
     std::fs::write(canary.join("dpkg/status"), "host data\n").unwrap();

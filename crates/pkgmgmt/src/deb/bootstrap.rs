@@ -83,11 +83,13 @@ const MERGED_USR: &[(&str, &str)] = &[
     ("/lib64", "usr/lib64"),
 ];
 
-/// The script that extracts package contents without dpkg: positional parameters are the guest
-/// root, then the package files.
-const EXTRACT_SCRIPT: &str = "set -eu -o pipefail\nroot=$1\nshift\nfor deb in \"$@\"; do\n  \
-     dpkg-deb --fsys-tarfile \"$deb\" | tar --extract --file=- --directory=\"$root\" \
-     --keep-directory-symlink --same-owner --preserve-permissions --no-overwrite-dir\ndone\n";
+/// The script that extracts package contents without dpkg: `$1` is the guest root, `$2` a file
+/// listing the package files, one per line (the list stays out of the command line, which every
+/// error message shows).
+const EXTRACT_SCRIPT: &str = "set -eu -o pipefail\nwhile IFS= read -r deb; do\n  \
+     dpkg-deb --fsys-tarfile \"$deb\" | tar --extract --file=- --directory=\"$1\" \
+     --keep-directory-symlink --same-owner --preserve-permissions --no-overwrite-dir\n\
+     done < \"$2\"\n";
 
 /// `-o APT::Install-Recommends=false`: a bootstrap installs what the variant names.
 const NO_RECOMMENDS: &str = "-oAPT::Install-Recommends=false";
@@ -188,6 +190,13 @@ impl DebBackend {
 
     /// Step 4: package contents into the guest, in the sandbox, without dpkg.
     fn extract(&self, debs: &[PathBuf]) -> Result<()> {
+        let list = self.apt_dir().join("cache/essential.list");
+        let mut text = String::new();
+        for deb in debs {
+            text.push_str(&deb.to_string_lossy());
+            text.push('\n');
+        }
+        self.write_host(&list, text.as_bytes())?;
         let mut command = self.command("/bin/bash", CapabilityProfile::Confined)?;
         // base-files ships `/proc` and `/sys` as directories; tar would try to change the modes
         // of the mounts on them.
@@ -196,7 +205,7 @@ impl DebBackend {
             .guest_dev(false)
             .args(["-c", EXTRACT_SCRIPT, "vserver-extract"])
             .arg(&self.root)
-            .args(debs);
+            .arg(&list);
         self.run_checked("tar", &mut command, Streams::Quiet)
             .map(drop)
     }
