@@ -429,7 +429,12 @@ impl Fetcher {
         file.seek(SeekFrom::Start(have))
             .map_err(|e| local("seek", e))?;
         let mut limited = reader.take(size - have + 1);
-        let mut buf = vec![0u8; 1 << 16];
+        // Under a rate limit, small chunks keep the flow (and the file on disk) smooth.
+        let chunk = self
+            .options
+            .rate_limit
+            .map_or(1 << 16, |rate| (rate / 10).clamp(1 << 10, 1 << 16) as usize);
+        let mut buf = vec![0u8; chunk];
         let mut total = have;
         loop {
             let n = match limited.read(&mut buf) {

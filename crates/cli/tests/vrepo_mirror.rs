@@ -1,0 +1,200 @@
+//! `vrepo mirror` and `vrepo serve` as processes: a mirror killed mid-download leaves DEST
+//! valid and the next run resumes; exit codes say updated (0), up to date (4) or failed (1);
+//! `vrepo serve` stops cleanly on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vserver_fixtures::{RpmSetOptions, write_rpm_set};
+
+fn vrepo() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vserver"));
+    command.arg("vrepo");
+    command
+}
+
+/// Kills the child if the test fails before it ends it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vrepo serve DIR` on an ephemeral port; returns the child and its base URL.
+fn serve(dir: &Path) -> (KillOnDrop, String) {
+    let mut child = vrepo()
+        .args(["serve", "--quiet", "--listen", "127.0.0.1:0"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while stderr.read_line(&mut rest).is_ok_and(|n| n > 0) {
+            rest.clear();
+        }
+    });
+    (KillOnDrop(child), url)
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON {stdout:?} ({e}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn index(dir: &Path) {
+    let status = vrepo()
+        .args(["index", "--quiet"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn killed_mirror_leaves_dest_valid_and_the_next_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dest = tmp.path().join("dest");
+    write_rpm_set(
+        &src,
+        &RpmSetOptions {
+            seed: 9,
+            count: 40,
+            files_per_package: 12,
+            ..RpmSetOptions::default()
+        },
+    )
+    .unwrap();
+    index(&src);
+    let (mut server, url) = serve(&src);
+
+    // Slow on purpose (100 KiB/s), so that the kill lands mid-download.
+    let mut slow = KillOnDrop(
+        vrepo()
+            .args(["mirror", "--no-verify-signature", "--json", "--jobs", "2"])
+            .args(["--limit-rate", "100k"])
+            .arg(&url)
+            .arg(&dest)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let parts = dest.join(".vrepo/mirror-parts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&parts).map_or(0, |d| d.count()) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror never started downloading"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // No metadata is published before every package is in place.
+    assert!(!dest.join("repodata").exists());
+    slow.0.kill().unwrap();
+    slow.0.wait().unwrap();
+    assert!(!dest.join("repodata").exists());
+
+    let output = vrepo()
+        .args(["mirror", "--no-verify-signature", "--json"])
+        .arg(&url)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = json(&output);
+    assert_eq!(summary["result"], "updated");
+    assert_eq!(summary["packages"], 40);
+    assert!(summary["resumed"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(
+        summary["downloaded_bytes"].as_u64().unwrap() < summary["bytes"].as_u64().unwrap(),
+        "{summary}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SIGNATURE VERIFICATION IS OFF"), "{stderr}");
+    for entry in std::fs::read_dir(src.join("repodata")).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            std::fs::read(entry.path()).unwrap(),
+            std::fs::read(dest.join("repodata").join(entry.file_name())).unwrap()
+        );
+    }
+
+    // Again: nothing to do, exit code 4.
+    let output = vrepo()
+        .args(["mirror", "--no-verify-signature", "--json"])
+        .arg(&url)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(json(&output)["result"], "up-to-date");
+
+    // A corrupt package on the source: exit code 1, one clear line, previous state intact.
+    let victim = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "rpm"))
+        .unwrap();
+    let name = victim.file_name().unwrap().to_owned();
+    std::fs::remove_file(dest.join(&name)).unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&victim, &bytes).unwrap();
+    let output = vrepo()
+        .args(["mirror", "--no-verify-signature"])
+        .arg(&url)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(error[0].contains("does not match its checksum"), "{stderr}");
+    assert!(!dest.join(&name).exists());
+
+    // Without a signature policy the command refuses to start.
+    let output = vrepo().arg("mirror").arg(&url).arg(&dest).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--keyring"));
+
+    // SIGTERM stops the server cleanly.
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = server.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
