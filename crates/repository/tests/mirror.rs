@@ -557,3 +557,145 @@ fn dnf_installs_from_a_mirror_served_over_http() {
             .all(|r| r.status == 200 || r.status == 206 || r.status == 404)
     );
 }
+
+/// A throw-away OpenPGP key in its own GNUPGHOME; returns (home, exported public keyring).
+fn test_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let output = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&home)
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    };
+    gpg(&[
+        "--quick-gen-key",
+        &format!("{name} <{name}@example.invalid>"),
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let keyring = dir.join(format!("{name}.gpg"));
+    std::fs::write(&keyring, gpg(&["--export"])).unwrap();
+    (home, keyring)
+}
+
+fn sign(home: &Path, file: &Path, clear: bool) {
+    let mut command = Command::new("gpg");
+    command.arg("--homedir").arg(home).args([
+        "--batch",
+        "--yes",
+        "--quiet",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase",
+        "",
+    ]);
+    if clear {
+        let out = file.with_file_name("InRelease");
+        command.arg("--clearsign").arg("--output").arg(out);
+    } else {
+        let out = PathBuf::from(format!("{}.asc", file.display()));
+        command
+            .arg("--armor")
+            .arg("--detach-sign")
+            .arg("--output")
+            .arg(out);
+    }
+    let status = command.arg(file).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn signatures_are_verified_against_the_keyring() {
+    if !require("gpg") || !require("gpgv") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, keyring) = test_key(tmp.path(), "good");
+    let (other_home, _) = test_key(tmp.path(), "evil");
+    let src = tmp.path().join("src");
+    rpm_source(&src, 3);
+    let server = TestServer::start(&src);
+    let verified = MirrorOptions {
+        signature: SignaturePolicy::Keyring(keyring.clone()),
+        ..options()
+    };
+
+    // Unsigned: refused, with the way out in the message.
+    let err = mirror(
+        &server.url(),
+        &tmp.path().join("d1"),
+        &verified,
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no signature"), "{err}");
+
+    sign(&home, &src.join("repodata/repomd.xml"), false);
+    let dest = tmp.path().join("d2");
+    mirror(&server.url(), &dest, &verified, &NoProgress).unwrap();
+    assert!(dest.join("repodata/repomd.xml.asc").exists());
+
+    // Signed by another key: refused, the previous mirror stays.
+    RpmPackage::new("fx-late", "1.0").write_to(&src).unwrap();
+    reindex(&src);
+    sign(&other_home, &src.join("repodata/repomd.xml"), false);
+    let before = tree(&dest.join("repodata"));
+    let err = mirror(&server.url(), &dest, &verified, &NoProgress).unwrap_err();
+    assert!(matches!(err, MirrorError::Signature(_)), "{err}");
+    assert!(err.to_string().contains("does not verify"), "{err}");
+    assert_eq!(tree(&dest.join("repodata")), before);
+
+    // apt: a clear-signed InRelease.
+    let apt_src = tmp.path().join("apt");
+    write_deb_set(
+        &apt_src.join("pool/main"),
+        &DebSetOptions {
+            count: 3,
+            ..DebSetOptions::default()
+        },
+    )
+    .unwrap();
+    index_apt(
+        &apt_src,
+        &AptIndexOptions {
+            layout: AptLayout::Dists {
+                suite: "stable".into(),
+                component: "main".into(),
+            },
+            ..AptIndexOptions::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    sign(&home, &apt_src.join("dists/stable/Release"), true);
+    let apt_server = TestServer::start(&apt_src);
+    let apt = MirrorOptions {
+        suites: vec!["stable".into()],
+        ..verified.clone()
+    };
+    let apt_dest = tmp.path().join("apt-dest");
+    let report = mirror(&apt_server.url(), &apt_dest, &apt, &NoProgress).unwrap();
+    assert_eq!(report.packages, 3);
+    assert!(apt_dest.join("dists/stable/InRelease").exists());
+    // The unsigned Release beside it is not vouched for, so it is not published.
+    assert!(!apt_dest.join("dists/stable/Release").exists());
+}
