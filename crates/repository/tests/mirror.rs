@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The isolated apt of the apt indexer tests (its own config, state and cache).
+mod apt_common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -698,4 +701,68 @@ fn signatures_are_verified_against_the_keyring() {
     assert!(apt_dest.join("dists/stable/InRelease").exists());
     // The unsigned Release beside it is not vouched for, so it is not published.
     assert!(!apt_dest.join("dists/stable/Release").exists());
+}
+
+#[test]
+fn apt_get_installs_from_an_apt_mirror_served_over_http() {
+    if !require("apt-get") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dest = tmp.path().join("dest");
+    write_deb_set(
+        &src.join("pool/main"),
+        &DebSetOptions {
+            seed: 5,
+            count: 12,
+            ..DebSetOptions::default()
+        },
+    )
+    .unwrap();
+    apt_common::index(
+        &src,
+        AptLayout::Dists {
+            suite: "stable".into(),
+            component: "main".into(),
+        },
+    );
+    let upstream = TestServer::start(&src);
+    let apt = MirrorOptions {
+        suites: vec!["stable".into()],
+        ..options()
+    };
+    mirror(&upstream.url(), &dest, &apt, &NoProgress).unwrap();
+    drop(upstream);
+    let served = TestServer::start(&dest);
+    let client = apt_common::IsolatedApt::new(
+        &tmp.path().join("apt"),
+        &format!("deb [trusted=yes] {} stable main", served.url()),
+        "amd64",
+    );
+    apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+    let names: Vec<String> = std::fs::read_dir(dest.join("pool/main"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let package = names
+        .iter()
+        .max()
+        .unwrap()
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+    apt_common::assert_success(
+        &client.apt_get(&["install", "--download-only", "-y", &package]),
+        "apt-get install --download-only",
+    );
+    let downloaded = client.downloaded();
+    assert!(
+        downloaded
+            .iter()
+            .any(|d| d.starts_with(&format!("{package}_"))),
+        "{downloaded:?}"
+    );
+    assert!(package_gets(&served.take_log(), ".deb") >= 1);
 }
