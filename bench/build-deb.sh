@@ -9,6 +9,10 @@
 # the Debian-guest test caches in /var/tmp/vserver-test-debs (cargo test -p vserver --test
 # deb_guest). BENCH_DIR must not lie below /tmp or /var/tmp: each sandboxed operation gets a
 # private /tmp. Usage: bench/build-deb.sh [VSERVER-BINARY]
+#
+# Measured (2 cores, disk, debug vserver binary, a release build compiling at the same time):
+#   vserver 78.7 s / 96 packages, mmdebstrap 129.5 s / 96, debootstrap 150.5 s / 87;
+#   ratio vserver/mmdebstrap 0.61, vserver/debootstrap 0.52.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 vserver=${1:-${CARGO_TARGET_DIR:-$here/target}/release/vserver}
