@@ -225,23 +225,28 @@ fn rpm_md_mirror_over_http_is_identical_and_incremental() {
 
     // A client reading the mirror during the run sees the old or the new state, never a mix.
     let done = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let watcher = {
         let done = Arc::clone(&done);
+        let checks = Arc::clone(&checks);
         let dest = dest.clone();
         std::thread::spawn(move || {
-            let mut checks = 0;
             while !done.load(Ordering::SeqCst) {
                 if let Some(ok) = consistent(&dest) {
                     assert!(ok, "the mirror was inconsistent during a run");
-                    checks += 1;
+                    checks.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            checks
         })
     };
+    while checks.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let report = mirror(&server.url(), &dest, &options(), &NoProgress).unwrap();
     done.store(true, Ordering::SeqCst);
-    assert!(watcher.join().unwrap() > 0);
+    watcher
+        .join()
+        .expect("the mirror was inconsistent during a run");
     assert_eq!(report.downloaded, 2, "{report:?}");
     assert_eq!(report.removed, 1);
     assert_eq!(report.present, 199);
@@ -505,6 +510,24 @@ fn apt_suite_mirror_over_http_is_identical() {
     let report = mirror(&server.url(), &dest, &apt, &NoProgress).unwrap();
     assert!(!report.changed(), "{report:?}");
     assert_eq!(package_gets(&server.take_log(), ".deb"), 0);
+
+    // A flat repository (`deb URL ./`, what `vrepo index` writes by default) needs no suite.
+    let flat = tmp.path().join("flat");
+    copy_dir(&src.join("pool/main"), &flat);
+    index_apt(&flat, &AptIndexOptions::default(), &NoProgress).unwrap();
+    let flat_server = TestServer::start(&flat);
+    let flat_dest = tmp.path().join("flat-dest");
+    let report = mirror(&flat_server.url(), &flat_dest, &options(), &NoProgress).unwrap();
+    assert_eq!(report.packages, 30);
+    let visible = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        tree(dir)
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with(".vrepo"))
+            .collect()
+    };
+    assert!(visible(&flat) == visible(&flat_dest), "flat mirror differs");
+    let report = mirror(&flat_server.url(), &flat_dest, &options(), &NoProgress).unwrap();
+    assert!(!report.changed());
 
     // An unknown suite is a clear error.
     let other = MirrorOptions {

@@ -117,8 +117,8 @@ struct Root {
 
 fn fetch_root(context: &Context<'_>, base: &str) -> Result<Root, MirrorError> {
     let fetcher = context.fetcher;
-    let get = |name: &str, max| fetcher.get_bytes(&format!("{base}/{name}"), max);
-    let display = |name: &str| fetcher.source().display(&format!("{base}/{name}"));
+    let get = |name: &str, max| fetcher.get_bytes(&join(base, name), max);
+    let display = |name: &str| fetcher.source().display(&join(base, name));
     let in_release = get("InRelease", MAX_ROOT_FILE)?;
     let release = get("Release", MAX_ROOT_FILE)?;
     let release_gpg = match &release {
@@ -276,7 +276,77 @@ fn plan_suite(
             }
         }
     }
-    Ok((StagedTree { staging, changed }, packages))
+    Ok((
+        StagedTree {
+            staging,
+            changed,
+            flat_files: None,
+        },
+        packages,
+    ))
+}
+
+/// `base/name`, or `name` at the top of the repository.
+fn join(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{base}/{name}")
+    }
+}
+
+/// A flat repository (`deb URL ./`): `Release` and `Packages*` at the top, beside the packages.
+pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
+    let root = fetch_root(context, "")?;
+    let release = parse_release(&root.release, "Release")?;
+    let changed = root.files.iter().any(|(name, bytes)| {
+        std::fs::read(context.dest.join(name)).ok().as_deref() != Some(&bytes[..])
+    });
+    let staging = Staging::new(&context.state_dir, "flat-metadata")?;
+    let mut order = Vec::new();
+    let mut best = None;
+    for name in PACKAGES_VARIANTS {
+        let Some(listed) = release.files.get(name) else {
+            continue;
+        };
+        let staged = staging.path().join(name);
+        if context.stage_file(
+            name,
+            &context.dest.join(name),
+            &staged,
+            listed.size,
+            &listed.digest,
+        )? {
+            order.push(name.to_owned());
+            best.get_or_insert(staged);
+        }
+    }
+    let Some(index) = best else {
+        return Err(MirrorError::Malformed {
+            file: "Release".into(),
+            reason: "it lists no Packages index that the source has".into(),
+        });
+    };
+    // The root files go last, so a client never sees a Release naming indexes not yet there.
+    for (name, bytes) in &root.files {
+        write_new(&staging.path().join(name), bytes)?;
+        order.push((*name).to_owned());
+    }
+    if let Some(pos) = order.iter().position(|n| n == "InRelease") {
+        let in_release = order.remove(pos);
+        order.push(in_release);
+    }
+    let mut packages = Vec::new();
+    read_index(context, &index, "Packages", &mut packages)?;
+    Ok(Plan {
+        format: "apt",
+        trees: vec![StagedTree {
+            staging,
+            changed,
+            flat_files: Some(order),
+        }],
+        packages,
+    })
 }
 
 fn read_index(
@@ -296,6 +366,8 @@ fn read_index(
         let filename = stanza
             .get("Filename")
             .ok_or_else(|| malformed(format!("package `{package}` has no Filename")))?;
+        // Flat repositories (apt-ftparchive, `vrepo index`) write `./NAME.deb`.
+        let filename = filename.strip_prefix("./").unwrap_or(filename);
         context.check_path(filename, name)?;
         let size = stanza
             .get("Size")

@@ -218,6 +218,33 @@ pub(crate) struct Wanted {
 pub(crate) struct StagedTree {
     pub(crate) staging: Staging,
     pub(crate) changed: bool,
+    /// For a flat apt repository, the metadata shares DEST's top directory with the packages:
+    /// these staged files are renamed into DEST one by one, in this order (`Release` last),
+    /// instead of swapping a directory.
+    pub(crate) flat_files: Option<Vec<String>>,
+}
+
+impl StagedTree {
+    fn publish(self, dest: &Path) -> Result<(), MirrorError> {
+        let Some(files) = &self.flat_files else {
+            return Ok(self.staging.commit()?);
+        };
+        let mut wanted = BTreeSet::new();
+        for name in files {
+            let from = self.staging.path().join(name);
+            let to = dest.join(name);
+            std::fs::rename(&from, &to).map_err(io_err("publish", &to))?;
+            wanted.insert(name.as_str());
+        }
+        // A root file the source no longer has (say, an InRelease) must not outlive the rest.
+        for name in ["InRelease", "Release.gpg"] {
+            if !wanted.contains(name) {
+                let _ = std::fs::remove_file(dest.join(name));
+            }
+        }
+        crate::publish::sync_dir(dest)?;
+        Ok(())
+    }
 }
 
 /// What the metadata of the source asks for.
@@ -336,15 +363,18 @@ pub fn mirror(
     let plan = match options.format {
         MirrorFormat::RpmMd => rpmmd::plan(&context)?
             .ok_or_else(|| not_a_repository("an rpm-md repository (no repodata/repomd.xml)"))?,
+        MirrorFormat::Apt if options.suites.is_empty() => apt::plan_flat(&context)?,
         MirrorFormat::Apt => apt::plan(&context)?,
         MirrorFormat::Auto => match rpmmd::plan(&context)? {
             Some(plan) => plan,
             None if !options.suites.is_empty() => apt::plan(&context)?,
-            None => {
-                return Err(not_a_repository(
-                    "an rpm-md repository (no repodata/repomd.xml); for apt, name a suite",
-                ));
-            }
+            None => apt::plan_flat(&context).map_err(|e| match e {
+                MirrorError::NotARepository { .. } => not_a_repository(
+                    "a repository: it has neither repodata/repomd.xml nor a flat apt Release; \
+                     for an apt archive, name a suite with --suite",
+                ),
+                other => other,
+            })?,
         },
     };
     progress.finish();
@@ -386,7 +416,7 @@ pub fn mirror(
     if report.changed() {
         sync_filesystem(dest)?;
         for tree in plan.trees {
-            tree.staging.commit()?;
+            tree.publish(dest)?;
         }
     }
     for wanted in deferred {

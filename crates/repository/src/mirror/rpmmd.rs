@@ -139,7 +139,11 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
     })?;
     Ok(Some(Plan {
         format: "rpm-md",
-        trees: vec![StagedTree { staging, changed }],
+        trees: vec![StagedTree {
+            staging,
+            changed,
+            flat_files: None,
+        }],
         packages,
     }))
 }
