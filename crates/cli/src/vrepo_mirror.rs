@@ -258,7 +258,7 @@ impl ByteBar {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "vrepo: {msg:9} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+                        "vrepo: {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),

@@ -518,7 +518,11 @@ fn download_all(
             unique.push(w);
         }
     }
-    progress.start("download", unique.iter().map(|w| w.size).sum());
+    // The phase names the package count; the units are bytes.
+    progress.start(
+        &format!("downloading {} packages", unique.len()),
+        unique.iter().map(|w| w.size).sum(),
+    );
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Result<fetch::Fetched, FetchError>)>> = Mutex::new(Vec::new());
     let threads = context.options.jobs.clamp(1, 64).min(unique.len().max(1));
