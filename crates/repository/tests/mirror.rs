@@ -789,3 +789,24 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
     );
     assert!(package_gets(&served.take_log(), ".deb") >= 1);
 }
+
+#[test]
+fn a_bad_leftover_download_is_fetched_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dest = tmp.path().join("dest");
+    rpm_source(&src, 2);
+    let server = TestServer::start(&src);
+    let (rel, bytes) = rpm_files(&src).remove(0);
+    let parts = dest.join(".vrepo/mirror-parts");
+    std::fs::create_dir_all(&parts).unwrap();
+    let digest = hex::encode(Sha256::digest(&bytes));
+    // Complete in size but wrong in content, as a killed run could leave it.
+    std::fs::write(
+        parts.join(format!("sha256-{digest}.part")),
+        vec![0u8; bytes.len()],
+    )
+    .unwrap();
+    mirror(&server.url(), &dest, &options(), &NoProgress).unwrap();
+    assert_eq!(std::fs::read(dest.join(&rel)).unwrap(), bytes);
+}

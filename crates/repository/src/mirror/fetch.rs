@@ -389,7 +389,9 @@ impl Fetcher {
             Ok(hasher)
         };
         let mut hasher = if have == size {
-            // Complete from an earlier run: only verify it.
+            // Complete from an earlier run: only verify it. Counted as resumed, so that a
+            // mismatch (say, a run killed before it could check) starts over from byte 0.
+            outcome.resumed = true;
             let hasher = hash_existing(&mut file)?;
             return Ok((hasher.finish_hex(), have));
         } else if have > 0 {
