@@ -11,6 +11,8 @@
 //! - [`build`] (module `build`): `vserver G build -m skeleton|yum|dnf|rpm`, with clean-up on
 //!   failure, `--force` and `--keep`.
 //! - [`open_backend`]: the package back end of an existing guest, for `vrpm`/`vyum`.
+//! - [`start`], [`stop`], [`status`], [`exec`], [`list`], [`delete`] (module `lifecycle`): running
+//!   guests, recorded in the run directory by init pid and start time.
 //!
 //! Package operations go through `vserver-pkgmgmt`; guest-side file writes through
 //! `vserver-sandbox`'s [`vserver_sandbox::GuestRoot`].
@@ -24,15 +26,20 @@ mod builtin;
 mod config;
 mod distribution;
 mod error;
+mod lifecycle;
 mod roots;
 mod suggest;
 
-pub use build_apt::open_deb_backend;
 pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
+pub use build_apt::open_deb_backend;
 pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_backend};
 pub use distribution::{
     Distribution, DistributionSource, DistributionStore, NewDistribution, PackageEntry,
 };
 pub use error::{Error, Result};
+pub use lifecycle::{
+    GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
+    StartOptions, Started, StopOptions, default_run_dir, delete, exec, list, start, status, stop,
+};
 pub use roots::HostRoots;
 pub use suggest::closest;

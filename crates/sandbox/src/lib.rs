@@ -41,6 +41,7 @@ mod caps;
 mod cgroup;
 mod error;
 mod guest_context;
+mod guest_process;
 mod mount;
 mod namespaces;
 mod process;
@@ -52,6 +53,10 @@ pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
 pub use error::{Error, Result};
 pub use guest_context::{ConfineError, confine_scriptlet, enter_guest_context};
+pub use guest_process::{
+    GuestCgroup, GuestInit, GuestLaunch, GuestLimits, exec_in_guest, open_guest_pidfd,
+    process_start_time, run_transient, signal_pidfd, start_guest_init, wait_pidfd_exit,
+};
 pub use mount::{
     Access, BindMount, FileSystem, bind_into, make_all_private, make_read_only_recursive, mount_at,
     mount_into,

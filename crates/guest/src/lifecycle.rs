@@ -1,0 +1,527 @@
+//! Guest lifecycle: `vserver G start|stop|status|exec|delete` and `vserver --list`.
+//!
+//! A running guest is its init process (pid 1 of the guest's own pid namespace, in new mount,
+//! uts, ipc and cgroup namespaces, pivoted into the guest root with proc, a minimal `/dev` with a
+//! private devpts, and a tmpfs `/tmp`; see `vserver_sandbox::start_guest_init`) plus its cgroups
+//! (`<hierarchy>/vserver/G`). `start` records it in the run directory (`/run/vservers/G.toml`,
+//! `VSERVER_RUNDIR`) as pid *and* start time: a record whose process is gone, or whose pid now
+//! belongs to another process, is stale and treated as "stopped", never signalled. Every later
+//! operation reaches the init through a pidfd opened and then re-verified against that record.
+//!
+//! The init's standard output and error go to `/run/vservers/G.log`.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+pub use vserver_sandbox::GuestLimits;
+use vserver_sandbox::{CapabilityProfile, CgroupSupport, GuestCgroup, GuestLaunch, GuestRoot};
+
+use crate::config::{GuestConfig, PackageManagement, list_guests, load_guest};
+use crate::roots::HostRoots;
+
+/// How long `stop` waits for processes to die after `SIGKILL`, and cgroups to empty.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong in a lifecycle operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LifecycleError {
+    /// Loading the guest's configuration failed (unknown guest, bad file…).
+    #[error(transparent)]
+    Guest(#[from] crate::Error),
+    /// A kernel operation on the guest failed.
+    #[error("guest `{guest}`: cannot {op}")]
+    Sandbox {
+        /// The guest.
+        guest: String,
+        /// What we tried.
+        op: &'static str,
+        /// Why it failed.
+        #[source]
+        source: vserver_sandbox::Error,
+    },
+    /// A host file (run record, log) could not be read or written.
+    #[error("cannot {op} `{path}`")]
+    Io {
+        /// What we tried.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// The guest is not running (or its record is stale).
+    #[error("guest `{guest}` is not running")]
+    NotRunning {
+        /// The guest.
+        guest: String,
+    },
+    /// The guest is already running.
+    #[error("guest `{guest}` is already running (init pid {pid})")]
+    AlreadyRunning {
+        /// The guest.
+        guest: String,
+        /// Its init's host pid.
+        pid: u32,
+    },
+    /// A run record cannot be parsed.
+    #[error("cannot parse the run record `{path}`")]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The guest's root is not a path vserver would delete.
+    #[error("guest `{guest}`: refusing to delete root `{root}`")]
+    UnsafeRoot {
+        /// The guest.
+        guest: String,
+        /// The configured root.
+        root: PathBuf,
+    },
+}
+
+impl LifecycleError {
+    /// A hint for the user, when there is an obvious next step.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            LifecycleError::NotRunning { guest } => Some(format!(
+                "start it with `vserver {guest} start`, or run a command in a stopped guest with `vserver {guest} exec --transient CMD…`"
+            )),
+            LifecycleError::AlreadyRunning { guest, .. } => {
+                Some(format!("stop it first with `vserver {guest} stop`"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Shorthand for lifecycle results.
+pub type LifecycleResult<T> = std::result::Result<T, LifecycleError>;
+
+fn sandbox_err(
+    guest: &str,
+    op: &'static str,
+) -> impl FnOnce(vserver_sandbox::Error) -> LifecycleError {
+    let guest = guest.to_string();
+    move |source| LifecycleError::Sandbox { guest, op, source }
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LifecycleError {
+    let path = path.to_path_buf();
+    move |source| LifecycleError::Io { op, path, source }
+}
+
+/// The run directory: `VSERVER_RUNDIR` if set, else `/run/vservers`.
+pub fn default_run_dir() -> PathBuf {
+    std::env::var_os("VSERVER_RUNDIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/vservers"))
+}
+
+/// A running guest, as recorded by `start` in `RUNDIR/G.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The guest.
+    pub guest: String,
+    /// Its init's host pid.
+    pub pid: u32,
+    /// The init's start time (`/proc/PID/stat` field 22), which makes the pid unambiguous.
+    pub start_time: u64,
+    /// When it started (seconds since the epoch).
+    pub started_at: u64,
+    /// The guest root it runs in.
+    pub root: PathBuf,
+    /// Its cgroup directories (the v2 one first, when there is a v2 tree).
+    pub cgroups: Vec<PathBuf>,
+    /// The v2 cgroup directory.
+    pub unified_cgroup: Option<PathBuf>,
+}
+
+impl RunRecord {
+    fn path(run_dir: &Path, guest: &str) -> PathBuf {
+        run_dir.join(format!("{guest}.toml"))
+    }
+
+    fn load(run_dir: &Path, guest: &str) -> LifecycleResult<Option<RunRecord>> {
+        let path = Self::path(run_dir, guest);
+        let text = match fs_err::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|source| LifecycleError::BadRecord { path, source })
+    }
+
+    fn save(&self, run_dir: &Path) -> LifecycleResult<()> {
+        let path = Self::path(run_dir, &self.guest);
+        let text = toml::to_string(self).map_err(|e| {
+            io_err("serialise", &path)(io::Error::new(io::ErrorKind::InvalidData, e))
+        })?;
+        let temp = run_dir.join(format!(".{}.toml.new", self.guest));
+        fs_err::write(&temp, text).map_err(io_err("write", &temp))?;
+        fs_err::rename(&temp, &path).map_err(io_err("rename into", &path))
+    }
+
+    fn cgroup(&self) -> GuestCgroup {
+        GuestCgroup {
+            dirs: self.cgroups.clone(),
+            unified: self.unified_cgroup.clone(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn launch(&self, hostname: String, command: Vec<OsString>) -> GuestLaunch {
+        GuestLaunch {
+            root: self.root.clone(),
+            hostname,
+            command,
+            env: vec![("container".into(), "vserver".into())],
+            cgroups: self.cgroups.clone(),
+            log: None,
+            capabilities: CapabilityProfile::Confined,
+        }
+    }
+}
+
+/// A verified running guest: its record and a pidfd for its init.
+struct Running {
+    record: RunRecord,
+    pidfd: std::os::fd::OwnedFd,
+}
+
+/// The record of `guest` if its init still runs; a stale record is left for the caller.
+fn find_running(
+    run_dir: &Path,
+    guest: &str,
+) -> LifecycleResult<(Option<RunRecord>, Option<Running>)> {
+    let Some(record) = RunRecord::load(run_dir, guest)? else {
+        return Ok((None, None));
+    };
+    let pidfd = vserver_sandbox::open_guest_pidfd(record.pid, record.start_time)
+        .map_err(sandbox_err(guest, "open the init's pidfd"))?;
+    Ok(match pidfd {
+        Some(pidfd) => (None, Some(Running { record, pidfd })),
+        None => (Some(record), None),
+    })
+}
+
+/// Removes what a guest that is gone left behind: its cgroups and its record.
+fn clean_up(run_dir: &Path, record: &RunRecord) -> LifecycleResult<()> {
+    record
+        .cgroup()
+        .kill_and_remove(KILL_TIMEOUT)
+        .map_err(sandbox_err(&record.guest, "remove the guest's cgroups"))?;
+    let path = RunRecord::path(run_dir, &record.guest);
+    match fs_err::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", &path)(e)),
+    }
+}
+
+fn hostname_of(config: &GuestConfig) -> String {
+    if config.hostname.is_empty() {
+        config.name.clone()
+    } else {
+        config.hostname.clone()
+    }
+}
+
+/// How to start a guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// The init command (empty: the guest's `/sbin/init`).
+    pub init: Vec<OsString>,
+    /// Limits for its cgroup.
+    pub limits: GuestLimits,
+}
+
+/// A started guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// What was recorded.
+    pub record: RunRecord,
+    /// Limits that could not be applied, with the reason.
+    pub notes: Vec<String>,
+}
+
+/// Starts guest `name` (see the module documentation).
+pub fn start(
+    roots: &HostRoots,
+    run_dir: &Path,
+    name: &str,
+    options: &StartOptions,
+) -> LifecycleResult<Started> {
+    let config = load_guest(roots, name)?;
+    fs_err::create_dir_all(run_dir).map_err(io_err("create", run_dir))?;
+    match find_running(run_dir, name)? {
+        (_, Some(running)) => {
+            return Err(LifecycleError::AlreadyRunning {
+                guest: name.to_string(),
+                pid: running.record.pid,
+            });
+        }
+        (Some(stale), None) => clean_up(run_dir, &stale)?,
+        (None, None) => {}
+    }
+    let support = CgroupSupport::detect().map_err(sandbox_err(name, "inspect cgroups"))?;
+    // Leftovers of a guest that was never recorded (a failed start) must not join the new one.
+    GuestCgroup::locate(&support, name)
+        .kill_and_remove(KILL_TIMEOUT)
+        .map_err(sandbox_err(name, "remove the guest's old cgroups"))?;
+    let cgroup = GuestCgroup::create(&support, name, options.limits)
+        .map_err(sandbox_err(name, "create the guest's cgroups"))?;
+    let command = if options.init.is_empty() {
+        vec![OsString::from("/sbin/init")]
+    } else {
+        options.init.clone()
+    };
+    let launch = GuestLaunch {
+        root: config.root.clone(),
+        hostname: hostname_of(&config),
+        command,
+        env: vec![("container".into(), "vserver".into())],
+        cgroups: cgroup.dirs.clone(),
+        log: Some(run_dir.join(format!("{name}.log"))),
+        capabilities: CapabilityProfile::Confined,
+    };
+    let init = match vserver_sandbox::start_guest_init(&launch) {
+        Ok(init) => init,
+        Err(source) => {
+            let _ = cgroup.kill_and_remove(KILL_TIMEOUT);
+            return Err(sandbox_err(name, "start the guest's init")(source));
+        }
+    };
+    let record = RunRecord {
+        guest: name.to_string(),
+        pid: init.pid,
+        start_time: init.start_time,
+        started_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        root: config.root.clone(),
+        cgroups: cgroup.dirs.clone(),
+        unified_cgroup: cgroup.unified.clone(),
+    };
+    if let Err(error) = record.save(run_dir) {
+        // Unrecorded, the guest could never be found again: take it down.
+        let _ = cgroup.kill_and_remove(KILL_TIMEOUT);
+        return Err(error);
+    }
+    Ok(Started {
+        record,
+        notes: cgroup.notes,
+    })
+}
+
+/// How to stop a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopOptions {
+    /// The signal asking init to shut down.
+    pub signal: rustix::process::Signal,
+    /// How long init may take before everything is killed.
+    pub timeout: Duration,
+}
+
+impl Default for StopOptions {
+    fn default() -> Self {
+        StopOptions {
+            signal: rustix::process::Signal::TERM,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Stops guest `name`: the stop signal to init, a wait, then `SIGKILL` to init (which takes the
+/// guest's pid namespace with it) and to whatever is left in its cgroups; removes the cgroups and
+/// the record. The guest's mounts lived only in its mount namespace and are gone with it.
+/// Returns whether it was running.
+pub fn stop(
+    roots: &HostRoots,
+    run_dir: &Path,
+    name: &str,
+    options: StopOptions,
+) -> LifecycleResult<bool> {
+    load_guest(roots, name)?;
+    let running = match find_running(run_dir, name)? {
+        (_, Some(running)) => running,
+        (Some(stale), None) => {
+            clean_up(run_dir, &stale)?;
+            return Ok(false);
+        }
+        (None, None) => return Ok(false),
+    };
+    use std::os::fd::AsFd;
+    let pidfd = running.pidfd.as_fd();
+    vserver_sandbox::signal_pidfd(pidfd, options.signal)
+        .map_err(sandbox_err(name, "signal the init"))?;
+    let ended = vserver_sandbox::wait_pidfd_exit(pidfd, options.timeout)
+        .map_err(sandbox_err(name, "wait for the init"))?;
+    if !ended {
+        vserver_sandbox::signal_pidfd(pidfd, rustix::process::Signal::KILL)
+            .map_err(sandbox_err(name, "kill the init"))?;
+        vserver_sandbox::wait_pidfd_exit(pidfd, KILL_TIMEOUT)
+            .map_err(sandbox_err(name, "wait for the init"))?;
+    }
+    clean_up(run_dir, &running.record)?;
+    Ok(true)
+}
+
+/// Runs `command` in guest `name` and returns its exit code (128 + signal when killed): inside the
+/// running guest, or with `transient`, in fresh namespaces in a stopped guest's root.
+pub fn exec(
+    roots: &HostRoots,
+    run_dir: &Path,
+    name: &str,
+    command: &[OsString],
+    transient: bool,
+) -> LifecycleResult<i32> {
+    let config = load_guest(roots, name)?;
+    let (_, running) = find_running(run_dir, name)?;
+    match (running, transient) {
+        (Some(running), false) => {
+            let launch = running
+                .record
+                .launch(hostname_of(&config), command.to_vec());
+            use std::os::fd::AsFd;
+            vserver_sandbox::exec_in_guest(running.pidfd.as_fd(), &launch)
+                .map_err(sandbox_err(name, "run a command in the guest"))
+        }
+        (None, true) => {
+            let launch = GuestLaunch {
+                root: config.root.clone(),
+                hostname: hostname_of(&config),
+                command: command.to_vec(),
+                env: vec![("container".into(), "vserver".into())],
+                cgroups: Vec::new(),
+                log: None,
+                capabilities: CapabilityProfile::Confined,
+            };
+            vserver_sandbox::run_transient(&launch)
+                .map_err(sandbox_err(name, "run a transient command in the guest"))
+        }
+        (Some(running), true) => Err(LifecycleError::AlreadyRunning {
+            guest: name.to_string(),
+            pid: running.record.pid,
+        }),
+        (None, false) => Err(LifecycleError::NotRunning {
+            guest: name.to_string(),
+        }),
+    }
+}
+
+/// A running guest's vital signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunningInfo {
+    /// The init's host pid.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime: u64,
+    /// Processes in its cgroup.
+    pub processes: usize,
+    /// Memory in use, where a memory controller counts it.
+    pub memory: Option<u64>,
+    /// Its cgroup directories.
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// One guest's state, for `status` and `--list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuestStatus {
+    /// The guest.
+    pub guest: String,
+    /// Its distribution (empty for a skeleton).
+    pub distribution: String,
+    /// Where its package database is.
+    pub package_management: PackageManagement,
+    /// `running` or `stopped`.
+    pub state: &'static str,
+    /// Details when running.
+    pub running: Option<RunningInfo>,
+}
+
+/// The state of guest `name`.
+pub fn status(roots: &HostRoots, run_dir: &Path, name: &str) -> LifecycleResult<GuestStatus> {
+    let config = load_guest(roots, name)?;
+    let (_, running) = find_running(run_dir, name)?;
+    let running = running.map(|running| {
+        let record = running.record;
+        let cgroup = record.cgroup();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        RunningInfo {
+            pid: record.pid,
+            uptime: now.saturating_sub(record.started_at),
+            processes: cgroup.processes().len(),
+            memory: cgroup.memory_usage(),
+            cgroups: record.cgroups.clone(),
+        }
+    });
+    Ok(GuestStatus {
+        guest: config.name,
+        distribution: config.distribution,
+        package_management: config.package_management,
+        state: if running.is_some() {
+            "running"
+        } else {
+            "stopped"
+        },
+        running,
+    })
+}
+
+/// The state of every configured guest, sorted by name.
+pub fn list(roots: &HostRoots, run_dir: &Path) -> LifecycleResult<Vec<GuestStatus>> {
+    list_guests(roots)?
+        .iter()
+        .map(|name| status(roots, run_dir, name))
+        .collect()
+}
+
+/// Deletes guest `name`: stops it, then removes its root, its configuration directory, its
+/// `.pkg` state, its run record and log — each through [`GuestRoot::remove_all`], which follows
+/// no symlink, so a link the guest planted is removed as a link and its target stays.
+pub fn delete(roots: &HostRoots, run_dir: &Path, name: &str) -> LifecycleResult<()> {
+    let config = load_guest(roots, name)?;
+    stop(roots, run_dir, name, StopOptions::default())?;
+    let (Some(parent), Some(base)) = (config.root.parent(), config.root.file_name()) else {
+        return Err(LifecycleError::UnsafeRoot {
+            guest: name.to_string(),
+            root: config.root.clone(),
+        });
+    };
+    if !config.root.is_absolute() || parent == Path::new("/") {
+        return Err(LifecycleError::UnsafeRoot {
+            guest: name.to_string(),
+            root: config.root.clone(),
+        });
+    }
+    let remove_below = |dir: &Path, entry: &Path| -> LifecycleResult<()> {
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        GuestRoot::open(dir)
+            .and_then(|d| d.remove_all_if_exists(entry))
+            .map_err(sandbox_err(name, "remove the guest's files"))
+    };
+    remove_below(parent, Path::new(base))?;
+    remove_below(&roots.pkgdir, Path::new(name))?;
+    for file in [format!("{name}.toml"), format!("{name}.log")] {
+        remove_below(run_dir, Path::new(&file))?;
+    }
+    // The configuration last: until then, a failed delete can be retried by name.
+    remove_below(&roots.confdir, Path::new(name))
+}

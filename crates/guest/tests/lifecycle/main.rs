@@ -1,0 +1,485 @@
+//! Integration tests for the guest lifecycle: `start`, `status`, `exec` (inside a running guest
+//! and `--transient`), `stop`, `list`, `delete`, with real namespaces, cgroups and mounts.
+//!
+//! One binary with its own runner (`harness = false`): the lifecycle forks guest processes and
+//! refuses to from a multi-threaded process, and the default test harness runs tests on threads.
+//! Guests are skeletons with a static busybox copied in. Needs root and `/bin/busybox`; without
+//! them each test skips with a reason, or fails when `VSERVER_TEST_REQUIRE_ALL=1` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vserver_guest::{
+    BuildMethod, BuildRequest, HostRoots, LifecycleError, StartOptions, StopOptions,
+};
+
+enum Outcome {
+    Passed,
+    Skipped(String),
+}
+
+fn require(ok: bool, reason: &str) -> Result<(), Outcome> {
+    if ok {
+        return Ok(());
+    }
+    if std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+        panic!("required by VSERVER_TEST_REQUIRE_ALL=1 but unavailable: {reason}");
+    }
+    Err(Outcome::Skipped(reason.to_string()))
+}
+
+fn require_root_and_busybox() -> Result<(), Outcome> {
+    require(rustix::process::geteuid().is_root(), "needs root")?;
+    require(
+        Path::new("/bin/busybox").exists(),
+        "needs /bin/busybox (busybox-static)",
+    )
+}
+
+/// Host roots and a run directory in a temporary directory.
+struct World {
+    _temp: tempfile::TempDir,
+    base: PathBuf,
+    roots: HostRoots,
+    run_dir: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let temp = tempfile::tempdir().unwrap();
+        let base = temp.path().to_path_buf();
+        let roots = HostRoots {
+            confdir: base.join("etc"),
+            rootdir: base.join("vservers"),
+            pkgdir: base.join("vservers/.pkg"),
+        };
+        World {
+            run_dir: base.join("run"),
+            base,
+            roots,
+            _temp: temp,
+        }
+    }
+
+    /// A skeleton guest with a static busybox as `/bin/busybox` and `/bin/sh`.
+    fn guest(&self, name: &str) -> PathBuf {
+        let request = BuildRequest {
+            guest: name.to_string(),
+            method: BuildMethod::Skeleton,
+            distribution: None,
+            releasever: None,
+            hostname: Some(format!("{name}.test")),
+            force: false,
+            keep: false,
+            packages: Vec::new(),
+            rpm_files: Vec::new(),
+            verbose: false,
+        };
+        let config = vserver_guest::build(&self.roots, &request, &mut |_| {}).unwrap();
+        let bin = config.root.join("bin");
+        let bin = if bin.is_symlink() {
+            config.root.join("usr/bin")
+        } else {
+            bin
+        };
+        fs::create_dir_all(&bin).unwrap();
+        fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+        fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+        for applet in ["sh", "sleep", "hostname", "cat", "ls", "readlink", "echo"] {
+            let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+        }
+        config.root
+    }
+
+    fn start(&self, name: &str) -> vserver_guest::Started {
+        vserver_guest::start(&self.roots, &self.run_dir, name, &sleeper()).unwrap()
+    }
+
+    fn exec(&self, name: &str, script: &str, transient: bool) -> i32 {
+        vserver_guest::exec(&self.roots, &self.run_dir, name, &sh(script), transient).unwrap()
+    }
+
+    fn stop(&self, name: &str) -> bool {
+        vserver_guest::stop(
+            &self.roots,
+            &self.run_dir,
+            name,
+            StopOptions {
+                timeout: Duration::from_secs(5),
+                ..StopOptions::default()
+            },
+        )
+        .unwrap()
+    }
+}
+
+fn sh(script: &str) -> Vec<OsString> {
+    ["/bin/sh", "-c", script].map(OsString::from).to_vec()
+}
+
+/// An init that ends on SIGTERM (as pid 1 it gets only the signals it handles).
+fn sleeper() -> StartOptions {
+    StartOptions {
+        init: sh("trap 'exit 0' TERM; while :; do sleep 1 & wait; done"),
+        ..StartOptions::default()
+    }
+}
+
+fn ns_link(pid: &str, kind: &str) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
+}
+
+/// Mounts on the host whose mount point lies below `dir`.
+fn host_mounts_below(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `/proc/PID` is gone or a zombie.
+fn process_gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap()
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                return true;
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    false
+}
+
+fn transient_exec() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    let root = world.guest("tr");
+    let code = world.exec(
+        "tr",
+        "{ hostname; echo $$; ls /; cat /proc/self/status | grep CapEff; } > /out; exit 7",
+        true,
+    );
+    assert_eq!(code, 7);
+    let out = fs::read_to_string(root.join("out")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "tr.test", "{out}");
+    // The command is the child of the transient init, pid 1 of a fresh pid namespace.
+    assert_eq!(lines[1], "2", "{out}");
+    assert!(out.contains("out"), "sees the guest root as /: {out}");
+    assert!(!out.contains(world.base.file_name().unwrap().to_str().unwrap()));
+    let caps = lines.iter().find(|l| l.starts_with("CapEff")).unwrap();
+    let caps = u64::from_str_radix(caps.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(caps & (1 << 21), 0, "no CAP_SYS_ADMIN: {out}");
+    // Exit by signal: 128 + signal number.
+    assert_eq!(world.exec("tr", "kill -KILL $$", true), 128 + 9);
+    // Nothing was left mounted on the host, and the host's hostname is untouched.
+    assert!(host_mounts_below(&world.base).is_empty());
+    assert_ne!(
+        fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "tr.test"
+    );
+    // A running guest refuses --transient; a stopped one refuses a plain exec.
+    let err =
+        vserver_guest::exec(&world.roots, &world.run_dir, "tr", &sh("true"), false).unwrap_err();
+    assert!(matches!(err, LifecycleError::NotRunning { .. }), "{err}");
+    Ok(())
+}
+
+fn start_exec_stop() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    let root = world.guest("web");
+    let started = world.start("web");
+    let pid = started.record.pid.to_string();
+
+    // Separate namespaces, seen from the host.
+    for kind in ["mnt", "pid", "uts", "ipc", "cgroup"] {
+        assert_ne!(ns_link(&pid, kind), ns_link("self", kind), "{kind}");
+    }
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroups.contains("/vserver/web"), "{cgroups}");
+    for dir in &started.record.cgroups {
+        assert!(dir.is_dir(), "{}", dir.display());
+    }
+    // Its mounts are in its own namespace only.
+    assert!(host_mounts_below(&world.base).is_empty());
+    let guest_mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    for mount_point in [" / ", " /proc ", " /dev ", " /dev/pts ", " /tmp "] {
+        assert!(
+            guest_mounts.contains(mount_point),
+            "{mount_point}: {guest_mounts}"
+        );
+    }
+    assert!(!guest_mounts.contains(" /sys/fs/cgroup "), "{guest_mounts}");
+
+    let status = vserver_guest::status(&world.roots, &world.run_dir, "web").unwrap();
+    assert_eq!(status.state, "running");
+    let running = status.running.unwrap();
+    assert_eq!(running.pid, started.record.pid);
+    assert!(running.processes >= 1);
+
+    // exec: output, exit status, and the command runs in the guest's namespaces and cgroup.
+    let code = world.exec(
+        "web",
+        "{ hostname; readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /proc/self/cgroup; } > /out; exit 3",
+        false,
+    );
+    assert_eq!(code, 3);
+    let out = fs::read_to_string(root.join("out")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "web.test", "{out}");
+    assert_eq!(Path::new(lines[1]), ns_link(&pid, "pid"), "{out}");
+    assert_eq!(Path::new(lines[2]), ns_link(&pid, "mnt"), "{out}");
+    assert!(
+        lines[3].contains("trap"),
+        "pid 1 is the guest's init: {out}"
+    );
+    // Inside its cgroup namespace the guest's cgroup is the root.
+    assert!(
+        out.contains("0::/\n") || out.lines().any(|l| l.ends_with(":/")),
+        "{out}"
+    );
+
+    let err = vserver_guest::start(&world.roots, &world.run_dir, "web", &sleeper()).unwrap_err();
+    assert!(
+        matches!(err, LifecycleError::AlreadyRunning { .. }),
+        "{err}"
+    );
+
+    assert!(world.stop("web"));
+    assert!(process_gone(started.record.pid), "init still there");
+    for dir in &started.record.cgroups {
+        assert!(!dir.exists(), "cgroup left: {}", dir.display());
+    }
+    assert!(host_mounts_below(&world.base).is_empty());
+    assert!(!world.run_dir.join("web.toml").exists());
+    let status = vserver_guest::status(&world.roots, &world.run_dir, "web").unwrap();
+    assert_eq!(status.state, "stopped");
+    assert!(!world.stop("web"), "a second stop has nothing to do");
+    Ok(())
+}
+
+/// An init that ignores the stop signal is killed after the timeout, with everything it started.
+fn stop_kills_stubborn_guest() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    world.guest("stubborn");
+    let options = StartOptions {
+        init: sh("trap '' TERM; sleep 1000 & sleep 1000 & while :; do sleep 1; done"),
+        ..StartOptions::default()
+    };
+    let started = vserver_guest::start(&world.roots, &world.run_dir, "stubborn", &options).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let before = vserver_guest::status(&world.roots, &world.run_dir, "stubborn").unwrap();
+    assert!(before.running.unwrap().processes >= 3);
+    let begun = Instant::now();
+    let stopped = vserver_guest::stop(
+        &world.roots,
+        &world.run_dir,
+        "stubborn",
+        StopOptions {
+            timeout: Duration::from_millis(300),
+            ..StopOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(stopped);
+    assert!(begun.elapsed() < Duration::from_secs(5));
+    assert!(process_gone(started.record.pid));
+    for dir in &started.record.cgroups {
+        assert!(!dir.exists(), "cgroup left: {}", dir.display());
+    }
+    Ok(())
+}
+
+/// A record whose pid now belongs to another process (here: this test) is stale: status says
+/// stopped and stop signals nothing.
+fn stale_record_is_never_signalled() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    world.guest("old");
+    fs::create_dir_all(&world.run_dir).unwrap();
+    let record = vserver_guest::RunRecord {
+        guest: "old".into(),
+        pid: std::process::id(),
+        start_time: 1,
+        started_at: 0,
+        root: world.roots.rootdir.join("old"),
+        cgroups: Vec::new(),
+        unified_cgroup: None,
+    };
+    fs::write(
+        world.run_dir.join("old.toml"),
+        toml::to_string(&record).unwrap(),
+    )
+    .unwrap();
+    let status = vserver_guest::status(&world.roots, &world.run_dir, "old").unwrap();
+    assert_eq!(status.state, "stopped");
+    // We are still alive after this (a signal to our pid would have ended the test binary).
+    assert!(!world.stop("old"));
+    assert!(
+        !world.run_dir.join("old.toml").exists(),
+        "stale record removed"
+    );
+    // And the guest starts normally afterwards.
+    let started = world.start("old");
+    assert!(world.stop("old"));
+    assert!(process_gone(started.record.pid));
+    Ok(())
+}
+
+fn list_guests() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    world.guest("a");
+    world.guest("b");
+    let started = world.start("b");
+    let list = vserver_guest::list(&world.roots, &world.run_dir).unwrap();
+    let states: Vec<(&str, &str)> = list.iter().map(|s| (s.guest.as_str(), s.state)).collect();
+    assert_eq!(states, [("a", "stopped"), ("b", "running")]);
+    assert_eq!(list[1].running.as_ref().unwrap().pid, started.record.pid);
+    assert!(world.stop("b"));
+    Ok(())
+}
+
+/// Snapshot of a host tree: path → content (or link target).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let value = if meta.is_symlink() {
+            format!("link {}", fs::read_link(&path).unwrap().display())
+        } else if meta.is_dir() {
+            for entry in fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            "dir".to_string()
+        } else if meta.is_file() {
+            fs::read_to_string(&path).unwrap_or_default()
+        } else {
+            // Device nodes (the skeleton's /dev) are never read: /dev/zero has no end.
+            format!("special {:o}", meta.permissions().mode())
+        };
+        out.insert(path, value);
+    }
+    out
+}
+
+fn delete_with_planted_symlinks() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    let canary = world.base.join("canary");
+    fs::create_dir_all(canary.join("sub")).unwrap();
+    fs::write(canary.join("file"), "precious").unwrap();
+    fs::write(canary.join("sub/deep"), "precious too").unwrap();
+    let root = world.guest("evil");
+    world.guest("neighbour");
+    // What a hostile guest plants: links to the host everywhere delete walks.
+    std::os::unix::fs::symlink(&canary, root.join("etc/host")).unwrap();
+    std::os::unix::fs::symlink(canary.join("file"), root.join("file-link")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../", root.join("up")).unwrap();
+    let pkg = world.roots.pkgdir.join("evil");
+    fs::create_dir_all(&pkg).unwrap();
+    std::os::unix::fs::symlink(&canary, pkg.join("state")).unwrap();
+    // It is running when deleted.
+    let started = world.start("evil");
+    let canary_before = snapshot(&canary);
+    let neighbour_before = snapshot(&world.roots.rootdir.join("neighbour"));
+
+    vserver_guest::delete(&world.roots, &world.run_dir, "evil").unwrap();
+
+    assert!(process_gone(started.record.pid));
+    assert_eq!(snapshot(&canary), canary_before);
+    assert_eq!(
+        snapshot(&world.roots.rootdir.join("neighbour")),
+        neighbour_before
+    );
+    assert!(!root.exists());
+    assert!(!pkg.exists());
+    assert!(!world.roots.confdir.join("evil").exists());
+    assert!(world.roots.confdir.join("neighbour/config.toml").exists());
+    for dir in &started.record.cgroups {
+        assert!(!dir.exists(), "cgroup left: {}", dir.display());
+    }
+    let err = vserver_guest::status(&world.roots, &world.run_dir, "evil").unwrap_err();
+    assert!(err.to_string().contains("unknown guest"), "{err}");
+    Ok(())
+}
+
+type NamedTest = (&'static str, fn() -> Result<(), Outcome>);
+
+fn main() {
+    vserver_sandbox::run_if_sandbox_child();
+    let tests: &[NamedTest] = &[
+        ("transient_exec", transient_exec),
+        ("start_exec_stop", start_exec_stop),
+        ("stop_kills_stubborn_guest", stop_kills_stubborn_guest),
+        (
+            "stale_record_is_never_signalled",
+            stale_record_is_never_signalled,
+        ),
+        ("list_guests", list_guests),
+        ("delete_with_planted_symlinks", delete_with_planted_symlinks),
+    ];
+    if std::env::args().any(|arg| arg == "--list") {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for (name, run) in tests
+        .iter()
+        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
+    {
+        let started = Instant::now();
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| match run() {
+            Ok(()) => Outcome::Passed,
+            Err(outcome) => outcome,
+        }));
+        let elapsed = started.elapsed().as_secs_f32();
+        match outcome {
+            Ok(Outcome::Passed) => {
+                passed += 1;
+                println!("test {name} ... ok ({elapsed:.2}s)");
+            }
+            Ok(Outcome::Skipped(reason)) => {
+                skipped += 1;
+                println!("test {name} ... skipped: {reason}");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED ({elapsed:.2}s)");
+            }
+        }
+    }
+    println!("\n{passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        std::process::exit(101);
+    }
+}

@@ -1,0 +1,768 @@
+//! Guest processes: a guest's init in namespaces of its own, a command inside a running guest,
+//! and a transient command in a stopped guest's root; and the guest's cgroups.
+//!
+//! # Processes
+//!
+//! ```text
+//! start:     caller ── launcher (joins the cgroups, unshares mount/uts/ipc/cgroup/pid, exits)
+//!                          └── init (pid 1): mounts, pivot_root, capabilities, exec the init
+//! exec:      caller ── joiner (joins cgroups and namespaces through a pidfd) ── command
+//! transient: caller ── launcher (unshares) ── pid 1 (mounts, pivot_root) ── command
+//! ```
+//!
+//! Unlike the per-operation sandbox (module `process`), these fork instead of re-executing: the
+//! guest's init must outlive the caller and be a plain child of the host, and the work between
+//! `fork` and `exec` is ordinary Rust code. That is sound only in a single-threaded caller, which
+//! every entry point checks (`/proc/self/status`) before it forks; the `vserver` binary and the
+//! `harness = false` tests are single-threaded.
+//!
+//! # The guest's file system view
+//!
+//! The guest root is cloned onto itself (`open_tree`, with `nodev`, so device nodes a guest
+//! planted in its root open nothing), a fresh proc is mounted on its `/proc`, a minimal tmpfs
+//! `/dev` with a private devpts on its `/dev`, a tmpfs on `/tmp`, each onto a directory pinned
+//! with `RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS` ([`crate::mount_into`]) so planted symlinks
+//! cannot redirect a mount to the host. Then `pivot_root` makes the guest root `/` and the host's
+//! tree is detached: unlike a `chroot`, nothing of the host stays reachable, and a process that
+//! later joins the mount namespace (`exec`) lands in the guest root too. All of it lives in the
+//! guest's private mount namespace and disappears with its last process: a stopped guest leaves no
+//! mount behind on the host.
+//!
+//! # Identity of a running init
+//!
+//! A pid alone can be reused after the init exits. A guest is recorded as its init's pid plus the
+//! process's start time (field 22 of `/proc/PID/stat`); [`open_guest_pidfd`] opens a pidfd and
+//! checks the start time again *after* opening it, so the descriptor provably refers to the
+//! recorded process, and every later signal or `setns` goes through that descriptor.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::thread::UnshareFlags;
+
+use crate::caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
+use crate::cgroup::CgroupSupport;
+use crate::error::{Error, Result};
+use crate::mount::{self, FileSystem};
+use crate::namespaces;
+use crate::safe_path::GuestRoot;
+use crate::sys;
+
+/// Exit code of a forked helper whose setup failed (the reason travels over a pipe).
+const SETUP_FAILED: i32 = 125;
+/// The search path inside a guest.
+const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How to run a process in a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestLaunch {
+    /// The guest root on the host (a trusted path such as `/vservers/G`).
+    pub root: PathBuf,
+    /// The host name inside the guest's uts namespace.
+    pub hostname: String,
+    /// The program and its arguments (the program is looked up in the guest's `PATH`).
+    pub command: Vec<OsString>,
+    /// Extra environment variables (the environment is otherwise empty but for `PATH`, `HOME`
+    /// and `TERM`).
+    pub env: Vec<(OsString, OsString)>,
+    /// Cgroup directories the process joins before it creates its cgroup namespace.
+    pub cgroups: Vec<PathBuf>,
+    /// Where the init's standard output and error go (`/dev/null` if `None`); only for
+    /// [`start_guest_init`], a transient command inherits the caller's streams.
+    pub log: Option<PathBuf>,
+    /// What the guest's processes keep.
+    pub capabilities: CapabilityProfile,
+}
+
+impl GuestLaunch {
+    fn display(&self) -> String {
+        self.command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A started guest init: its host pid and start time (clock ticks after boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestInit {
+    /// The init's pid as the host sees it.
+    pub pid: u32,
+    /// Its start time, from `/proc/PID/stat`.
+    pub start_time: u64,
+}
+
+/// A setup step that failed in a forked helper.
+struct Failure {
+    step: &'static str,
+    errno: i32,
+    message: String,
+}
+
+type Step<T> = std::result::Result<T, Failure>;
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn step<T>(name: &'static str, result: Result<T>) -> Step<T> {
+    result.map_err(|e| Failure {
+        step: name,
+        errno: e.errno().unwrap_or(0),
+        message: chain(&e),
+    })
+}
+
+fn step_io<T, E: Into<io::Error>>(
+    name: &'static str,
+    result: std::result::Result<T, E>,
+) -> Step<T> {
+    result.map_err(|e| {
+        let e: io::Error = e.into();
+        Failure {
+            step: name,
+            errno: e.raw_os_error().unwrap_or(0),
+            message: e.to_string(),
+        }
+    })
+}
+
+/// Sends a failure to the caller: `step NUL errno NUL message`.
+fn report(pipe: &OwnedFd, failure: &Failure) {
+    let text = format!("{}\0{}\0{}", failure.step, failure.errno, failure.message);
+    let _ = rustix::io::write(pipe, text.as_bytes());
+}
+
+/// Reads what a helper reported (nothing when it succeeded).
+fn read_report(pipe: OwnedFd, command: &str) -> Result<()> {
+    let mut text = String::new();
+    let mut file = File::from(pipe);
+    file.read_to_string(&mut text)
+        .map_err(|e| Error::kernel("read a guest helper's report", e))?;
+    if text.is_empty() {
+        return Ok(());
+    }
+    let mut parts = text.splitn(3, '\0');
+    let step = parts.next().unwrap_or_default().to_string();
+    let errno = parts.next().and_then(|e| e.parse().ok()).unwrap_or(0);
+    let message = parts.next().unwrap_or_default().to_string();
+    Err(Error::Setup {
+        command: command.to_string(),
+        step,
+        errno,
+        message,
+    })
+}
+
+/// Refuses to fork from a multi-threaded process (see the module documentation).
+fn ensure_single_threaded(command: &str) -> Result<()> {
+    let status = fs::read_to_string("/proc/self/status")
+        .map_err(|e| Error::host("read", "/proc/self/status", e))?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .map(str::trim);
+    if threads == Some("1") {
+        return Ok(());
+    }
+    Err(Error::Setup {
+        command: command.to_string(),
+        step: "check that the caller is single-threaded".into(),
+        errno: libc::EINVAL,
+        message: format!(
+            "{} threads: guest processes are forked, call this before starting threads",
+            threads.unwrap_or("unknown")
+        ),
+    })
+}
+
+/// The raw wait status as an exit code: the code, or 128 + the signal.
+fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        SETUP_FAILED
+    }
+}
+
+fn command_for(launch: &GuestLaunch) -> Step<Command> {
+    let (program, args) = launch.command.split_first().ok_or(Failure {
+        step: "prepare the command",
+        errno: libc::EINVAL,
+        message: "no command given".into(),
+    })?;
+    let mut command = Command::new(program);
+    command.args(args).env_clear().current_dir("/");
+    command.env("PATH", GUEST_PATH).env("HOME", "/");
+    if let Some(term) = std::env::var_os("TERM") {
+        command.env("TERM", term);
+    }
+    command.envs(launch.env.iter().map(|(k, v)| (k, v)));
+    Ok(command)
+}
+
+/// The command for `exec` and `--transient`: in a session of its own, so that a terminal it
+/// inherited is not its controlling terminal and `TIOCSTI` (which the kernel here still allows
+/// on one's controlling terminal) cannot push keystrokes into the host's shell.
+fn command_in_new_session(launch: &GuestLaunch) -> Step<Command> {
+    let mut command = command_for(launch)?;
+    // SAFETY: the closure runs between fork and exec and only calls `setsid`, a system call that
+    // is async-signal-safe; it touches no memory shared with other threads.
+    unsafe {
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+    }
+    Ok(command)
+}
+
+fn join_cgroups(cgroups: &[PathBuf]) -> Step<()> {
+    for dir in cgroups {
+        step_io(
+            "join the guest's cgroup",
+            fs::write(dir.join("cgroup.procs"), "0")
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+        )?;
+    }
+    Ok(())
+}
+
+/// Creates the guest's namespaces in the calling (launcher) process; its next child is pid 1.
+fn unshare_guest_namespaces(launch: &GuestLaunch) -> Step<()> {
+    join_cgroups(&launch.cgroups)?;
+    step(
+        "create the guest's namespaces",
+        namespaces::unshare(
+            UnshareFlags::NEWNS
+                | UnshareFlags::NEWUTS
+                | UnshareFlags::NEWIPC
+                | UnshareFlags::NEWCGROUP
+                | UnshareFlags::NEWPID,
+            "create mount, uts, ipc, cgroup and pid namespaces",
+        ),
+    )?;
+    step("make all mounts private", mount::make_all_private())?;
+    step_io(
+        "set the host name",
+        sys::sethostname(launch.hostname.as_bytes()),
+    )
+}
+
+/// Builds the guest's file system view and makes it the root (see the module documentation).
+/// Runs as pid 1 of the guest's pid namespace, in its private mount namespace.
+fn enter_guest_root(root_path: &Path) -> Step<()> {
+    let pinned = step("open the guest root", GuestRoot::open(root_path))?;
+    let tree = step("clone the guest root", mount::clone_tree(root_path))?;
+    step("protect the guest root", mount::set_nodev(&tree, root_path))?;
+    step(
+        "mount the guest root",
+        mount::attach(&tree, pinned.as_fd(), root_path),
+    )?;
+    drop(pinned);
+    // Reopened: the path now leads to the new mount.
+    let root = step("open the guest root", GuestRoot::open(root_path))?;
+    if step("inspect the guest's /proc", root.exists("/proc"))? {
+        step(
+            "mount the guest's /proc",
+            mount::mount_into(&root, &FileSystem::Proc, "/proc"),
+        )?;
+    }
+    if step("inspect the guest's /dev", root.exists("/dev"))? {
+        let target = step(
+            "open the guest's /dev",
+            root.resolve_dir_no_symlinks("mount a minimal /dev on", Path::new("/dev")),
+        )?;
+        step(
+            "mount a minimal /dev in the guest",
+            mount::mount_minimal_dev_on(target.as_fd(), Path::new("/dev")),
+        )?;
+    }
+    if step("inspect the guest's /tmp", root.exists("/tmp"))? {
+        step(
+            "mount the guest's /tmp",
+            mount::mount_into(
+                &root,
+                &FileSystem::Tmpfs {
+                    mode: 0o1777,
+                    size: None,
+                },
+                "/tmp",
+            ),
+        )?;
+    }
+    step_io(
+        "enter the guest root",
+        rustix::process::fchdir(root.as_fd()),
+    )?;
+    step_io(
+        "pivot into the guest root",
+        rustix::process::pivot_root(".", "."),
+    )?;
+    // The host's tree now lies on top of the guest root at `.`: detach it.
+    step_io(
+        "detach the host's tree",
+        sys::umount2(c".", libc::MNT_DETACH),
+    )?;
+    step_io("change directory to /", rustix::process::chdir("/"))
+}
+
+fn confine(profile: CapabilityProfile) -> Step<()> {
+    step_io("drop capabilities", restrict_capabilities(profile.kept()))?;
+    step_io("set no_new_privs", set_no_new_privs())
+}
+
+/// Starts a guest's init (see the module documentation) and returns once the init command has
+/// been executed (or setup failed, reported as [`Error::Setup`]). The init is detached: it is not
+/// the caller's child and outlives it.
+pub fn start_guest_init(launch: &GuestLaunch) -> Result<GuestInit> {
+    let display = launch.display();
+    ensure_single_threaded(&display)?;
+    let log = match &launch.log {
+        Some(path) => Some(
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| Error::host("open the guest's log", path, e))?,
+        ),
+        None => None,
+    };
+    let (report_read, report_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
+    let (pid_read, pid_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
+    // SAFETY: the process is single-threaded (checked above), so the child may run any code.
+    let launcher =
+        unsafe { sys::fork() }.map_err(|e| Error::kernel("fork the guest launcher", e))?;
+    if launcher == 0 {
+        drop(report_read);
+        drop(pid_read);
+        let result = launch_init(launch, log, &pid_write, &report_write);
+        if let Err(failure) = result {
+            report(&report_write, &failure);
+            sys::exit_immediately(SETUP_FAILED);
+        }
+        sys::exit_immediately(0);
+    }
+    drop(report_write);
+    drop(pid_write);
+    drop(log);
+    let (_, status) =
+        sys::waitpid(launcher).map_err(|e| Error::kernel("wait for the guest launcher", e))?;
+    let mut pid_text = String::new();
+    File::from(pid_read)
+        .read_to_string(&mut pid_text)
+        .map_err(|e| Error::kernel("read the guest init's pid", e))?;
+    read_report(report_read, &display)?;
+    let pid: u32 = pid_text.trim().parse().map_err(|_| Error::Setup {
+        command: display.clone(),
+        step: "start the guest launcher".into(),
+        errno: 0,
+        message: format!("it ended without starting the init (wait status {status:#x})"),
+    })?;
+    let start_time = process_start_time(pid).ok_or_else(|| Error::Setup {
+        command: display.clone(),
+        step: "run the init".into(),
+        errno: 0,
+        message: "the init ended right after it started; see the guest's log".into(),
+    })?;
+    Ok(GuestInit { pid, start_time })
+}
+
+/// The launcher: namespaces, then fork the init and hand its pid to the caller.
+fn launch_init(
+    launch: &GuestLaunch,
+    log: Option<File>,
+    pid_pipe: &OwnedFd,
+    report_pipe: &OwnedFd,
+) -> Step<()> {
+    unshare_guest_namespaces(launch)?;
+    // SAFETY: the launcher is a fork of a single-threaded process, so single-threaded too.
+    let init = step_io("fork the guest init", unsafe { sys::fork() })?;
+    if init == 0 {
+        let failure = run_init(launch, log);
+        report(report_pipe, &failure);
+        sys::exit_immediately(SETUP_FAILED);
+    }
+    step_io(
+        "hand over the init's pid",
+        rustix::io::write(pid_pipe, init.to_string().as_bytes()),
+    )
+    .map(drop)
+}
+
+/// Pid 1 of the guest: returns only on failure.
+fn run_init(launch: &GuestLaunch, log: Option<File>) -> Failure {
+    let run = || -> Step<std::convert::Infallible> {
+        // No controlling terminal, a session of its own: the guest outlives the caller's shell.
+        step_io("start a session", rustix::process::setsid())?;
+        enter_guest_root(&launch.root)?;
+        confine(launch.capabilities)?;
+        let mut command = command_for(launch)?;
+        command.stdin(Stdio::null());
+        match log {
+            Some(log) => {
+                let err = step_io("duplicate the log", log.try_clone())?;
+                command.stdout(log).stderr(err);
+            }
+            None => {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let error = command.exec();
+        Err(Failure {
+            step: "execute the init",
+            errno: error.raw_os_error().unwrap_or(0),
+            message: error.to_string(),
+        })
+    };
+    match run() {
+        Err(failure) => failure,
+        Ok(never) => match never {},
+    }
+}
+
+/// Runs a command in fresh namespaces in a (stopped) guest's root, as the child of a private
+/// pid 1 that takes every leftover process with it when the command ends. Standard streams are
+/// the caller's. Returns the command's exit code (128 + signal when killed).
+pub fn run_transient(launch: &GuestLaunch) -> Result<i32> {
+    let display = launch.display();
+    ensure_single_threaded(&display)?;
+    let (report_read, report_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
+    // SAFETY: the process is single-threaded (checked above).
+    let launcher =
+        unsafe { sys::fork() }.map_err(|e| Error::kernel("fork the guest launcher", e))?;
+    if launcher == 0 {
+        drop(report_read);
+        let code = match transient_launcher(launch, &report_write) {
+            Ok(code) => code,
+            Err(failure) => {
+                report(&report_write, &failure);
+                SETUP_FAILED
+            }
+        };
+        sys::exit_immediately(code);
+    }
+    drop(report_write);
+    let (_, status) =
+        sys::waitpid(launcher).map_err(|e| Error::kernel("wait for the guest launcher", e))?;
+    read_report(report_read, &display)?;
+    Ok(exit_code(status))
+}
+
+fn transient_launcher(launch: &GuestLaunch, report_pipe: &OwnedFd) -> Step<i32> {
+    step_io(
+        "set the parent-death signal",
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+    )?;
+    unshare_guest_namespaces(launch)?;
+    // SAFETY: a fork of a single-threaded process is single-threaded.
+    let init = step_io("fork the transient init", unsafe { sys::fork() })?;
+    if init == 0 {
+        let code = match transient_init(launch) {
+            Ok(code) => code,
+            Err(failure) => {
+                report(report_pipe, &failure);
+                SETUP_FAILED
+            }
+        };
+        sys::exit_immediately(code);
+    }
+    let (_, status) = step_io("wait for the transient init", sys::waitpid(init))?;
+    Ok(exit_code(status))
+}
+
+fn transient_init(launch: &GuestLaunch) -> Step<i32> {
+    step_io(
+        "set the parent-death signal",
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+    )?;
+    enter_guest_root(&launch.root)?;
+    confine(launch.capabilities)?;
+    let status = step_io("run the command", command_in_new_session(launch)?.status())?;
+    Ok(status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    }))
+}
+
+/// Runs a command inside the running guest behind `pidfd` (from [`open_guest_pidfd`]): joins its
+/// cgroups, its mount, uts, ipc, net, cgroup and pid namespaces, drops to `launch.capabilities`
+/// with `no_new_privs`, and runs the command as a process of the guest. Standard streams are the
+/// caller's. Returns the command's exit code (128 + signal when killed).
+pub fn exec_in_guest(pidfd: BorrowedFd<'_>, launch: &GuestLaunch) -> Result<i32> {
+    let display = launch.display();
+    ensure_single_threaded(&display)?;
+    let root = GuestRoot::open(&launch.root)?;
+    let (report_read, report_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
+    // SAFETY: the process is single-threaded (checked above).
+    let joiner = unsafe { sys::fork() }.map_err(|e| Error::kernel("fork the guest joiner", e))?;
+    if joiner == 0 {
+        drop(report_read);
+        let code = match join_and_run(pidfd, &root, launch) {
+            Ok(code) => code,
+            Err(failure) => {
+                report(&report_write, &failure);
+                SETUP_FAILED
+            }
+        };
+        sys::exit_immediately(code);
+    }
+    drop(report_write);
+    let (_, status) =
+        sys::waitpid(joiner).map_err(|e| Error::kernel("wait for the guest joiner", e))?;
+    read_report(report_read, &display)?;
+    Ok(exit_code(status))
+}
+
+fn join_and_run(pidfd: BorrowedFd<'_>, root: &GuestRoot, launch: &GuestLaunch) -> Step<i32> {
+    step_io(
+        "set the parent-death signal",
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+    )?;
+    join_cgroups(&launch.cgroups)?;
+    step(
+        "enter the guest",
+        crate::guest_context::enter_guest_context(root, Some(pidfd), launch.capabilities),
+    )?;
+    let status = step_io("run the command", command_in_new_session(launch)?.status())?;
+    Ok(status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    }))
+}
+
+/// The start time of a live process (not a zombie), from `/proc/PID/stat`.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; the fields after the last `)` do not.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X") | None) {
+        return None;
+    }
+    // Field 22 of the whole line; `fields[0]` is field 3.
+    fields.get(19)?.parse().ok()
+}
+
+/// Opens a pidfd for the recorded init `pid` if it is still the process that started at
+/// `start_time`; `None` when it is gone (the record is stale).
+pub fn open_guest_pidfd(pid: u32, start_time: u64) -> Result<Option<OwnedFd>> {
+    if process_start_time(pid) != Some(start_time) {
+        return Ok(None);
+    }
+    let pidfd = match namespaces::open_pidfd(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.errno() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // Checked again with the descriptor held: if the pid was reused in between, the start time
+    // differs now, and the descriptor (which refers to the new process) is dropped.
+    if process_start_time(pid) != Some(start_time) {
+        return Ok(None);
+    }
+    Ok(Some(pidfd))
+}
+
+/// Sends `signal` to the process behind `pidfd`.
+pub fn signal_pidfd(pidfd: BorrowedFd<'_>, signal: rustix::process::Signal) -> Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(Error::kernel("signal the guest's init", e)),
+    }
+}
+
+/// Waits up to `timeout` for the process behind `pidfd` to end; whether it did.
+pub fn wait_pidfd_exit(pidfd: BorrowedFd<'_>, timeout: Duration) -> Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut poll = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `poll` points at one live, initialised pollfd; the count says one.
+        let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+        if ready > 0 {
+            return Ok(true);
+        }
+        if ready == 0 {
+            return Ok(false);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return Err(Error::kernel("wait for the guest's init", error));
+        }
+    }
+}
+
+/// Resource limits for a guest's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Most processes (and threads) at once.
+    pub pids: Option<u64>,
+}
+
+/// A guest's cgroups: one in the v2 tree (freezing, killing, counting processes) and, on a hybrid
+/// host, one in each v1 hierarchy that holds a controller the limits need. Paths are
+/// `<hierarchy>/vserver/<guest>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestCgroup {
+    /// Every directory made, v2 first.
+    pub dirs: Vec<PathBuf>,
+    /// The v2 directory, if there is a v2 tree.
+    pub unified: Option<PathBuf>,
+    /// Limits that could not be applied, with the reason (for the user).
+    pub notes: Vec<String>,
+}
+
+fn write_file(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|e| Error::host("write", path, e))
+}
+
+impl GuestCgroup {
+    /// Where guest `name`'s cgroups are (or would be) on this host.
+    pub fn locate(support: &CgroupSupport, name: &str) -> GuestCgroup {
+        let mut cgroup = GuestCgroup::default();
+        if let Some(unified) = &support.unified {
+            let dir = unified.join("vserver").join(name);
+            cgroup.unified = Some(dir.clone());
+            cgroup.dirs.push(dir);
+        }
+        for controller in ["memory", "pids"] {
+            if support.unified_has(controller) {
+                continue;
+            }
+            if let Some(hierarchy) = support.v1_hierarchy(controller) {
+                cgroup.dirs.push(hierarchy.join("vserver").join(name));
+            }
+        }
+        cgroup
+    }
+
+    /// Creates the directories and writes the limits. A limit whose controller exists nowhere is
+    /// left out and noted in [`GuestCgroup::notes`].
+    pub fn create(support: &CgroupSupport, name: &str, limits: GuestLimits) -> Result<GuestCgroup> {
+        let mut cgroup = Self::locate(support, name);
+        for dir in &cgroup.dirs {
+            match fs::create_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::host("create cgroup", dir, e)),
+            }
+        }
+        let limit_file = |controller: &str, v2: &str, v1: &str| -> Option<PathBuf> {
+            if support.unified_has(controller) {
+                return cgroup.unified.as_ref().map(|d| d.join(v2));
+            }
+            let hierarchy = support.v1_hierarchy(controller)?;
+            Some(hierarchy.join("vserver").join(name).join(v1))
+        };
+        let mut notes = Vec::new();
+        if let Some(bytes) = limits.memory {
+            match limit_file("memory", "memory.max", "memory.limit_in_bytes") {
+                Some(file) => write_file(&file, &bytes.to_string())?,
+                None => notes.push("memory limit not applied: no memory controller".to_string()),
+            }
+        }
+        if let Some(count) = limits.pids {
+            match limit_file("pids", "pids.max", "pids.max") {
+                Some(file) => write_file(&file, &count.to_string())?,
+                None => notes.push("pids limit not applied: no pids controller".to_string()),
+            }
+        }
+        cgroup.notes = notes;
+        Ok(cgroup)
+    }
+
+    /// The processes in the guest's cgroup (v2 if present, else the first hierarchy).
+    pub fn processes(&self) -> Vec<u32> {
+        let Some(dir) = self.unified.as_ref().or(self.dirs.first()) else {
+            return Vec::new();
+        };
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Memory in use (bytes), where a memory controller counts it.
+    pub fn memory_usage(&self) -> Option<u64> {
+        self.dirs.iter().find_map(|dir| {
+            ["memory.current", "memory.usage_in_bytes"]
+                .iter()
+                .find_map(|file| fs::read_to_string(dir.join(file)).ok())
+                .and_then(|text| text.trim().parse().ok())
+        })
+    }
+
+    /// Kills every process left (`cgroup.kill` in v2, else `SIGKILL` to each listed process in
+    /// a loop), waits up to `timeout` for the cgroups to empty, and removes them.
+    pub fn kill_and_remove(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        if let Some(dir) = &self.unified
+            && dir.exists()
+        {
+            let _ = write_file(&dir.join("cgroup.kill"), "1");
+        }
+        for dir in &self.dirs {
+            if !dir.exists() {
+                continue;
+            }
+            loop {
+                let procs: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+                if procs.is_empty() {
+                    break;
+                }
+                for pid in procs {
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::host(
+                        "empty cgroup",
+                        dir,
+                        io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // A cgroup whose last process just died can stay busy for a moment.
+            loop {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(Error::host("remove cgroup", dir, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
