@@ -59,6 +59,7 @@ pub struct RpmBackend {
     root: PathBuf,
     settings: RpmSettings,
     plugin: PathBuf,
+    skip_fsync: bool,
 }
 
 /// A held `.pkg/G/lock`.
@@ -73,7 +74,19 @@ impl RpmBackend {
             root: root.to_owned(),
             settings,
             plugin,
+            skip_fsync: false,
         }
+    }
+
+    /// Lets rpm, dnf and their scriptlets skip every `fsync` (and the like) for this back end's
+    /// operations ([`SandboxCommand::skip_fsync`]); default: off.
+    ///
+    /// Only for building a new guest: the builder must call [`RpmBackend::sync`] before it
+    /// reports success and remove the guest when the build fails. On an existing guest the
+    /// database must stay crash-safe, so vrpm and vyum keep their syncs.
+    pub fn skip_fsync(mut self, skip: bool) -> Self {
+        self.skip_fsync = skip;
+        self
     }
 
     /// The guest's package-state layout.
@@ -146,7 +159,8 @@ impl RpmBackend {
             .bind(self.layout.rpm_state(), "/.rpmdb", Access::ReadWrite)
             .writable(self.layout.yum_dir())
             .guest_proc(has_proc)
-            .capabilities(CapabilityProfile::PackageManager);
+            .capabilities(CapabilityProfile::PackageManager)
+            .skip_fsync(self.skip_fsync);
         if !self.settings.verbose {
             command
                 .stdout(StdioMode::Capture)
@@ -195,6 +209,10 @@ impl RpmBackend {
         let mut config = OsString::from("--config=");
         config.push(self.layout.yum_dir().join("etc/dnf.conf"));
         command.arg(config);
+        // The host's dnf plugins are host policy, not the guest's; some keep state of their own
+        // on the host (dnf-plugins-core's `local` copies every installed package into a host
+        // repository that later operations on any guest install from).
+        command.arg("--noplugins");
         command.arg("--installroot").arg(&self.root);
         if !self.settings.releasever.is_empty() {
             command.arg(format!("--releasever={}", self.settings.releasever));
@@ -263,14 +281,18 @@ impl RpmBackend {
         })
     }
 
-    /// Flushes the guest's file system once (after a build).
+    /// Flushes, once, the file systems a build wrote to: the guest's and the one holding its
+    /// package state (`.pkg/G`: the rpm database, dnf's history), which may be another.
     pub fn sync(&self) -> Result<()> {
         GuestRoot::open(&self.root)
             .and_then(|root| root.sync_filesystem())
             .map_err(|source| Error::Guest {
                 guest: self.guest(),
                 source: Box::new(source),
-            })
+            })?;
+        let state = self.layout.dir();
+        let dir = File::open(state).map_err(self.host_err("open", state))?;
+        rustix::fs::syncfs(&dir).map_err(|e| self.host_err("sync", state)(e.into()))
     }
 }
 

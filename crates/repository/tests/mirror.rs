@@ -556,7 +556,7 @@ fn dnf_installs_from_a_mirror_served_over_http() {
     let output = Command::new("dnf")
         .arg(format!("--installroot={}", root.display()))
         .arg(format!("--repofrompath=m,{}", served.url()))
-        .args(["--repo=m", "--nogpgcheck", "-y", "-q"])
+        .args(["--repo=m", "--nogpgcheck", "--noplugins", "-y", "-q"])
         .arg("--setopt=reposdir=/nonexistent")
         .arg(format!(
             "--setopt=cachedir={}",

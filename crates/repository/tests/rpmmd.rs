@@ -178,7 +178,7 @@ fn dnf_resolves_and_installs_from_the_index() {
         let mut cmd = Command::new("dnf");
         cmd.arg(format!("--installroot={}", root.display()))
             .arg(format!("--repofrompath=fx,file://{}", repo.display()))
-            .args(["--repo=fx", "--nogpgcheck", "-y", "-q"])
+            .args(["--repo=fx", "--nogpgcheck", "--noplugins", "-y", "-q"])
             .arg("--setopt=reposdir=/nonexistent")
             .arg(format!(
                 "--setopt=cachedir={}",
