@@ -1,4 +1,5 @@
-//! `vserver GUEST COMMAND …`: the guest command. Implemented so far: `build`.
+//! `vserver GUEST COMMAND …`: the guest command: `build`, and the lifecycle (`start`, `stop`,
+//! `restart`, `status`, `exec`, `enter`, `delete`); `vserver --list [--json]` lists all guests.
 //!
 //! `vserver [ROOTS] G build [-m METHOD] [--hostname H] [--force] [--keep] [-v] -- [-d DIST]
 //! [--releasever N] [FILE…|--empty] [-- PKG…]`: the first `--` ends vserver's own options, as in
@@ -82,6 +83,9 @@ struct MethodArgs {
 
 /// Runs `vserver` with `args` (argv, including the program name).
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    if args.iter().skip(1).any(|a| a == "--list") {
+        return list(args);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => {
@@ -91,12 +95,15 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     match cli.command.as_str() {
         "build" => build(&cli),
+        "start" | "stop" | "restart" | "status" | "exec" | "enter" | "delete" => lifecycle(&cli),
         other => {
             eprintln!(
                 "vserver: error: unknown command `{other}` for guest `{}`",
                 cli.guest
             );
-            eprintln!("vserver: hint: available: build");
+            eprintln!(
+                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete"
+            );
             ExitCode::from(exit::USAGE)
         }
     }
@@ -180,5 +187,286 @@ fn build(cli: &Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => report(&out, "vserver", error),
+    }
+}
+
+/// Exit code of `exec` when vserver itself failed (the command's own code is passed through
+/// otherwise; 125 as container runtimes use it).
+const EXEC_FAILED: u8 = 125;
+
+/// `vserver --list`'s options.
+#[derive(Debug, Parser)]
+#[command(name = "vserver --list")]
+struct ListArgs {
+    #[command(flatten)]
+    roots: RootArgs,
+    /// List all guests.
+    #[arg(long)]
+    list: bool,
+    /// Print one JSON document (an array of guest states) on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The lifecycle verbs' options (everything after the verb; for `exec`, the command follows).
+#[derive(Debug, Parser)]
+#[command(
+    name = "vserver GUEST start|stop|restart|status|exec|enter|delete",
+    no_binary_name = true
+)]
+struct LifecycleArgs {
+    /// `start`: the init command instead of the guest's `/sbin/init` (one shell-free word
+    /// list, e.g. `--init '/bin/busybox sleep 1000'` is split on spaces).
+    #[arg(long)]
+    init: Option<String>,
+    /// `start`: memory limit in bytes (suffixes k, m, g).
+    #[arg(long)]
+    memory: Option<String>,
+    /// `start`: most processes at once.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// `stop`: seconds init may take before everything is killed.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// `exec`/`enter`: run in fresh namespaces in a stopped guest.
+    #[arg(long)]
+    transient: bool,
+    /// `delete`: do not ask.
+    #[arg(long)]
+    yes: bool,
+    /// `status`: print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// `exec`: the command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<OsString>,
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, factor) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&text[..i], 1 << 20),
+        (i, 'g' | 'G') => (&text[..i], 1 << 30),
+        _ => (text, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+fn report_lifecycle(out: &Output, error: vserver_guest::LifecycleError) -> ExitCode {
+    let hint = match &error {
+        vserver_guest::LifecycleError::Guest(inner) => inner.hint(),
+        other => other.hint(),
+    };
+    out.error(&anyhow::Error::new(error));
+    if let Some(hint) = hint {
+        eprintln!("vserver: hint: {hint}");
+    }
+    ExitCode::from(exit::FAILURE)
+}
+
+fn status_json(status: &vserver_guest::GuestStatus) -> serde_json::Value {
+    serde_json::to_value(status).unwrap_or(serde_json::Value::Null)
+}
+
+fn status_line(status: &vserver_guest::GuestStatus) -> String {
+    match &status.running {
+        Some(running) => format!(
+            "{}\trunning\tpid {}\tup {} s\t{} processes{}",
+            status.guest,
+            running.pid,
+            running.uptime,
+            running.processes,
+            running
+                .memory
+                .map(|m| format!("\t{} KiB", m / 1024))
+                .unwrap_or_default()
+        ),
+        None => format!("{}\tstopped", status.guest),
+    }
+}
+
+fn list(args: Vec<OsString>) -> ExitCode {
+    let parsed = match ListArgs::try_parse_from(args) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let verbosity = if parsed.json {
+        Verbosity::Json
+    } else {
+        Verbosity::Normal
+    };
+    let out = Output::new("vserver", verbosity);
+    let run_dir = vserver_guest::default_run_dir();
+    match vserver_guest::list(&parsed.roots.roots(), &run_dir) {
+        Ok(guests) => {
+            if parsed.json {
+                out.json(&serde_json::Value::Array(
+                    guests.iter().map(status_json).collect(),
+                ));
+            } else {
+                for guest in &guests {
+                    let extra = format!(
+                        "\t{}\t{:?}",
+                        if guest.distribution.is_empty() {
+                            "-"
+                        } else {
+                            &guest.distribution
+                        },
+                        guest.package_management
+                    )
+                    .to_lowercase();
+                    println!("{}{extra}", status_line(guest));
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => report_lifecycle(&out, error),
+    }
+}
+
+fn lifecycle(cli: &Cli) -> ExitCode {
+    let args = match LifecycleArgs::try_parse_from(&cli.rest) {
+        Ok(args) => args,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let out = Output::new(
+        "vserver",
+        if args.json {
+            Verbosity::Json
+        } else {
+            Verbosity::Normal
+        },
+    );
+    let roots = cli.roots.roots();
+    let run_dir = vserver_guest::default_run_dir();
+    let guest = cli.guest.as_str();
+    let stop_options = vserver_guest::StopOptions {
+        timeout: std::time::Duration::from_secs(args.timeout),
+        ..vserver_guest::StopOptions::default()
+    };
+    let start = |out: &Output| -> ExitCode {
+        let memory = match args.memory.as_deref().map(parse_size) {
+            Some(None) => {
+                eprintln!("vserver: error: --memory takes bytes with an optional k, m or g");
+                return ExitCode::from(exit::USAGE);
+            }
+            Some(Some(bytes)) => Some(bytes),
+            None => None,
+        };
+        let options = vserver_guest::StartOptions {
+            init: args
+                .init
+                .as_deref()
+                .map(|i| i.split_whitespace().map(OsString::from).collect())
+                .unwrap_or_default(),
+            limits: vserver_guest::GuestLimits {
+                memory,
+                pids: args.pids,
+            },
+        };
+        match vserver_guest::start(&roots, &run_dir, guest, &options) {
+            Ok(started) => {
+                for note in &started.notes {
+                    out.warn(&format!("{guest}: {note}"));
+                }
+                out.status(&format!(
+                    "started guest `{guest}` (init pid {})",
+                    started.record.pid
+                ));
+                ExitCode::SUCCESS
+            }
+            Err(error) => report_lifecycle(out, error),
+        }
+    };
+    let stop = |out: &Output| -> Result<(), ExitCode> {
+        match vserver_guest::stop(&roots, &run_dir, guest, stop_options) {
+            Ok(true) => {
+                out.status(&format!("stopped guest `{guest}`"));
+                Ok(())
+            }
+            Ok(false) => {
+                out.status(&format!("guest `{guest}` was not running"));
+                Ok(())
+            }
+            Err(error) => Err(report_lifecycle(out, error)),
+        }
+    };
+    match cli.command.as_str() {
+        "start" => start(&out),
+        "stop" => stop(&out).err().unwrap_or(ExitCode::SUCCESS),
+        "restart" => match stop(&out) {
+            Ok(()) => start(&out),
+            Err(code) => code,
+        },
+        "status" => match vserver_guest::status(&roots, &run_dir, guest) {
+            Ok(status) => {
+                if args.json {
+                    out.json(&status_json(&status));
+                } else {
+                    println!("{}", status_line(&status));
+                }
+                // As `systemctl status`: 3 when not running, for scripts.
+                if status.running.is_some() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                }
+            }
+            Err(error) => report_lifecycle(&out, error),
+        },
+        "exec" | "enter" => {
+            let command = if cli.command == "enter" {
+                vec![OsString::from("/bin/sh"), OsString::from("-l")]
+            } else if args.command.is_empty() {
+                eprintln!("vserver: error: `exec` needs a command");
+                return ExitCode::from(exit::USAGE);
+            } else {
+                args.command.clone()
+            };
+            match vserver_guest::exec(&roots, &run_dir, guest, &command, args.transient) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXEC_FAILED)),
+                Err(error) => {
+                    report_lifecycle(&out, error);
+                    ExitCode::from(EXEC_FAILED)
+                }
+            }
+        }
+        "delete" => {
+            if !args.yes {
+                use std::io::{BufRead, IsTerminal, Write};
+                if !std::io::stdin().is_terminal() {
+                    eprintln!(
+                        "vserver: error: refusing to delete guest `{guest}` without confirmation"
+                    );
+                    eprintln!("vserver: hint: pass --yes to delete without asking");
+                    return ExitCode::from(exit::USAGE);
+                }
+                eprint!(
+                    "vserver: delete guest `{guest}`: its root, configuration and package state? [y/N] "
+                );
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    eprintln!("vserver: not deleted");
+                    return ExitCode::from(exit::FAILURE);
+                }
+            }
+            match vserver_guest::delete(&roots, &run_dir, guest) {
+                Ok(()) => {
+                    out.status(&format!("deleted guest `{guest}`"));
+                    ExitCode::SUCCESS
+                }
+                Err(error) => report_lifecycle(&out, error),
+            }
+        }
+        _ => ExitCode::from(exit::USAGE),
     }
 }
