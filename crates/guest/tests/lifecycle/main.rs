@@ -97,8 +97,20 @@ impl World {
         config.root
     }
 
+    /// Starts the guest with [`sleeper`] and waits until its init has set its trap (it has then
+    /// started its first `sleep`): a SIGTERM before that would be discarded, as pid 1 gets only
+    /// the signals it handles, and `stop` would wait for its timeout.
     fn start(&self, name: &str) -> vserver_guest::Started {
-        vserver_guest::start(&self.roots, &self.run_dir, name, &sleeper()).unwrap()
+        let started = vserver_guest::start(&self.roots, &self.run_dir, name, &sleeper()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let status = vserver_guest::status(&self.roots, &self.run_dir, name).unwrap();
+            if status.running.is_some_and(|r| r.processes >= 2) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        started
     }
 
     fn exec(&self, name: &str, script: &str, transient: bool) -> i32 {
@@ -427,6 +439,60 @@ fn delete_with_planted_symlinks() -> Result<(), Outcome> {
     Ok(())
 }
 
+/// Memory and pids limits, enforced where the controllers exist (v2, or v1 on a hybrid host).
+fn limits_enforced() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let support = vserver_sandbox::CgroupSupport::detect().unwrap();
+    for controller in ["memory", "pids"] {
+        require(
+            support.unified_has(controller) || support.v1_hierarchy(controller).is_some(),
+            &format!("no {controller} controller in the v2 tree or a v1 hierarchy"),
+        )?;
+    }
+    let world = World::new();
+    let root = world.guest("small");
+    for applet in ["dd"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let options = StartOptions {
+        init: sh("trap 'exit 0' TERM; while :; do sleep 1 & wait; done"),
+        limits: vserver_guest::GuestLimits {
+            memory: Some(16 << 20),
+            pids: Some(8),
+        },
+    };
+    let started = vserver_guest::start(&world.roots, &world.run_dir, "small", &options).unwrap();
+    assert!(started.notes.is_empty(), "{:?}", started.notes);
+    // A 64 MiB buffer in a 16 MiB guest: the OOM killer ends it (SIGKILL: 128 + 9).
+    assert_eq!(
+        world.exec(
+            "small",
+            "dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null",
+            false
+        ),
+        137
+    );
+    assert_eq!(
+        world.exec(
+            "small",
+            "dd if=/dev/zero of=/dev/null bs=1M count=1 2>/dev/null",
+            false
+        ),
+        0
+    );
+    // Twenty background sleeps under a limit of eight processes: forks fail, the shell says so.
+    let code = world.exec(
+        "small",
+        "i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done 2>/fork-errors; echo done",
+        false,
+    );
+    assert_ne!(code, 0);
+    let errors = fs::read_to_string(root.join("fork-errors")).unwrap_or_default();
+    assert!(errors.contains("can't fork"), "{errors}");
+    assert!(world.stop("small"));
+    Ok(())
+}
+
 type NamedTest = (&'static str, fn() -> Result<(), Outcome>);
 
 fn main() {
@@ -440,6 +506,7 @@ fn main() {
             stale_record_is_never_signalled,
         ),
         ("list_guests", list_guests),
+        ("limits_enforced", limits_enforced),
         ("delete_with_planted_symlinks", delete_with_planted_symlinks),
     ];
     if std::env::args().any(|arg| arg == "--list") {
