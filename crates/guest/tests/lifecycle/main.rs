@@ -91,7 +91,9 @@ impl World {
         fs::create_dir_all(&bin).unwrap();
         fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
         fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-        for applet in ["sh", "sleep", "hostname", "cat", "ls", "readlink", "echo"] {
+        for applet in [
+            "sh", "sleep", "hostname", "cat", "ls", "readlink", "echo", "dd",
+        ] {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
         }
         config.root
@@ -451,9 +453,6 @@ fn limits_enforced() -> Result<(), Outcome> {
     }
     let world = World::new();
     let root = world.guest("small");
-    for applet in ["dd"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
     let options = StartOptions {
         init: sh("trap 'exit 0' TERM; while :; do sleep 1 & wait; done"),
         limits: vserver_guest::GuestLimits {
