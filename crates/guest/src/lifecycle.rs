@@ -77,6 +77,16 @@ pub enum LifecycleError {
         #[source]
         source: toml::de::Error,
     },
+    /// The guest's cgroup holds processes although no running guest is recorded.
+    #[error(
+        "guest `{guest}`: cgroup `{dir}` still holds processes but no running guest is recorded"
+    )]
+    CgroupInUse {
+        /// The guest.
+        guest: String,
+        /// The cgroup directory.
+        dir: PathBuf,
+    },
     /// The guest's root is not a path vserver would delete.
     #[error("guest `{guest}`: refusing to delete root `{root}`")]
     UnsafeRoot {
@@ -237,6 +247,21 @@ fn hostname_of(config: &GuestConfig) -> String {
     }
 }
 
+/// The guest's cgroup directory name: the guest's name with the default run directory; with
+/// another one (tests, a second installation), the name plus a hash of that directory, so that
+/// guests of the same name under different roots never share a cgroup.
+fn cgroup_name(run_dir: &Path, guest: &str) -> String {
+    if run_dir == Path::new("/run/vservers") {
+        return guest.to_string();
+    }
+    use std::hash::{Hash, Hasher};
+    // `DefaultHasher::new()` uses fixed keys: the same directory gives the same name in every
+    // process of one build.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    run_dir.hash(&mut hasher);
+    format!("{guest}.{:016x}", hasher.finish())
+}
+
 /// How to start a guest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StartOptions {
@@ -275,11 +300,19 @@ pub fn start(
         (None, None) => {}
     }
     let support = CgroupSupport::detect().map_err(sandbox_err(name, "inspect cgroups"))?;
-    // Leftovers of a guest that was never recorded (a failed start) must not join the new one.
-    GuestCgroup::locate(&support, name)
-        .kill_and_remove(KILL_TIMEOUT)
+    let cgroup_name = cgroup_name(run_dir, name);
+    // Processes in the cgroup without a live record: not ours to kill (a guest of another run
+    // directory by the same name, or a start still under way).
+    let old = GuestCgroup::locate(&support, &cgroup_name);
+    if let Some(dir) = old.dirs.first().filter(|_| !old.processes().is_empty()) {
+        return Err(LifecycleError::CgroupInUse {
+            guest: name.to_string(),
+            dir: dir.clone(),
+        });
+    }
+    old.kill_and_remove(KILL_TIMEOUT)
         .map_err(sandbox_err(name, "remove the guest's old cgroups"))?;
-    let cgroup = GuestCgroup::create(&support, name, options.limits)
+    let cgroup = GuestCgroup::create(&support, &cgroup_name, options.limits)
         .map_err(sandbox_err(name, "create the guest's cgroups"))?;
     let command = if options.init.is_empty() {
         vec![OsString::from("/sbin/init")]
