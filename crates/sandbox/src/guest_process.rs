@@ -321,7 +321,30 @@ fn enter_guest_root(root_path: &Path) -> Step<()> {
     step_io("change directory to /", rustix::process::chdir("/"))
 }
 
+/// Marks every descriptor above standard error close-on-exec: whatever the caller inherited
+/// (from a shell, a job runner, a service manager) must not reach the guest.
+fn cloexec_above_stderr() -> Step<()> {
+    // SAFETY: `close_range` with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it closes
+    // nothing, so no descriptor owned elsewhere in this process becomes invalid.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret == -1 {
+        return step_io(
+            "mark inherited descriptors close-on-exec",
+            Err(io::Error::last_os_error()),
+        );
+    }
+    Ok(())
+}
+
 fn confine(profile: CapabilityProfile) -> Step<()> {
+    cloexec_above_stderr()?;
     step_io("drop capabilities", restrict_capabilities(profile.kept()))?;
     step_io("set no_new_privs", set_no_new_privs())
 }
@@ -538,6 +561,7 @@ fn join_and_run(pidfd: BorrowedFd<'_>, root: &GuestRoot, launch: &GuestLaunch) -
         "enter the guest",
         crate::guest_context::enter_guest_context(root, Some(pidfd), launch.capabilities),
     )?;
+    cloexec_above_stderr()?;
     let status = step_io("run the command", command_in_new_session(launch)?.status())?;
     Ok(status.code().unwrap_or_else(|| {
         128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)

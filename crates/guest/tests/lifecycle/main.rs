@@ -246,6 +246,21 @@ fn start_exec_stop() -> Result<(), Outcome> {
     }
     assert!(!guest_mounts.contains(" /sys/fs/cgroup "), "{guest_mounts}");
 
+    // Nothing the test binary inherited (cargo's jobserver pipes…) reaches the guest.
+    let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"]);
+    assert_eq!(world.exec("web", "ls /proc/self/fd > /fds", false), 0);
+    let fds = fs::read_to_string(root.join("fds")).unwrap();
+    assert!(
+        fds.split_whitespace()
+            .all(|fd| ["0", "1", "2", "3"].contains(&fd)),
+        "{fds}"
+    );
+
     let status = vserver_guest::status(&world.roots, &world.run_dir, "web").unwrap();
     assert_eq!(status.state, "running");
     let running = status.running.unwrap();
