@@ -421,6 +421,24 @@ fn lifecycle(cli: &Cli) -> ExitCode {
             }
             Err(error) => report_lifecycle(&out, error),
         },
+        "enter" if !args.transient => {
+            use std::os::fd::AsFd;
+            let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+            match vserver_guest::enter(
+                &roots,
+                &run_dir,
+                guest,
+                &args.command,
+                stdin.as_fd(),
+                stdout.as_fd(),
+            ) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXEC_FAILED)),
+                Err(error) => {
+                    report_lifecycle(&out, error);
+                    ExitCode::from(EXEC_FAILED)
+                }
+            }
+        }
         "exec" | "enter" => {
             let command = if cli.command == "enter" {
                 vec![OsString::from("/bin/sh"), OsString::from("-l")]

@@ -39,7 +39,8 @@ pub use distribution::{
 pub use error::{Error, Result};
 pub use lifecycle::{
     GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
-    StartOptions, Started, StopOptions, default_run_dir, delete, exec, list, start, status, stop,
+    StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, start, status,
+    stop,
 };
 pub use roots::HostRoots;
 pub use suggest::closest;

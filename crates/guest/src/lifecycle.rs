@@ -454,6 +454,35 @@ pub fn exec(
     }
 }
 
+/// Runs `command` (default: a login shell) inside running guest `name` on a new
+/// pseudo-terminal, relaying `input` and `output` (the caller's terminal: put in raw mode for
+/// the duration); returns its exit code. This is `vserver G enter`.
+pub fn enter(
+    roots: &HostRoots,
+    run_dir: &Path,
+    name: &str,
+    command: &[OsString],
+    input: std::os::fd::BorrowedFd<'_>,
+    output: std::os::fd::BorrowedFd<'_>,
+) -> LifecycleResult<i32> {
+    let config = load_guest(roots, name)?;
+    let (_, running) = find_running(run_dir, name)?;
+    let Some(running) = running else {
+        return Err(LifecycleError::NotRunning {
+            guest: name.to_string(),
+        });
+    };
+    let command = if command.is_empty() {
+        vec![OsString::from("/bin/sh"), OsString::from("-l")]
+    } else {
+        command.to_vec()
+    };
+    let launch = running.record.launch(hostname_of(&config), command);
+    use std::os::fd::AsFd;
+    vserver_sandbox::exec_in_guest_on_pty(running.pidfd.as_fd(), &launch, input, output)
+        .map_err(sandbox_err(name, "enter the guest"))
+}
+
 /// A running guest's vital signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunningInfo {

@@ -507,6 +507,42 @@ fn limits_enforced() -> Result<(), Outcome> {
     Ok(())
 }
 
+/// `enter` through a pseudo-terminal, driven by a script: the shell sees a terminal, runs the
+/// lines, and its exit status comes back.
+fn enter_through_pty() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    world.guest("tty");
+    world.start("tty");
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    std::io::Write::write_all(
+        &mut writer,
+        b"[ -t 0 ] && echo interactive-$((6*7)); hostname; exit 3\n",
+    )
+    .unwrap();
+    drop(writer);
+    let output = tempfile::tempfile().unwrap();
+    use std::os::fd::AsFd;
+    let code = vserver_guest::enter(
+        &world.roots,
+        &world.run_dir,
+        "tty",
+        &[OsString::from("/bin/sh")],
+        reader.as_fd(),
+        output.as_fd(),
+    )
+    .unwrap();
+    assert_eq!(code, 3);
+    let mut output = output;
+    std::io::Seek::seek(&mut output, std::io::SeekFrom::Start(0)).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut output, &mut text).unwrap();
+    assert!(text.contains("interactive-42"), "{text:?}");
+    assert!(text.contains("tty.test"), "{text:?}");
+    assert!(world.stop("tty"));
+    Ok(())
+}
+
 type NamedTest = (&'static str, fn() -> Result<(), Outcome>);
 
 fn main() {
@@ -521,6 +557,7 @@ fn main() {
         ),
         ("list_guests", list_guests),
         ("limits_enforced", limits_enforced),
+        ("enter_through_pty", enter_through_pty),
         ("delete_with_planted_symlinks", delete_with_planted_symlinks),
     ];
     if std::env::args().any(|arg| arg == "--list") {
