@@ -516,10 +516,7 @@ fn transient_init(launch: &GuestLaunch) -> Step<i32> {
     )?;
     enter_guest_root(&launch.root)?;
     confine(launch.capabilities)?;
-    let status = step_io("run the command", command_in_new_session(launch)?.status())?;
-    Ok(status.code().unwrap_or_else(|| {
-        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-    }))
+    run_to_end(&mut command_in_new_session(launch)?)
 }
 
 /// Runs a command inside the running guest behind `pidfd` (from [`open_guest_pidfd`]): joins its
@@ -562,10 +559,40 @@ fn join_and_run(pidfd: BorrowedFd<'_>, root: &GuestRoot, launch: &GuestLaunch) -
         crate::guest_context::enter_guest_context(root, Some(pidfd), launch.capabilities),
     )?;
     cloexec_above_stderr()?;
-    let status = step_io("run the command", command_in_new_session(launch)?.status())?;
-    Ok(status.code().unwrap_or_else(|| {
-        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-    }))
+    run_to_end(&mut command_in_new_session(launch)?)
+}
+
+/// Runs the command and returns its exit code (128 + signal when killed). A program that is
+/// missing or not executable is the command's failure, not vserver's: it is said on standard
+/// error and gives 127 or 126, as a shell would.
+fn run_to_end(command: &mut Command) -> Step<i32> {
+    match command.status() {
+        Ok(status) => Ok(status.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+        })),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            ) =>
+        {
+            eprintln!(
+                "vserver: {}: {}",
+                command.get_program().to_string_lossy(),
+                if e.kind() == io::ErrorKind::NotFound {
+                    "not found in the guest"
+                } else {
+                    "not executable"
+                }
+            );
+            Ok(if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            })
+        }
+        Err(e) => step_io("run the command", Err(e)),
+    }
 }
 
 /// The start time of a live process (not a zombie), from `/proc/PID/stat`.
@@ -1034,8 +1061,5 @@ fn join_and_run_on(
             Ok(())
         });
     }
-    let status = step_io("run the command", command.status())?;
-    Ok(status.code().unwrap_or_else(|| {
-        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-    }))
+    run_to_end(&mut command)
 }

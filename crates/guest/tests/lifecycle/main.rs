@@ -202,6 +202,16 @@ fn transient_exec() -> Result<(), Outcome> {
     let caps = lines.iter().find(|l| l.starts_with("CapEff")).unwrap();
     let caps = u64::from_str_radix(caps.split_whitespace().nth(1).unwrap(), 16).unwrap();
     assert_eq!(caps & (1 << 21), 0, "no CAP_SYS_ADMIN: {out}");
+    // A missing program is the command's failure (127, as in a shell), not vserver's.
+    let missing = vserver_guest::exec(
+        &world.roots,
+        &world.run_dir,
+        "tr",
+        &[OsString::from("/no/such/program")],
+        true,
+    )
+    .unwrap();
+    assert_eq!(missing, 127);
     // Exit by signal: 128 + signal number.
     assert_eq!(world.exec("tr", "kill -KILL $$", true), 128 + 9);
     // Nothing was left mounted on the host, and the host's hostname is untouched.
