@@ -300,7 +300,16 @@ fn run_build(
             verbose: request.verbose,
         },
         plugin,
-    );
+    )
+    // rpm's sqlite database and dnf's history fdatasync several times per package, which is
+    // most of a large build's time on disk. Skipping them is safe here: the sandbox and the
+    // guest are private to this build (nothing runs in the guest yet); if the build fails or the
+    // machine crashes mid-build, the guest is removed (the failed-build clean-up, or `build
+    // --force` over a half-built guest) rather than used; and `backend.sync()` below, run by
+    // vserver itself outside the filter, syncs the guest's file system and the one holding
+    // `.pkg/G` (the database) before the build is reported done. vrpm and vyum on an existing
+    // guest keep their syncs.
+    .skip_fsync(true);
     backend.prepare()?;
     set_phase(phase, "database", on_event);
     backend.initialize_database()?;
