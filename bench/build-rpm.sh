@@ -28,9 +28,9 @@ fixtures=${FIXTURES:-$(pick vserver-fixtures)}
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/vserver-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# A fresh name prefix per run: dnf's `local` plugin (enabled on this host) keeps every package
-# any host dnf ever installed in /var/lib/dnf/plugins/local and offers them as a repository, also
-# to the guest's dnf; same-named packages of an older fixture set there make `best=True` fail.
+# A fresh name prefix per run, and the host dnf without its `local` plugin (enabled on this host):
+# that plugin copies every package a host dnf installs into /var/lib/dnf/plugins/local and offers
+# them as a repository; vserver runs dnf with --noplugins, so the comparison leaves it out too.
 prefix=bx$$
 echo "generating $count packages in $work/repo"
 "$fixtures" rpm "$work/repo" --count "$count" --prefix "$prefix" >/dev/null
