@@ -7,9 +7,10 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::process::ExitCode;
+use std::process::{ExitCode, ExitStatus};
 
 use clap::Parser;
+use vserver_guest::{GuestConfig, HostRoots};
 use vserver_pkgmgmt::{PackageBackend, Tool};
 
 use crate::exit;
@@ -22,7 +23,7 @@ use crate::vdistro::{RootArgs, report};
 struct Cli {
     #[command(flatten)]
     roots: RootArgs,
-    /// Every configured rpm guest with external package management.
+    /// Every configured guest of the tool's family with external package management.
     #[arg(long)]
     all: bool,
     /// The guests.
@@ -34,6 +35,21 @@ struct Cli {
 
 /// Runs `vrpm` (`Tool::Low`) or `vyum`/`vdnf` (`Tool::Resolver`).
 pub fn main(applet: &'static str, tool: Tool, args: Vec<OsString>) -> ExitCode {
+    run_on_guests(applet, "rpm", args, |roots, config, args| {
+        let backend = vserver_guest::open_backend(roots, config, true)?;
+        Ok(backend.run_tool(tool, args)?)
+    })
+}
+
+/// The front end every `v*` package command shares: parse `GUEST… [--all] -- ARGS`, then run
+/// `run` on each guest of `family` in turn. The exit status is the tool's own (a signal `N`
+/// gives `128+N`); with several guests, the last non-zero one.
+pub fn run_on_guests(
+    applet: &'static str,
+    family: &str,
+    args: Vec<OsString>,
+    run: impl Fn(&HostRoots, &GuestConfig, &[OsString]) -> Result<ExitStatus, vserver_guest::Error>,
+) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => {
@@ -48,11 +64,11 @@ pub fn main(applet: &'static str, tool: Tool, args: Vec<OsString>) -> ExitCode {
         match vserver_guest::list_guests(&roots) {
             Ok(all) => {
                 for name in all {
-                    let external_rpm = vserver_guest::load_guest(&roots, &name).is_ok_and(|c| {
-                        c.family == "rpm"
+                    let external = vserver_guest::load_guest(&roots, &name).is_ok_and(|c| {
+                        c.family == family
                             && c.package_management == vserver_guest::PackageManagement::External
                     });
-                    if external_rpm && !guests.contains(&name) {
+                    if external && !guests.contains(&name) {
                         guests.push(name);
                     }
                 }
@@ -69,16 +85,9 @@ pub fn main(applet: &'static str, tool: Tool, args: Vec<OsString>) -> ExitCode {
         if guests.len() > 1 {
             out.status(&format!("guest `{guest}`"));
         }
-        let backend = vserver_guest::load_guest(&roots, guest)
-            .and_then(|config| vserver_guest::open_backend(&roots, &config, true));
-        let backend = match backend {
-            Ok(backend) => backend,
-            Err(error) => {
-                code = report(&out, applet, error);
-                continue;
-            }
-        };
-        match backend.run_tool(tool, &cli.args) {
+        let status = vserver_guest::load_guest(&roots, guest)
+            .and_then(|config| run(&roots, &config, &cli.args));
+        match status {
             Ok(status) if status.success() => {}
             Ok(status) => {
                 let raw = status
@@ -87,7 +96,7 @@ pub fn main(applet: &'static str, tool: Tool, args: Vec<OsString>) -> ExitCode {
                     .unwrap_or(1);
                 code = ExitCode::from(u8::try_from(raw).unwrap_or(1));
             }
-            Err(error) => code = report(&out, applet, vserver_guest::Error::from(error)),
+            Err(error) => code = report(&out, applet, error),
         }
     }
     code

@@ -16,7 +16,7 @@ use vserver_repository::rpmmd::{RpmIndexOptions, index_rpm};
 use vserver_repository::scan::scan_packages;
 
 use crate::exit;
-use crate::output::{Output, Verbosity};
+use crate::output::{Output, Verbosity, human_bytes};
 
 #[path = "vrepo_mirror.rs"]
 mod mirror_cmd;
@@ -307,19 +307,4 @@ fn skipped_json(skipped: &[BadPackage]) -> serde_json::Value {
         .iter()
         .map(|b| json!({"path": b.path, "reason": b.reason}))
         .collect()
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

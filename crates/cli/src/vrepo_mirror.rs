@@ -19,7 +19,7 @@ use vserver_repository::progress::Progress;
 use vserver_repository::serve::{ServeOptions, Server};
 
 use crate::exit;
-use crate::output::{Output, Verbosity};
+use crate::output::{Output, Verbosity, human_bytes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum MirrorFormatArg {
@@ -352,19 +352,4 @@ fn serve_command(args: &ServeArgs, out: &Output) -> Result<()> {
     let _ = watcher.join();
     out.status(&format!("stopped after {} requests", handle.requests()));
     result.context("the server stopped")
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
