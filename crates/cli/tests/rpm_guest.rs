@@ -1,0 +1,172 @@
+//! An RPM guest as a new user makes one, through the `vserver` binary: a generated repository
+//! indexed with `vrepo index`, registered with `vdistro add`, then `vserver t build -m yum`,
+//! `vyum install`, `vrpm -q`, `vyum remove`, `vrpm -Va`. The database must end up outside the
+//! guest, the guest must hold no rpm or dnf state, and the tools' exit statuses must come back.
+//!
+//! Needs root, rpm and dnf; skips with a reason otherwise, fails instead when
+//! VSERVER_TEST_REQUIRE_ALL=1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vserver_fixtures::{RpmSetOptions, Scriptlets};
+
+fn available(ok: bool, reason: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
+            "required by VSERVER_TEST_REQUIRE_ALL but unavailable: {reason}"
+        );
+        eprintln!("skipped: {reason}");
+    }
+    ok
+}
+
+/// The rpm plugin library cargo built for this test (a dev-dependency), if any.
+fn built_plugin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent()?;
+    [deps.to_path_buf(), deps.parent()?.to_path_buf()]
+        .into_iter()
+        .map(|dir| dir.join("libvserver_rpm_plugin.so"))
+        .find(|p| p.is_file())
+}
+
+struct Host {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    plugin: PathBuf,
+}
+
+impl Host {
+    fn vserver(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_vserver"))
+            .args(args)
+            .env("VSERVER_CONFDIR", self.dir.join("etc"))
+            .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
+            .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
+            .env("VSERVER_RPM_PLUGIN", &self.plugin)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.vserver(args);
+        assert!(
+            out.status.success(),
+            "vserver {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn rpm_guest_as_a_new_user_makes_it() {
+    let root =
+        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+    let tools = ["/usr/bin/rpm", "/usr/bin/dnf", "/bin/busybox"]
+        .iter()
+        .all(|t| Path::new(t).exists());
+    let plugin = built_plugin();
+    if !available(root, "needs root")
+        || !available(tools, "needs rpm, dnf and busybox-static")
+        || !available(plugin.is_some(), "the rpm plugin library was not built")
+    {
+        return;
+    }
+    // Not under /tmp: the per-operation sandbox keeps the host's /tmp read-only.
+    let tmp = tempfile::Builder::new()
+        .prefix("vserver-cli-rpm")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let host = Host {
+        dir: tmp.path().to_path_buf(),
+        _tmp: tmp,
+        plugin: plugin.unwrap(),
+    };
+    let repo = host.dir.join("repo");
+    vserver_fixtures::write_rpm_set_with_busybox(
+        &repo,
+        &RpmSetOptions {
+            seed: 3,
+            count: 12,
+            scriptlets: Scriptlets::Shell,
+            ..RpmSetOptions::default()
+        },
+        Path::new("/bin/busybox"),
+    )
+    .unwrap();
+    host.ok(&["vrepo", "index", "-q", repo.to_str().unwrap()]);
+    host.ok(&[
+        "vdistro",
+        "add",
+        "fixture",
+        "--releasever",
+        "1",
+        "--repo",
+        &format!("fx=file://{}", repo.display()),
+        "--pkgs",
+        "fx-shell fx-00002",
+    ]);
+    host.ok(&["t", "build", "-m", "yum", "--", "-d", "fixture"]);
+
+    host.ok(&["vyum", "t", "--", "-q", "-y", "install", "fx-00011"]);
+    let query = host.ok(&[
+        "vrpm",
+        "t",
+        "--",
+        "-q",
+        "--qf",
+        "%{NAME}\n",
+        "fx-00011",
+        "fx-shell",
+    ]);
+    assert_eq!(query.lines().collect::<Vec<_>>(), ["fx-00011", "fx-shell"]);
+    // The tool's own exit status comes back: rpm -q of a missing package exits 1.
+    let missing = host.vserver(&["vrpm", "t", "--", "-q", "no-such-package"]);
+    assert_eq!(missing.status.code(), Some(1));
+    host.ok(&["vyum", "t", "--", "-q", "-y", "remove", "fx-00011"]);
+    assert_eq!(
+        host.vserver(&["vrpm", "t", "--", "-q", "fx-00011"])
+            .status
+            .code(),
+        Some(1)
+    );
+    host.ok(&["vrpm", "t", "--", "-Va"]);
+
+    // The database lives under .pkg; the guest holds no database and no dnf state.
+    let pkg = host.dir.join("vservers/.pkg/t");
+    assert!(pkg.join("rpm/state/rpmdb.sqlite").is_file());
+    let guest = host.dir.join("vservers/t");
+    assert!(
+        entries(&guest.join(".rpmdb")).is_empty(),
+        "/.rpmdb is empty"
+    );
+    assert!(!guest.join("var/lib/rpm").exists());
+    assert!(!guest.join("var/lib/dnf").exists());
+    assert!(!guest.join("var/cache/dnf").exists());
+    // A shell scriptlet of the generated packages ran inside the guest.
+    assert!(guest.join("bin/busybox").is_file());
+
+    // An unknown guest is one clear error line with a hint.
+    let unknown = host.vserver(&["vrpm", "tt", "--", "-qa"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("tt"), "{stderr}");
+}
