@@ -190,7 +190,6 @@ impl Fetcher {
                 .http_status_as_error(false)
                 .timeout_connect(Some(options.timeout))
                 .timeout_per_read(Some(options.timeout))
-                .timeout_resolve(Some(options.timeout))
                 .max_idle_connections_per_host(64)
                 .user_agent(concat!("vrepo-mirror/", env!("CARGO_PKG_VERSION")))
                 .build()
