@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Where the test makes its guests: on disk, outside /tmp and /var/tmp.
+const WORK_BASE: &str = "/var/lib/vserver-tests";
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -298,10 +301,12 @@ fn debian_guest_from_a_local_bookworm_mirror() {
             return;
         }
     }
-    // Not below /tmp: the sandbox gives each operation a private /tmp, which would hide it.
+    // Never below /tmp, wherever the checkout is: the per-operation sandbox cannot give apt a
+    // private /tmp when the guest lies below it, and /tmp then stays read-only.
+    std::fs::create_dir_all(WORK_BASE).unwrap();
     let top = tempfile::Builder::new()
         .prefix("deb-guest")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .tempdir_in(WORK_BASE)
         .unwrap();
     let top = top.path();
     let work = top.join("apt-work");

@@ -8,6 +8,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Where the test makes its guests: on disk, outside /tmp and /var/tmp.
+const WORK_BASE: &str = "/var/lib/vserver-tests";
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -90,10 +93,12 @@ fn rpm_guest_as_a_new_user_makes_it() {
     {
         return;
     }
-    // Not under /tmp: the per-operation sandbox keeps the host's /tmp read-only.
+    // Never below /tmp, wherever the checkout is: the per-operation sandbox cannot give apt a
+    // private /tmp when the guest lies below it, and /tmp then stays read-only.
+    std::fs::create_dir_all(WORK_BASE).unwrap();
     let tmp = tempfile::Builder::new()
         .prefix("vserver-cli-rpm")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .tempdir_in(WORK_BASE)
         .unwrap();
     let host = Host {
         dir: tmp.path().to_path_buf(),
