@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, params};
 
-use super::model::{Dependency, FileKind, Package, PackageFile, is_primary_file};
+use super::model::{ChangelogEntry, Dependency, FileKind, Package, PackageFile, is_primary_file};
 use super::read::{ReadError, read_filelists, read_other, read_primary};
 
 /// The database version yum's schema declares.
@@ -104,11 +104,6 @@ pub fn write_primary_db(
     xml: impl BufRead,
     xml_checksum: &str,
 ) -> Result<(), SqliteError> {
-    let err = |source| SqliteError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
-    let mut db = open(path).map_err(err)?;
     let mut schema = String::from(
         "CREATE TABLE packages (pkgKey INTEGER PRIMARY KEY, pkgId TEXT, name TEXT, arch TEXT,
            version TEXT, epoch TEXT, release TEXT, summary TEXT, description TEXT, url TEXT,
@@ -130,16 +125,6 @@ pub fn write_primary_db(
                release TEXT, pkgKey INTEGER {pre});"
         ));
     }
-    db.execute_batch(&schema).map_err(err)?;
-    let tx = db.transaction().map_err(err)?;
-    let mut key: i64 = 0;
-    let mut failure = None;
-    let read = read_primary(xml, |pkg| {
-        key += 1;
-        insert_primary(&tx, key, &pkg).map_err(|e| stash(&mut failure, e))
-    });
-    settle(read, failure).map_err(|e| e.into_sqlite_error(path))?;
-    tx.commit().map_err(err)?;
     let mut indexes = String::from(
         "CREATE INDEX packagename ON packages (name);
          CREATE INDEX packageId ON packages (pkgId);
@@ -164,7 +149,36 @@ pub fn write_primary_db(
            DELETE FROM supplements WHERE pkgKey = old.pkgKey;
          END;",
     );
-    db.execute_batch(&indexes).map_err(err)?;
+    build_database(path, &schema, &indexes, xml_checksum, |db, failure| {
+        let mut key: i64 = 0;
+        read_primary(xml, |pkg| {
+            key += 1;
+            insert_primary(db, key, &pkg).map_err(|e| stash(failure, e))
+        })
+    })
+}
+
+/// Creates the database at `path` with `schema`, fills it in one transaction, then adds
+/// `indexes` (faster than maintaining them row by row) and the `db_info` row.
+fn build_database(
+    path: &Path,
+    schema: &str,
+    indexes: &str,
+    xml_checksum: &str,
+    fill: impl FnOnce(&Connection, &mut Option<rusqlite::Error>) -> Result<u64, ReadError>,
+) -> Result<(), SqliteError> {
+    let err = |source| SqliteError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let mut db = open(path).map_err(err)?;
+    db.execute_batch(schema).map_err(err)?;
+    let tx = db.transaction().map_err(err)?;
+    let mut failure = None;
+    let read = fill(&tx, &mut failure);
+    settle(read, failure).map_err(|e| e.into_sqlite_error(path))?;
+    tx.commit().map_err(err)?;
+    db.execute_batch(indexes).map_err(err)?;
     finish(&db, xml_checksum).map_err(err)
 }
 
@@ -266,35 +280,21 @@ pub fn write_filelists_db(
     xml: impl BufRead,
     xml_checksum: &str,
 ) -> Result<(), SqliteError> {
-    let err = |source| SqliteError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
-    let mut db = open(path).map_err(err)?;
-    db.execute_batch(
-        "CREATE TABLE packages (pkgKey INTEGER PRIMARY KEY, pkgId TEXT);
-         CREATE TABLE filelist (pkgKey INTEGER, dirname TEXT, filenames TEXT, filetypes TEXT);",
-    )
-    .map_err(err)?;
-    let tx = db.transaction().map_err(err)?;
-    let mut key: i64 = 0;
-    let mut failure = None;
-    let read = read_filelists(xml, |r, files| {
-        key += 1;
-        insert_filelist(&tx, key, &r.pkgid, &files).map_err(|e| stash(&mut failure, e))
-    });
-    settle(read, failure).map_err(|e| e.into_sqlite_error(path))?;
-    tx.commit().map_err(err)?;
-    db.execute_batch(
-        "CREATE INDEX keyfile ON filelist (pkgKey);
+    let schema = "CREATE TABLE packages (pkgKey INTEGER PRIMARY KEY, pkgId TEXT);
+         CREATE TABLE filelist (pkgKey INTEGER, dirname TEXT, filenames TEXT, filetypes TEXT);";
+    let indexes = "CREATE INDEX keyfile ON filelist (pkgKey);
          CREATE INDEX pkgId ON packages (pkgId);
          CREATE INDEX dirnames ON filelist (dirname);
          CREATE TRIGGER remove_filelist AFTER DELETE ON packages BEGIN
            DELETE FROM filelist WHERE pkgKey = old.pkgKey;
-         END;",
-    )
-    .map_err(err)?;
-    finish(&db, xml_checksum).map_err(err)
+         END;";
+    build_database(path, schema, indexes, xml_checksum, |db, failure| {
+        let mut key: i64 = 0;
+        read_filelists(xml, |r, files| {
+            key += 1;
+            insert_filelist(db, key, &r.pkgid, &files).map_err(|e| stash(failure, e))
+        })
+    })
 }
 
 /// Groups a package's files by directory as yum's `filelist` table stores them: names joined by
@@ -352,45 +352,37 @@ pub fn write_other_db(
     xml: impl BufRead,
     xml_checksum: &str,
 ) -> Result<(), SqliteError> {
-    let err = |source| SqliteError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
-    let mut db = open(path).map_err(err)?;
-    db.execute_batch(
-        "CREATE TABLE packages (pkgKey INTEGER PRIMARY KEY, pkgId TEXT);
-         CREATE TABLE changelog (pkgKey INTEGER, author TEXT, date INTEGER, changelog TEXT);",
-    )
-    .map_err(err)?;
-    let tx = db.transaction().map_err(err)?;
-    let mut key: i64 = 0;
-    let mut failure = None;
-    let read = read_other(xml, |r, entries| {
-        key += 1;
-        (|| -> Result<(), rusqlite::Error> {
-            tx.prepare_cached("INSERT INTO packages (pkgKey, pkgId) VALUES (?1, ?2)")?
-                .execute(params![key, r.pkgid])?;
-            for e in &entries {
-                tx.prepare_cached(
-                    "INSERT INTO changelog (pkgKey, author, date, changelog) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![key, e.author, e.date, e.text])?;
-            }
-            Ok(())
-        })()
-        .map_err(|e| stash(&mut failure, e))
-    });
-    settle(read, failure).map_err(|e| e.into_sqlite_error(path))?;
-    tx.commit().map_err(err)?;
-    db.execute_batch(
-        "CREATE INDEX keychange ON changelog (pkgKey);
+    let schema = "CREATE TABLE packages (pkgKey INTEGER PRIMARY KEY, pkgId TEXT);
+         CREATE TABLE changelog (pkgKey INTEGER, author TEXT, date INTEGER, changelog TEXT);";
+    let indexes = "CREATE INDEX keychange ON changelog (pkgKey);
          CREATE INDEX pkgId ON packages (pkgId);
          CREATE TRIGGER remove_changelogs AFTER DELETE ON packages BEGIN
            DELETE FROM changelog WHERE pkgKey = old.pkgKey;
-         END;",
-    )
-    .map_err(err)?;
-    finish(&db, xml_checksum).map_err(err)
+         END;";
+    build_database(path, schema, indexes, xml_checksum, |db, failure| {
+        let mut key: i64 = 0;
+        read_other(xml, |r, entries| {
+            key += 1;
+            insert_changelogs(db, key, &r.pkgid, &entries).map_err(|e| stash(failure, e))
+        })
+    })
+}
+
+fn insert_changelogs(
+    db: &Connection,
+    key: i64,
+    pkgid: &str,
+    entries: &[ChangelogEntry],
+) -> Result<(), rusqlite::Error> {
+    db.prepare_cached("INSERT INTO packages (pkgKey, pkgId) VALUES (?1, ?2)")?
+        .execute(params![key, pkgid])?;
+    for e in entries {
+        db.prepare_cached(
+            "INSERT INTO changelog (pkgKey, author, date, changelog) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![key, e.author, e.date, e.text])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
