@@ -22,6 +22,7 @@
 pub mod apt;
 pub mod cache;
 pub mod compress;
+pub mod date;
 pub mod deb;
 pub mod mirror;
 pub mod progress;
