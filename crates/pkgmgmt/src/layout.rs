@@ -5,7 +5,7 @@
 //! .pkg/G/rpm/etc/macros          generated rpm macros (%_dbpath, %_netsharedpath, the distribution's)
 //! .pkg/G/rpm/state/              the rpm database, bind-mounted at the guest's /.rpmdb per operation
 //! .pkg/G/rpm/home/.rpmmacros     per-operation HOME for rpm and dnf: the macros plus the plugin lines
-//! .pkg/G/rpm/plugins/vserver.so  symlink to the plugin, so that rpm's plugin discovery finds it
+//! .pkg/G/rpm/plugins/vserver.so  a copy of the plugin, found by rpm's plugin discovery and loaded
 //! .pkg/G/yum/etc/yum.repos.d/    a per-guest copy of the distribution's repository files
 //! .pkg/G/yum/cache, yum/lib, yum/log   dnf's cachedir, persistdir (history) and logs
 //! .pkg/G/lock                    held (flock) for the duration of every package operation

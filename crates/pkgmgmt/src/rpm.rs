@@ -5,10 +5,10 @@
 //!
 //! Both read rpm macros from the host's files plus `~/.rpmmacros`, so every call runs with
 //! `HOME=.pkg/G/rpm/home`, whose `.rpmmacros` is the guest's generated macros plus the two plugin
-//! lines (`%__plugindir` = `.pkg/G/rpm/plugins`, holding `vserver.so`, and
-//! `%__transaction_vserver` = the plugin library), rewritten before each operation so that they
-//! name the plugin of the running binary. (As mock does; rpm's `--macros` would replace the
-//! host's macro path instead of extending it, and dnf has no such option.)
+//! lines (`%__plugindir` = `.pkg/G/rpm/plugins`, and `%__transaction_vserver` = the copy of
+//! the running binary's plugin library there, `vserver.so`), rewritten before each operation.
+//! (As mock does; rpm's `--macros` would replace the host's macro path instead of extending it,
+//! and dnf has no such option.)
 //!
 //! dnf gets `--installroot`, `--releasever`, `--config` (our own `dnf.conf`: a guest's
 //! `/etc/dnf/dnf.conf` would otherwise win), and `reposdir`, `varsdir`, `persistdir` as host paths
@@ -129,14 +129,30 @@ impl RpmBackend {
         let macros =
             fs_err::read_to_string(&macros_file).map_err(self.host_err("read", &macros_file))?;
         let plugin_dir = self.layout.plugin_dir();
-        let link = plugin_dir.join("vserver.so");
-        let _ = fs_err::remove_file(&link);
-        std::os::unix::fs::symlink(&self.plugin, &link).map_err(self.host_err("create", &link))?;
+        // A copy, not a link: the plugin must be readable inside the sandbox, where the host's
+        // /tmp (say, a build tree below it) is replaced by a private one.
+        let installed = plugin_dir.join("vserver.so");
+        let up_to_date = match (
+            fs_err::metadata(&self.plugin),
+            fs_err::symlink_metadata(&installed),
+        ) {
+            (Ok(source), Ok(copy)) => {
+                copy.is_file()
+                    && copy.len() == source.len()
+                    && copy.modified().ok() >= source.modified().ok()
+            }
+            _ => false,
+        };
+        if !up_to_date {
+            let tmp = plugin_dir.join(".vserver.so.tmp");
+            fs_err::copy(&self.plugin, &tmp).map_err(self.host_err("copy", &self.plugin))?;
+            fs_err::rename(&tmp, &installed).map_err(self.host_err("create", &installed))?;
+        }
         let text = format!(
             "{macros}# for this operation: scriptlets are confined by the vserver plugin\n\
              %__plugindir {}\n%__transaction_vserver {}\n",
             plugin_dir.display(),
-            self.plugin.display()
+            installed.display()
         );
         let home_macros = self.layout.rpm_home().join(".rpmmacros");
         fs_err::write(&home_macros, text).map_err(self.host_err("write", &home_macros))
