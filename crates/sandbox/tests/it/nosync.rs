@@ -90,7 +90,13 @@ pub fn probe(path: &str) -> ! {
 }
 
 fn run_probe(file: &std::path::Path, skip: bool) -> BTreeMap<String, i32> {
-    let finished = SandboxCommand::new(std::env::current_exe().unwrap())
+    // Run a copy beside the probe file: the test binary itself may live below /tmp (a checkout
+    // there), which the sandbox replaces with a private /tmp.
+    let probe = file.parent().unwrap().join("fsync-probe");
+    if !probe.exists() {
+        std::fs::copy(std::env::current_exe().unwrap(), &probe).unwrap();
+    }
+    let finished = SandboxCommand::new(&probe)
         .arg("--fsync-probe")
         .arg(file)
         .writable(file.parent().unwrap())
