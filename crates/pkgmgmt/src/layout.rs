@@ -115,6 +115,27 @@ impl PkgLayout {
             .map_err(|e| self.host_err("set permissions of", &self.dir, e))
     }
 
+    /// Takes `.pkg/G/lock`, which serialises the package operations on one guest; a second
+    /// operation fails at once with [`Error::Busy`].
+    pub(crate) fn lock(&self) -> Result<PkgLock> {
+        let path = self.lock_file();
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| self.host_err("open", &path, e))?
+            .into_parts()
+            .0;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| Error::Busy {
+                guest: self.guest.clone(),
+                path: path.clone(),
+            },
+        )?;
+        Ok(PkgLock(file))
+    }
+
     pub(crate) fn host_err(&self, op: &'static str, path: &Path, source: std::io::Error) -> Error {
         Error::Host {
             guest: self.guest.clone(),
@@ -122,5 +143,24 @@ impl PkgLayout {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+/// A held `.pkg/G/lock`, released when dropped.
+pub(crate) struct PkgLock(#[allow(dead_code)] std::fs::File);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_operation_on_one_guest_is_refused_until_the_first_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = PkgLayout::new(tmp.path(), "g");
+        layout.create().unwrap();
+        let held = layout.lock().unwrap();
+        assert!(matches!(layout.lock(), Err(Error::Busy { .. })));
+        drop(held);
+        assert!(layout.lock().is_ok());
     }
 }

@@ -62,9 +62,6 @@ pub struct RpmBackend {
     skip_fsync: bool,
 }
 
-/// A held `.pkg/G/lock`.
-struct Lock(#[allow(dead_code)] File);
-
 impl RpmBackend {
     /// The back end for the guest whose root is `root` (a trusted host path) and whose state is
     /// `layout`; `plugin` is the confining rpm plugin ([`crate::find_rpm_plugin`]).
@@ -102,25 +99,6 @@ impl RpmBackend {
         let layout = self.layout.clone();
         let path = path.to_owned();
         move |e| layout.host_err(op, &path, e)
-    }
-
-    fn lock(&self) -> Result<Lock> {
-        let path = self.layout.lock_file();
-        let file = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(self.host_err("open", &path))?
-            .into_parts()
-            .0;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |_| Error::Busy {
-                guest: self.guest(),
-                path: path.clone(),
-            },
-        )?;
-        Ok(Lock(file))
     }
 
     /// Rewrites the per-operation `HOME` and plugin directory for the running binary's plugin.
@@ -245,7 +223,7 @@ impl RpmBackend {
 
     /// Runs a prepared command under the lock; `Ok` holds its status and captured stderr.
     fn run(&self, tool: &str, command: &SandboxCommand) -> Result<(ExitStatus, Vec<u8>)> {
-        let _lock = self.lock()?;
+        let _lock = self.layout.lock()?;
         self.write_operation_files()?;
         let dnf_dir_before = self.guest_has("/etc/dnf");
         let finished = command.status().map_err(|source| Error::Sandbox {
@@ -418,7 +396,7 @@ impl PackageBackend for RpmBackend {
     }
 
     fn clean_cache(&self) -> Result<()> {
-        let _lock = self.lock()?;
+        let _lock = self.layout.lock()?;
         let cache = self.layout.yum_cache();
         if cache.exists() {
             fs_err::remove_dir_all(&cache).map_err(self.host_err("remove", &cache))?;
@@ -453,7 +431,7 @@ impl RpmBackend {
         command
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
-        let _lock = self.lock()?;
+        let _lock = self.layout.lock()?;
         self.write_operation_files()?;
         let dnf_dir_before = self.guest_has("/etc/dnf");
         let finished = command.status().map_err(|source| Error::Sandbox {

@@ -28,7 +28,6 @@ mod aptconf;
 mod bootstrap;
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
@@ -88,9 +87,6 @@ pub struct DebBackend {
     root: PathBuf,
     settings: DebSettings,
 }
-
-/// A held `.pkg/G/lock`.
-struct Lock(#[allow(dead_code)] File);
 
 /// How a command's output is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,25 +156,6 @@ impl DebBackend {
             guest,
             source: Box::new(source),
         }
-    }
-
-    fn lock(&self) -> Result<Lock> {
-        let path = self.layout.lock_file();
-        let file = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(self.host_err("open", &path))?
-            .into_parts()
-            .0;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |_| Error::Busy {
-                guest: self.guest(),
-                path: path.clone(),
-            },
-        )?;
-        Ok(Lock(file))
     }
 
     fn arch(&self) -> Result<String> {
@@ -261,7 +238,7 @@ impl DebBackend {
         command: &mut SandboxCommand,
         streams: Streams,
     ) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
-        let _lock = self.lock()?;
+        let _lock = self.layout.lock()?;
         self.run_locked(tool, command, streams)
     }
 
@@ -506,7 +483,7 @@ impl PackageBackend for DebBackend {
     }
 
     fn clean_cache(&self) -> Result<()> {
-        let _lock = self.lock()?;
+        let _lock = self.layout.lock()?;
         let archives = self.apt_archives();
         let entries = match fs_err::read_dir(&archives) {
             Ok(entries) => entries,
