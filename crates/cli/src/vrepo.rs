@@ -274,13 +274,16 @@ fn index_deb(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
     let seconds = started.elapsed().as_secs_f64();
     report_skipped(out, &report.skipped);
     out.status(&format!(
-        "indexed {} .debs ({}, {}) into {} in {seconds:.2} s ({} read, {} reused)",
+        "indexed {} .debs ({}, {}) into {} in {seconds:.2} s ({} read, {} reused; {} of {} \
+         compressed chunks reused)",
         report.packages,
         human_bytes(report.bytes),
         report.architectures.join(" "),
         target.display(),
         report.packages - report.reused,
         report.reused,
+        report.chunks_reused,
+        report.chunks,
     ));
     Ok(json!({
         "type": "summary",
@@ -291,6 +294,8 @@ fn index_deb(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
         "architectures": report.architectures,
         "read": report.packages - report.reused,
         "reused": report.reused,
+        "chunks": report.chunks,
+        "chunks_reused": report.chunks_reused,
         "skipped": skipped_json(&report.skipped),
         "seconds": seconds,
     }))

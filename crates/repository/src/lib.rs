@@ -31,6 +31,7 @@ pub mod rpm_file;
 pub mod rpmmd;
 pub mod scan;
 pub mod serve;
+pub mod xz_blocks;
 
 use std::path::PathBuf;
 

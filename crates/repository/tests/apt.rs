@@ -431,3 +431,84 @@ fn suite_and_component_must_be_plain_names() {
         assert!(index_apt(repo.path(), &opts, &NoProgress).is_err());
     }
 }
+
+/// The real `gzip` and `xz` decode a compressed index to exactly the plain one.
+fn assert_compressed_copies_match(dir: &Path) {
+    let plain = std::fs::read(dir.join("Packages")).unwrap();
+    for (tool, file) in [("gzip", "Packages.gz"), ("xz", "Packages.xz")] {
+        let test = run(Command::new(tool).arg("-t").arg(dir.join(file)));
+        assert_success(&test, &format!("{tool} -t {file}"));
+        let decoded = run(Command::new(tool).arg("-dc").arg(dir.join(file)));
+        assert!(
+            decoded.stdout == plain,
+            "{file} does not decode to Packages"
+        );
+    }
+}
+
+#[test]
+fn update_recompresses_only_the_chunks_that_changed() {
+    if !require_tool("gzip") || !require_tool("xz") || !require_tool("apt-get") {
+        return;
+    }
+    let repo = tempfile::tempdir().unwrap();
+    let files = deb_set(repo.path(), 400, "ch", "amd64");
+    let cold = index(repo.path(), AptLayout::Flat);
+    assert!(cold.chunks >= 5, "{} chunks", cold.chunks);
+    assert_eq!(cold.chunks_reused, 0);
+    assert_compressed_copies_match(repo.path());
+
+    let update = |dir: &Path| {
+        let opts = AptIndexOptions {
+            update: true,
+            ..AptIndexOptions::default()
+        };
+        index_apt(dir, &opts, &NoProgress).unwrap()
+    };
+    let same = update(repo.path());
+    assert_eq!(
+        (same.chunks, same.chunks_reused),
+        (cold.chunks, cold.chunks)
+    );
+
+    // One package rebuilt in the middle: its chunk is compressed again, the others are copied.
+    let replaced = DebPackage::new("ch-00200", "9.9-1")
+        .description("rebuilt")
+        .to_bytes()
+        .unwrap();
+    std::fs::write(&files[200], replaced).unwrap();
+    let changed = update(repo.path());
+    assert!(
+        changed.chunks_reused + 2 >= changed.chunks && changed.chunks_reused < changed.chunks,
+        "{} of {} chunks reused",
+        changed.chunks_reused,
+        changed.chunks
+    );
+    assert_compressed_copies_match(repo.path());
+    // apt reads the multi-block Packages.xz to its end: the last package is there.
+    apt_update_and_download(repo.path(), "./", "amd64", &["ch-00399"]);
+    let names = ["Packages", "Packages.gz", "Packages.xz", "Release"];
+    let updated: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(repo.path().join(n)).unwrap())
+        .collect();
+
+    // What --update wrote is byte for byte what a cold run writes (Release apart from its date).
+    index(repo.path(), AptLayout::Flat);
+    for (name, bytes) in names.iter().zip(&updated).take(3) {
+        assert!(
+            std::fs::read(repo.path().join(name)).unwrap() == *bytes,
+            "{name} differs from a cold run's"
+        );
+    }
+
+    // A damaged chunk cache is ignored, not trusted.
+    let cache = repo.path().join(".vrepo/apt.chunks");
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&cache, bytes).unwrap();
+    let after_damage = update(repo.path());
+    assert_eq!(after_damage.chunks_reused, 0);
+    assert_compressed_copies_match(repo.path());
+}

@@ -22,35 +22,34 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
+use super::chunks::{
+    ChunkCache, ChunkCacheWriter, ChunkId, Chunker, CompressedChunk, compress_chunk,
+    empty_gzip_member,
+};
 use super::overrides::{OverrideError, Overrides};
 use super::packages::{PackageFile, write_packages_stanza};
 use super::release::{ReleaseEntry, ReleaseFields, write_release};
 use crate::BadPackage;
 use crate::cache::{CacheError, CacheLookup, CacheWriter};
-use crate::compress::{CompressWriter, Compression};
-use crate::deb::checksum::{Checksums, HashingWriter, MultiHasher};
+use crate::compress::Compression;
+use crate::deb::checksum::{HashingWriter, MultiHasher};
 use crate::deb::{DebError, read_deb};
 use crate::progress::Progress;
 use crate::publish::{PublishError, STATE_DIR, Staging, lock_repository, sync_dir};
 use crate::scan::{FoundFile, ScanError, scan_packages};
+use crate::xz_blocks::XzStreamWriter;
 
 /// Name of the `--update` cache under `DIR/.vrepo/`.
 const CACHE_NAME: &str = "apt";
 /// Files per unit of parallel work; bounds memory together with the channel depth.
 const CHUNK_FILES: usize = 512;
-/// Bytes of stanza text handed to the compressor threads at a time.
-const BLOCK_BYTES: usize = 1 << 20;
-/// The compressed variants written beside each plain `Packages`.
-const COMPRESSED: [Compression; 2] = [Compression::Gzip, Compression::Xz];
-/// xz preset for `Packages.xz`; see [`compressor`].
-const XZ_PRESET: u32 = 0;
 
 /// How the repository is laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +112,10 @@ pub struct AptIndexReport {
     pub skipped: Vec<BadPackage>,
     /// Architectures of the indexes written (`dists`), or found in the packages (flat).
     pub architectures: Vec<String>,
+    /// Chunks of stanzas compressed independently into `Packages.gz` and `Packages.xz`.
+    pub chunks: u64,
+    /// How many of them were unchanged and copied from the previous run's compressed chunks.
+    pub chunks_reused: u64,
 }
 
 /// Failure of [`index_apt`].
@@ -216,6 +219,12 @@ pub fn index_apt(
         CacheLookup::empty()
     };
     let cache_out = CacheWriter::create(dir, CACHE_NAME, &fingerprint)?;
+    let chunk_cache = Arc::new(if opts.update {
+        ChunkCache::open(dir)
+    } else {
+        ChunkCache::empty()
+    });
+    let chunk_cache_out = Arc::new(Mutex::new(ChunkCacheWriter::create(dir)?));
 
     let (staging, index_root) = match &opts.layout {
         AptLayout::Flat => {
@@ -232,7 +241,17 @@ pub fn index_apt(
         }
     };
 
-    let sink = IndexSink::new(&opts.layout, index_root, staging.path(), cache_out);
+    let sink = IndexSink {
+        dists: match &opts.layout {
+            AptLayout::Flat => None,
+            AptLayout::Dists { suite, component } => Some((suite.clone(), component.clone())),
+        },
+        index_root,
+        release_root: staging.path().to_owned(),
+        cache: cache_out,
+        chunk_cache,
+        chunk_cache_out,
+    };
     let (sender, receiver) = crossbeam_channel::bounded::<Vec<Processed>>(2);
     progress.start("index", scan.files.len() as u64);
     let outcome = std::thread::scope(|scope| {
@@ -258,6 +277,8 @@ pub fn index_apt(
     let written = outcome?;
 
     report.architectures = written.architectures.clone();
+    report.chunks = written.chunks;
+    report.chunks_reused = written.chunks_reused;
     let release_fields = ReleaseFields {
         origin: opts.origin.clone(),
         label: opts.label.clone(),
@@ -279,8 +300,14 @@ pub fn index_apt(
         write_release(&release_fields, &written.entries).as_bytes(),
     )?;
 
-    // The cache describes package files, not metadata, so publishing it first is always safe.
+    // The caches describe package files and chunk contents, not the published metadata, so
+    // publishing them first is always safe.
     written.cache.commit()?;
+    if let Some(chunk_cache) = Arc::into_inner(written.chunk_cache_out)
+        && let Ok(chunk_cache) = chunk_cache.into_inner()
+    {
+        chunk_cache.commit()?;
+    }
     match &opts.layout {
         AptLayout::Dists { .. } => staging.commit()?,
         AptLayout::Flat => {
@@ -514,6 +541,9 @@ struct Written {
     entries: Vec<ReleaseEntry>,
     architectures: Vec<String>,
     cache: CacheWriter,
+    chunk_cache_out: Arc<Mutex<ChunkCacheWriter>>,
+    chunks: u64,
+    chunks_reused: u64,
 }
 
 /// The writer side: cache records and index files.
@@ -524,24 +554,22 @@ struct IndexSink {
     /// Directory of `Release`, which the entries' paths are relative to.
     release_root: PathBuf,
     cache: CacheWriter,
+    /// The previous run's compressed chunks (empty unless `--update`).
+    chunk_cache: Arc<ChunkCache>,
+    /// This run's compressed chunks, for the next `--update`.
+    chunk_cache_out: Arc<Mutex<ChunkCacheWriter>>,
 }
 
 impl IndexSink {
-    fn new(
-        layout: &AptLayout,
-        index_root: PathBuf,
-        release_root: &Path,
-        cache: CacheWriter,
-    ) -> IndexSink {
-        IndexSink {
-            dists: match layout {
-                AptLayout::Flat => None,
-                AptLayout::Dists { suite, component } => Some((suite.clone(), component.clone())),
-            },
-            index_root,
-            release_root: release_root.to_owned(),
-            cache,
-        }
+    /// Starts the `Packages` files in `dir`.
+    fn output(&self, dir: &Path) -> Result<IndexOutput, AptError> {
+        IndexOutput::create(
+            dir,
+            "Packages",
+            &self.release_root,
+            &self.chunk_cache,
+            &self.chunk_cache_out,
+        )
     }
 
     fn run(
@@ -554,7 +582,7 @@ impl IndexSink {
         let spool_path = self.release_root.join(".arch-all.spool");
         let mut spool: Option<BufWriter<File>> = None;
         if self.dists.is_none() {
-            flat = Some(IndexOutput::create(&self.index_root, "Packages")?);
+            flat = Some(self.output(&self.index_root)?);
         }
         for batch in batches {
             for processed in batch {
@@ -586,7 +614,7 @@ impl IndexSink {
                         Some(output) => output,
                         None => {
                             let dir = self.index_root.join(format!("binary-{architecture}"));
-                            let output = IndexOutput::create(&dir, "Packages")?;
+                            let output = self.output(&dir)?;
                             per_arch.entry(architecture).or_insert(output)
                         }
                     };
@@ -596,9 +624,12 @@ impl IndexSink {
         }
 
         let mut entries = Vec::new();
+        let (mut chunks, mut chunks_reused) = (0, 0);
         let architectures;
         if let Some(output) = flat {
-            entries.extend(output.finish(&self.release_root)?);
+            let assembled = output.finish(&self.release_root)?;
+            (chunks, chunks_reused) = (assembled.chunks, assembled.reused);
+            entries.extend(assembled.entries);
             architectures = seen_archs.into_iter().collect();
         } else {
             if let Some(spool) = spool.take() {
@@ -608,7 +639,7 @@ impl IndexSink {
                 if per_arch.is_empty() {
                     // Only architecture-independent packages: a binary-all index alone.
                     let dir = self.index_root.join("binary-all");
-                    per_arch.insert("all".to_owned(), IndexOutput::create(&dir, "Packages")?);
+                    per_arch.insert("all".to_owned(), self.output(&dir)?);
                 }
                 for output in per_arch.values_mut() {
                     let mut spooled =
@@ -619,7 +650,10 @@ impl IndexSink {
             }
             let (suite, component) = self.dists.clone().unwrap_or_default();
             for (arch, output) in per_arch {
-                entries.extend(output.finish(&self.release_root)?);
+                let assembled = output.finish(&self.release_root)?;
+                chunks += assembled.chunks;
+                chunks_reused += assembled.reused;
+                entries.extend(assembled.entries);
                 let dir = self.index_root.join(format!("binary-{arch}"));
                 let path = dir.join("Release");
                 let text =
@@ -634,6 +668,9 @@ impl IndexSink {
             entries,
             architectures,
             cache: self.cache,
+            chunk_cache_out: self.chunk_cache_out,
+            chunks,
+            chunks_reused,
         })
     }
 }
@@ -675,173 +712,233 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), AptError> {
     file.sync_all().map_err(AptError::write(path))
 }
 
-/// One `Packages` index being written: the plain file here, compressed copies in threads.
+/// One `Packages` index being written: the plain file here, the compressed copies by an
+/// assembler thread, from chunks compressed on the rayon pool or taken from the chunk cache.
 struct IndexOutput {
     path: PathBuf,
-    plain: HashingWriter<BufWriter<File>>,
-    block: Vec<u8>,
-    compressors: Vec<CompressorThread>,
+    /// `None` once finished.
+    plain: Option<HashingWriter<BufWriter<File>>>,
+    chunker: Chunker,
+    chunk_cache: Arc<ChunkCache>,
+    /// In order, one receiver per chunk, each giving that chunk compressed.
+    pending: Option<crossbeam_channel::Sender<PendingChunk>>,
+    assembler: Option<JoinHandle<Result<Assembled, AptError>>>,
 }
 
-struct CompressorThread {
-    path: PathBuf,
-    blocks: Option<crossbeam_channel::Sender<Arc<Vec<u8>>>>,
-    handle: Option<JoinHandle<io::Result<(u64, Checksums)>>>,
+/// What an assembler thread wrote.
+struct Assembled {
+    entries: Vec<ReleaseEntry>,
+    chunks: u64,
+    reused: u64,
 }
+
+type PendingChunk = crossbeam_channel::Receiver<io::Result<CompressedChunk>>;
+
+/// Chunks compressed or queued ahead of the assembler, per index: bounds memory.
+const PENDING_CHUNKS: usize = 32;
 
 impl IndexOutput {
-    fn create(dir: &Path, name: &str) -> Result<IndexOutput, AptError> {
+    fn create(
+        dir: &Path,
+        name: &str,
+        release_root: &Path,
+        chunk_cache: &Arc<ChunkCache>,
+        chunk_writer: &Arc<Mutex<ChunkCacheWriter>>,
+    ) -> Result<IndexOutput, AptError> {
         std::fs::create_dir_all(dir).map_err(AptError::write(dir))?;
         let path = dir.join(name);
         let file = File::create(&path).map_err(AptError::write(&path))?;
-        let mut compressors = Vec::new();
-        for compression in COMPRESSED {
+        let mut outputs = Vec::new();
+        for compression in [Compression::Gzip, Compression::Xz] {
             let path = dir.join(format!("{name}{}", compression.suffix()));
             let file = File::create(&path).map_err(AptError::write(&path))?;
-            let (sender, receiver) = crossbeam_channel::bounded::<Arc<Vec<u8>>>(4);
-            let handle = std::thread::spawn(move || -> io::Result<(u64, Checksums)> {
-                let buffered = BufWriter::with_capacity(1 << 16, file);
-                let mut writer = compressor(compression, HashingWriter::new(buffered))?;
-                for block in receiver {
-                    writer.write_all(&block)?;
-                }
-                let (buffered, len, sums) = writer.finish()?.finish();
-                let file = buffered
-                    .into_inner()
-                    .map_err(io::IntoInnerError::into_error)?;
-                file.sync_all()?;
-                Ok((len, sums))
-            });
-            compressors.push(CompressorThread {
-                path,
-                blocks: Some(sender),
-                handle: Some(handle),
-            });
+            outputs.push((path, file));
         }
+        let (sender, receiver) = crossbeam_channel::bounded::<PendingChunk>(PENDING_CHUNKS);
+        let release_root = release_root.to_owned();
+        let chunk_writer = Arc::clone(chunk_writer);
+        let assembler =
+            std::thread::spawn(move || assemble(receiver, outputs, &release_root, &chunk_writer));
         Ok(IndexOutput {
             path,
-            plain: HashingWriter::new(BufWriter::with_capacity(1 << 16, file)),
-            block: Vec::with_capacity(BLOCK_BYTES),
-            compressors,
+            plain: Some(HashingWriter::new(BufWriter::with_capacity(1 << 16, file))),
+            chunker: Chunker::default(),
+            chunk_cache: Arc::clone(chunk_cache),
+            pending: Some(sender),
+            assembler: Some(assembler),
         })
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), AptError> {
-        self.block.extend_from_slice(bytes);
-        if self.block.len() >= BLOCK_BYTES {
-            self.flush_block()?;
+    /// Appends one whole stanza.
+    fn write(&mut self, stanza: &[u8]) -> Result<(), AptError> {
+        match self.chunker.push(stanza) {
+            Some(chunk) => self.flush_chunk(chunk),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    fn copy_from(&mut self, input: &mut impl Read, path: &Path) -> Result<(), AptError> {
-        let mut buffer = vec![0u8; 1 << 16];
+    /// Appends the stanzas of a spool file.
+    fn copy_from(&mut self, input: impl Read, path: &Path) -> Result<(), AptError> {
+        let mut input = io::BufReader::new(input);
+        let mut stanza = Vec::with_capacity(2048);
         loop {
-            let got = input.read(&mut buffer).map_err(AptError::write(path))?;
-            if got == 0 {
-                return Ok(());
+            let line_start = stanza.len();
+            let got = input
+                .read_until(b'\n', &mut stanza)
+                .map_err(AptError::write(path))?;
+            if got == 0 || &stanza[line_start..] == b"\n" {
+                if !stanza.is_empty() {
+                    self.write(&stanza)?;
+                    stanza.clear();
+                }
+                if got == 0 {
+                    return Ok(());
+                }
             }
-            self.write(&buffer[..got])?;
         }
     }
 
-    fn flush_block(&mut self) -> Result<(), AptError> {
-        if self.block.is_empty() {
-            return Ok(());
+    fn flush_chunk(&mut self, chunk: Vec<u8>) -> Result<(), AptError> {
+        if let Some(plain) = self.plain.as_mut() {
+            plain
+                .write_all(&chunk)
+                .map_err(AptError::write(&self.path))?;
         }
-        let block = Arc::new(std::mem::replace(
-            &mut self.block,
-            Vec::with_capacity(BLOCK_BYTES),
-        ));
-        self.plain
-            .write_all(&block)
-            .map_err(AptError::write(&self.path))?;
-        for compressor in &mut self.compressors {
-            let failed = match &compressor.blocks {
-                Some(blocks) => blocks.send(Arc::clone(&block)).is_err(),
-                None => false,
-            };
-            if failed {
-                // The thread ended early: its error comes out of finish_compressor.
-                compressor.blocks = None;
-                return compressor.finish();
-            }
+        let id = ChunkId::of(&chunk).ok_or_else(|| AptError::Write {
+            path: self.path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "index chunk over 4 GiB"),
+        })?;
+        let (done, pending) = crossbeam_channel::bounded(1);
+        match self.chunk_cache.get(&id) {
+            // The receiver is held by the assembler until it is read: sending cannot fail.
+            Some(cached) => drop(done.send(Ok(cached))),
+            None => rayon::spawn(move || drop(done.send(compress_chunk(id, &chunk)))),
         }
-        Ok(())
+        let sent = match &self.pending {
+            Some(sender) => sender.send(pending).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The assembler stopped early: its error says why.
+            self.finish_assembler().map(|_| ())
+        }
     }
 
-    /// Finishes all files and returns their `Release` entries.
-    fn finish(mut self, release_root: &Path) -> Result<Vec<ReleaseEntry>, AptError> {
-        self.flush_block()?;
-        let IndexOutput {
-            path,
-            plain,
-            mut compressors,
-            ..
-        } = self;
+    fn finish_assembler(&mut self) -> Result<Assembled, AptError> {
+        self.pending = None;
+        let handle = self.assembler.take().ok_or_else(|| AptError::Write {
+            path: self.path.clone(),
+            source: io::Error::other("index already finished"),
+        })?;
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// Finishes all files and returns their `Release` entries and chunk counts.
+    fn finish(mut self, release_root: &Path) -> Result<Assembled, AptError> {
+        if let Some(chunk) = self.chunker.finish() {
+            self.flush_chunk(chunk)?;
+        }
+        let compressed = self.finish_assembler()?;
+        let plain = self.plain.take().ok_or_else(|| AptError::Write {
+            path: self.path.clone(),
+            source: io::Error::other("index already finished"),
+        })?;
         let (buffered, len, checksums) = plain.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|e| AptError::write(&self.path)(e.into_error()))?;
+        file.sync_all().map_err(AptError::write(&self.path))?;
+        let mut entries = vec![ReleaseEntry {
+            path: relative(release_root, &self.path),
+            size: len,
+            checksums,
+        }];
+        entries.extend(compressed.entries);
+        Ok(Assembled {
+            entries,
+            ..compressed
+        })
+    }
+}
+
+impl Drop for IndexOutput {
+    fn drop(&mut self) {
+        // Closing the channel ends the assembler; wait for it so no file is written after we
+        // return.
+        self.pending = None;
+        if let Some(handle) = self.assembler.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The assembler thread: writes the compressed chunks in order into `Packages.gz` and
+/// `Packages.xz`, records them in the new chunk cache, and returns the two `Release` entries.
+fn assemble(
+    pending: crossbeam_channel::Receiver<PendingChunk>,
+    outputs: Vec<(PathBuf, File)>,
+    release_root: &Path,
+    chunk_writer: &Mutex<ChunkCacheWriter>,
+) -> Result<Assembled, AptError> {
+    let mut outputs = outputs.into_iter();
+    let (Some((gz_path, gz_file)), Some((xz_path, xz_file))) = (outputs.next(), outputs.next())
+    else {
+        return Err(AptError::Write {
+            path: release_root.to_owned(),
+            source: io::Error::other("no compressed outputs"),
+        });
+    };
+    let mut gz = HashingWriter::new(BufWriter::with_capacity(1 << 16, gz_file));
+    let mut xz = XzStreamWriter::new(HashingWriter::new(BufWriter::with_capacity(
+        1 << 16,
+        xz_file,
+    )))
+    .map_err(AptError::write(&xz_path))?;
+    let mut chunks = 0u64;
+    let mut reused = 0u64;
+    for chunk in pending {
+        let chunk = chunk
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("a compression job was lost")))
+            .map_err(AptError::write(&xz_path))?;
+        gz.write_all(&chunk.gzip)
+            .map_err(AptError::write(&gz_path))?;
+        xz.append(&chunk.xz).map_err(AptError::write(&xz_path))?;
+        chunk_writer
+            .lock()
+            .map_err(|_| AptError::Write {
+                path: xz_path.clone(),
+                source: io::Error::other("chunk cache writer poisoned"),
+            })?
+            .push(&chunk)?;
+        chunks += 1;
+        reused += u64::from(chunk.reused);
+    }
+    if chunks == 0 {
+        let member = empty_gzip_member().map_err(AptError::write(&gz_path))?;
+        gz.write_all(&member).map_err(AptError::write(&gz_path))?;
+    }
+    let xz = xz.finish().map_err(AptError::write(&xz_path))?;
+    let mut entries = Vec::with_capacity(2);
+    for (path, writer) in [(gz_path, gz), (xz_path, xz)] {
+        let (buffered, size, checksums) = writer.finish();
         let file = buffered
             .into_inner()
             .map_err(|e| AptError::write(&path)(e.into_error()))?;
         file.sync_all().map_err(AptError::write(&path))?;
-        let mut entries = vec![ReleaseEntry {
+        entries.push(ReleaseEntry {
             path: relative(release_root, &path),
-            size: len,
+            size,
             checksums,
-        }];
-        for compressor in &mut compressors {
-            let (size, checksums) = compressor.finish_result()?;
-            entries.push(ReleaseEntry {
-                path: relative(release_root, &compressor.path),
-                size,
-                checksums,
-            });
-        }
-        Ok(entries)
+        });
     }
-}
-
-/// The compressing writer for one index file.
-///
-/// `Packages` is mostly hex digests, which no compressor shrinks much: measured on 20,000
-/// stanzas (20 MB), xz preset 6 takes 14.6 s of CPU for 3.96 MB, preset 1 2.2 s for 4.69 MB,
-/// preset 0 1.0-1.3 s for 5.08 MB, and gzip -6 0.6 s for 4.83 MB. xz at preset 6 would cost
-/// five times what reading all the packages costs; preset 0 is the cheapest xz there is.
-// TODO(lead): fold into crate::compress (a level parameter, or a "fast" variant).
-fn compressor<W: Write>(compression: Compression, inner: W) -> io::Result<CompressWriter<W>> {
-    match compression {
-        Compression::Xz => Ok(CompressWriter::Xz(liblzma::write::XzEncoder::new(
-            inner, XZ_PRESET,
-        ))),
-        other => other.writer(inner),
-    }
-}
-
-impl CompressorThread {
-    /// Ends the thread and reports its error, if any.
-    fn finish(&mut self) -> Result<(), AptError> {
-        self.finish_result().map(|_| ())
-    }
-
-    fn finish_result(&mut self) -> Result<(u64, Checksums), AptError> {
-        self.blocks = None;
-        let handle = self.handle.take().ok_or_else(|| AptError::Write {
-            path: self.path.clone(),
-            source: io::Error::other("compressor already finished"),
-        })?;
-        match handle.join() {
-            Ok(result) => result.map_err(AptError::write(&self.path)),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
-}
-
-impl Drop for CompressorThread {
-    fn drop(&mut self) {
-        // Closing the channel ends the thread; wait for it so no file is written after we return.
-        self.blocks = None;
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
+    Ok(Assembled {
+        entries,
+        chunks,
+        reused,
+    })
 }

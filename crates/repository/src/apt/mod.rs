@@ -10,6 +10,7 @@
 //!   atomically, either as a flat repository (`deb [trusted=yes] file:DIR ./`) or as
 //!   `dists/SUITE/COMPONENT/binary-ARCH/` (`deb [trusted=yes] file:DIR SUITE COMPONENT`).
 
+mod chunks;
 mod index;
 mod overrides;
 mod packages;
