@@ -47,7 +47,7 @@ impl XzBlock {
         let header_len = (usize::from(*bytes.first()?) + 1) * 4;
         let unpadded = usize::try_from(unpadded_size).ok()?;
         let valid = bytes[0] != 0
-            && bytes.len() % 4 == 0
+            && bytes.len().is_multiple_of(4)
             && unpadded.div_ceil(4) * 4 == bytes.len()
             && unpadded >= header_len + CHECK_LEN
             && block_header_is_valid(&bytes[..header_len])
@@ -164,7 +164,7 @@ impl<W: Write> XzStreamWriter<W> {
             write_vli(&mut index, unpadded);
             write_vli(&mut index, uncompressed);
         }
-        while index.len() % 4 != 0 {
+        while !index.len().is_multiple_of(4) {
             index.push(0);
         }
         let index_crc = crc32(&index);

@@ -66,7 +66,7 @@ impl Chunker {
         self.current.extend_from_slice(stanza);
         self.stanzas += 1;
         let first_line = stanza.split(|&b| b == b'\n').next().unwrap_or_default();
-        let marker = fnv1a(first_line) % MARKER_EVERY == 0;
+        let marker = fnv1a(first_line).is_multiple_of(MARKER_EVERY);
         let end = (marker && self.stanzas >= MIN_STANZAS) || self.current.len() >= MAX_CHUNK_BYTES;
         end.then(|| self.take())
     }
