@@ -13,6 +13,7 @@ use serde_json::json;
 use vserver_guest::{
     Distribution, DistributionSource, DistributionStore, HostRoots, NewDistribution,
 };
+use vserver_pkgmgmt::Family;
 
 use crate::exit;
 use crate::output::{Output, Verbosity};
@@ -78,7 +79,7 @@ enum Command {
         json: bool,
     },
     /// Register a distribution (writes `CONFDIR/.distributions/NAME/`).
-    Add(AddArgs),
+    Add(Box<AddArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -88,9 +89,24 @@ struct AddArgs {
     /// Release version (`$releasever` in repository files).
     #[arg(long)]
     releasever: String,
-    /// A repository, `ID=URL` (repeatable); `$releasever` and `$basearch` are expanded by dnf.
-    #[arg(long = "repo", value_name = "ID=URL", required = true)]
+    /// The package family: rpm (yum/dnf repositories) or deb (apt sources).
+    #[arg(long, default_value = "rpm", value_parser = ["rpm", "deb"])]
+    family: String,
+    /// rpm: a repository, `ID=URL` (repeatable); `$releasever` and `$basearch` are expanded by
+    /// dnf.
+    #[arg(
+        long = "repo",
+        value_name = "ID=URL",
+        required_unless_present = "apt_sources"
+    )]
     repos: Vec<String>,
+    /// deb: an apt source, `'URL SUITE [COMPONENT...]'` (repeatable; components default to
+    /// main). Release files are verified with the --pubkey keyrings.
+    #[arg(long = "apt-source", value_name = "SOURCE")]
+    apt_sources: Vec<String>,
+    /// deb: the sources are unsigned and trusted explicitly (`[trusted=yes]`).
+    #[arg(long)]
+    trusted: bool,
     /// Architecture (`$basearch`; default: the host's).
     #[arg(long, default_value = "")]
     arch: String,
@@ -106,7 +122,8 @@ struct AddArgs {
     /// A file of extra rpm macros.
     #[arg(long)]
     macros: Option<PathBuf>,
-    /// A public key file imported into every guest's database (repeatable).
+    /// rpm: a public key file imported into every guest's database; deb: a keyring apt verifies
+    /// Release files with (repeatable).
     #[arg(long = "pubkey")]
     pubkeys: Vec<PathBuf>,
     /// Replace an existing registration.
@@ -211,6 +228,7 @@ fn show(out: &Output, d: &Distribution, json: bool) {
                 .collect::<Vec<_>>()
         );
         value["package_lists"] = json!(lists);
+        value["apt_sources"] = json!(d.apt_sources);
         value["macros"] = json!(d.macros);
         value["pubkeys"] = json!(d.pubkeys);
         out.json(&value);
@@ -229,6 +247,12 @@ fn show(out: &Output, d: &Distribution, json: bool) {
     for (name, text) in &d.repo_files {
         println!("repo file {name}:");
         for line in text.lines() {
+            println!("    {line}");
+        }
+    }
+    if !d.apt_sources.is_empty() {
+        println!("apt sources:");
+        for line in d.apt_sources.lines() {
             println!("    {line}");
         }
     }
@@ -257,6 +281,27 @@ fn show(out: &Output, d: &Distribution, json: bool) {
 }
 
 fn add(store: &DistributionStore, args: &AddArgs, out: &Output) -> vserver_guest::Result<()> {
+    let family = if args.family == "deb" {
+        Family::Deb
+    } else {
+        Family::Rpm
+    };
+    let misplaced = match family {
+        Family::Rpm if !args.apt_sources.is_empty() || args.trusted => {
+            Some("--apt-source and --trusted are for --family deb")
+        }
+        Family::Deb if !args.repos.is_empty() || args.gpgcheck || args.macros.is_some() => {
+            Some("--repo, --gpgcheck and --macros are for --family rpm")
+        }
+        _ => None,
+    };
+    if let Some(problem) = misplaced {
+        return Err(vserver_guest::Error::BadDistribution {
+            name: args.name.clone(),
+            path: PathBuf::new(),
+            problem: problem.into(),
+        });
+    }
     let mut repos = Vec::new();
     for repo in &args.repos {
         let Some((id, url)) = repo.split_once('=') else {
@@ -286,7 +331,10 @@ fn add(store: &DistributionStore, args: &AddArgs, out: &Output) -> vserver_guest
         description: args.description.clone(),
         releasever: args.releasever.clone(),
         arch: args.arch.clone(),
+        family,
         repos,
+        apt_sources: args.apt_sources.clone(),
+        trusted: args.trusted,
         gpgcheck: args.gpgcheck,
         package_lists,
         macros,

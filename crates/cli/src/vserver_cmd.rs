@@ -74,6 +74,13 @@ struct MethodArgs {
     /// `-m apt|debootstrap`: essential, minbase (default) or buildd.
     #[arg(long)]
     variant: Option<String>,
+    /// `-m apt|debootstrap`: build from this mirror of the release suite instead of the
+    /// distribution's sources (like debootstrap's MIRROR).
+    #[arg(long, value_name = "URL")]
+    mirror: Option<String>,
+    /// `-m apt|debootstrap`: the mirror is unsigned and trusted explicitly.
+    #[arg(long, requires = "mirror")]
+    trusted: bool,
     /// `-m rpm`: install no package files (database only).
     #[arg(long)]
     empty: bool,
@@ -169,6 +176,10 @@ fn build(cli: &Cli) -> ExitCode {
             .collect(),
         rpm_files: method.files.clone(),
         verbose: build_args.verbose,
+        apt_mirror: method.mirror.clone().map(|url| vserver_guest::AptMirror {
+            url,
+            trusted: method.trusted,
+        }),
     };
     let roots = cli.roots.roots();
     let started = std::time::Instant::now();

@@ -321,35 +321,54 @@ fn debian_guest_from_a_local_bookworm_mirror() {
         roots: top.join("vservers"),
         pkg: top.join("vservers/.pkg"),
     };
-    let dist = host.conf.join(".distributions/localdeb");
-    std::fs::create_dir_all(dist.join("apt")).unwrap();
-    std::fs::write(
-        dist.join("distribution.toml"),
-        "description = \"bookworm, local mirror\"\nfamily = \"deb\"\nreleasever = \"12\"\n",
-    )
-    .unwrap();
     // An unsigned local mirror: trusted only because the registration says so.
-    std::fs::write(
-        dist.join("apt/sources.list"),
-        format!(
-            "deb [trusted=yes] file://{} bookworm main\n",
-            mirror.display()
-        ),
-    )
-    .unwrap();
-    // The same mirror registered without the trusted flag: apt refuses its unsigned Release,
-    // and the failed build leaves nothing behind.
-    let unsigned = host.conf.join(".distributions/unsigned");
-    std::fs::create_dir_all(unsigned.join("apt")).unwrap();
-    std::fs::write(unsigned.join("distribution.toml"), "family = \"deb\"\n").unwrap();
-    std::fs::write(
-        unsigned.join("apt/sources.list"),
-        format!("deb file://{} bookworm main\n", mirror.display()),
-    )
-    .unwrap();
-    let refused = run(host
-        .command("u")
-        .args(["build", "-m", "apt", "--", "-d", "unsigned"]));
+    let mirror_url = format!("file://{}", mirror.display());
+    checked(host.command("vdistro").args([
+        "add",
+        "localdeb",
+        "--family",
+        "deb",
+        "--releasever",
+        "12",
+        "--description",
+        "bookworm, local mirror",
+        "--apt-source",
+        &format!("{mirror_url} bookworm main"),
+        "--trusted",
+    ]));
+    let sources =
+        std::fs::read_to_string(host.conf.join(".distributions/localdeb/apt/sources.list"))
+            .unwrap();
+    assert_eq!(
+        sources,
+        format!("deb [trusted=yes] {mirror_url} bookworm main\n")
+    );
+    // A source line cannot smuggle in options or more lines.
+    let smuggled = run(host.command("vdistro").args([
+        "add",
+        "evil",
+        "--family",
+        "deb",
+        "--releasever",
+        "12",
+        "--apt-source",
+        "[trusted=yes] http://example.org/ x main",
+    ]));
+    assert!(!smuggled.status.success());
+    assert!(!host.conf.join(".distributions/evil").exists());
+
+    // The built-in debian-12 built from the same mirror without `--trusted`: apt verifies the
+    // unsigned Release against Debian's keyring and refuses it; the failed build leaves nothing.
+    let refused = run(host.command("u").args([
+        "build",
+        "-m",
+        "apt",
+        "--",
+        "-d",
+        "debian-12",
+        "--mirror",
+        &mirror_url,
+    ]));
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("is not signed"),

@@ -69,6 +69,8 @@ pub struct BuildRequest {
     pub rpm_files: Vec<PathBuf>,
     /// Let the package manager's output through.
     pub verbose: bool,
+    /// `-m apt`: build from this mirror instead of the distribution's sources.
+    pub apt_mirror: Option<crate::AptMirror>,
 }
 
 /// Progress of a build.
@@ -280,6 +282,7 @@ fn run_build(
             variant,
             packages: &request.packages,
             verbose: request.verbose,
+            mirror: request.apt_mirror.as_ref(),
         };
         crate::build_apt::build_deb(layout, distribution, &deb, &mut |name| {
             set_phase(phase, name, on_event)

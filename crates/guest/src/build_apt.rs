@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use vserver_pkgmgmt::{DebBackend, DebSettings, PackageBackend, PkgLayout, Variant};
 
 use crate::config::{GuestConfig, PackageManagement};
-use crate::distribution::{Distribution, DistributionSource};
+use crate::distribution::Distribution;
 use crate::error::{Error, Result};
 use crate::roots::HostRoots;
 
@@ -35,38 +35,106 @@ pub(crate) struct DebBuild<'a> {
     pub packages: &'a [String],
     /// Let apt's and dpkg's output through.
     pub verbose: bool,
+    /// Build from this mirror instead of the distribution's sources.
+    pub mirror: Option<&'a AptMirror>,
 }
 
-/// The distribution's `sources.list` and keyrings.
-fn apt_sources(distribution: &Distribution) -> Result<(String, Vec<PathBuf>)> {
-    let DistributionSource::Registered(dir) = &distribution.source else {
-        return Err(Error::BadRequest {
-            guest: String::new(),
-            problem: format!(
-                "distribution `{}` has no apt sources; register one with apt/sources.list",
-                distribution.name
-            ),
-        });
+/// The distribution's `sources.list` and keyrings, or the one mirror that replaces its sources.
+fn apt_sources(
+    distribution: &Distribution,
+    mirror: Option<&AptMirror>,
+) -> Result<(String, Vec<PathBuf>)> {
+    let refuse = |problem: String| Error::BadRequest {
+        guest: String::new(),
+        problem,
     };
-    let sources_path = dir.join("apt/sources.list");
-    let sources =
-        fs_err::read_to_string(&sources_path).map_err(Error::io("read", &sources_path))?;
-    let mut keyrings = distribution.pubkeys.clone();
-    let keys_dir = dir.join("apt/trusted.gpg.d");
-    match fs_err::read_dir(&keys_dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let path = entry.map_err(Error::io("read", &keys_dir))?.path();
-                if path.is_file() {
-                    keyrings.push(path);
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("read", &keys_dir)(e)),
+    let sources = match mirror {
+        Some(mirror) => mirror.sources_line(distribution)?,
+        None => distribution.apt_sources.clone(),
+    };
+    if sources.trim().is_empty() {
+        return Err(refuse(format!(
+            "distribution `{}` has no apt sources; register one with `vdistro add --family deb \
+             --apt-source 'URL SUITE COMPONENT'`",
+            distribution.name
+        )));
     }
+    let trusts_all = mirror.is_some_and(|m| m.trusted);
+    for keyring in &distribution.pubkeys {
+        if !trusts_all && !keyring.is_file() {
+            return Err(refuse(format!(
+                "keyring `{}` of distribution `{}` is missing (install the distribution's \
+                 keyring package, e.g. debian-archive-keyring or ubuntu-keyring)",
+                keyring.display(),
+                distribution.name
+            )));
+        }
+    }
+    let mut keyrings = distribution.pubkeys.clone();
+    keyrings.retain(|k| k.is_file());
     keyrings.sort();
     Ok((sources, keyrings))
+}
+
+/// `--mirror URL [--trusted]`: build from one mirror of the distribution's release suite instead
+/// of its sources, as debootstrap and mmdebstrap do with their mirror argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptMirror {
+    /// The mirror's base URL (`http://…/debian`, `file:/srv/mirror`).
+    pub url: String,
+    /// The mirror is unsigned and trusted explicitly (`[trusted=yes]`).
+    pub trusted: bool,
+}
+
+impl AptMirror {
+    /// The one `sources.list` line: the distribution's release suite and components at this
+    /// mirror.
+    fn sources_line(&self, distribution: &Distribution) -> Result<String> {
+        let first = distribution
+            .apt_sources
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("deb "))
+            .unwrap_or_default();
+        // `deb [options] URL SUITE COMPONENT…`: keep SUITE and the components.
+        let words: Vec<&str> = first.split_whitespace().skip(1).collect();
+        let words = match words.first() {
+            Some(w) if w.starts_with('[') => {
+                let end = words.iter().position(|w| w.ends_with(']')).unwrap_or(0);
+                &words[end + 1..]
+            }
+            _ => &words[..],
+        };
+        let valid_url = self.url.contains(':')
+            && self
+                .url
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !"[]#\"'".contains(c));
+        match (valid_url, words) {
+            (true, [_url, suite, components @ ..]) if !components.is_empty() => {
+                let options = if self.trusted { "[trusted=yes] " } else { "" };
+                Ok(format!(
+                    "deb {options}{} {suite} {}\n",
+                    self.url,
+                    components.join(" ")
+                ))
+            }
+            (false, _) => Err(Error::BadRequest {
+                guest: String::new(),
+                problem: format!(
+                    "mirror `{}`: expected a URL with a scheme (http:, https:, file:)",
+                    self.url.escape_debug()
+                ),
+            }),
+            _ => Err(Error::BadRequest {
+                guest: String::new(),
+                problem: format!(
+                    "distribution `{}` names no release suite to take from a mirror",
+                    distribution.name
+                ),
+            }),
+        }
+    }
 }
 
 /// Builds the package side of a Debian guest whose skeleton and configuration exist; `on_phase`
@@ -77,13 +145,14 @@ pub(crate) fn build_deb(
     request: &DebBuild<'_>,
     on_phase: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    let (sources_list, keyrings) = apt_sources(distribution).map_err(|e| match e {
-        Error::BadRequest { problem, .. } => Error::BadRequest {
-            guest: request.guest.to_owned(),
-            problem,
-        },
-        other => other,
-    })?;
+    let (sources_list, keyrings) =
+        apt_sources(distribution, request.mirror).map_err(|e| match e {
+            Error::BadRequest { problem, .. } => Error::BadRequest {
+                guest: request.guest.to_owned(),
+                problem,
+            },
+            other => other,
+        })?;
     let backend = DebBackend::new(
         layout,
         request.root,

@@ -72,13 +72,15 @@ pub struct Distribution {
     pub arch: String,
     /// Whether package signatures are checked.
     pub gpgcheck: bool,
-    /// Repository files: file name and content.
+    /// Repository files: file name and content (rpm family).
     pub repo_files: Vec<(String, String)>,
+    /// apt's `sources.list` (deb family): one-line sources.
+    pub apt_sources: String,
     /// Package lists `pkgs/NN`, in order.
     pub package_lists: Vec<(String, Vec<PackageEntry>)>,
     /// Extra rpm macros.
     pub macros: String,
-    /// Public key files (host paths).
+    /// Public key files (host paths): rpm keys, or the keyrings apt verifies Release files with.
     pub pubkeys: Vec<PathBuf>,
     /// Built-in or registered.
     pub source: DistributionSource,
@@ -105,7 +107,7 @@ fn yes() -> bool {
 }
 
 /// What `vdistro add` registers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDistribution {
     /// The name.
     pub name: String,
@@ -115,8 +117,14 @@ pub struct NewDistribution {
     pub releasever: String,
     /// The architecture (empty: the host's).
     pub arch: String,
-    /// Repositories: id and base URL.
+    /// rpm or deb.
+    pub family: Family,
+    /// Repositories: id and base URL (rpm family).
     pub repos: Vec<(String, String)>,
+    /// apt sources (deb family): `URL SUITE [COMPONENT…]`, `main` when no component is given.
+    pub apt_sources: Vec<String>,
+    /// Mark the apt sources `[trusted=yes]`: an unsigned repository, trusted explicitly.
+    pub trusted: bool,
     /// Whether signatures are checked.
     pub gpgcheck: bool,
     /// Package lists (each a list of lines: `NAME`, `--can-fail NAME` or `?NAME`).
@@ -127,6 +135,26 @@ pub struct NewDistribution {
     pub pubkeys: Vec<PathBuf>,
     /// Replace an existing registration.
     pub force: bool,
+}
+
+impl Default for NewDistribution {
+    fn default() -> Self {
+        NewDistribution {
+            name: String::new(),
+            description: String::new(),
+            releasever: String::new(),
+            arch: String::new(),
+            family: Family::Rpm,
+            repos: Vec::new(),
+            apt_sources: Vec::new(),
+            trusted: false,
+            gpgcheck: false,
+            package_lists: Vec::new(),
+            macros: String::new(),
+            pubkeys: Vec::new(),
+            force: false,
+        }
+    }
 }
 
 /// Built-in plus registered distributions.
@@ -258,10 +286,21 @@ impl DistributionStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(Error::io("read", &macros_path)(e)),
         };
-        let pubkeys = read_files(&dir.join("pubkeys"), None)?
+        let mut pubkeys: Vec<PathBuf> = read_files(&dir.join("pubkeys"), None)?
             .into_iter()
             .map(|(_, path)| path)
             .collect();
+        let apt_sources_path = dir.join("apt/sources.list");
+        let apt_sources = match fs_err::read_to_string(&apt_sources_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io("read", &apt_sources_path)(e)),
+        };
+        pubkeys.extend(
+            read_files(&dir.join("apt/trusted.gpg.d"), None)?
+                .into_iter()
+                .map(|(_, path)| path),
+        );
         Ok(Distribution {
             name: name.to_owned(),
             description: meta.description,
@@ -270,6 +309,7 @@ impl DistributionStore {
             arch: meta.arch,
             gpgcheck: meta.gpgcheck,
             repo_files,
+            apt_sources,
             package_lists,
             macros,
             pubkeys,
@@ -288,11 +328,18 @@ impl DistributionStore {
                 path: target,
             });
         }
-        if new.repos.is_empty() {
+        let missing = match new.family {
+            Family::Rpm if new.repos.is_empty() => Some("no repository given (--repo ID=URL)"),
+            Family::Deb if new.apt_sources.is_empty() => {
+                Some("no apt source given (--apt-source 'URL SUITE [COMPONENT...]')")
+            }
+            _ => None,
+        };
+        if let Some(problem) = missing {
             return Err(Error::BadDistribution {
                 name: new.name.clone(),
                 path: target,
-                problem: "no repository given (--repo ID=URL)".into(),
+                problem: problem.into(),
             });
         }
         fs_err::create_dir_all(&self.dir).map_err(Error::io("create", &self.dir))?;
@@ -327,7 +374,13 @@ impl DistributionStore {
         };
         let meta = DistributionToml {
             description: new.description.clone(),
-            family: Some("rpm".into()),
+            family: Some(
+                match new.family {
+                    Family::Rpm => "rpm",
+                    Family::Deb => "deb",
+                }
+                .into(),
+            ),
             releasever: new.releasever.clone(),
             arch: new.arch.clone(),
             gpgcheck: new.gpgcheck,
@@ -366,18 +419,70 @@ impl DistributionStore {
         if !new.macros.is_empty() {
             write(dir.join("rpm/macros"), new.macros.clone())?;
         }
+        if new.family == Family::Deb {
+            let lines = new
+                .apt_sources
+                .iter()
+                .map(|source| apt_source_line(&new.name, source, new.trusted))
+                .collect::<Result<Vec<_>>>()?;
+            write(dir.join("apt/sources.list"), lines.join(""))?;
+        }
+        // apt reads keyrings from trusted.gpg.d; rpm keys stay in pubkeys/.
+        let keys_dir = match new.family {
+            Family::Rpm => dir.join("pubkeys"),
+            Family::Deb => dir.join("apt/trusted.gpg.d"),
+        };
         for key in &new.pubkeys {
             let name = key.file_name().ok_or_else(|| Error::BadDistribution {
                 name: new.name.clone(),
                 path: key.clone(),
                 problem: "a public key must be a file".into(),
             })?;
-            let dest = dir.join("pubkeys").join(name);
-            fs_err::create_dir_all(dir.join("pubkeys")).map_err(Error::io("create", dir))?;
-            fs_err::copy(key, &dest).map_err(Error::io("copy", key))?;
+            fs_err::create_dir_all(&keys_dir).map_err(Error::io("create", &keys_dir))?;
+            fs_err::copy(key, keys_dir.join(name)).map_err(Error::io("copy", key))?;
         }
         Ok(())
     }
+}
+
+/// One `sources.list` line from `URL SUITE [COMPONENT…]`. Each word must be a plain token: a
+/// line break or an option bracket would let the registration smuggle in other sources.
+fn apt_source_line(name: &str, source: &str, trusted: bool) -> Result<String> {
+    let words: Vec<&str> = source.split_whitespace().collect();
+    let bad = |problem: String| Error::BadDistribution {
+        name: name.to_owned(),
+        path: PathBuf::from("apt/sources.list"),
+        problem,
+    };
+    let (url, suite, components) = match words.as_slice() {
+        [url, suite, components @ ..] => (*url, *suite, components),
+        _ => {
+            return Err(bad(format!(
+                "apt source `{source}`: expected URL SUITE [COMPONENT...]"
+            )));
+        }
+    };
+    let plain = |word: &str| {
+        !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !"[]#\"\'".contains(c))
+    };
+    let one_line = !source.contains(|c: char| c.is_control());
+    if !one_line || !words.iter().all(|w| plain(w)) || !url.contains(':') {
+        return Err(bad(format!(
+            "apt source `{}`: one line, the URL with a scheme (http:, https:, file:), and no \
+             brackets, quotes or `#`",
+            source.escape_debug()
+        )));
+    }
+    let components = if components.is_empty() {
+        "main".to_owned()
+    } else {
+        components.join(" ")
+    };
+    let options = if trusted { "[trusted=yes] " } else { "" };
+    Ok(format!("deb {options}{url} {suite} {components}\n"))
 }
 
 /// The regular files of `dir` (sorted by name), optionally only those with `extension`;

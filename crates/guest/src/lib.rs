@@ -31,7 +31,7 @@ mod roots;
 mod suggest;
 
 pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
-pub use build_apt::open_deb_backend;
+pub use build_apt::{AptMirror, open_deb_backend};
 pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_backend};
 pub use distribution::{
     Distribution, DistributionSource, DistributionStore, NewDistribution, PackageEntry,

@@ -13,6 +13,8 @@
 //! - [`scan`], [`publish`], [`cache`], [`compress`] and [`progress`] are the plumbing both
 //!   indexers share: finding packages, atomic publication under a lock, the `--update` cache,
 //!   compression, progress reporting.
+//! - [`closure`] resolves the dependency closure of requested packages, for
+//!   `vrepo mirror --packages`.
 //! - [`mirror`] copies an rpm-md or apt repository (HTTP or local) incrementally, verified and
 //!   published atomically; [`serve`] serves a repository tree over HTTP.
 
@@ -21,6 +23,7 @@
 
 pub mod apt;
 pub mod cache;
+pub mod closure;
 pub mod compress;
 pub mod date;
 pub mod deb;

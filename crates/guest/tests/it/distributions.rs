@@ -9,9 +9,81 @@ use crate::support::{Outcome, World, run};
 
 crate::tests![
     builtins_and_registered,
+    debian_family_builtins_and_registration,
     seed_style_directory,
     unknown_name_suggests
 ];
+
+fn debian_family_builtins_and_registration() -> Outcome {
+    run(|| {
+        let world = World::new();
+        let store = DistributionStore::new(world.roots.distributions_dir());
+        let bookworm = store.get("debian-12").unwrap();
+        assert_eq!(bookworm.family, Family::Deb);
+        assert_eq!(
+            bookworm.apt_sources,
+            "deb http://deb.debian.org/debian bookworm main\n\
+             deb http://deb.debian.org/debian bookworm-updates main\n\
+             deb http://deb.debian.org/debian-security bookworm-security main\n"
+        );
+        assert_eq!(
+            bookworm.pubkeys,
+            ["/usr/share/keyrings/debian-archive-keyring.gpg"]
+                .map(std::path::PathBuf::from)
+                .to_vec()
+        );
+        for name in ["debian-13", "ubuntu-22.04", "ubuntu-24.04"] {
+            let d = store.get(name).unwrap();
+            assert!(d.apt_sources.contains("-security"), "{name}");
+        }
+
+        let keyring = world.roots.distributions_dir().join("../local.gpg");
+        fs::create_dir_all(keyring.parent().unwrap()).unwrap();
+        fs::write(&keyring, b"key").unwrap();
+        let new = NewDistribution {
+            name: "local".into(),
+            releasever: "12".into(),
+            family: Family::Deb,
+            apt_sources: vec![
+                "file:/srv/mirror bookworm".into(),
+                "http://example.org/debian bookworm-updates main contrib".into(),
+            ],
+            pubkeys: vec![keyring],
+            ..NewDistribution::default()
+        };
+        let dir = store.add(&new).unwrap();
+        let local = store.get("local").unwrap();
+        assert_eq!(local.family, Family::Deb);
+        assert_eq!(
+            local.apt_sources,
+            "deb file:/srv/mirror bookworm main\n\
+             deb http://example.org/debian bookworm-updates main contrib\n"
+        );
+        assert_eq!(local.pubkeys, vec![dir.join("apt/trusted.gpg.d/local.gpg")]);
+
+        // No apt source, a line break, an option bracket or a missing scheme: refused, nothing
+        // registered.
+        for sources in [
+            vec![],
+            vec!["file:/m bookworm main\ndeb http://evil/ x main".to_owned()],
+            vec!["[trusted=yes] file:/m bookworm".to_owned()],
+            vec!["/srv/mirror bookworm".to_owned()],
+            vec!["file:/m".to_owned()],
+        ] {
+            let bad = NewDistribution {
+                name: "bad".into(),
+                apt_sources: sources.clone(),
+                ..new.clone()
+            };
+            assert!(
+                matches!(store.add(&bad), Err(Error::BadDistribution { .. })),
+                "{sources:?}"
+            );
+            assert!(store.get("bad").is_err());
+        }
+        Ok(())
+    })
+}
 
 fn builtins_and_registered() -> Outcome {
     run(|| {

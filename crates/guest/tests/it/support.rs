@@ -127,6 +127,7 @@ impl World {
                 macros: "%_install_langs C\n".into(),
                 pubkeys: Vec::new(),
                 force: false,
+                ..NewDistribution::default()
             })
             .unwrap();
     }
@@ -143,6 +144,7 @@ impl World {
             packages: Vec::new(),
             rpm_files: Vec::new(),
             verbose: false,
+            apt_mirror: None,
         }
     }
 

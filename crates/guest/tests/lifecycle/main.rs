@@ -80,6 +80,7 @@ impl World {
             packages: Vec::new(),
             rpm_files: Vec::new(),
             verbose: false,
+            apt_mirror: None,
         };
         let config = vserver_guest::build(&self.roots, &request, &mut |_| {}).unwrap();
         let bin = config.root.join("bin");

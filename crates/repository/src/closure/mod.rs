@@ -1,0 +1,131 @@
+//! Dependency closures for `vrepo mirror --packages`: which packages of a repository a set of
+//! requested ones needs, so a mirror can hold just those and still install them.
+//!
+//! - [`version`] compares versions exactly as rpm (`rpmvercmp`, EVR) and dpkg do.
+//! - [`resolve_rpm`] walks Requires (versioned, file and rich/boolean dependencies) over the
+//!   packages of an rpm-md primary; [`resolve_deb`] walks Depends and Pre-Depends (with
+//!   alternatives, version relations, virtual and versioned Provides, Multi-Arch qualifiers)
+//!   over `Packages` entries. Recommends (rpm's weak Recommends) are followed on request.
+//!
+//! The resolution is a greedy closure, not a SAT solve: every requirement that the set chosen
+//! so far does not satisfy adds the best candidate (newest version of the best architecture),
+//! and alternatives take the first one the repository can satisfy. For a mirror this is the
+//! right shape: the client resolves again over the subset, so the subset must make some
+//! install possible, and a closure that is a little larger than one install set never hurts
+//! it. Conflicts and Obsoletes are therefore not considered.
+
+mod deb;
+mod rpm;
+pub mod version;
+
+use std::path::Path;
+
+pub use deb::{DebEntry, Op, Relation, parse_relationships, resolve_deb};
+pub use rpm::resolve_rpm;
+
+/// How to resolve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubsetOptions {
+    /// The requested package names (see [`read_package_list`]).
+    pub packages: Vec<String>,
+    /// Follow Recommends (rpm and Debian) as well; unresolvable ones are skipped silently.
+    pub with_recommends: bool,
+    /// Continue when a name or a dependency cannot be resolved (it is reported, not fatal).
+    pub skip_missing: bool,
+}
+
+/// Something a closure could not find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// The package whose dependency it is; `None` for a requested name.
+    pub needed_by: Option<String>,
+    /// The name or dependency, as the metadata writes it.
+    pub what: String,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.needed_by {
+            Some(by) => write!(f, "{} (needed by {by})", self.what),
+            None => write!(f, "{} (requested)", self.what),
+        }
+    }
+}
+
+/// The result of a resolution.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Indexes of the chosen packages in the input, in the order they were added.
+    pub chosen: Vec<usize>,
+    /// What could not be resolved.
+    pub missing: Vec<Missing>,
+}
+
+/// One line listing what is missing: `a (requested), b >= 2 (needed by c-1-1.x86_64)`.
+pub fn missing_line(missing: &[Missing]) -> String {
+    const SHOWN: usize = 10;
+    let mut parts: Vec<String> = missing
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect();
+    if missing.len() > SHOWN {
+        parts.push(format!("and {} more", missing.len() - SHOWN));
+    }
+    parts.join(", ")
+}
+
+/// A package list that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the package list `{}`", path.display())]
+pub struct PackageListError {
+    /// The list file.
+    pub path: std::path::PathBuf,
+    /// The cause.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Expands `--packages` values: comma-separated names, or `@FILE` with one name per line
+/// (blank lines and `#` comments ignored). Duplicates are dropped, order kept.
+pub fn read_package_list(values: &[String]) -> Result<Vec<String>, PackageListError> {
+    let mut names: Vec<String> = Vec::new();
+    let mut push = |name: &str| {
+        let name = name.trim();
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    };
+    for value in values {
+        if let Some(file) = value.strip_prefix('@') {
+            let path = Path::new(file);
+            let text = std::fs::read_to_string(path).map_err(|source| PackageListError {
+                path: path.to_owned(),
+                source,
+            })?;
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap_or("");
+                line.split([',', ' ', '\t']).for_each(&mut push);
+            }
+        } else {
+            value.split(',').for_each(&mut push);
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_lists() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("list");
+        std::fs::write(&file, "a\n# comment\n\nb # why\nc, a\n").unwrap_or_else(|e| panic!("{e}"));
+        let names = read_package_list(&["x,y".into(), format!("@{}", file.display())])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names, ["x", "y", "a", "b", "c"]);
+        assert!(read_package_list(&["@/nonexistent/list".into()]).is_err());
+    }
+}
