@@ -4,13 +4,22 @@
 //! `vrpm [ROOTS] GUEST… [--all] -- RPM-ARGS`. The exit status is the tool's own (a signal `N`
 //! gives `128+N`); with several guests, the last non-zero one. Our own failures (unknown guest,
 //! sandbox set-up refused) exit with 1, or 2 for usage errors — documented in docs/commands.md.
+//!
+//! On a guest whose package management is internal (`vserver G pkgmgmt internalize`), the
+//! guest's own tool runs inside the guest instead (as `vserver G exec`, or `exec --transient`
+//! when it is stopped), and a line on stderr says so.
+//!
+//! This file also holds the front end of `vserver G pkgmgmt internalize|externalize`
+//! ([`pkgmgmt`]), called from the guest command.
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitCode, ExitStatus};
 
 use clap::Parser;
-use vserver_guest::{GuestConfig, HostRoots};
+use vserver_guest::{
+    GuestConfig, HostRoots, PackageManagement, PkgModeDirection, PkgModeOutcome, PkgModeRequest,
+};
 use vserver_pkgmgmt::{PackageBackend, Tool};
 
 use crate::exit;
@@ -36,9 +45,57 @@ struct Cli {
 /// Runs `vrpm` (`Tool::Low`) or `vyum`/`vdnf` (`Tool::Resolver`).
 pub fn main(applet: &'static str, tool: Tool, args: Vec<OsString>) -> ExitCode {
     run_on_guests(applet, "rpm", args, |roots, config, args| {
+        if let Some(status) = run_internal(applet, roots, config, args) {
+            return status;
+        }
         let backend = vserver_guest::open_backend(roots, config, true)?;
         Ok(backend.run_tool(tool, args)?)
     })
+}
+
+/// Why a `v*` command failed on one guest.
+#[derive(Debug)]
+pub enum GuestToolError {
+    /// Loading the guest or running the host's tool failed.
+    Guest(vserver_guest::Error),
+    /// Running the guest's own tool inside it failed.
+    Lifecycle(vserver_guest::LifecycleError),
+}
+
+impl From<vserver_guest::Error> for GuestToolError {
+    fn from(error: vserver_guest::Error) -> Self {
+        GuestToolError::Guest(error)
+    }
+}
+
+impl From<vserver_pkgmgmt::Error> for GuestToolError {
+    fn from(error: vserver_pkgmgmt::Error) -> Self {
+        GuestToolError::Guest(error.into())
+    }
+}
+
+/// For a guest with internal package management: runs the guest's own tool (the applet's name
+/// without its `v`) inside it and says so; `None` for any other guest.
+pub fn run_internal(
+    applet: &str,
+    roots: &HostRoots,
+    config: &GuestConfig,
+    args: &[OsString],
+) -> Option<Result<ExitStatus, GuestToolError>> {
+    if config.package_management != PackageManagement::Internal {
+        return None;
+    }
+    let program = applet.strip_prefix('v').unwrap_or(applet);
+    eprintln!(
+        "{applet}: guest `{}` manages its own packages (internal): running its own `{program}` inside it",
+        config.name
+    );
+    let run_dir = vserver_guest::default_run_dir();
+    Some(
+        vserver_guest::run_guest_tool(roots, &run_dir, &config.name, program, args)
+            .map(|code| ExitStatus::from_raw((code & 0xff) << 8))
+            .map_err(GuestToolError::Lifecycle),
+    )
 }
 
 /// The front end every `v*` package command shares: parse `GUEST… [--all] -- ARGS`, then run
@@ -48,7 +105,7 @@ pub fn run_on_guests(
     applet: &'static str,
     family: &str,
     args: Vec<OsString>,
-    run: impl Fn(&HostRoots, &GuestConfig, &[OsString]) -> Result<ExitStatus, vserver_guest::Error>,
+    run: impl Fn(&HostRoots, &GuestConfig, &[OsString]) -> Result<ExitStatus, GuestToolError>,
 ) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -86,6 +143,7 @@ pub fn run_on_guests(
             out.status(&format!("guest `{guest}`"));
         }
         let status = vserver_guest::load_guest(&roots, guest)
+            .map_err(GuestToolError::from)
             .and_then(|config| run(&roots, &config, &cli.args));
         match status {
             Ok(status) if status.success() => {}
@@ -96,8 +154,126 @@ pub fn run_on_guests(
                     .unwrap_or(1);
                 code = ExitCode::from(u8::try_from(raw).unwrap_or(1));
             }
-            Err(error) => code = report(&out, applet, error),
+            Err(GuestToolError::Guest(error)) => code = report(&out, applet, error),
+            Err(GuestToolError::Lifecycle(error)) => {
+                let hint = error.hint();
+                out.error(&anyhow::Error::new(error));
+                if let Some(hint) = hint {
+                    eprintln!("{applet}: hint: {hint}");
+                }
+                code = ExitCode::from(exit::FAILURE);
+            }
         }
     }
     code
+}
+
+/// `vserver G pkgmgmt internalize|externalize`'s arguments.
+#[derive(Debug, Parser)]
+#[command(name = "vserver GUEST pkgmgmt", no_binary_name = true)]
+struct PkgmgmtArgs {
+    /// `internalize` (into the guest) or `externalize` (back to the host).
+    #[arg(value_parser = ["internalize", "externalize"])]
+    direction: String,
+    /// Change a running guest, frozen for the duration, instead of refusing.
+    #[arg(long)]
+    force: bool,
+    /// internalize: remove the external database instead of keeping it as a read-only archive.
+    #[arg(long)]
+    purge_external: bool,
+    /// Only errors (and, for externalize, the differences on stdout).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// The environment variable that makes step N of a mode change fail (debug builds only: the
+/// test hook of the roll-back).
+const FAIL_AT_STEP_VAR: &str = "VSERVER_TEST_FAIL_AT_STEP";
+
+/// `vserver G pkgmgmt internalize|externalize [--force] [--purge-external]`. Externalize prints
+/// each difference its verification found on stdout (`rpm -Va` lines, `+ PKG` for a package
+/// that appeared while internal, `- PKG` for one that went) and exits 0; failures exit 1, with
+/// the guest in its previous mode.
+pub fn pkgmgmt(roots: &HostRoots, guest: &str, args: &[OsString]) -> ExitCode {
+    let parsed = match PkgmgmtArgs::try_parse_from(args) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let out = Output::new(
+        "vserver",
+        if parsed.quiet {
+            Verbosity::Quiet
+        } else {
+            Verbosity::Normal
+        },
+    );
+    let direction = if parsed.direction == "internalize" {
+        PkgModeDirection::Internalize
+    } else {
+        PkgModeDirection::Externalize
+    };
+    let fail_after_step = if cfg!(debug_assertions) {
+        std::env::var(FAIL_AT_STEP_VAR)
+            .ok()
+            .and_then(|v| v.parse().ok())
+    } else {
+        None
+    };
+    let request = PkgModeRequest {
+        direction,
+        force: parsed.force,
+        options: vserver_pkgmgmt::mode::ModeOptions {
+            fail_after_step,
+            purge_external: parsed.purge_external,
+        },
+    };
+    let run_dir = vserver_guest::default_run_dir();
+    let result = vserver_guest::change_package_management(
+        roots,
+        &run_dir,
+        guest,
+        &request,
+        &mut |number, step| out.status(&format!("{guest}: step {number}: {step}")),
+    );
+    match result {
+        Ok(PkgModeOutcome::Internalized { packages }) => {
+            out.status(&format!(
+                "guest `{guest}`: package management is internal ({} packages); the guest's own tools manage it now",
+                packages.len()
+            ));
+            ExitCode::SUCCESS
+        }
+        Ok(PkgModeOutcome::Externalized(report)) => {
+            for package in &report.added {
+                println!("+ {package}");
+            }
+            for package in &report.removed {
+                println!("- {package}");
+            }
+            for line in &report.differences {
+                println!("{line}");
+            }
+            let changes = report.added.len() + report.removed.len() + report.differences.len();
+            if changes > 0 {
+                out.warn(&format!(
+                    "guest `{guest}`: verification found {} files that differ, {} packages added and {} removed while internal (listed on stdout)",
+                    report.differences.len(),
+                    report.added.len(),
+                    report.removed.len()
+                ));
+            }
+            out.status(&format!(
+                "guest `{guest}`: package management is external again ({} packages)",
+                report.packages.len()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            out.error(&anyhow::Error::new(error));
+            ExitCode::from(exit::FAILURE)
+        }
+    }
 }

@@ -103,13 +103,16 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     match cli.command.as_str() {
         "build" => build(&cli),
         "start" | "stop" | "restart" | "status" | "exec" | "enter" | "delete" => lifecycle(&cli),
+        // Also reached as `vserver G -- pkgmgmt …` (util-vserver's form): clap takes `--` as the
+        // end of options.
+        "pkgmgmt" => crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest),
         other => {
             eprintln!(
                 "vserver: error: unknown command `{other}` for guest `{}`",
                 cli.guest
             );
             eprintln!(
-                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete"
+                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt"
             );
             ExitCode::from(exit::USAGE)
         }

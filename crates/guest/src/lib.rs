@@ -27,6 +27,7 @@ mod config;
 mod distribution;
 mod error;
 mod lifecycle;
+mod pkgmode;
 mod roots;
 mod suggest;
 
@@ -41,6 +42,10 @@ pub use lifecycle::{
     GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
     StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, start, status,
     stop,
+};
+pub use pkgmode::{
+    PkgModeDirection, PkgModeError, PkgModeOutcome, PkgModeRequest, change_package_management,
+    run_guest_tool,
 };
 pub use roots::HostRoots;
 pub use suggest::closest;

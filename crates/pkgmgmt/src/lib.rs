@@ -25,6 +25,7 @@ mod deb;
 mod error;
 mod layout;
 mod macros;
+pub mod mode;
 mod plugin;
 mod rpm;
 

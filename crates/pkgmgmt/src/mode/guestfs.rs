@@ -1,0 +1,281 @@
+//! Guest-side file work for mode changes, always through [`GuestRoot`], with a journal of what
+//! was changed so that a step can undo exactly its own changes.
+//!
+//! Directories a mode change writes into are first checked component by component with
+//! `symlink_metadata`: a symlink anywhere on the way is refused (see the parent module for
+//! why), and so is a component that exists but is not a directory.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use vserver_sandbox::{FileKind, GuestRoot};
+
+use super::StepResult;
+
+/// The largest guest file a mode change reads into memory (configuration, a status file).
+pub(crate) const MAX_READ: u64 = 256 << 20;
+
+/// Refuses `path` (absolute, inside the guest) when a component is a symlink or not a
+/// directory; missing components are fine (they will be created).
+pub(crate) fn check_plain_dirs(root: &GuestRoot, path: &Path) -> Result<(), String> {
+    let mut so_far = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir => continue,
+            Component::Normal(name) => so_far.push(name),
+            _ => return Err(format!("`{}` is not a plain absolute path", path.display())),
+        }
+        match root.symlink_metadata(&so_far) {
+            Ok(info) if info.kind == FileKind::Dir => {}
+            Ok(info) if info.kind == FileKind::Symlink => {
+                let target = root
+                    .read_link(&so_far)
+                    .map(|t| format!(" (pointing to `{}`)", t.display()))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "`{}` in the guest is a symlink{target}; refusing to write through it",
+                    so_far.display()
+                ));
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "`{}` in the guest is not a directory",
+                    so_far.display()
+                ));
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` in the guest is a directory with nothing in it, or absent.
+pub(crate) fn absent_or_empty_dir(root: &GuestRoot, path: &Path) -> Result<bool, StepFailureText> {
+    match root.symlink_metadata(path) {
+        Err(_) => Ok(true),
+        Ok(info) if info.kind == FileKind::Dir => Ok(root
+            .read_dir(path)
+            .map_err(|e| StepFailureText(e.to_string()))?
+            .is_empty()),
+        Ok(_) => Ok(false),
+    }
+}
+
+/// A plain message as a step failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct StepFailureText(pub String);
+
+/// Reads a guest file of at most [`MAX_READ`] bytes, or `None` when it does not exist.
+pub(crate) fn read_optional(
+    root: &GuestRoot,
+    path: &Path,
+) -> Result<Option<Vec<u8>>, StepFailureText> {
+    if !root
+        .exists(path)
+        .map_err(|e| StepFailureText(e.to_string()))?
+    {
+        return Ok(None);
+    }
+    read_limited(root, path).map(Some)
+}
+
+/// Reads a guest regular file of at most [`MAX_READ`] bytes.
+pub(crate) fn read_limited(root: &GuestRoot, path: &Path) -> Result<Vec<u8>, StepFailureText> {
+    let file = root
+        .open_file(path)
+        .map_err(|e| StepFailureText(format!("{e}: {}", e.source_text())))?;
+    let mut data = Vec::new();
+    file.take(MAX_READ + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| {
+            StepFailureText(format!(
+                "cannot read `{}` in the guest: {e}",
+                path.display()
+            ))
+        })?;
+    if data.len() as u64 > MAX_READ {
+        return Err(StepFailureText(format!(
+            "`{}` in the guest is larger than {MAX_READ} bytes",
+            path.display()
+        )));
+    }
+    Ok(data)
+}
+
+trait SourceText {
+    fn source_text(&self) -> String;
+}
+
+impl SourceText for vserver_sandbox::Error {
+    fn source_text(&self) -> String {
+        std::error::Error::source(self)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+}
+
+/// One change to the guest, as recorded for its undo.
+#[derive(Debug, Clone)]
+enum Change {
+    /// A directory that did not exist.
+    CreatedDir(PathBuf),
+    /// A file written over what was there (`None`: nothing).
+    Wrote {
+        path: PathBuf,
+        previous: Option<(Vec<u8>, u32)>,
+    },
+    /// A file or tree removed, kept aside under another name in the same directory.
+    MovedAside { path: PathBuf, aside: PathBuf },
+}
+
+/// The guest-side changes of one step, undone newest first.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    changes: Vec<Change>,
+}
+
+impl Journal {
+    /// Creates the missing directories of `path` (mode 0755), recording each.
+    pub(crate) fn mkdir_all(&mut self, root: &GuestRoot, path: &Path) -> StepResult {
+        check_plain_dirs(root, path).map_err(StepFailureText)?;
+        let mut so_far = PathBuf::from("/");
+        for component in path.components() {
+            let Component::Normal(name) = component else {
+                continue;
+            };
+            so_far.push(name);
+            if !root.exists(&so_far)? {
+                root.mkdir(&so_far, 0o755)?;
+                self.changes.push(Change::CreatedDir(so_far.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `content` to `path` (its directory must pass [`check_plain_dirs`]), keeping the
+    /// previous content for the undo.
+    pub(crate) fn write(
+        &mut self,
+        root: &GuestRoot,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+    ) -> StepResult {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        self.mkdir_all(root, parent)?;
+        let previous = match root.symlink_metadata(path) {
+            Ok(info) if info.kind == FileKind::File => Some((read_limited(root, path)?, info.mode)),
+            Ok(info) if info.kind == FileKind::Dir => {
+                return Err(Box::new(StepFailureText(format!(
+                    "`{}` in the guest is a directory",
+                    path.display()
+                ))));
+            }
+            // A symlink or other node at the name is replaced by the rename, never followed; it
+            // is put aside so the undo can bring it back.
+            Ok(_) => {
+                self.move_aside(root, path)?;
+                None
+            }
+            Err(_) => None,
+        };
+        root.write_atomic(path, content, mode)?;
+        self.changes.push(Change::Wrote {
+            path: path.to_owned(),
+            previous,
+        });
+        Ok(())
+    }
+
+    /// Renames `path` to a hidden sibling (`.NAME.vserver-aside`) so that it can be restored or,
+    /// at the commit, removed; nothing when it does not exist.
+    pub(crate) fn move_aside(&mut self, root: &GuestRoot, path: &Path) -> StepResult {
+        if !root.exists(path)? {
+            return Ok(());
+        }
+        let aside = aside_name(path);
+        root.remove_all_if_exists(&aside)?;
+        root.rename(path, &aside)?;
+        self.changes.push(Change::MovedAside {
+            path: path.to_owned(),
+            aside,
+        });
+        Ok(())
+    }
+
+    /// Undoes every recorded change, newest first; keeps going after a failure and reports
+    /// the first.
+    pub(crate) fn undo(&mut self, root: &GuestRoot) -> StepResult {
+        let mut first_error: Option<super::StepFailure> = None;
+        while let Some(change) = self.changes.pop() {
+            let result: StepResult = match change {
+                Change::CreatedDir(dir) => root.remove_all_if_exists(&dir).map_err(Into::into),
+                Change::Wrote {
+                    path,
+                    previous: Some((content, mode)),
+                } => root.write_atomic(&path, &content, mode).map_err(Into::into),
+                Change::Wrote {
+                    path,
+                    previous: None,
+                } => root.remove_all_if_exists(&path).map_err(Into::into),
+                Change::MovedAside { path, aside } => root
+                    .remove_all_if_exists(&path)
+                    .and_then(|()| root.rename(&aside, &path))
+                    .map_err(Into::into),
+            };
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Makes the changes final: removes what was moved aside.
+    pub(crate) fn commit(&mut self, root: &GuestRoot) -> StepResult {
+        for change in self.changes.drain(..) {
+            if let Change::MovedAside { aside, .. } = change {
+                root.remove_all_if_exists(&aside)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `/dir/.NAME.vserver-aside`.
+fn aside_name(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or(OsStr::new("root"));
+    let mut aside = std::ffi::OsString::from(".");
+    aside.push(name);
+    aside.push(".vserver-aside");
+    path.parent().unwrap_or(Path::new("/")).join(aside)
+}
+
+/// Copies the host directory tree `host` (trusted) into the guest at `guest` (which must not
+/// exist or be empty), recording every created directory and file in `journal`. Only regular
+/// files and directories are copied.
+#[allow(dead_code)] // for the deb mode change
+pub(crate) fn copy_tree_into_guest(
+    journal: &mut Journal,
+    root: &GuestRoot,
+    host: &Path,
+    guest: &Path,
+) -> StepResult {
+    journal.mkdir_all(root, guest)?;
+    let mut entries: Vec<_> = fs_err::read_dir(host)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let kind = entry.file_type()?;
+        let target = guest.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree_into_guest(journal, root, &entry.path(), &target)?;
+        } else if kind.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry.metadata()?.permissions().mode() & 0o7777;
+            let content = fs_err::read(entry.path())?;
+            journal.write(root, &target, &content, mode)?;
+        }
+    }
+    Ok(())
+}

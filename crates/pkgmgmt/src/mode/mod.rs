@@ -1,0 +1,300 @@
+//! Moving a guest's package management into the guest and back: `vserver G pkgmgmt
+//! internalize|externalize`.
+//!
+//! # Why a list of steps, each with an undo
+//!
+//! A mode change touches three places that no single transaction covers: the guest root (its
+//! database directory, its package-manager configuration), the host's `.pkg/G` and the guest's
+//! configuration file. A failure half-way must leave the guest in its previous mode with nothing
+//! lost, so every change is a [`Step`] that knows how to take itself back, run by [`Steps`]:
+//! when step *n* fails, steps *n*, *n-1*, … 1 are undone in that order (an undo must cope with
+//! its own step having been applied only partly). Anything that destroys data (removing the old
+//! database, the set-aside guest directories) happens only after the last step, in the commit.
+//!
+//! The failure of each step can be provoked for tests ([`ModeOptions::fail_after_step`]): the
+//! step runs, then fails, and everything is rolled back.
+//!
+//! # The guest is hostile
+//!
+//! Every path inside the guest is opened through [`vserver_sandbox::GuestRoot`]; directories
+//! the change writes into must not be reached through a symlink (a planted link is refused,
+//! not followed, even though following it inside the root would be harmless: the database does
+//! not belong in whatever the guest pointed it at). On externalize, the guest's database is
+//! untrusted input: it is copied out as plain bytes, read only by rpm or by our own strict
+//! parser inside the sandbox, and a fresh host-side database is built from what they extract
+//! (module `rpm`, module `deb`).
+
+mod guestfs;
+mod rpm;
+
+use std::fmt;
+
+pub use rpm::{DEFAULT_GUEST_DBPATH, RpmModeChange, RpmVerifyReport};
+
+/// Where a guest's package database lives, as a mode change sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In `.pkg/G`, outside the guest.
+    External,
+    /// Inside the guest, managed by its own tools.
+    Internal,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::External => "external",
+            Mode::Internal => "internal",
+        })
+    }
+}
+
+/// Why a step failed: any error type (the caller's own final step reports its own errors).
+pub type StepFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result of one step or undo.
+pub type StepResult = std::result::Result<(), StepFailure>;
+
+/// How to run a mode change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModeOptions {
+    /// For tests: make step N (1-based) fail right after it ran, so that it and every step
+    /// before it are rolled back.
+    pub fail_after_step: Option<usize>,
+    /// Internalize: remove the external database archive right away instead of keeping it
+    /// read-only in `.pkg/G`.
+    pub purge_external: bool,
+}
+
+/// A mode change that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModeError {
+    /// The guest's layout is not one the change will write into (a planted symlink, a
+    /// database path that is not a plain absolute path…).
+    #[error("guest `{guest}`: {problem}")]
+    Refused {
+        /// The guest.
+        guest: String,
+        /// What is wrong and where.
+        problem: String,
+    },
+    /// A step failed; every step before it was undone and the guest is back in its mode.
+    #[error(
+        "guest `{guest}`: step {number} ({step}) failed; rolled back, package management is still {mode}"
+    )]
+    RolledBack {
+        /// The guest.
+        guest: String,
+        /// The failed step's number (1-based).
+        number: usize,
+        /// The failed step's name.
+        step: String,
+        /// The mode the guest is in again.
+        mode: Mode,
+        /// The step's error.
+        #[source]
+        source: StepFailure,
+    },
+    /// A step failed and undoing the steps before it failed too: the guest needs a look.
+    #[error(
+        "guest `{guest}`: step {number} ({step}) failed, and the roll-back did not finish: {undo_failures}"
+    )]
+    RollbackIncomplete {
+        /// The guest.
+        guest: String,
+        /// The failed step's number (1-based).
+        number: usize,
+        /// The failed step's name.
+        step: String,
+        /// Each undo that failed, with its error.
+        undo_failures: String,
+        /// The step's error.
+        #[source]
+        source: StepFailure,
+    },
+    /// A package-management operation outside the steps failed.
+    #[error(transparent)]
+    Package(#[from] crate::Error),
+}
+
+/// The test hook's failure.
+#[derive(Debug, thiserror::Error)]
+#[error("failure injected after step {0} (test hook)")]
+pub struct InjectedFailure(pub usize);
+
+/// One reversible step of a mode change.
+pub struct Step<'a> {
+    name: String,
+    apply: Box<dyn FnMut() -> StepResult + 'a>,
+    undo: Box<dyn FnMut() -> StepResult + 'a>,
+}
+
+impl fmt::Debug for Step<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Step").field("name", &self.name).finish()
+    }
+}
+
+/// An ordered list of steps, run all-or-nothing.
+#[derive(Debug)]
+pub struct Steps<'a> {
+    guest: String,
+    previous: Mode,
+    steps: Vec<Step<'a>>,
+}
+
+impl<'a> Steps<'a> {
+    /// An empty list for a change of `guest` away from mode `previous`.
+    pub fn new(guest: &str, previous: Mode) -> Self {
+        Steps {
+            guest: guest.to_owned(),
+            previous,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Appends a step.
+    pub fn push(
+        &mut self,
+        name: impl Into<String>,
+        apply: impl FnMut() -> StepResult + 'a,
+        undo: impl FnMut() -> StepResult + 'a,
+    ) {
+        self.steps.push(Step {
+            name: name.into(),
+            apply: Box::new(apply),
+            undo: Box::new(undo),
+        });
+    }
+
+    /// The steps' names, in order (step N is `names()[N-1]`).
+    pub fn names(&self) -> Vec<String> {
+        self.steps.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Runs the steps in order; on the first failure undoes it and every earlier step, newest
+    /// first. `on_step` hears each step's number and name before it runs.
+    pub fn run(
+        mut self,
+        options: &ModeOptions,
+        on_step: &mut dyn FnMut(usize, &str),
+    ) -> Result<(), ModeError> {
+        for index in 0..self.steps.len() {
+            let number = index + 1;
+            on_step(number, &self.steps[index].name);
+            let mut result = (self.steps[index].apply)();
+            if result.is_ok() && options.fail_after_step == Some(number) {
+                result = Err(Box::new(InjectedFailure(number)));
+            }
+            let Err(source) = result else { continue };
+            let mut failures = Vec::new();
+            for undone in self.steps[..=index].iter_mut().rev() {
+                if let Err(error) = (undone.undo)() {
+                    failures.push(format!("undo of {}: {}", undone.name, chain(&*error)));
+                }
+            }
+            let step = self.steps[index].name.clone();
+            return Err(if failures.is_empty() {
+                ModeError::RolledBack {
+                    guest: self.guest,
+                    number,
+                    step,
+                    mode: self.previous,
+                    source,
+                }
+            } else {
+                ModeError::RollbackIncomplete {
+                    guest: self.guest,
+                    number,
+                    step,
+                    undo_failures: failures.join("; "),
+                    source,
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// An error and its causes on one line.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A step that changes nothing when undone.
+pub(crate) fn nothing() -> StepResult {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn run_three(fail_after: Option<usize>, failing_step: Option<usize>) -> (Vec<String>, bool) {
+        let log = RefCell::new(Vec::new());
+        let mut steps = Steps::new("g", Mode::External);
+        for n in 1..=3 {
+            let log = &log;
+            steps.push(
+                format!("s{n}"),
+                move || {
+                    log.borrow_mut().push(format!("do {n}"));
+                    if failing_step == Some(n) {
+                        return Err("broken".into());
+                    }
+                    Ok(())
+                },
+                move || {
+                    log.borrow_mut().push(format!("undo {n}"));
+                    Ok(())
+                },
+            );
+        }
+        let ok = steps
+            .run(
+                &ModeOptions {
+                    fail_after_step: fail_after,
+                    ..ModeOptions::default()
+                },
+                &mut |_, _| {},
+            )
+            .is_ok();
+        (log.into_inner(), ok)
+    }
+
+    #[test]
+    fn all_steps_run_in_order_when_nothing_fails() {
+        let (log, ok) = run_three(None, None);
+        assert!(ok);
+        assert_eq!(log, ["do 1", "do 2", "do 3"]);
+    }
+
+    #[test]
+    fn a_failing_step_is_undone_with_every_step_before_it_newest_first() {
+        let (log, ok) = run_three(None, Some(2));
+        assert!(!ok);
+        assert_eq!(log, ["do 1", "do 2", "undo 2", "undo 1"]);
+    }
+
+    #[test]
+    fn an_injected_failure_runs_the_step_then_rolls_it_back() {
+        for n in 1..=3 {
+            let (log, ok) = run_three(Some(n), None);
+            assert!(!ok);
+            let expected: Vec<String> = (1..=n)
+                .map(|i| format!("do {i}"))
+                .chain((1..=n).rev().map(|i| format!("undo {i}")))
+                .collect();
+            assert_eq!(log, expected);
+        }
+    }
+}
