@@ -31,8 +31,9 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Plan, MirrorError> {
     }
     let mut trees = Vec::new();
     let mut packages = Vec::new();
+    let mut indexes = Vec::new();
     for suite in &context.options.suites {
-        let (tree, mut found) = plan_suite(context, suite)?;
+        let (tree, mut found) = plan_suite(context, suite, &mut indexes)?;
         trees.push(tree);
         packages.append(&mut found);
     }
@@ -40,6 +41,7 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Plan, MirrorError> {
         format: "apt",
         trees,
         packages,
+        indexes,
     })
 }
 
@@ -183,6 +185,7 @@ const PACKAGES_VARIANTS: [&str; 4] = ["Packages", "Packages.gz", "Packages.xz", 
 fn plan_suite(
     context: &Context<'_>,
     suite: &str,
+    indexes: &mut Vec<super::SourceIndex>,
 ) -> Result<(StagedTree, Vec<Wanted>), MirrorError> {
     let hostile = |path: &str, named_by: &str, reason: &str| MirrorError::HostilePath {
         path: path.to_owned(),
@@ -255,12 +258,19 @@ fn plan_suite(
                 }
             }
             match best {
-                Some(index) => read_index(
-                    context,
-                    &index,
-                    &format!("{base}/{dir}/Packages"),
-                    &mut packages,
-                )?,
+                Some(index) => {
+                    read_index(
+                        context,
+                        &index,
+                        &format!("{base}/{dir}/Packages"),
+                        &mut packages,
+                    )?;
+                    indexes.push(super::SourceIndex::Packages {
+                        path: index,
+                        suite: Some(suite.to_owned()),
+                        component: component.clone(),
+                    });
+                }
                 None => {
                     let asked = arch != "all"
                         && (explicit_arches || !context.options.components.is_empty());
@@ -346,6 +356,11 @@ pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
             flat_files: Some(order),
         }],
         packages,
+        indexes: vec![super::SourceIndex::Packages {
+            path: index,
+            suite: None,
+            component: String::new(),
+        }],
     })
 }
 

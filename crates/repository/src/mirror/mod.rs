@@ -30,6 +30,7 @@ mod check;
 mod fetch;
 mod rpmmd;
 mod signature;
+mod subset;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -82,6 +83,8 @@ pub struct MirrorOptions {
     pub signature: SignaturePolicy,
     /// Wait for another run holding DEST's lock instead of failing.
     pub wait_for_lock: bool,
+    /// Mirror only these packages and their dependency closure, re-indexed (`--packages`).
+    pub subset: Option<crate::closure::SubsetOptions>,
 }
 
 impl Default for MirrorOptions {
@@ -96,6 +99,7 @@ impl Default for MirrorOptions {
             fetch: FetchOptions::default(),
             signature: SignaturePolicy::Unverified,
             wait_for_lock: false,
+            subset: None,
         }
     }
 }
@@ -123,6 +127,9 @@ pub struct MirrorReport {
     pub metadata_changed: bool,
     /// Requests made to the source (HTTP requests, or files opened for a local source).
     pub requests: u64,
+    /// With a subset: the names and dependencies that could not be resolved (only when
+    /// `skip_missing` let the run go on).
+    pub unresolved: Vec<crate::closure::Missing>,
 }
 
 impl MirrorReport {
@@ -183,6 +190,25 @@ pub enum MirrorError {
         first: Box<FetchError>,
         /// All failures, in package order.
         all: Vec<FetchError>,
+    },
+    /// Requested packages or their dependencies are not in the source (subset mirrors).
+    #[error("cannot resolve {count} of the requested packages and dependencies: {list}")]
+    Unresolved {
+        /// How many are missing.
+        count: usize,
+        /// The first of them, on one line.
+        list: String,
+        /// All of them.
+        missing: Vec<crate::closure::Missing>,
+    },
+    /// The subset could not be indexed.
+    #[error("cannot index the package subset in `{}`", path.display())]
+    Reindex {
+        /// The directory being indexed.
+        path: PathBuf,
+        /// The indexer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A local file operation failed.
     #[error("cannot {action} `{path}`")]
@@ -252,6 +278,20 @@ pub(crate) struct Plan {
     pub(crate) format: &'static str,
     pub(crate) trees: Vec<StagedTree>,
     pub(crate) packages: Vec<Wanted>,
+    /// The package indexes read (staged copies), for subset resolution.
+    pub(crate) indexes: Vec<SourceIndex>,
+}
+
+/// A package index of the source, as staged by a planner.
+pub(crate) enum SourceIndex {
+    /// rpm-md primary.
+    Primary(PathBuf),
+    /// An apt `Packages` (any compression); `suite` is `None` for a flat repository.
+    Packages {
+        path: PathBuf,
+        suite: Option<String>,
+        component: String,
+    },
 }
 
 /// Shared state of one run, handed to the format-specific planners.
@@ -378,12 +418,24 @@ pub fn mirror(
         },
     };
     progress.finish();
-    let packages = dedupe(plan.packages)?;
+    let mut plan = plan;
+    let subset = match &options.subset {
+        Some(wanted) => Some(subset::select(&context, &mut plan, wanted)?),
+        None => None,
+    };
+    let packages = dedupe(std::mem::take(&mut plan.packages))?;
     let mut report = MirrorReport {
         format: plan.format,
         packages: packages.len() as u64,
         bytes: packages.iter().map(|p| p.size).sum(),
-        metadata_changed: plan.trees.iter().any(|t| t.changed),
+        metadata_changed: match &subset {
+            Some(subset) => subset.metadata_changed(&context, &packages),
+            None => plan.trees.iter().any(|t| t.changed),
+        },
+        unresolved: subset
+            .as_ref()
+            .map(|s| s.missing.clone())
+            .unwrap_or_default(),
         ..MirrorReport::default()
     };
 
@@ -396,6 +448,12 @@ pub fn mirror(
     report.downloaded = missing.len() as u64;
     report.downloaded_bytes = fetched.iter().map(|f| f.transferred).sum();
     report.resumed = fetched.iter().filter(|f| f.resumed).count() as u64;
+    if let Some(subset) = &subset
+        && report.changed()
+    {
+        // The source's metadata describes all of it: publish an index of the subset instead.
+        plan.trees = subset.reindex(&context, &parts, &packages, &missing)?;
+    }
 
     // Record every package this run may place before placing any, so an interrupted run never
     // leaves files that a later run would not know it may remove.
@@ -417,6 +475,9 @@ pub fn mirror(
         sync_filesystem(dest)?;
         for tree in plan.trees {
             tree.publish(dest)?;
+        }
+        if let Some(subset) = &subset {
+            subset.record(&context, &packages)?;
         }
     }
     for wanted in deferred {

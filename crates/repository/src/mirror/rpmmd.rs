@@ -145,5 +145,6 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
             flat_files: None,
         }],
         packages,
+        indexes: vec![super::SourceIndex::Primary(primary)],
     }))
 }
