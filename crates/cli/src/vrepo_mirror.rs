@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+use vserver_repository::closure::{SubsetOptions, missing_line, read_package_list};
 use vserver_repository::mirror::{
     FetchOptions, MirrorFormat, MirrorOptions, SignaturePolicy, mirror,
 };
@@ -74,6 +75,18 @@ pub(crate) struct MirrorArgs {
     /// Wait for another vrepo working on DEST instead of failing.
     #[arg(long)]
     wait: bool,
+    /// Mirror only these packages and their dependency closure, re-indexed: comma-separated
+    /// names (rpm: also `name.arch`, provides and paths; deb: also `name:arch`), or @FILE with
+    /// one name per line; repeatable.
+    #[arg(long, value_name = "LIST")]
+    packages: Vec<String>,
+    /// With --packages: also follow Recommends (rpm weak dependencies and Debian Recommends).
+    #[arg(long, requires = "packages")]
+    with_recommends: bool,
+    /// With --packages: mirror what resolves and warn about names and dependencies that do
+    /// not, instead of failing.
+    #[arg(long, requires = "packages")]
+    skip_missing: bool,
     /// Print a JSON summary on stdout instead of status lines.
     #[arg(long)]
     json: bool,
@@ -165,6 +178,19 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
              --no-verify-signature to mirror it unverified"
         ),
     };
+    let subset = if args.packages.is_empty() {
+        None
+    } else {
+        let packages = read_package_list(&args.packages)?;
+        if packages.is_empty() {
+            bail!("--packages names no package");
+        }
+        Some(SubsetOptions {
+            packages,
+            with_recommends: args.with_recommends,
+            skip_missing: args.skip_missing,
+        })
+    };
     let options = MirrorOptions {
         format: match args.format {
             MirrorFormatArg::Auto => MirrorFormat::Auto,
@@ -184,6 +210,7 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
         },
         signature,
         wait_for_lock: args.wait,
+        subset,
     };
     let started = Instant::now();
     let bar = ByteBar::new(!args.json && !args.quiet && std::io::stderr().is_terminal());
@@ -195,6 +222,13 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
         )
     })?;
     bar.finish();
+    if !report.unresolved.is_empty() {
+        out.warn(&format!(
+            "mirrored without {} unresolved names or dependencies (--skip-missing): {}",
+            report.unresolved.len(),
+            missing_line(&report.unresolved)
+        ));
+    }
     let seconds = started.elapsed().as_secs_f64();
     let result = if report.changed() {
         "updated"
@@ -237,6 +271,7 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
         "removed": report.removed,
         "metadata_changed": report.metadata_changed,
         "requests": report.requests,
+        "unresolved": report.unresolved.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "seconds": seconds,
     }));
     Ok(if report.changed() {
