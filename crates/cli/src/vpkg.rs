@@ -256,6 +256,11 @@ pub fn pkgmgmt(roots: &HostRoots, guest: &str, args: &[OsString]) -> ExitCode {
             for line in &report.differences {
                 println!("{line}");
             }
+            for file in &report.rejected {
+                out.warn(&format!(
+                    "guest `{guest}`: left out of the rebuilt database (failed the checks): {file}"
+                ));
+            }
             let changes = report.added.len() + report.removed.len() + report.differences.len();
             if changes > 0 {
                 out.warn(&format!(

@@ -44,8 +44,8 @@ pub use lifecycle::{
     stop,
 };
 pub use pkgmode::{
-    PkgModeDirection, PkgModeError, PkgModeOutcome, PkgModeRequest, change_package_management,
-    run_guest_tool,
+    ExternalizeReport, PkgModeDirection, PkgModeError, PkgModeOutcome, PkgModeRequest,
+    change_package_management, run_guest_tool,
 };
 pub use roots::HostRoots;
 pub use suggest::closest;

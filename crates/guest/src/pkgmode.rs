@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use vserver_pkgmgmt::PkgLayout;
 use vserver_pkgmgmt::mode::{
-    Mode, ModeError, ModeOptions, RpmModeChange, RpmVerifyReport, StepResult,
+    DebModeChange, Mode, ModeError, ModeOptions, RpmModeChange, StepResult,
 };
 use vserver_sandbox::Freezer;
 
@@ -52,7 +52,23 @@ pub enum PkgModeOutcome {
         packages: Vec<String>,
     },
     /// The host manages them again; what verification found.
-    Externalized(RpmVerifyReport),
+    Externalized(ExternalizeReport),
+}
+
+/// What externalize found in the guest's database and files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExternalizeReport {
+    /// Every package of the rebuilt database (rpm: `NAME-VERSION-RELEASE.ARCH`; dpkg:
+    /// `NAME:ARCH=VERSION`), sorted.
+    pub packages: Vec<String>,
+    /// Packages that appeared while the guest managed itself.
+    pub added: Vec<String>,
+    /// Packages that went.
+    pub removed: Vec<String>,
+    /// The verifier's lines (`rpm -Va`, `dpkg --verify`): files that differ.
+    pub differences: Vec<String>,
+    /// Files of the guest's database that failed the checks and were left out (dpkg).
+    pub rejected: Vec<String>,
 }
 
 /// Why a mode change did not happen (or was rolled back).
@@ -175,7 +191,8 @@ pub fn change_package_management(
             mode: mode_name(wanted),
         });
     }
-    if config.package_management != current_ok || config.family != "rpm" {
+    if config.package_management != current_ok || !["rpm", "deb"].contains(&config.family.as_str())
+    {
         return Err(PkgModeError::Unsupported {
             guest: name.to_owned(),
             family: if config.family.is_empty() {
@@ -187,7 +204,6 @@ pub fn change_package_management(
     }
     let _frozen = freeze_if_running(roots, run_dir, name, request.force)?;
     let layout = PkgLayout::new(&roots.pkgdir, name);
-    let change = RpmModeChange::new(layout, &config.root, &config.releasever);
     let mut record = |mode: Mode| -> StepResult {
         let mut updated: GuestConfig = config.clone();
         updated.package_management = match mode {
@@ -197,15 +213,44 @@ pub fn change_package_management(
         updated.save(roots)?;
         Ok(())
     };
-    Ok(match request.direction {
-        PkgModeDirection::Internalize => PkgModeOutcome::Internalized {
-            packages: change.internalize(&request.options, &mut record, on_step)?,
-        },
-        PkgModeDirection::Externalize => PkgModeOutcome::Externalized(change.externalize(
-            &request.options,
-            &mut record,
-            on_step,
-        )?),
+    let options = &request.options;
+    Ok(match (config.family.as_str(), request.direction) {
+        ("deb", direction) => {
+            let change = DebModeChange::new(layout, &config.root);
+            match direction {
+                PkgModeDirection::Internalize => PkgModeOutcome::Internalized {
+                    packages: change.internalize(options, &mut record, on_step)?,
+                },
+                PkgModeDirection::Externalize => {
+                    let report = change.externalize(options, &mut record, on_step)?;
+                    PkgModeOutcome::Externalized(ExternalizeReport {
+                        packages: report.packages,
+                        added: report.added,
+                        removed: report.removed,
+                        differences: report.differences,
+                        rejected: report.rejected,
+                    })
+                }
+            }
+        }
+        (_, direction) => {
+            let change = RpmModeChange::new(layout, &config.root, &config.releasever);
+            match direction {
+                PkgModeDirection::Internalize => PkgModeOutcome::Internalized {
+                    packages: change.internalize(options, &mut record, on_step)?,
+                },
+                PkgModeDirection::Externalize => {
+                    let report = change.externalize(options, &mut record, on_step)?;
+                    PkgModeOutcome::Externalized(ExternalizeReport {
+                        packages: report.packages,
+                        added: report.added,
+                        removed: report.removed,
+                        differences: report.differences,
+                        rejected: Vec::new(),
+                    })
+                }
+            }
+        }
     })
 }
 

@@ -205,6 +205,40 @@ impl Journal {
         Ok(())
     }
 
+    /// Moves aside every entry of the guest directory `dir` (only regular files when
+    /// `files_only`), keeping the directory itself: it may belong to a package.
+    pub(crate) fn move_aside_contents(
+        &mut self,
+        root: &GuestRoot,
+        dir: &Path,
+        files_only: bool,
+    ) -> StepResult {
+        if check_plain_dirs(root, dir).is_err()
+            || !matches!(root.symlink_metadata(dir), Ok(info) if info.kind == FileKind::Dir)
+        {
+            return Ok(());
+        }
+        for entry in root.read_dir(dir)? {
+            let name = entry.name.to_string_lossy();
+            if name.ends_with(".vserver-aside") || (files_only && entry.kind != FileKind::File) {
+                continue;
+            }
+            self.move_aside(root, &dir.join(&entry.name))?;
+        }
+        Ok(())
+    }
+
+    /// The directories this journal created, in creation order.
+    pub(crate) fn created_dirs(&self) -> Vec<PathBuf> {
+        self.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::CreatedDir(dir) => Some(dir.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Undoes every recorded change, newest first; keeps going after a failure and reports
     /// the first.
     pub(crate) fn undo(&mut self, root: &GuestRoot) -> StepResult {
@@ -255,7 +289,6 @@ fn aside_name(path: &Path) -> PathBuf {
 /// Copies the host directory tree `host` (trusted) into the guest at `guest` (which must not
 /// exist or be empty), recording every created directory and file in `journal`. Only regular
 /// files and directories are copied.
-#[allow(dead_code)] // for the deb mode change
 pub(crate) fn copy_tree_into_guest(
     journal: &mut Journal,
     root: &GuestRoot,

@@ -24,12 +24,16 @@
 //! parser inside the sandbox, and a fresh host-side database is built from what they extract
 //! (module `rpm`, module `deb`).
 
+mod deb;
 mod guestfs;
 mod rpm;
+mod status;
 
 use std::fmt;
 
+pub use deb::{DebModeChange, DebVerifyReport};
 pub use rpm::{DEFAULT_GUEST_DBPATH, RpmModeChange, RpmVerifyReport};
+pub use status::{Stanza, StatusError, parse_status, render_status};
 
 /// Where a guest's package database lives, as a mode change sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -91,6 +91,7 @@ pub struct RpmModeChange {
 pub(crate) struct InternalRecord {
     pub family: String,
     pub dbpath: PathBuf,
+    pub created: Vec<PathBuf>,
     pub wrote: Vec<PathBuf>,
     pub packages: Vec<String>,
 }
@@ -102,6 +103,9 @@ impl InternalRecord {
         );
         text.push_str(&format!("family={}\n", self.family));
         text.push_str(&format!("dbpath={}\n", self.dbpath.display()));
+        for path in &self.created {
+            text.push_str(&format!("created={}\n", path.display()));
+        }
         for path in &self.wrote {
             text.push_str(&format!("wrote={}\n", path.display()));
         }
@@ -121,6 +125,7 @@ impl InternalRecord {
             match key {
                 "family" => record.family = value.to_owned(),
                 "dbpath" => record.dbpath = PathBuf::from(value),
+                "created" => record.created.push(PathBuf::from(value)),
                 "wrote" => record.wrote.push(PathBuf::from(value)),
                 "package" => record.packages.push(value.to_owned()),
                 _ => return None,
@@ -561,6 +566,7 @@ impl RpmModeChange {
                 let record = InternalRecord {
                     family: "rpm".into(),
                     dbpath: dbpath.clone(),
+                    created: db_journal.borrow().created_dirs(),
                     wrote: wrote.borrow().clone(),
                     packages: packages.borrow().clone(),
                 };
@@ -683,12 +689,15 @@ impl RpmModeChange {
             "set the guest's database and dnf state aside",
             || {
                 let mut journal = state_journal.borrow_mut();
-                journal.move_aside(&root, &dbpath)?;
+                // A directory internalize made goes; one that was there (a package's) stays,
+                // empty.
+                if record.created.contains(&dbpath) {
+                    journal.move_aside(&root, &dbpath)?;
+                } else {
+                    journal.move_aside_contents(&root, &dbpath, false)?;
+                }
                 for dir in GUEST_PM_STATE {
-                    let dir = Path::new(dir);
-                    if check_plain_dirs(&root, dir.parent().unwrap_or(dir)).is_ok() {
-                        journal.move_aside(&root, dir)?;
-                    }
+                    journal.move_aside_contents(&root, Path::new(dir), false)?;
                 }
                 Ok(())
             },
@@ -897,6 +906,7 @@ mod tests {
         let record = InternalRecord {
             family: "rpm".into(),
             dbpath: "/var/lib/rpm".into(),
+            created: vec!["/var/lib/rpm".into()],
             wrote: vec!["/etc/dnf/dnf.conf".into()],
             packages: vec!["a-1-1.noarch".into()],
         };

@@ -1,0 +1,620 @@
+//! Internalize and externalize for Debian-family guests.
+//!
+//! # internalize
+//!
+//! 1. `.pkg/G/dpkg/state` (the admin directory) is copied into the guest's `/var/lib/dpkg`,
+//!    until now the empty mount point of the external layout.
+//! 2. `sources.list`, `sources.list.d/`, `preferences.d/` and the keyrings of
+//!    `trusted.gpg.d/` go to the guest's `/etc/apt/` (the generated `apt.conf`, which names
+//!    host paths, does not).
+//! 3. apt's state (`lists/`, `extended_states`) goes to `/var/lib/apt`.
+//! 4. `.pkg/G/dpkg/state` and `.pkg/G/apt/state` become a read-only archive; `.pkg/G/internal`
+//!    records the files written and the installed packages.
+//! 5. The caller records the mode.
+//!
+//! # externalize
+//!
+//! The guest's `status` file is parsed by our strict parser (module `status`) and written out
+//! again from the parsed form; of `info/`, only files named after a package of that status with
+//! a known suffix are taken, and the `.list`, `.md5sums` and `.conffiles` files are checked line
+//! by line (plain paths, hexadecimal digests); `diversions`, `statoverride`, `alternatives/` and
+//! `triggers/` are checked the same way. Nothing of the guest's database reaches the host's dpkg
+//! unparsed. Then `dpkg --verify` runs on the guest from the host with the rebuilt admin
+//! directory, and the package set is compared with the one recorded at internalize.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCommand, StdioMode};
+
+use super::guestfs::{
+    Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest,
+    read_limited,
+};
+use super::rpm::{InternalRecord, internal_record_file, set_tree_modes, tail, write_host_atomic};
+use super::status::{parse_status, plain_absolute_path, render_status, valid_package_name};
+use super::{Mode, ModeError, ModeOptions, StepFailure, StepResult, Steps, nothing};
+use crate::error::Error;
+use crate::layout::PkgLayout;
+
+/// The guest's dpkg admin directory.
+const ADMIN_DIR: &str = "/var/lib/dpkg";
+
+/// Suffixes of the files dpkg keeps per package in `info/`.
+const INFO_SUFFIXES: &[&str] = &[
+    "list",
+    "md5sums",
+    "conffiles",
+    "preinst",
+    "postinst",
+    "prerm",
+    "postrm",
+    "config",
+    "templates",
+    "triggers",
+    "shlibs",
+    "symbols",
+];
+
+/// Guest directories whose files are apt's state, removed from the guest on externalize (the
+/// directories themselves belong to the apt package).
+const GUEST_APT_STATE: &[&str] = &[
+    "/var/lib/apt",
+    "/var/lib/apt/lists",
+    "/var/cache/apt",
+    "/var/cache/apt/archives",
+];
+
+/// What externalize found on a Debian guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DebVerifyReport {
+    /// `NAME:ARCH=VERSION` of every installed package, sorted.
+    pub packages: Vec<String>,
+    /// Installed packages that were not there at internalize.
+    pub added: Vec<String>,
+    /// Packages recorded at internalize that are gone.
+    pub removed: Vec<String>,
+    /// `dpkg --verify` lines: files that differ from the database.
+    pub differences: Vec<String>,
+    /// Files of the guest's admin directory left out because they did not pass the checks.
+    pub rejected: Vec<String>,
+}
+
+/// A mode change of one Debian-family guest.
+#[derive(Debug, Clone)]
+pub struct DebModeChange {
+    layout: PkgLayout,
+    root: PathBuf,
+}
+
+fn text_err(text: impl Into<String>) -> StepFailure {
+    Box::new(StepFailureText(text.into()))
+}
+
+impl DebModeChange {
+    /// The mode change of the guest whose root is `root` (trusted host path) and whose package
+    /// state is `layout`.
+    pub fn new(layout: PkgLayout, root: &Path) -> Self {
+        DebModeChange {
+            layout,
+            root: root.to_owned(),
+        }
+    }
+
+    fn guest(&self) -> &str {
+        self.layout.guest()
+    }
+
+    fn refused(&self, problem: impl Into<String>) -> ModeError {
+        ModeError::Refused {
+            guest: self.guest().to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    fn open_root(&self) -> Result<GuestRoot, ModeError> {
+        GuestRoot::open(&self.root).map_err(|source| {
+            ModeError::Package(Error::Guest {
+                guest: self.guest().to_owned(),
+                source: Box::new(source),
+            })
+        })
+    }
+
+    fn dpkg_state(&self) -> PathBuf {
+        self.layout.dir().join("dpkg/state")
+    }
+
+    fn apt_dir(&self) -> PathBuf {
+        self.layout.dir().join("apt")
+    }
+
+    fn convert_dir(&self) -> PathBuf {
+        self.layout.dir().join("dpkg/convert")
+    }
+
+    fn remove_convert_dir(&self) -> StepResult {
+        let dir = self.convert_dir();
+        if dir.exists() {
+            fs_err::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Installed packages of a host admin directory (trusted: ours).
+    fn host_packages(&self, admin: &Path) -> Result<Vec<String>, StepFailure> {
+        let text = fs_err::read(admin.join("status"))?;
+        let stanzas = parse_status(&text).map_err(|e| text_err(e.to_string()))?;
+        let mut packages: Vec<String> = stanzas
+            .iter()
+            .filter(|s| s.is_installed())
+            .map(|s| s.identity())
+            .collect();
+        packages.sort();
+        Ok(packages)
+    }
+
+    /// Moves package management into the guest (see the module documentation).
+    pub fn internalize(
+        &self,
+        options: &ModeOptions,
+        record_mode: &mut dyn FnMut(Mode) -> StepResult,
+        on_step: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<String>, ModeError> {
+        let record_file = internal_record_file(&self.layout);
+        if record_file.exists() {
+            return Err(self.refused(format!(
+                "`{}` says package management is already internal",
+                record_file.display()
+            )));
+        }
+        let _lock = self.layout.lock()?;
+        let root = self.open_root()?;
+        for dir in [ADMIN_DIR, "/var/lib/apt", "/etc/apt"] {
+            check_plain_dirs(&root, Path::new(dir)).map_err(|p| self.refused(p))?;
+        }
+        if !absent_or_empty_dir(&root, Path::new(ADMIN_DIR)).map_err(|e| self.refused(e.0))? {
+            return Err(self.refused(format!(
+                "`{ADMIN_DIR}` in the guest is not empty; the external layout keeps it empty"
+            )));
+        }
+        let packages = self
+            .host_packages(&self.dpkg_state())
+            .map_err(|e| self.refused(e.to_string()))?;
+        let db_journal = RefCell::new(Journal::default());
+        let etc_journal = RefCell::new(Journal::default());
+        let state_journal = RefCell::new(Journal::default());
+        let wrote = RefCell::new(Vec::<PathBuf>::new());
+        let record_mode = RefCell::new(record_mode);
+        let mut steps = Steps::new(self.guest(), Mode::External);
+        steps.push(
+            format!("copy the dpkg database into {ADMIN_DIR}"),
+            || {
+                copy_tree_into_guest(
+                    &mut db_journal.borrow_mut(),
+                    &root,
+                    &self.dpkg_state(),
+                    Path::new(ADMIN_DIR),
+                )
+            },
+            || db_journal.borrow_mut().undo(&root),
+        );
+        steps.push(
+            "write apt's sources and keyrings to /etc/apt",
+            || {
+                let mut journal = etc_journal.borrow_mut();
+                let etc = self.apt_dir().join("etc");
+                let list = etc.join("sources.list");
+                if list.is_file() {
+                    let path = PathBuf::from("/etc/apt/sources.list");
+                    journal.write(&root, &path, &fs_err::read(&list)?, 0o644)?;
+                    wrote.borrow_mut().push(path);
+                }
+                for dir in ["sources.list.d", "preferences.d", "trusted.gpg.d"] {
+                    let host = etc.join(dir);
+                    if !host.is_dir() {
+                        continue;
+                    }
+                    for entry in fs_err::read_dir(&host)? {
+                        let entry = entry?;
+                        if !entry.file_type()?.is_file() {
+                            continue;
+                        }
+                        let path = Path::new("/etc/apt").join(dir).join(entry.file_name());
+                        journal.write(&root, &path, &fs_err::read(entry.path())?, 0o644)?;
+                        wrote.borrow_mut().push(path);
+                    }
+                }
+                Ok(())
+            },
+            || {
+                wrote.borrow_mut().clear();
+                etc_journal.borrow_mut().undo(&root)
+            },
+        );
+        steps.push(
+            "copy apt's state to /var/lib/apt",
+            || {
+                let state = self.apt_dir().join("state");
+                if state.is_dir() {
+                    copy_tree_into_guest(
+                        &mut state_journal.borrow_mut(),
+                        &root,
+                        &state,
+                        Path::new("/var/lib/apt"),
+                    )?;
+                }
+                Ok(())
+            },
+            || state_journal.borrow_mut().undo(&root),
+        );
+        steps.push(
+            "keep the external state as a read-only archive",
+            || {
+                set_tree_modes(&self.dpkg_state(), 0o555, 0o444)?;
+                set_tree_modes(&self.apt_dir().join("state"), 0o555, 0o444)?;
+                let record = InternalRecord {
+                    family: "deb".into(),
+                    dbpath: PathBuf::from(ADMIN_DIR),
+                    created: Vec::new(),
+                    wrote: wrote.borrow().clone(),
+                    packages: packages.clone(),
+                };
+                write_host_atomic(&record_file, record.render().as_bytes())
+            },
+            || {
+                if record_file.exists() {
+                    fs_err::remove_file(&record_file)?;
+                }
+                set_tree_modes(&self.apt_dir().join("state"), 0o755, 0o644)?;
+                set_tree_modes(&self.dpkg_state(), 0o755, 0o644)
+            },
+        );
+        steps.push(
+            "record the mode",
+            || (record_mode.borrow_mut())(Mode::Internal),
+            || (record_mode.borrow_mut())(Mode::External),
+        );
+        steps.run(options, on_step)?;
+        if options.purge_external {
+            for dir in [self.dpkg_state(), self.apt_dir().join("state")] {
+                let _ = set_tree_modes(&dir, 0o755, 0o644);
+                let _ = fs_err::remove_dir_all(&dir);
+            }
+        }
+        Ok(packages)
+    }
+
+    /// Moves package management back out of the guest (see the module documentation).
+    pub fn externalize(
+        &self,
+        options: &ModeOptions,
+        record_mode: &mut dyn FnMut(Mode) -> StepResult,
+        on_step: &mut dyn FnMut(usize, &str),
+    ) -> Result<DebVerifyReport, ModeError> {
+        let record_path = internal_record_file(&self.layout);
+        let record = fs_err::read_to_string(&record_path)
+            .ok()
+            .and_then(|t| InternalRecord::parse(&t))
+            .filter(|r| r.family == "deb")
+            .ok_or_else(|| {
+                self.refused(format!(
+                    "no internal dpkg database is recorded in `{}`",
+                    record_path.display()
+                ))
+            })?;
+        let _lock = self.layout.lock()?;
+        let root = self.open_root()?;
+        check_plain_dirs(&root, Path::new(ADMIN_DIR)).map_err(|p| self.refused(p))?;
+        let report = RefCell::new(DebVerifyReport::default());
+        let state_journal = RefCell::new(Journal::default());
+        let config_journal = RefCell::new(Journal::default());
+        let swapped = RefCell::new(false);
+        let record_mode = RefCell::new(record_mode);
+        let archive = self.layout.dir().join("dpkg/state.internalized");
+        let mut steps = Steps::new(self.guest(), Mode::Internal);
+        steps.push(
+            "read and check the guest's dpkg database",
+            || {
+                self.remove_convert_dir()?;
+                let admin = self.convert_dir().join("state");
+                let mut report = report.borrow_mut();
+                rebuild_admin_dir(&root, &admin, &mut report.rejected)?;
+                let packages = self.host_packages(&admin)?;
+                let recorded: BTreeSet<&String> = record.packages.iter().collect();
+                let now: BTreeSet<&String> = packages.iter().collect();
+                report.added = now.difference(&recorded).map(|s| (*s).clone()).collect();
+                report.removed = recorded.difference(&now).map(|s| (*s).clone()).collect();
+                report.packages = packages;
+                Ok(())
+            },
+            || self.remove_convert_dir(),
+        );
+        steps.push(
+            "verify the guest's files against the rebuilt database",
+            || {
+                report.borrow_mut().differences = self.verify(&root)?;
+                Ok(())
+            },
+            nothing,
+        );
+        steps.push(
+            "set the guest's dpkg and apt state aside",
+            || {
+                let mut journal = state_journal.borrow_mut();
+                journal.move_aside(&root, Path::new(ADMIN_DIR))?;
+                journal.mkdir_all(&root, Path::new(ADMIN_DIR))?;
+                for dir in GUEST_APT_STATE {
+                    journal.move_aside_contents(&root, Path::new(dir), true)?;
+                }
+                Ok(())
+            },
+            || state_journal.borrow_mut().undo(&root),
+        );
+        steps.push(
+            "remove the configuration internalize wrote",
+            || {
+                let mut journal = config_journal.borrow_mut();
+                for path in &record.wrote {
+                    if check_plain_dirs(&root, path.parent().unwrap_or(path)).is_ok() {
+                        journal.move_aside(&root, path)?;
+                    }
+                }
+                Ok(())
+            },
+            || config_journal.borrow_mut().undo(&root),
+        );
+        steps.push(
+            "install the rebuilt database in .pkg",
+            || {
+                let state = self.dpkg_state();
+                if archive.exists() {
+                    set_tree_modes(&archive, 0o755, 0o644)?;
+                    fs_err::remove_dir_all(&archive)?;
+                }
+                if state.exists() {
+                    fs_err::rename(&state, &archive)?;
+                }
+                *swapped.borrow_mut() = true;
+                fs_err::rename(self.convert_dir().join("state"), &state)?;
+                set_tree_modes(&self.apt_dir().join("state"), 0o755, 0o644)
+            },
+            || {
+                if !*swapped.borrow() {
+                    return Ok(());
+                }
+                let state = self.dpkg_state();
+                if state.exists() {
+                    fs_err::rename(&state, self.convert_dir().join("state"))?;
+                }
+                if archive.exists() {
+                    fs_err::rename(&archive, &state)?;
+                }
+                set_tree_modes(&self.apt_dir().join("state"), 0o555, 0o444)
+            },
+        );
+        steps.push(
+            "record the mode",
+            || (record_mode.borrow_mut())(Mode::External),
+            || (record_mode.borrow_mut())(Mode::Internal),
+        );
+        steps.run(options, on_step)?;
+        let _ = state_journal.borrow_mut().commit(&root);
+        let _ = config_journal.borrow_mut().commit(&root);
+        let _ = self.remove_convert_dir();
+        if archive.exists() {
+            let _ = set_tree_modes(&archive, 0o755, 0o644);
+            let _ = fs_err::remove_dir_all(&archive);
+        }
+        let _ = fs_err::remove_file(&record_path);
+        Ok(report.into_inner())
+    }
+
+    /// `dpkg --verify` on the guest with the rebuilt admin directory bound onto its
+    /// `/var/lib/dpkg`; returns the lines that report a difference.
+    fn verify(&self, root: &GuestRoot) -> Result<Vec<String>, StepFailure> {
+        let has_proc = matches!(
+            root.symlink_metadata("/proc"),
+            Ok(info) if info.kind == FileKind::Dir
+        );
+        let mut root_arg = std::ffi::OsString::from("--root=");
+        root_arg.push(&self.root);
+        let mut command = SandboxCommand::new("dpkg");
+        command
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C.UTF-8")
+            .arg(root_arg)
+            .arg("--verify")
+            .guest_root(&self.root)
+            .bind(
+                self.convert_dir().join("state"),
+                ADMIN_DIR,
+                Access::ReadWrite,
+            )
+            .guest_proc(has_proc)
+            .capabilities(CapabilityProfile::PackageManager)
+            .stdout(StdioMode::Capture)
+            .stderr(StdioMode::Capture);
+        let finished = command.status().map_err(|source| Error::Sandbox {
+            guest: self.guest().to_owned(),
+            tool: "dpkg".into(),
+            source: Box::new(source),
+        })?;
+        let lines: Vec<String> = String::from_utf8_lossy(&finished.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !finished.status.success() && lines.is_empty() {
+            return Err(Box::new(Error::ToolFailed {
+                guest: self.guest().to_owned(),
+                command: command.to_string(),
+                status: finished.status,
+                stderr_tail: tail(&finished.stderr),
+            }));
+        }
+        Ok(lines)
+    }
+}
+
+/// Builds a fresh admin directory at `admin` (host) from the guest's `/var/lib/dpkg`: the
+/// status file parsed and rewritten, every other file checked or left out (named in
+/// `rejected`).
+fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>) -> StepResult {
+    for dir in ["info", "updates", "triggers", "alternatives", "parts"] {
+        fs_err::create_dir_all(admin.join(dir))?;
+    }
+    let guest_admin = Path::new(ADMIN_DIR);
+    let status = read_limited(root, &guest_admin.join("status"))?;
+    let stanzas = parse_status(&status).map_err(|e| text_err(e.to_string()))?;
+    fs_err::write(admin.join("status"), render_status(&stanzas))?;
+    fs_err::write(admin.join("available"), "")?;
+    let names: BTreeSet<&str> = stanzas.iter().map(|s| s.package()).collect();
+
+    let info = guest_admin.join("info");
+    if root.exists(&info)? {
+        for entry in root.read_dir(&info)? {
+            let name = entry.name.to_string_lossy().into_owned();
+            if entry.kind != FileKind::File {
+                rejected.push(format!("info/{name}"));
+                continue;
+            }
+            if name == "format" {
+                let content = read_limited(root, &info.join(&entry.name))?;
+                if content == b"0\n" || content == b"1\n" {
+                    fs_err::write(admin.join("info/format"), content)?;
+                }
+                continue;
+            }
+            let Some((package, suffix)) = name.rsplit_once('.') else {
+                rejected.push(format!("info/{name}"));
+                continue;
+            };
+            let bare = package.split_once(':').map_or(package, |(n, _)| n);
+            let arch_ok = package.split_once(':').is_none_or(|(_, a)| {
+                !a.is_empty()
+                    && a.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+            if !(valid_package_name(bare)
+                && arch_ok
+                && names.contains(bare)
+                && INFO_SUFFIXES.contains(&suffix))
+            {
+                rejected.push(format!("info/{name}"));
+                continue;
+            }
+            let content = read_limited(root, &info.join(&entry.name))?;
+            let ok = match suffix {
+                "list" => lines_ok(&content, |l| l == "/." || plain_absolute_path(l)),
+                "conffiles" => lines_ok(&content, |l| {
+                    let path = l.strip_prefix("remove-on-upgrade ").unwrap_or(l);
+                    plain_absolute_path(path)
+                }),
+                "md5sums" => lines_ok(&content, |l| {
+                    let Some((digest, path)) = l.split_once("  ") else {
+                        return false;
+                    };
+                    digest.len() == 32
+                        && digest.bytes().all(|b| b.is_ascii_hexdigit())
+                        && plain_absolute_path(&format!("/{path}"))
+                }),
+                _ => true,
+            };
+            if !ok {
+                rejected.push(format!("info/{name}"));
+                continue;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            let path = admin.join("info").join(&name);
+            fs_err::write(&path, content)?;
+            let mode = if ["preinst", "postinst", "prerm", "postrm", "config"].contains(&suffix) {
+                0o755
+            } else {
+                0o644
+            };
+            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    for (file, fields) in [("diversions", 0usize), ("statoverride", 4)] {
+        let path = guest_admin.join(file);
+        if !root.exists(&path)? {
+            continue;
+        }
+        let content = read_limited(root, &path)?;
+        let ok = lines_ok(&content, |l| match fields {
+            // diversions: three lines per entry: path, diverted-to path, package (or `:`).
+            0 => plain_absolute_path(l) || l == ":" || valid_package_name(l),
+            // statoverride: `USER GROUP MODE PATH`.
+            _ => {
+                let parts: Vec<&str> = l.splitn(4, ' ').collect();
+                parts.len() == 4
+                    && parts[..2].iter().all(|p| {
+                        !p.is_empty()
+                            && p.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"#_.-".contains(&b))
+                    })
+                    && parts[2].bytes().all(|b| (b'0'..=b'7').contains(&b))
+                    && plain_absolute_path(parts[3])
+            }
+        });
+        if ok {
+            fs_err::write(admin.join(file), content)?;
+        } else {
+            rejected.push(file.to_owned());
+        }
+    }
+    let alternatives = guest_admin.join("alternatives");
+    if root.exists(&alternatives)? {
+        for entry in root.read_dir(&alternatives)? {
+            let name = entry.name.to_string_lossy().into_owned();
+            let name_ok = !name.starts_with('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._+-@".contains(&b));
+            if entry.kind != FileKind::File || !name_ok {
+                rejected.push(format!("alternatives/{name}"));
+                continue;
+            }
+            let content = read_limited(root, &alternatives.join(&entry.name))?;
+            // Lines are modes, names, priorities or absolute paths; an empty line ends a block.
+            let ok = lines_ok(&content, |l| {
+                l.is_empty()
+                    || plain_absolute_path(l)
+                    || l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._+-@".contains(&b))
+            });
+            if ok {
+                fs_err::write(admin.join("alternatives").join(&name), content)?;
+            } else {
+                rejected.push(format!("alternatives/{name}"));
+            }
+        }
+    }
+    let triggers = guest_admin.join("triggers/File");
+    if root.exists(&triggers)? {
+        let content = read_limited(root, &triggers)?;
+        let ok = lines_ok(&content, |l| {
+            l.split_once(' ').is_some_and(|(trigger, package)| {
+                plain_absolute_path(trigger)
+                    && valid_package_name(package.split(':').next().unwrap_or(""))
+            })
+        });
+        if ok {
+            fs_err::write(admin.join("triggers/File"), content)?;
+        } else {
+            rejected.push("triggers/File".into());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `content` is UTF-8 without control characters and every line passes `check`.
+fn lines_ok(content: &[u8], check: impl Fn(&str) -> bool) -> bool {
+    std::str::from_utf8(content).is_ok_and(|text| {
+        text.lines()
+            .all(|line| !line.chars().any(char::is_control) && check(line))
+    })
+}
