@@ -1,0 +1,226 @@
+//! `mirror` with a package subset (`--packages`) on apt sources: the closure follows Debian
+//! relationships (alternatives, version relations, virtual and versioned Provides,
+//! Multi-Arch qualifiers), the subset is re-indexed as `dists/SUITE`, and a real, isolated
+//! apt proves it complete with `apt-get -s install` from the subset alone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+// The isolated apt of the apt indexer tests (its own config, state and cache).
+mod apt_common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use vserver_fixtures::{DebPackage, DebSetOptions, write_deb_set};
+use vserver_repository::apt::{AptLayout, read_packages};
+use vserver_repository::closure::SubsetOptions;
+use vserver_repository::mirror::{
+    MirrorError, MirrorOptions, MirrorReport, SignaturePolicy, mirror,
+};
+use vserver_repository::progress::NoProgress;
+
+fn subset(names: &[&str]) -> MirrorOptions {
+    MirrorOptions {
+        signature: SignaturePolicy::Unverified,
+        suites: vec!["stable".into()],
+        subset: Some(SubsetOptions {
+            packages: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..SubsetOptions::default()
+        }),
+        ..MirrorOptions::default()
+    }
+}
+
+fn index_source(src: &Path) {
+    apt_common::index(
+        src,
+        AptLayout::Dists {
+            suite: "stable".into(),
+            component: "main".into(),
+        },
+    );
+}
+
+fn run_mirror(src: &Path, dest: &Path, options: &MirrorOptions) -> MirrorReport {
+    mirror(src.to_str().unwrap(), dest, options, &NoProgress)
+        .unwrap_or_else(|e| panic!("mirror failed: {}", apt_common::chain(&e)))
+}
+
+/// `name version` of every package the subset's `binary-amd64` index lists, after checking
+/// that each listed file is in DEST and each .deb in DEST is listed.
+fn listed(dest: &Path) -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(dest.join("dists/stable/main/binary-amd64/Packages")).unwrap();
+    let mut names = BTreeSet::new();
+    let mut files = BTreeSet::new();
+    for stanza in read_packages(text.as_bytes()) {
+        let stanza = stanza.unwrap();
+        let filename = stanza.get("Filename").unwrap();
+        assert!(
+            dest.join(filename).is_file(),
+            "{filename} is listed but missing"
+        );
+        files.insert(filename.to_owned());
+        names.insert(format!(
+            "{} {}",
+            stanza.get("Package").unwrap(),
+            stanza.get("Version").unwrap()
+        ));
+    }
+    let on_disk: BTreeSet<String> = walk_debs(dest, dest);
+    assert_eq!(files, on_disk, "index and pool differ");
+    names
+}
+
+fn walk_debs(root: &Path, dir: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == ".vrepo" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk_debs(root, &path));
+        } else if path.extension().is_some_and(|e| e == "deb") {
+            out.insert(
+                path.strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    out
+}
+
+/// `apt-get update` and `apt-get -s install NAMES` against DEST alone, into an empty status.
+fn apt_simulates_install(dest: &Path, scratch: &Path, names: &[&str]) {
+    let client = apt_common::IsolatedApt::new(
+        scratch,
+        &format!("deb [trusted=yes] file:{} stable main", dest.display()),
+        "amd64",
+    );
+    apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+    let mut args = vec!["-s", "install"];
+    args.extend(names);
+    let output = client.apt_get(&args);
+    apt_common::assert_success(&output, "apt-get -s install");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for name in names {
+        assert!(stdout.contains(&format!("Inst {name} ")), "{stdout}");
+    }
+}
+
+#[test]
+fn subset_of_a_generated_set_installs_with_apt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dest = tmp.path().join("dest");
+    write_deb_set(
+        &src.join("pool/main"),
+        &DebSetOptions {
+            seed: 67,
+            count: 100,
+            files_per_package: 2,
+            maintainer_scripts: false,
+            ..DebSetOptions::default()
+        },
+    )
+    .unwrap();
+    index_source(&src);
+    let wanted = ["fx-00099", "fx-00061"];
+    let report = run_mirror(&src, &dest, &subset(&wanted));
+    let names = listed(&dest);
+    assert_eq!(names.len() as u64, report.packages);
+    assert!(report.packages > 2 && report.packages < 100, "{report:?}");
+    eprintln!("closure of {wanted:?}: {} of 100 packages", report.packages);
+    if apt_common::require_tool("apt-get") {
+        apt_simulates_install(&dest, &tmp.path().join("apt"), &wanted);
+    }
+    let again = run_mirror(&src, &dest, &subset(&wanted));
+    assert!(!again.changed(), "{again:?}");
+}
+
+fn hand_made(pool: &Path) {
+    std::fs::create_dir_all(pool).unwrap();
+    let write = |p: &mut DebPackage| {
+        p.write_to(pool).unwrap();
+    };
+    write(
+        DebPackage::new("app", "1.0-1")
+            .depends("libx (>= 2.0)")
+            .depends("missing-thing | alt-real (>> 0.5)")
+            .depends("virt-mail")
+            .depends("vers-virt (>= 2)")
+            .depends("tool:any")
+            .pre_depends("base")
+            .recommends("rec"),
+    );
+    for version in ["1.0-1", "2.0~rc1-1", "2.0-1", "1:0.5-1"] {
+        write(&mut DebPackage::new("libx", version));
+    }
+    write(&mut DebPackage::new("alt-real", "1.0-1"));
+    write(DebPackage::new("mta-a", "1.0-1").provides("virt-mail"));
+    write(DebPackage::new("mta-b", "1.0-1").provides("virt-mail"));
+    write(DebPackage::new("vers-old", "1.0-1").provides("vers-virt (= 1)"));
+    write(DebPackage::new("vers-new", "1.0-1").provides("vers-virt (= 3)"));
+    write(DebPackage::new("vers-plain", "1.0-1").provides("vers-virt"));
+    write(DebPackage::new("tool", "1.0-1").multi_arch("allowed"));
+    write(&mut DebPackage::new("base", "1.0-1"));
+    write(&mut DebPackage::new("rec", "1.0-1"));
+    write(&mut DebPackage::new("unrelated", "1.0-1"));
+    write(DebPackage::new("broken", "1.0-1").depends("nowhere (>= 1) | nothing-either"));
+}
+
+#[test]
+fn debian_relationship_semantics_on_hand_made_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    hand_made(&src.join("pool/main"));
+    index_source(&src);
+    let dest = tmp.path().join("dest");
+    run_mirror(&src, &dest, &subset(&["app"]));
+    let want: BTreeSet<String> = [
+        "app 1.0-1",
+        // The epoch makes 1:0.5-1 the newest libx.
+        "libx 1:0.5-1",
+        "alt-real 1.0-1",
+        "mta-a 1.0-1",
+        // Only a versioned Provides satisfies a versioned relation.
+        "vers-new 1.0-1",
+        "tool 1.0-1",
+        "base 1.0-1",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    assert_eq!(listed(&dest), want);
+    if apt_common::require_tool("apt-get") {
+        apt_simulates_install(&dest, &tmp.path().join("apt"), &["app"]);
+    }
+
+    let mut options = subset(&["app"]);
+    options.subset.as_mut().unwrap().with_recommends = true;
+    let weak = tmp.path().join("weak");
+    run_mirror(&src, &weak, &options);
+    assert!(listed(&weak).contains("rec 1.0-1"));
+
+    let err = mirror(
+        src.to_str().unwrap(),
+        &tmp.path().join("bad"),
+        &subset(&["broken", "ghost"]),
+        &NoProgress,
+    )
+    .unwrap_err();
+    let line = err.to_string();
+    assert!(
+        matches!(err, MirrorError::Unresolved { count: 2, .. }),
+        "{line}"
+    );
+    assert!(line.contains("ghost (requested)"), "{line}");
+    assert!(
+        line.contains("nowhere (>= 1) | nothing-either (needed by broken 1.0-1 (amd64))"),
+        "{line}"
+    );
+}
