@@ -295,3 +295,52 @@ fn rpm_dependency_semantics_on_hand_made_packages() {
     assert_eq!(report.unresolved.len(), 2);
     assert_eq!(consistent_names(&tmp.path().join("skip")).len(), 1);
 }
+
+/// Property: for generated sets of several seeds (one with shell scriptlets, whose packages
+/// need `/bin/sh` from `fx-shell` through a file dependency) and random requests, the subset
+/// always installs completely with rpm.
+#[test]
+fn closures_of_random_requests_install_with_rpm() {
+    use rand::{Rng, SeedableRng};
+    if !require("rpm") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for seed in 0..6u64 {
+        let src = tmp.path().join(format!("src-{seed}"));
+        let scriptlets = if seed == 0 && Path::new("/bin/busybox").is_file() {
+            Scriptlets::Shell
+        } else {
+            Scriptlets::None
+        };
+        let set = RpmSetOptions {
+            seed: 100 + seed,
+            count: 150,
+            files_per_package: 3,
+            scriptlets,
+            changelog_entries: 0,
+            ..RpmSetOptions::default()
+        };
+        write_rpm_set(&src, &set).unwrap();
+        index(&src);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let names: Vec<String> = (0..rng.random_range(1..=3))
+            .map(|_| format!("fx-{:05}", rng.random_range(0..150)))
+            .collect();
+        let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+        let dest = tmp.path().join(format!("dest-{seed}"));
+        let report = run_mirror(&src, &dest, &subset(&wanted));
+        let listed = consistent_names(&dest);
+        for name in &wanted {
+            assert!(listed.iter().any(|n| n.starts_with(&format!("{name}-"))));
+        }
+        if scriptlets == Scriptlets::Shell {
+            assert!(
+                listed.iter().any(|n| n.starts_with("fx-shell-")),
+                "{listed:?}"
+            );
+        }
+        eprintln!("seed {seed}: {wanted:?} -> {} packages", report.packages);
+        assert_rpm_installs_all(&dest, &tmp.path().join(format!("root-{seed}")));
+    }
+}

@@ -224,3 +224,40 @@ fn debian_relationship_semantics_on_hand_made_packages() {
         "{line}"
     );
 }
+
+/// Property: for generated sets of several seeds and random requests, apt always finds an
+/// install of the requested packages in the subset alone.
+#[test]
+fn closures_of_random_requests_install_with_apt() {
+    use rand::{Rng, SeedableRng};
+    if !apt_common::require_tool("apt-get") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for seed in 0..5u64 {
+        let src = tmp.path().join(format!("src-{seed}"));
+        write_deb_set(
+            &src.join("pool/main"),
+            &DebSetOptions {
+                seed: 200 + seed,
+                count: 120,
+                files_per_package: 1,
+                maintainer_scripts: false,
+                ..DebSetOptions::default()
+            },
+        )
+        .unwrap();
+        index_source(&src);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let names: Vec<String> = (0..rng.random_range(1..=3))
+            .map(|_| format!("fx-{:05}", rng.random_range(0..120)))
+            .collect();
+        let mut wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+        wanted.dedup();
+        let dest = tmp.path().join(format!("dest-{seed}"));
+        let report = run_mirror(&src, &dest, &subset(&wanted));
+        eprintln!("seed {seed}: {wanted:?} -> {} packages", report.packages);
+        listed(&dest);
+        apt_simulates_install(&dest, &tmp.path().join(format!("apt-{seed}")), &wanted);
+    }
+}
