@@ -1,6 +1,7 @@
 //! Debian guests as a new user makes them: a local mirror of real Debian bookworm packages
 //! (fetched through the host's apt, cached in /var/tmp/vserver-test-debs), indexed with
-//! `vrepo index --suite --override`, registered, then `vserver d build -m apt`, `vapt-get`,
+//! `vrepo index --suite --override`, mirrored with `vrepo mirror` and served by `vrepo serve` over
+//! HTTP, registered with `vdistro add`, then `vserver d build -m apt`, `vapt-get`,
 //! `vdpkg`; the guest works, its dpkg database is outside it, and the host does not change.
 //! Then a hostile guest: symlinks planted at `/var/lib/dpkg` and `/var/lib`, and a maintainer
 //! script that tries to write to the host.
@@ -10,13 +11,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-/// Where the test makes its guests: on disk, outside /tmp and /var/tmp.
-const WORK_BASE: &str = "/var/lib/vserver-tests";
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::{WORK_BASE, available, checked, is_root, run, serve};
 use vserver_fixtures::DebPackage;
 
 const CACHE: &str = "/var/tmp/vserver-test-debs";
@@ -27,43 +28,6 @@ const EXTRAS: &[&str] = &["hello"];
 const SOURCES: &str = "deb http://deb.debian.org/debian bookworm main\n\
      deb http://deb.debian.org/debian bookworm-updates main\n\
      deb http://deb.debian.org/debian-security bookworm-security main\n";
-
-/// Skips (returns false) with a printed reason, or panics under VSERVER_TEST_REQUIRE_ALL=1.
-fn available(ok: bool, reason: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("required by VSERVER_TEST_REQUIRE_ALL=1 but unavailable: {reason}");
-    }
-    eprintln!("skipped: {reason}");
-    false
-}
-
-fn is_root() -> bool {
-    // The owner of our own /proc entry is our effective uid (no unsafe geteuid call needed).
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
-}
-
-fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
-}
-
-fn checked(command: &mut Command) -> String {
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// The host's apt, isolated: Debian's sources only, an empty status, our own cache; the host's
 /// lists are read, nothing of the host's apt state is written.
@@ -321,8 +285,24 @@ fn debian_guest_from_a_local_bookworm_mirror() {
         roots: top.join("vservers"),
         pkg: top.join("vservers/.pkg"),
     };
-    // An unsigned local mirror: trusted only because the registration says so.
-    let mirror_url = format!("file://{}", mirror.display());
+    // The archive copy is mirrored and served over HTTP by `vrepo serve`, and the guest is
+    // built from the served mirror. Unsigned: trusted only because the registration says so.
+    let (_origin, origin_url) = serve(&mirror);
+    let served = top.join("served-mirror");
+    checked(
+        vserver()
+            .args([
+                "vrepo",
+                "mirror",
+                "-q",
+                "--suite",
+                "bookworm",
+                "--no-verify-signature",
+            ])
+            .arg(&origin_url)
+            .arg(&served),
+    );
+    let (_mirror_server, mirror_url) = serve(&served);
     checked(host.command("vdistro").args([
         "add",
         "localdeb",

@@ -1,5 +1,6 @@
 //! An RPM guest as a new user makes one, through the `vserver` binary: a generated repository
-//! indexed with `vrepo index`, registered with `vdistro add`, then `vserver t build -m yum`,
+//! indexed with `vrepo index`, mirrored with `vrepo mirror` and served by `vrepo serve` over HTTP,
+//! registered with `vdistro add`, then `vserver t build -m yum`,
 //! `vyum install`, `vrpm -q`, `vyum remove`, `vrpm -Va`. The database must end up outside the
 //! guest, the guest must hold no rpm or dnf state, and the tools' exit statuses must come back.
 //!
@@ -8,24 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-/// Where the test makes its guests: on disk, outside /tmp and /var/tmp.
-const WORK_BASE: &str = "/var/lib/vserver-tests";
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{WORK_BASE, available, serve};
 use vserver_fixtures::{RpmSetOptions, Scriptlets};
-
-fn available(ok: bool, reason: &str) -> bool {
-    if !ok {
-        assert!(
-            std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
-            "required by VSERVER_TEST_REQUIRE_ALL but unavailable: {reason}"
-        );
-        eprintln!("skipped: {reason}");
-    }
-    ok
-}
 
 /// The rpm plugin library cargo built for this test (a dev-dependency), if any.
 fn built_plugin() -> Option<PathBuf> {
@@ -118,6 +108,19 @@ fn rpm_guest_as_a_new_user_makes_it() {
     )
     .unwrap();
     host.ok(&["vrepo", "index", "-q", repo.to_str().unwrap()]);
+    // As the seed's step 1: the shipped packages are mirrored, then served to the builders,
+    // both over HTTP by `vrepo serve`.
+    let (_origin, origin_url) = serve(&repo);
+    let mirror = host.dir.join("mirror");
+    host.ok(&[
+        "vrepo",
+        "mirror",
+        "-q",
+        "--no-verify-signature",
+        &origin_url,
+        mirror.to_str().unwrap(),
+    ]);
+    let (_mirror_server, mirror_url) = serve(&mirror);
     host.ok(&[
         "vdistro",
         "add",
@@ -125,7 +128,7 @@ fn rpm_guest_as_a_new_user_makes_it() {
         "--releasever",
         "1",
         "--repo",
-        &format!("fx=file://{}", repo.display()),
+        &format!("fx={mirror_url}/"),
         "--pkgs",
         "fx-shell fx-00002",
     ]);

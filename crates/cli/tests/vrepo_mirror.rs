@@ -4,54 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{KillOnDrop, serve};
 use vserver_fixtures::{RpmSetOptions, write_rpm_set};
 
 fn vrepo() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vserver"));
     command.arg("vrepo");
     command
-}
-
-/// Kills the child if the test fails before it ends it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `vrepo serve DIR` on an ephemeral port; returns the child and its base URL.
-fn serve(dir: &Path) -> (KillOnDrop, String) {
-    let mut child = vrepo()
-        .args(["serve", "--quiet", "--listen", "127.0.0.1:0"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no URL in {line:?}"))
-        .to_owned();
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        while stderr.read_line(&mut rest).is_ok_and(|n| n > 0) {
-            rest.clear();
-        }
-    });
-    (KillOnDrop(child), url)
 }
 
 fn json(output: &Output) -> serde_json::Value {

@@ -1,0 +1,90 @@
+//! What the CLI integration tests share: skipping with a reason, where guests are made, and a
+//! `vrepo serve` child on an ephemeral loopback port.
+
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+/// Where tests make their guests: on disk, outside /tmp and /var/tmp (the per-operation sandbox
+/// cannot give apt a private /tmp when the guest lies below it).
+pub const WORK_BASE: &str = "/var/lib/vserver-tests";
+
+/// Skips (returns false) with a printed reason, or panics under VSERVER_TEST_REQUIRE_ALL=1.
+pub fn available(ok: bool, reason: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+        panic!("required by VSERVER_TEST_REQUIRE_ALL=1 but unavailable: {reason}");
+    }
+    eprintln!("skipped: {reason}");
+    false
+}
+
+/// Whether we run as root (the owner of our own /proc entry is our effective uid).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// Runs a command to completion.
+pub fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn checked(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Kills the child if the test ends (or fails) before it is stopped otherwise.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vrepo serve DIR` on an ephemeral loopback port; returns the child and its base URL.
+pub fn serve(dir: &Path) -> (KillOnDrop, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vserver"))
+        .args(["vrepo", "serve", "--quiet", "--listen", "127.0.0.1:0"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while stderr.read_line(&mut rest).is_ok_and(|n| n > 0) {
+            rest.clear();
+        }
+    });
+    (KillOnDrop(child), url)
+}
