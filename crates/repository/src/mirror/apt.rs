@@ -198,7 +198,7 @@ fn plan_suite(
     let release_name = format!("{base}/Release");
     let release = parse_release(&root.release, &release_name)?;
 
-    let current = context.dest.join(&base);
+    let current = context.current_metadata(&base);
     let changed = root
         .files
         .iter()
@@ -322,7 +322,7 @@ pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
         let staged = staging.path().join(name);
         if context.stage_file(
             name,
-            &context.dest.join(name),
+            &context.current_metadata(name),
             &staged,
             listed.size,
             &listed.digest,

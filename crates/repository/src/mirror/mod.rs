@@ -313,6 +313,16 @@ const CACHE_NAME: &str = "mirror";
 const CACHE_FINGERPRINT: &str = "mirror-digest-v1";
 
 impl Context<'_> {
+    /// Where the copy of the source's metadata at `rel` (`repodata`, `dists/S`, `Release`) is
+    /// kept between runs, so unchanged files are linked instead of fetched: DEST itself, or
+    /// for a subset (whose published metadata is its own) a copy under `.vrepo/`.
+    pub(crate) fn current_metadata(&self, rel: &str) -> PathBuf {
+        match &self.options.subset {
+            Some(_) => self.state_dir.join(subset::SOURCE_COPY_DIR).join(rel),
+            None => self.dest.join(rel),
+        }
+    }
+
     /// Checks a path from the source that will name a file under DEST.
     pub(crate) fn check_path(&self, path: &str, named_by: &str) -> Result<(), MirrorError> {
         let hostile = |reason: &str| MirrorError::HostilePath {
@@ -448,6 +458,9 @@ pub fn mirror(
     report.downloaded = missing.len() as u64;
     report.downloaded_bytes = fetched.iter().map(|f| f.transferred).sum();
     report.resumed = fetched.iter().filter(|f| f.resumed).count() as u64;
+    if subset.is_some() {
+        subset::keep_source_metadata(&context, plan.format, &plan.trees);
+    }
     if let Some(subset) = &subset
         && report.changed()
     {

@@ -41,7 +41,7 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
         reason,
     };
     let repomd = Repomd::parse(&repomd_bytes).map_err(|e| malformed(e.to_string()))?;
-    let current = context.dest.join("repodata");
+    let current = context.current_metadata("repodata");
     let changed = std::fs::read(current.join("repomd.xml")).ok().as_deref()
         != Some(&repomd_bytes[..])
         || std::fs::read(current.join("repomd.xml.asc")).ok() != signature;
@@ -60,6 +60,10 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
             .strip_prefix("repodata/")
             .filter(|n| !n.contains('/') && *n != "repomd.xml" && *n != "repomd.xml.asc")
             .ok_or_else(|| hostile("metadata must be a file directly in repodata/"))?;
+        if context.options.subset.is_some() && record.kind != "primary" {
+            // A subset publishes its own index: only primary is read.
+            continue;
+        }
         let algorithm = Algorithm::from_rpm_md(&record.checksum_type).ok_or_else(|| {
             malformed(format!(
                 "unknown checksum type `{}` for {}",
