@@ -39,6 +39,9 @@ use crate::publish::Staging;
 use crate::rpmmd::{ReadError, RpmIndexOptions, index_rpm, read_primary};
 
 const VIEW_DIR: &str = "subset-view";
+/// Under `DEST/.vrepo/`: the source's metadata as last fetched (see
+/// [`super::Context::current_metadata`]).
+pub(crate) const SOURCE_COPY_DIR: &str = "subset-source";
 const FINGERPRINT_FILE: &str = "mirror.subset";
 
 /// Where one group of chosen packages is indexed and published.
@@ -390,6 +393,42 @@ impl SubsetPlan {
             options.override_file = Some(path);
         }
         Ok(options)
+    }
+}
+
+/// Keeps the source's staged metadata under `.vrepo/subset-source/`, so the next run links
+/// what did not change instead of fetching it again. Only a cache: failures are ignored.
+pub(crate) fn keep_source_metadata(context: &Context<'_>, format: &str, trees: &[StagedTree]) {
+    let copy = context.state_dir.join(SOURCE_COPY_DIR);
+    let _ = std::fs::create_dir_all(&copy);
+    // The planners stage rpm-md's one tree, one tree per suite in order, or one flat tree.
+    let names: Vec<String> = if format == "rpm-md" {
+        vec!["repodata".to_owned()]
+    } else {
+        context
+            .options
+            .suites
+            .iter()
+            .map(|s| format!("dists/{s}"))
+            .collect()
+    };
+    for (tree, rel) in trees
+        .iter()
+        .zip(names.iter().map(Some).chain(std::iter::repeat(None)))
+    {
+        if let Some(files) = &tree.flat_files {
+            for name in files {
+                let to = copy.join(name);
+                let _ = std::fs::remove_file(&to);
+                let _ = link_or_copy(&tree.staging.path().join(name), &to);
+            }
+        } else if let Some(rel) = rel {
+            let to = copy.join(rel);
+            let _ = std::fs::remove_dir_all(&to);
+            if std::fs::create_dir_all(&to).is_ok() {
+                let _ = copy_tree(tree.staging.path(), &to);
+            }
+        }
     }
 }
 
