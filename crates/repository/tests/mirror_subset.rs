@@ -210,8 +210,14 @@ fn hand_made(dir: &Path) {
             .requires("(lib-tools with lib-tools-cap >= 3)")
             .requires("/usr/bin/tool")
             .requires("virt-cap >= 1.5")
+            // True only once needs-trigger (processed later) brings trigger in.
+            .requires("(late-extra if trigger)")
+            .requires("needs-trigger")
             .recommends("rec-pkg"),
     );
+    write(RpmPackage::new("needs-trigger", "1.0").requires("trigger"));
+    write(&mut RpmPackage::new("trigger", "1.0"));
+    write(&mut RpmPackage::new("late-extra", "1.0"));
     for (version, release) in [("1.0", "1"), ("2.0~rc1", "1"), ("2.0", "1"), ("2.0", "2")] {
         write(RpmPackage::new("lib", version).release(release));
     }
@@ -253,6 +259,9 @@ fn rpm_dependency_semantics_on_hand_made_packages() {
         "lib-tools-0.9",
         "tool-pkg-1.0",
         "virt-new-1.0",
+        "needs-trigger-1.0",
+        "trigger-1.0",
+        "late-extra-1.0",
     ]
     .iter()
     .map(|s| (*s).to_owned())

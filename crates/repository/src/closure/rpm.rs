@@ -381,6 +381,16 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// The architecture a package's dependencies prefer: its own, or the native one for
+    /// `noarch`.
+    fn dependent_arch(&self, package: &Package) -> String {
+        if package.arch == "noarch" {
+            self.native_arch.clone()
+        } else {
+            package.arch.clone()
+        }
+    }
+
     fn add(&mut self, package: usize, queue: &mut Vec<usize>) {
         if !self.selected[package] {
             self.selected[package] = true;
@@ -592,15 +602,11 @@ pub fn resolve_rpm(
         }
     }
     // Parsed once per package, on first visit.
-    let mut conditional: Vec<(usize, Requirement)> = Vec::new();
+    let mut conditional: Vec<(usize, Requirement, bool)> = Vec::new();
     loop {
         while let Some(package) = queue.pop() {
             let p = &packages[package];
-            let arch = if p.arch == "noarch" {
-                resolver.native_arch.clone()
-            } else {
-                p.arch.clone()
-            };
+            let arch = resolver.dependent_arch(p);
             let weak = if options.with_recommends {
                 p.recommends.as_slice()
             } else {
@@ -628,7 +634,7 @@ pub fn resolve_rpm(
                     }
                 };
                 if requirement.has_condition() {
-                    conditional.push((package, requirement.clone()));
+                    conditional.push((package, requirement.clone(), strong));
                 }
                 if let Err(what) = resolver.require(&requirement, &arch, &mut queue)
                     && strong
@@ -646,9 +652,20 @@ pub fn resolve_rpm(
             }
         }
         // A condition may have become true as the set grew.
-        for (package, requirement) in &conditional {
-            let arch = packages[*package].arch.clone();
-            let _ = resolver.require(requirement, &arch, &mut queue);
+        for (package, requirement, strong) in &conditional {
+            let p = &packages[*package];
+            let arch = resolver.dependent_arch(p);
+            if let Err(what) = resolver.require(requirement, &arch, &mut queue)
+                && *strong
+            {
+                let missing = Missing {
+                    needed_by: Some(nevra(p)),
+                    what,
+                };
+                if !resolver.missing.contains(&missing) {
+                    resolver.missing.push(missing);
+                }
+            }
         }
         if queue.is_empty() {
             break;
