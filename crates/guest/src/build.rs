@@ -284,9 +284,12 @@ fn run_build(
             verbose: request.verbose,
             mirror: request.apt_mirror.as_ref(),
         };
-        crate::build_apt::build_deb(layout, distribution, &deb, &mut |name| {
+        let warnings = crate::build_apt::build_deb(layout, distribution, &deb, &mut |name| {
             set_phase(phase, name, on_event)
         })?;
+        for warning in warnings {
+            on_event(BuildEvent::Warning(warning));
+        }
         return Ok(config);
     }
     let plugin = vserver_pkgmgmt::find_rpm_plugin()?;

@@ -138,13 +138,14 @@ impl AptMirror {
 }
 
 /// Builds the package side of a Debian guest whose skeleton and configuration exist; `on_phase`
-/// names each step (for progress and for the failure message).
+/// names each step (for progress and for the failure message). Returns the warnings: optional
+/// (`--can-fail`) packages that could not be installed.
 pub(crate) fn build_deb(
     layout: PkgLayout,
     distribution: &Distribution,
     request: &DebBuild<'_>,
     on_phase: &mut dyn FnMut(&str),
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let (sources_list, keyrings) =
         apt_sources(distribution, request.mirror).map_err(|e| match e {
             Error::BadRequest { problem, .. } => Error::BadRequest {
@@ -168,10 +169,25 @@ pub(crate) fn build_deb(
     on_phase("database");
     backend.initialize_database()?;
     backend.bootstrap(request.variant, &mut |step| on_phase(step))?;
+    let mut warnings = Vec::new();
     for (list, entries) in &distribution.package_lists {
         on_phase(&format!("package list {list}"));
-        let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-        backend.install(&names)?;
+        let required: Vec<String> = entries
+            .iter()
+            .filter(|e| !e.can_fail)
+            .map(|e| e.name.clone())
+            .collect();
+        if !required.is_empty() {
+            backend.install(&required)?;
+        }
+        for entry in entries.iter().filter(|e| e.can_fail) {
+            if let Err(e) = backend.install(std::slice::from_ref(&entry.name)) {
+                warnings.push(format!(
+                    "optional package `{}` not installed: {e}",
+                    entry.name
+                ));
+            }
+        }
     }
     if !request.packages.is_empty() {
         on_phase("extra packages");
@@ -180,7 +196,7 @@ pub(crate) fn build_deb(
     on_phase("clean-up");
     backend.clean_cache()?;
     backend.sync()?;
-    Ok(())
+    Ok(warnings)
 }
 
 /// The dpkg/apt back end of an existing Debian-family guest with external package management
