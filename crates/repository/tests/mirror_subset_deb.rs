@@ -264,3 +264,104 @@ fn closures_of_random_requests_install_with_apt() {
         apt_simulates_install(&dest, &tmp.path().join(format!("apt-{seed}")), &wanted);
     }
 }
+
+/// The host's apt lists hold the real Debian archive's index (compressed with lz4).
+const HOST_BOOKWORM_INDEX: &str =
+    "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4";
+
+/// Real metadata: the closure of a few large packages over the Debian archive's own bookworm
+/// index (60,000+ packages: `:any`, Multi-Arch, virtual packages, epochs, `~` versions),
+/// handed to a real apt as the only index (no .debs needed to simulate): apt must find an
+/// install of them into an empty system from the closure alone.
+#[test]
+fn closure_over_the_real_debian_index_satisfies_apt() {
+    use std::io::Write;
+    use vserver_repository::apt::{ReleaseEntry, ReleaseFields, write_release};
+    use vserver_repository::closure::{DebEntry, resolve_deb};
+    use vserver_repository::deb::checksum::MultiHasher;
+
+    if !apt_common::require_tool("apt-get") {
+        return;
+    }
+    if !Path::new(HOST_BOOKWORM_INDEX).is_file() {
+        assert!(
+            std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
+            "{HOST_BOOKWORM_INDEX} is required (run apt-get update)"
+        );
+        eprintln!("skipped: no {HOST_BOOKWORM_INDEX} (run apt-get update)");
+        return;
+    }
+    let text = apt_common::run(
+        std::process::Command::new("/usr/lib/apt/apt-helper")
+            .args(["cat-file", HOST_BOOKWORM_INDEX]),
+    )
+    .stdout;
+    let stanzas: Vec<_> = read_packages(&text[..]).map(|s| s.unwrap()).collect();
+    let entries: Vec<DebEntry> = stanzas
+        .iter()
+        .map(|s| DebEntry::from_stanza(s).unwrap())
+        .collect();
+    // A few large packages, and a minbase (Essential, `Priority: required` and apt).
+    let large: Vec<String> = ["apt", "dnf", "systemd", "openssh-server", "python3-apt"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let mut minbase: Vec<String> = stanzas
+        .iter()
+        .filter(|s| s.get("Essential") == Some("yes") || s.get("Priority") == Some("required"))
+        .map(|s| s.get("Package").unwrap().to_owned())
+        .collect();
+    minbase.push("apt".into());
+    minbase.sort();
+    minbase.dedup();
+    for (case, wanted) in [("large", large), ("minbase", minbase)] {
+        let started = std::time::Instant::now();
+        let selection = resolve_deb(&entries, &wanted, &SubsetOptions::default());
+        eprintln!(
+            "{case}: closure of {} names over {} packages: {} chosen in {:.3} s",
+            wanted.len(),
+            entries.len(),
+            selection.chosen.len(),
+            started.elapsed().as_secs_f64()
+        );
+        assert!(selection.missing.is_empty(), "{:?}", selection.missing);
+
+        let repo = tempfile::tempdir().unwrap();
+        let mut packages = String::new();
+        for &i in &selection.chosen {
+            stanzas[i].write_to(&mut packages);
+            packages.push('\n');
+        }
+        std::fs::write(repo.path().join("Packages"), &packages).unwrap();
+        let mut hasher = MultiHasher::new();
+        hasher.update(packages.as_bytes());
+        let entry = ReleaseEntry {
+            path: "Packages".into(),
+            size: packages.len() as u64,
+            checksums: hasher.finish(),
+        };
+        let release = write_release(&ReleaseFields::default(), &[entry]);
+        std::fs::File::create(repo.path().join("Release"))
+            .unwrap()
+            .write_all(release.as_bytes())
+            .unwrap();
+
+        let client = apt_common::IsolatedApt::new(
+            &repo.path().join("apt"),
+            &format!("deb [trusted=yes] file:{} ./", repo.path().display()),
+            "amd64",
+        );
+        apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+        let mut args = vec!["-s", "install"];
+        args.extend(wanted.iter().map(String::as_str));
+        let output = client.apt_get(&args);
+        apt_common::assert_success(&output, "apt-get -s install over the closure");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let installs = stdout.lines().filter(|l| l.starts_with("Inst ")).count();
+        eprintln!(
+            "{case}: apt installs {installs} of the {} chosen",
+            selection.chosen.len()
+        );
+        assert!(installs <= selection.chosen.len());
+    }
+}
