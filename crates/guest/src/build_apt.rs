@@ -163,6 +163,8 @@ pub(crate) fn build_deb(
             keyrings,
             merged_usr: true,
             verbose: request.verbose,
+            // A new guest: synced once at the end, removed if the build fails.
+            skip_fsync: true,
         },
     );
     backend.prepare()?;

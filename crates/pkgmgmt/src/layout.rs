@@ -136,6 +136,14 @@ impl PkgLayout {
         Ok(PkgLock(file))
     }
 
+    /// Flushes the file system that holds `.pkg/G` (one `syncfs`): after work that ran with
+    /// fsync turned off, this and the guest root's file system are what must reach the disk.
+    pub(crate) fn sync_state(&self) -> Result<()> {
+        let dir =
+            std::fs::File::open(&self.dir).map_err(|e| self.host_err("open", &self.dir, e))?;
+        rustix::fs::syncfs(&dir).map_err(|e| self.host_err("sync", &self.dir, e.into()))
+    }
+
     pub(crate) fn host_err(&self, op: &'static str, path: &Path, source: std::io::Error) -> Error {
         Error::Host {
             guest: self.guest.clone(),

@@ -21,7 +21,6 @@
 //! before.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
@@ -284,9 +283,7 @@ impl RpmBackend {
                 guest: self.guest(),
                 source: Box::new(source),
             })?;
-        let state = self.layout.dir();
-        let dir = File::open(state).map_err(self.host_err("open", state))?;
-        rustix::fs::syncfs(&dir).map_err(|e| self.host_err("sync", state)(e.into()))
+        self.layout.sync_state()
     }
 }
 

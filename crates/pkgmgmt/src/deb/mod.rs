@@ -57,6 +57,10 @@ pub struct DebSettings {
     pub merged_usr: bool,
     /// Let the package manager's output through (otherwise it is captured and shown on failure).
     pub verbose: bool,
+    /// Make fsync and friends no-ops for apt, dpkg and the maintainer scripts
+    /// ([`SandboxCommand::skip_fsync`]): only for building a new guest, which ends with
+    /// [`DebBackend::sync`] and is thrown away if it fails.
+    pub skip_fsync: bool,
 }
 
 /// A host program the deb back end runs on a guest.
@@ -207,7 +211,8 @@ impl DebBackend {
             .writable(self.apt_dir())
             .guest_proc(has_proc)
             .hostname(self.layout.guest())
-            .capabilities(profile);
+            .capabilities(profile)
+            .skip_fsync(self.settings.skip_fsync);
         if let Some(term) = std::env::var_os("TERM") {
             command.env("TERM", term);
         }
@@ -321,11 +326,12 @@ impl DebBackend {
         Ok(self.run(tool.program(), &mut command, Streams::Inherit)?.0)
     }
 
-    /// Flushes the guest's file system once (after a build).
+    /// Flushes the guest root's file system and the one holding `.pkg/G` (after a build).
     pub fn sync(&self) -> Result<()> {
         self.guest_root()?
             .sync_filesystem()
-            .map_err(self.guest_err())
+            .map_err(self.guest_err())?;
+        self.layout.sync_state()
     }
 
     /// Whether the guest's `/var/lib/dpkg` holds nothing (as it must outside an operation).
