@@ -330,7 +330,25 @@ pub fn resolve_deb(
                 continue;
             }
         };
-        match index.candidates(&relation, &index.native).first() {
+        let mut found = index.candidates(&relation, &index.native);
+        if found.is_empty() && relation.arch.is_none() {
+            // A requested name may be of another architecture than the most common one.
+            let any_arch = Relation {
+                arch: Some("any".into()),
+                ..relation.clone()
+            };
+            found = index.candidates(&any_arch, &index.native);
+            let mut same_name: Vec<usize> = index
+                .by_name
+                .get(relation.name.as_str())
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            same_name.sort_by(|&a, &b| packages[b].version.cmp(&packages[a].version));
+            found.extend(same_name);
+        }
+        match found.first() {
             Some(&i) => add(i, &mut selected, &mut queue, &mut order),
             None => missing.push(Missing {
                 needed_by: None,
@@ -401,5 +419,62 @@ mod tests {
             Op::LessEqual
         );
         assert!(parse_relation("x (~ 2)").is_err());
+    }
+
+    fn entry(name: &str, arch: &str, multi_arch: &str, depends: &str) -> DebEntry {
+        DebEntry {
+            name: name.into(),
+            version: DebVersion::parse("1.0-1").unwrap_or_default(),
+            arch: arch.into(),
+            multi_arch: multi_arch.into(),
+            provides: Vec::new(),
+            depends: parse_relationships(depends).unwrap_or_default(),
+            recommends: Vec::new(),
+        }
+    }
+
+    fn closure(entries: &[DebEntry], wanted: &str) -> (Vec<String>, Vec<String>) {
+        let selection = resolve_deb(entries, &[wanted.to_owned()], &SubsetOptions::default());
+        let mut chosen: Vec<String> = selection
+            .chosen
+            .iter()
+            .map(|&i| format!("{}:{}", entries[i].name, entries[i].arch))
+            .collect();
+        chosen.sort();
+        let missing = selection.missing.iter().map(|m| m.what.clone()).collect();
+        (chosen, missing)
+    }
+
+    #[test]
+    fn multi_arch_basics() {
+        let base = [
+            entry("native-filler", "amd64", "", ""),
+            entry("native-filler2", "amd64", "", ""),
+            entry("native-filler3", "amd64", "", ""),
+            entry("helper", "i386", "foreign", ""),
+            entry("lib", "i386", "", ""),
+            entry("tool", "i386", "allowed", ""),
+            entry("plain", "i386", "", ""),
+            entry("x", "amd64", "same", ""),
+            entry("x", "i386", "same", ""),
+        ];
+        let with = |depends: &str| {
+            let mut all = base.to_vec();
+            all.push(entry("app", "amd64", "", depends));
+            closure(&all, "app")
+        };
+        // A foreign-arch package satisfies an unqualified relation only if Multi-Arch: foreign.
+        assert_eq!(with("helper").0, ["app:amd64", "helper:i386"]);
+        assert_eq!(with("lib").1, ["lib"]);
+        assert_eq!(with("lib:i386").0, ["app:amd64", "lib:i386"]);
+        // `:any` also accepts Multi-Arch: allowed, not a plain package of another arch.
+        assert_eq!(with("tool:any").0, ["app:amd64", "tool:i386"]);
+        assert_eq!(with("plain:any").1, ["plain:any"]);
+        // Unqualified and `:native` pick the dependent's / native architecture.
+        assert_eq!(with("x").0, ["app:amd64", "x:amd64"]);
+        assert_eq!(with("x:native").0, ["app:amd64", "x:amd64"]);
+        assert_eq!(with("x:i386").0, ["app:amd64", "x:i386"]);
+        // A requested name of another architecture than the native one is still found.
+        assert_eq!(closure(&base, "plain").0, ["plain:i386"]);
     }
 }
