@@ -188,6 +188,18 @@ fn subset_of_a_generated_set_is_complete_for_rpm_and_dnf() {
     // signature are all a run costs when nothing changed.
     assert_eq!(again.requests, 2, "{again:?}");
 
+    // A full mirror into the same DEST and back to the subset: the subset's own metadata
+    // comes back, though the subset itself did not change.
+    let full = MirrorOptions {
+        signature: SignaturePolicy::Unverified,
+        ..MirrorOptions::default()
+    };
+    run_mirror(&src, &dest, &full);
+    assert_eq!(consistent_names(&dest).len(), 120);
+    let back = run_mirror(&src, &dest, &subset(&wanted));
+    assert!(back.metadata_changed && back.removed > 0, "{back:?}");
+    assert_eq!(consistent_names(&dest).len() as u64, first.packages);
+
     // A smaller request drops what only the other package needed, and the rest stays valid.
     let smaller = run_mirror(&src, &dest, &subset(&["fx-00077"]));
     assert!(smaller.changed());

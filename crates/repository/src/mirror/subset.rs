@@ -15,8 +15,9 @@
 //! have packages in the subset. The subset's metadata is unsigned (it is not the source's).
 //!
 //! Whether anything changed is decided on a fingerprint of the chosen packages (path, digest
-//! and index) recorded in `DEST/.vrepo/mirror.subset`: the source's metadata may change
-//! without the subset changing, and then nothing is rewritten.
+//! and index) and of the root metadata files published, recorded in `DEST/.vrepo/mirror.subset`:
+//! the source's metadata may change without the subset changing, and then nothing is
+//! rewritten; metadata that another run (a full mirror) wrote since is always replaced.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -220,14 +221,12 @@ impl SubsetPlan {
         format!("subset v1 {}\n", hex::encode(hasher.finalize()))
     }
 
-    /// Whether the published metadata must change: another subset than last time, or none
-    /// published yet.
-    pub(crate) fn metadata_changed(&self, context: &Context<'_>, packages: &[Wanted]) -> bool {
-        let recorded = std::fs::read_to_string(context.state_dir.join(FINGERPRINT_FILE));
-        if recorded.ok().as_deref() != Some(self.fingerprint(packages).as_str()) {
-            return true;
-        }
-        self.groups.keys().any(|target| {
+    /// The digests of the root metadata files now in DEST (`repomd.xml`, `Release`): recorded
+    /// with the fingerprint, they tell that DEST still holds what this subset published (and
+    /// not, say, a full mirror's metadata written since).
+    fn published_roots(&self, context: &Context<'_>) -> String {
+        let mut out = String::new();
+        for target in self.groups.keys() {
             let root = match target {
                 Target::RpmMd => context.dest.join("repodata/repomd.xml"),
                 Target::AptFlat => context.dest.join("Release"),
@@ -235,8 +234,19 @@ impl SubsetPlan {
                     context.dest.join("dists").join(suite).join("Release")
                 }
             };
-            !root.is_file()
-        })
+            let digest = std::fs::read(&root)
+                .map_or_else(|_| "missing".to_owned(), |b| hex::encode(Sha256::digest(b)));
+            out.push_str(&format!("root {digest}\n"));
+        }
+        out
+    }
+
+    /// Whether the published metadata must change: another subset than last time, or DEST's
+    /// metadata is not the one this subset published.
+    pub(crate) fn metadata_changed(&self, context: &Context<'_>, packages: &[Wanted]) -> bool {
+        let recorded = std::fs::read_to_string(context.state_dir.join(FINGERPRINT_FILE));
+        let now = self.fingerprint(packages) + &self.published_roots(context);
+        recorded.ok().as_deref() != Some(now.as_str())
     }
 
     /// Records the published subset; see [`SubsetPlan::metadata_changed`].
@@ -245,9 +255,10 @@ impl SubsetPlan {
         context: &Context<'_>,
         packages: &[Wanted],
     ) -> Result<(), MirrorError> {
+        let text = self.fingerprint(packages) + &self.published_roots(context);
         crate::publish::write_file_atomic(
             &context.state_dir.join(FINGERPRINT_FILE),
-            self.fingerprint(packages).as_bytes(),
+            text.as_bytes(),
         )?;
         Ok(())
     }
