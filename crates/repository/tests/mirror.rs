@@ -726,6 +726,28 @@ fn signatures_are_verified_against_the_keyring() {
     assert!(!apt_dest.join("dists/stable/Release").exists());
 }
 
+/// Adds `Acquire-By-Hash: yes` to an (unsigned) Release, as Debian's archive sets it.
+fn ask_for_by_hash(release: &Path) {
+    let text = std::fs::read_to_string(release).unwrap();
+    std::fs::write(release, format!("Acquire-By-Hash: yes\n{text}")).unwrap();
+}
+
+/// The `by-hash/ALGORITHM/HEX` names under an index directory.
+fn by_hash_names(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for section in std::fs::read_dir(dir.join("by-hash")).into_iter().flatten() {
+        let section = section.unwrap();
+        for entry in std::fs::read_dir(section.path()).unwrap() {
+            names.insert(format!(
+                "{}/{}",
+                section.file_name().to_string_lossy(),
+                entry.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    names
+}
+
 #[test]
 fn apt_get_installs_from_an_apt_mirror_served_over_http() {
     if !require("apt-get") {
@@ -750,18 +772,58 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
             component: "main".into(),
         },
     );
+    // As Debian's archive does: clients fetch indexes by hash, which the mirror must serve.
+    ask_for_by_hash(&src.join("dists/stable/Release"));
     let upstream = TestServer::start(&src);
     let apt = MirrorOptions {
         suites: vec!["stable".into()],
         ..options()
     };
     mirror(&upstream.url(), &dest, &apt, &NoProgress).unwrap();
-    drop(upstream);
+    let first_generation = by_hash_names(&dest.join("dists/stable/main/binary-amd64"));
+    assert!(!first_generation.is_empty());
     let served = TestServer::start(&dest);
     let client = apt_common::IsolatedApt::new(
         &tmp.path().join("apt"),
         &format!("deb [trusted=yes] {} stable main", served.url()),
         "amd64",
+    );
+    apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+    let log = served.take_log();
+    assert!(
+        log.iter()
+            .any(|r| r.target.contains("/by-hash/SHA") && r.status == 200),
+        "apt did not fetch by hash: {:?}",
+        log.iter()
+            .map(|r| (&r.target, r.status))
+            .collect::<Vec<_>>()
+    );
+    // A new source generation: the previous by-hash names stay for clients mid-update.
+    write_deb_set(
+        &src.join("pool/main"),
+        &DebSetOptions {
+            seed: 6,
+            count: 2,
+            name_prefix: "gen2".into(),
+            ..DebSetOptions::default()
+        },
+    )
+    .unwrap();
+    apt_common::index(
+        &src,
+        AptLayout::Dists {
+            suite: "stable".into(),
+            component: "main".into(),
+        },
+    );
+    ask_for_by_hash(&src.join("dists/stable/Release"));
+    mirror(&upstream.url(), &dest, &apt, &NoProgress).unwrap();
+    drop(upstream);
+    let second_generation = by_hash_names(&dest.join("dists/stable/main/binary-amd64"));
+    assert!(
+        second_generation.is_superset(&first_generation)
+            && second_generation.len() > first_generation.len(),
+        "{first_generation:?} -> {second_generation:?}"
     );
     apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
     let names: Vec<String> = std::fs::read_dir(dest.join("pool/main"))

@@ -286,6 +286,7 @@ fn plan_suite(
             }
         }
     }
+    super::by_hash::link_by_hash(staging.path(), &current, &root.release)?;
     Ok((
         StagedTree {
             staging,

@@ -26,6 +26,7 @@
 //! which is what rpm-md and Debian archives use for new builds, have no such window.
 
 mod apt;
+mod by_hash;
 mod check;
 mod fetch;
 mod rpmmd;
