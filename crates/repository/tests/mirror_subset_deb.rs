@@ -365,3 +365,97 @@ fn closure_over_the_real_debian_index_satisfies_apt() {
         assert!(installs <= selection.chosen.len());
     }
 }
+
+/// A flat source (`deb URL ./`) gives a flat subset; two suites are resolved together (a
+/// package of one needs a package of the other) and each keeps its own `dists/SUITE`.
+#[test]
+fn flat_and_multi_suite_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Flat.
+    let flat = tmp.path().join("flat");
+    std::fs::create_dir_all(&flat).unwrap();
+    DebPackage::new("top", "1.0-1")
+        .depends("middle")
+        .write_to(&flat)
+        .unwrap();
+    DebPackage::new("middle", "1.0-1").write_to(&flat).unwrap();
+    DebPackage::new("aside", "1.0-1").write_to(&flat).unwrap();
+    apt_common::index(&flat, AptLayout::Flat);
+    let dest = tmp.path().join("flat-dest");
+    let mut options = subset(&["top"]);
+    options.suites.clear();
+    let report = run_mirror(&flat, &dest, &options);
+    assert_eq!(report.packages, 2);
+    let text = std::fs::read_to_string(dest.join("Packages")).unwrap();
+    let names: BTreeSet<String> = read_packages(text.as_bytes())
+        .map(|s| s.unwrap().get("Package").unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["middle".to_owned(), "top".to_owned()].into());
+    assert_eq!(walk_debs(&dest, &dest).len(), 2);
+    if apt_common::require_tool("apt-get") {
+        let client = apt_common::IsolatedApt::new(
+            &tmp.path().join("apt-flat"),
+            &format!("deb [trusted=yes] file:{} ./", dest.display()),
+            "amd64",
+        );
+        apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+        apt_common::assert_success(&client.apt_get(&["-s", "install", "top"]), "apt-get -s");
+    }
+
+    // Two suites: `updates` (its own pool) needs a package of `stable`.
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("pool/main")).unwrap();
+    DebPackage::new("base-lib", "1.0-1")
+        .write_to(&src.join("pool/main"))
+        .unwrap();
+    DebPackage::new("unused", "1.0-1")
+        .write_to(&src.join("pool/main"))
+        .unwrap();
+    index_source(&src);
+    let updates = tmp.path().join("updates");
+    std::fs::create_dir_all(updates.join("pool/updates")).unwrap();
+    DebPackage::new("fresh-app", "2.0-1")
+        .depends("base-lib (>= 1.0)")
+        .write_to(&updates.join("pool/updates"))
+        .unwrap();
+    apt_common::index(
+        &updates,
+        AptLayout::Dists {
+            suite: "updates".into(),
+            component: "main".into(),
+        },
+    );
+    std::fs::rename(updates.join("dists/updates"), src.join("dists/updates")).unwrap();
+    std::fs::rename(updates.join("pool/updates"), src.join("pool/updates")).unwrap();
+    let dest = tmp.path().join("suites-dest");
+    let mut options = subset(&["fresh-app"]);
+    options.suites = vec!["stable".into(), "updates".into()];
+    let report = run_mirror(&src, &dest, &options);
+    assert_eq!(report.packages, 2, "{report:?}");
+    let suite_names = |suite: &str| -> BTreeSet<String> {
+        let text =
+            std::fs::read_to_string(dest.join(format!("dists/{suite}/main/binary-amd64/Packages")))
+                .unwrap();
+        read_packages(text.as_bytes())
+            .map(|s| s.unwrap().get("Package").unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(suite_names("stable"), ["base-lib".to_owned()].into());
+    assert_eq!(suite_names("updates"), ["fresh-app".to_owned()].into());
+    if apt_common::require_tool("apt-get") {
+        let client = apt_common::IsolatedApt::new(
+            &tmp.path().join("apt-suites"),
+            &format!(
+                "deb [trusted=yes] file:{d} stable main\ndeb [trusted=yes] file:{d} updates main",
+                d = dest.display()
+            ),
+            "amd64",
+        );
+        apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+        apt_common::assert_success(
+            &client.apt_get(&["-s", "install", "fresh-app"]),
+            "apt-get -s",
+        );
+    }
+}
