@@ -466,4 +466,35 @@ fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_link
     std::fs::remove_file(guest.join("etc/rpm/macros")).unwrap();
     assert_eq!(snapshot(&canary), before);
     host.assert_external(&expected);
+
+    // A running guest is refused, unless --force: then it is frozen for the change and runs on.
+    // The guest's init keeps inherited pipes open: no `output()` here.
+    let started = host
+        .command(&["t", "start", "--init", "/bin/busybox sleep 1000"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let out = host.vserver(&["t", "pkgmgmt", "internalize"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is running"));
+    host.assert_external(&expected);
+    host.ok(&["t", "pkgmgmt", "internalize", "--force"]);
+    host.assert_internal(&expected);
+    let status = host.ok(&["t", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let cgroup = PathBuf::from(status["running"]["cgroups"][0].as_str().unwrap());
+    for file in ["cgroup.freeze", "freezer.state"] {
+        if let Ok(state) = std::fs::read_to_string(cgroup.join(file)) {
+            assert!(
+                state.trim() == "0" || state.trim() == "THAWED",
+                "{file}: {state}"
+            );
+        }
+    }
+    host.ok(&["t", "pkgmgmt", "externalize", "--force"]);
+    host.assert_external(&expected);
+    host.ok(&["t", "stop", "--timeout", "1"]);
 }
