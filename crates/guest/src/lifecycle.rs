@@ -17,10 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 pub use vserver_sandbox::GuestLimits;
-use vserver_sandbox::{CapabilityProfile, CgroupSupport, GuestCgroup, GuestLaunch, GuestRoot};
+use vserver_sandbox::{
+    CapabilityProfile, CgroupSupport, GuestCgroup, GuestLaunch, GuestNetwork, GuestRoot,
+};
 
 use crate::config::{GuestConfig, PackageManagement, list_guests, load_guest};
 use crate::roots::HostRoots;
+use crate::runtime::{DEFAULT_RUNLEVEL, DEFAULT_STOP_TIMEOUT, NetConfig, parse_signal};
 
 /// How long `stop` waits for processes to die after `SIGKILL`, and cgroups to empty.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,6 +89,16 @@ pub enum LifecycleError {
         guest: String,
         /// The cgroup directory.
         dir: PathBuf,
+    },
+    /// A setting of the guest's configuration cannot be used.
+    #[error("guest `{guest}`: bad setting `{setting}`: {problem}")]
+    BadSetting {
+        /// The guest.
+        guest: String,
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        problem: String,
     },
     /// The guest's root is not a path vserver would delete.
     #[error("guest `{guest}`: refusing to delete root `{root}`")]
@@ -199,6 +212,8 @@ impl RunRecord {
             cgroups: self.cgroups.clone(),
             log: None,
             capabilities: CapabilityProfile::Confined,
+            // Unused: a joining command gets the running guest's network namespace.
+            network: GuestNetwork::Host,
         }
     }
 }
@@ -262,13 +277,43 @@ fn cgroup_name(run_dir: &Path, guest: &str) -> String {
     format!("{guest}.{:016x}", hasher.finish())
 }
 
-/// How to start a guest.
+/// The network namespace `config` asks for; `cgroup_name` names the host's end of a veth pair.
+fn network_of(config: &GuestConfig, cgroup_name: &str) -> GuestNetwork {
+    match &config.net {
+        NetConfig::None => GuestNetwork::Isolated,
+        NetConfig::Host => GuestNetwork::Host,
+        NetConfig::Bridge { bridge, interface } => {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            cgroup_name.hash(&mut hasher);
+            // "vs" + 13 hex digits: the 15 bytes an interface name may have, unique per guest.
+            let host_interface = format!("vs{:013x}", hasher.finish() & ((1 << 52) - 1));
+            GuestNetwork::Bridge {
+                bridge: bridge.clone(),
+                host_interface,
+                guest_interface: interface.clone().unwrap_or_else(|| "eth0".into()),
+            }
+        }
+    }
+}
+
+/// How to start a guest; what is not set here comes from its `config.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StartOptions {
-    /// The init command (empty: the guest's `/sbin/init`).
+    /// The init command (empty: the configured `init`, by default the guest's `/sbin/init`).
     pub init: Vec<OsString>,
-    /// Limits for its cgroup.
+    /// Limits for its cgroup; each one not set here is taken from `[limits]`.
     pub limits: GuestLimits,
+}
+
+/// The limits of `options`, completed from the configuration.
+fn limits_of(config: &GuestConfig, options: &StartOptions) -> GuestLimits {
+    let configured = config.limits.to_limits();
+    GuestLimits {
+        memory: options.limits.memory.or(configured.memory),
+        pids: options.limits.pids.or(configured.pids),
+        cpu_millis: options.limits.cpu_millis.or(configured.cpu_millis),
+    }
 }
 
 /// A started guest.
@@ -312,10 +357,12 @@ pub fn start(
     }
     old.kill_and_remove(KILL_TIMEOUT)
         .map_err(sandbox_err(name, "remove the guest's old cgroups"))?;
-    let cgroup = GuestCgroup::create(&support, &cgroup_name, options.limits)
+    let cgroup = GuestCgroup::create(&support, &cgroup_name, limits_of(&config, options))
         .map_err(sandbox_err(name, "create the guest's cgroups"))?;
     let command = if options.init.is_empty() {
-        vec![OsString::from("/sbin/init")]
+        config
+            .init
+            .command(config.runlevel.unwrap_or(DEFAULT_RUNLEVEL))
     } else {
         options.init.clone()
     };
@@ -327,6 +374,7 @@ pub fn start(
         cgroups: cgroup.dirs.clone(),
         log: Some(run_dir.join(format!("{name}.log"))),
         capabilities: CapabilityProfile::Confined,
+        network: network_of(&config, &cgroup_name),
     };
     let init = match vserver_sandbox::start_guest_init(&launch) {
         Ok(init) => init,
@@ -358,35 +406,40 @@ pub fn start(
     })
 }
 
-/// How to stop a guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How to stop a guest; what is not set here comes from its `config.toml` (`stop_signal`,
+/// `stop_timeout`), else `SIGTERM` and 10 seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StopOptions {
     /// The signal asking init to shut down.
-    pub signal: rustix::process::Signal,
+    pub signal: Option<rustix::process::Signal>,
     /// How long init may take before everything is killed.
-    pub timeout: Duration,
+    pub timeout: Option<Duration>,
 }
 
-impl Default for StopOptions {
-    fn default() -> Self {
-        StopOptions {
-            signal: rustix::process::Signal::TERM,
-            timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Stops guest `name`: the stop signal to init, a wait, then `SIGKILL` to init (which takes the
-/// guest's pid namespace with it) and to whatever is left in its cgroups; removes the cgroups and
-/// the record. The guest's mounts lived only in its mount namespace and are gone with it.
-/// Returns whether it was running.
+/// Stops guest `name`: the stop signal to init, a wait of up to the stop timeout, then `SIGKILL`
+/// to init (which takes the guest's pid namespace with it) and to whatever is left in its cgroups
+/// (`cgroup.kill` where there is one); removes the cgroups and the record. The guest's mounts
+/// lived only in its mount namespace and are gone with it. Returns whether it was running.
 pub fn stop(
     roots: &HostRoots,
     run_dir: &Path,
     name: &str,
     options: StopOptions,
 ) -> LifecycleResult<bool> {
-    load_guest(roots, name)?;
+    let config = load_guest(roots, name)?;
+    let signal = match (options.signal, &config.stop_signal) {
+        (Some(signal), _) => signal,
+        (None, Some(text)) => parse_signal(text).ok_or_else(|| LifecycleError::BadSetting {
+            guest: name.to_string(),
+            setting: "stop_signal",
+            problem: format!("unknown signal `{text}`"),
+        })?,
+        (None, None) => rustix::process::Signal::TERM,
+    };
+    let timeout = options
+        .timeout
+        .or(config.stop_timeout.map(Duration::from_secs))
+        .unwrap_or(DEFAULT_STOP_TIMEOUT);
     let running = match find_running(run_dir, name)? {
         (_, Some(running)) => running,
         (Some(stale), None) => {
@@ -397,9 +450,8 @@ pub fn stop(
     };
     use std::os::fd::AsFd;
     let pidfd = running.pidfd.as_fd();
-    vserver_sandbox::signal_pidfd(pidfd, options.signal)
-        .map_err(sandbox_err(name, "signal the init"))?;
-    let ended = vserver_sandbox::wait_pidfd_exit(pidfd, options.timeout)
+    vserver_sandbox::signal_pidfd(pidfd, signal).map_err(sandbox_err(name, "signal the init"))?;
+    let ended = vserver_sandbox::wait_pidfd_exit(pidfd, timeout)
         .map_err(sandbox_err(name, "wait for the init"))?;
     if !ended {
         vserver_sandbox::signal_pidfd(pidfd, rustix::process::Signal::KILL)
@@ -440,6 +492,11 @@ pub fn exec(
                 cgroups: Vec::new(),
                 log: None,
                 capabilities: CapabilityProfile::Confined,
+                network: match config.net {
+                    NetConfig::Host => GuestNetwork::Host,
+                    // No veth for a single command: loopback only.
+                    NetConfig::None | NetConfig::Bridge { .. } => GuestNetwork::Isolated,
+                },
             };
             vserver_sandbox::run_transient(&launch)
                 .map_err(sandbox_err(name, "run a transient command in the guest"))

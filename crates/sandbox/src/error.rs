@@ -80,6 +80,16 @@ pub enum Error {
         /// The error, as text (it crossed a process boundary).
         message: String,
     },
+    /// A host tool the sandbox runs (the `ip` command, for a guest's network) failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Tool {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// The end of its standard error.
+        stderr: String,
+    },
     /// The sandbox child could not be started, or talked nonsense over its channel.
     #[error("cannot run sandbox for `{command}`")]
     Spawn {

@@ -52,6 +52,7 @@ use crate::cgroup::CgroupSupport;
 use crate::error::{Error, Result};
 use crate::mount::{self, FileSystem};
 use crate::namespaces;
+use crate::net::{self, GuestNetwork};
 use crate::safe_path::GuestRoot;
 use crate::sys;
 
@@ -79,6 +80,10 @@ pub struct GuestLaunch {
     pub log: Option<PathBuf>,
     /// What the guest's processes keep.
     pub capabilities: CapabilityProfile,
+    /// Its network: the host's, or a namespace of its own (only when the guest's processes are
+    /// created, by [`start_guest_init`] and [`run_transient`]; a command joining a running guest
+    /// gets the guest's).
+    pub network: GuestNetwork,
 }
 
 impl GuestLaunch {
@@ -245,17 +250,27 @@ fn join_cgroups(cgroups: &[PathBuf]) -> Step<()> {
 /// Creates the guest's namespaces in the calling (launcher) process; its next child is pid 1.
 fn unshare_guest_namespaces(launch: &GuestLaunch) -> Step<()> {
     join_cgroups(&launch.cgroups)?;
+    let mut flags = UnshareFlags::NEWNS
+        | UnshareFlags::NEWUTS
+        | UnshareFlags::NEWIPC
+        | UnshareFlags::NEWCGROUP
+        | UnshareFlags::NEWPID;
+    if launch.network.is_private() {
+        flags |= UnshareFlags::NEWNET;
+    }
     step(
         "create the guest's namespaces",
         namespaces::unshare(
-            UnshareFlags::NEWNS
-                | UnshareFlags::NEWUTS
-                | UnshareFlags::NEWIPC
-                | UnshareFlags::NEWCGROUP
-                | UnshareFlags::NEWPID,
-            "create mount, uts, ipc, cgroup and pid namespaces",
+            flags,
+            "create mount, uts, ipc, cgroup, pid (and net) namespaces",
         ),
     )?;
+    if launch.network.is_private() {
+        step_io(
+            "bring the guest's loopback interface up",
+            net::set_interface_up("lo"),
+        )?;
+    }
     step("make all mounts private", mount::make_all_private())?;
     step_io(
         "set the host name",
@@ -280,6 +295,12 @@ fn enter_guest_root(root_path: &Path) -> Step<()> {
         step(
             "mount the guest's /proc",
             mount::mount_into(&root, &FileSystem::Proc, "/proc"),
+        )?;
+    }
+    if step("inspect the guest's /sys", root.exists("/sys"))? {
+        step(
+            "mount the guest's /sys",
+            mount::mount_into(&root, &FileSystem::Sysfs, "/sys"),
         )?;
     }
     if step("inspect the guest's /dev", root.exists("/dev"))? {
@@ -368,13 +389,15 @@ pub fn start_guest_init(launch: &GuestLaunch) -> Result<GuestInit> {
     };
     let (report_read, report_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
     let (pid_read, pid_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
+    let (go_read, go_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
     // SAFETY: the process is single-threaded (checked above), so the child may run any code.
     let launcher =
         unsafe { sys::fork() }.map_err(|e| Error::kernel("fork the guest launcher", e))?;
     if launcher == 0 {
         drop(report_read);
         drop(pid_read);
-        let result = launch_init(launch, log, &pid_write, &report_write);
+        drop(go_write);
+        let result = launch_init(launch, log, pid_write, &report_write, go_read);
         if let Err(failure) = result {
             report(&report_write, &failure);
             sys::exit_immediately(SETUP_FAILED);
@@ -383,6 +406,7 @@ pub fn start_guest_init(launch: &GuestLaunch) -> Result<GuestInit> {
     }
     drop(report_write);
     drop(pid_write);
+    drop(go_read);
     drop(log);
     let (_, status) =
         sys::waitpid(launcher).map_err(|e| Error::kernel("wait for the guest launcher", e))?;
@@ -390,13 +414,32 @@ pub fn start_guest_init(launch: &GuestLaunch) -> Result<GuestInit> {
     File::from(pid_read)
         .read_to_string(&mut pid_text)
         .map_err(|e| Error::kernel("read the guest init's pid", e))?;
+    let Ok(pid) = pid_text.trim().parse::<u32>() else {
+        // The launcher failed before the init existed; the report says why.
+        drop(go_write);
+        read_report(report_read, &display)?;
+        return Err(Error::Setup {
+            command: display.clone(),
+            step: "start the guest launcher".into(),
+            errno: 0,
+            message: format!("it ended without starting the init (wait status {status:#x})"),
+        });
+    };
+    // The init waits for this before it executes anything of the guest. Dropping `go_write`
+    // without a byte (on an error) makes it give up and exit.
+    if let GuestNetwork::Bridge {
+        bridge,
+        host_interface,
+        guest_interface,
+    } = &launch.network
+    {
+        net::connect_to_bridge(pid, bridge, host_interface, guest_interface)?;
+    }
+    let released = rustix::io::write(&go_write, b"1");
+    drop(go_write);
+    // An init that failed its setup has closed the pipe: its report is the better answer.
     read_report(report_read, &display)?;
-    let pid: u32 = pid_text.trim().parse().map_err(|_| Error::Setup {
-        command: display.clone(),
-        step: "start the guest launcher".into(),
-        errno: 0,
-        message: format!("it ended without starting the init (wait status {status:#x})"),
-    })?;
+    released.map_err(|e| Error::kernel("release the guest init", e))?;
     let start_time = process_start_time(pid).ok_or_else(|| Error::Setup {
         command: display.clone(),
         step: "run the init".into(),
@@ -410,30 +453,51 @@ pub fn start_guest_init(launch: &GuestLaunch) -> Result<GuestInit> {
 fn launch_init(
     launch: &GuestLaunch,
     log: Option<File>,
-    pid_pipe: &OwnedFd,
+    pid_pipe: OwnedFd,
     report_pipe: &OwnedFd,
+    go_pipe: OwnedFd,
 ) -> Step<()> {
     unshare_guest_namespaces(launch)?;
     // SAFETY: the launcher is a fork of a single-threaded process, so single-threaded too.
     let init = step_io("fork the guest init", unsafe { sys::fork() })?;
     if init == 0 {
-        let failure = run_init(launch, log);
+        // The caller reads the pid pipe to its end while the init waits for the go-ahead.
+        drop(pid_pipe);
+        let failure = run_init(launch, log, go_pipe);
         report(report_pipe, &failure);
         sys::exit_immediately(SETUP_FAILED);
     }
     step_io(
         "hand over the init's pid",
-        rustix::io::write(pid_pipe, init.to_string().as_bytes()),
+        rustix::io::write(&pid_pipe, init.to_string().as_bytes()),
     )
     .map(drop)
 }
 
 /// Pid 1 of the guest: returns only on failure.
-fn run_init(launch: &GuestLaunch, log: Option<File>) -> Failure {
+fn run_init(launch: &GuestLaunch, log: Option<File>, go_pipe: OwnedFd) -> Failure {
     let run = || -> Step<std::convert::Infallible> {
         // No controlling terminal, a session of its own: the guest outlives the caller's shell.
         step_io("start a session", rustix::process::setsid())?;
         enter_guest_root(&launch.root)?;
+        let mut go = [0u8; 1];
+        if !matches!(rustix::io::read(&go_pipe, &mut go), Ok(1)) {
+            return Err(Failure {
+                step: "wait for the host to set up the guest",
+                errno: libc::ECANCELED,
+                message: "the host gave up".into(),
+            });
+        }
+        drop(go_pipe);
+        if let GuestNetwork::Bridge {
+            guest_interface, ..
+        } = &launch.network
+        {
+            step_io(
+                "bring the guest's network interface up",
+                net::set_interface_up(guest_interface),
+            )?;
+        }
         confine(launch.capabilities)?;
         let mut command = command_for(launch)?;
         command.stdin(Stdio::null());
@@ -668,7 +732,13 @@ pub struct GuestLimits {
     pub memory: Option<u64>,
     /// Most processes (and threads) at once.
     pub pids: Option<u64>,
+    /// CPU time in thousandths of one CPU (`500` is half a CPU), enforced as a CFS quota per
+    /// period of [`CPU_PERIOD_MICROS`]: `cpu.max` in v2, `cpu.cfs_quota_us` in v1.
+    pub cpu_millis: Option<u64>,
 }
+
+/// The CFS period a CPU limit is enforced over (the kernel's default, 100 ms).
+pub const CPU_PERIOD_MICROS: u64 = 100_000;
 
 /// A guest's cgroups: one in the v2 tree (freezing, killing, counting processes) and, on a hybrid
 /// host, one in each v1 hierarchy that holds a controller the limits need. Paths are
@@ -696,7 +766,7 @@ impl GuestCgroup {
             cgroup.unified = Some(dir.clone());
             cgroup.dirs.push(dir);
         }
-        for controller in ["memory", "pids"] {
+        for controller in ["memory", "pids", "cpu"] {
             if support.unified_has(controller) {
                 continue;
             }
@@ -736,6 +806,27 @@ impl GuestCgroup {
             match limit_file("pids", "pids.max", "pids.max") {
                 Some(file) => write_file(&file, &count.to_string())?,
                 None => notes.push("pids limit not applied: no pids controller".to_string()),
+            }
+        }
+        if let Some(millis) = limits.cpu_millis {
+            // At least 1 ms per period: the kernel refuses a smaller quota.
+            let quota = (millis.saturating_mul(CPU_PERIOD_MICROS) / 1000).max(1000);
+            if support.unified_has("cpu") {
+                if let Some(dir) = &cgroup.unified {
+                    write_file(
+                        &dir.join("cpu.max"),
+                        &format!("{quota} {CPU_PERIOD_MICROS}"),
+                    )?;
+                }
+            } else if let Some(hierarchy) = support.v1_hierarchy("cpu") {
+                let dir = hierarchy.join("vserver").join(name);
+                write_file(
+                    &dir.join("cpu.cfs_period_us"),
+                    &CPU_PERIOD_MICROS.to_string(),
+                )?;
+                write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            } else {
+                notes.push("cpu limit not applied: no cpu controller".to_string());
             }
         }
         cgroup.notes = notes;
@@ -1062,4 +1153,70 @@ fn join_and_run_on(
         });
     }
     run_to_end(&mut command)
+}
+
+/// A signal by name (`TERM`, `SIGTERM`, `pwr`, `RTMIN+3`) or number (`15`), for a configured
+/// stop signal; `None` for anything else. Real-time signals are counted from the C library's
+/// `SIGRTMIN` (systemd halts on `RTMIN+3`).
+pub fn signal_by_name(text: &str) -> Option<rustix::process::Signal> {
+    let text = text.trim();
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let number = if let Ok(number) = name.parse::<i32>() {
+        number
+    } else if let Some(offset) = name.strip_prefix("RTMIN") {
+        let offset = match offset.strip_prefix('+') {
+            Some(n) => n.parse::<i32>().ok()?,
+            None if offset.is_empty() => 0,
+            None => return None,
+        };
+        libc::SIGRTMIN().checked_add(offset)?
+    } else {
+        match name {
+            "HUP" => libc::SIGHUP,
+            "INT" => libc::SIGINT,
+            "QUIT" => libc::SIGQUIT,
+            "KILL" => libc::SIGKILL,
+            "USR1" => libc::SIGUSR1,
+            "USR2" => libc::SIGUSR2,
+            "TERM" => libc::SIGTERM,
+            "PWR" => libc::SIGPWR,
+            "WINCH" => libc::SIGWINCH,
+            _ => return None,
+        }
+    };
+    if let Some(signal) = rustix::process::Signal::from_named_raw(number) {
+        return Some(signal);
+    }
+    if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&number) {
+        // SAFETY: `number` is a real-time signal between the C library's SIGRTMIN and
+        // SIGRTMAX: a valid signal number that the C library does not reserve for itself.
+        return Some(unsafe { rustix::process::Signal::from_raw_unchecked(number) });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signal_by_name;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(
+            signal_by_name("TERM").map(|s| s.as_raw()),
+            Some(libc::SIGTERM)
+        );
+        assert_eq!(
+            signal_by_name("sigpwr").map(|s| s.as_raw()),
+            Some(libc::SIGPWR)
+        );
+        assert_eq!(signal_by_name("9").map(|s| s.as_raw()), Some(9));
+        assert_eq!(
+            signal_by_name("RTMIN+3").map(|s| s.as_raw()),
+            Some(libc::SIGRTMIN() + 3)
+        );
+        assert_eq!(signal_by_name("NOPE"), None);
+        assert_eq!(signal_by_name("0"), None);
+        assert_eq!(signal_by_name("RTMIN+1000"), None);
+    }
 }

@@ -44,6 +44,7 @@ mod guest_context;
 mod guest_process;
 mod mount;
 mod namespaces;
+mod net;
 mod process;
 mod safe_path;
 mod seccomp;
@@ -54,9 +55,9 @@ pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
 pub use error::{Error, Result};
 pub use guest_context::{ConfineError, confine_scriptlet, enter_guest_context};
 pub use guest_process::{
-    GuestCgroup, GuestInit, GuestLaunch, GuestLimits, exec_in_guest, exec_in_guest_on_pty,
-    open_guest_pidfd, process_start_time, run_transient, signal_pidfd, start_guest_init,
-    wait_pidfd_exit,
+    CPU_PERIOD_MICROS, GuestCgroup, GuestInit, GuestLaunch, GuestLimits, exec_in_guest,
+    exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient, signal_by_name,
+    signal_pidfd, start_guest_init, wait_pidfd_exit,
 };
 pub use mount::{
     Access, BindMount, FileSystem, bind_into, make_all_private, make_read_only_recursive, mount_at,
@@ -65,6 +66,7 @@ pub use mount::{
 pub use namespaces::{
     Namespace, chroot_into, enter_private_mount_namespace, join_namespaces, open_pidfd,
 };
+pub use net::{GuestNetwork, MAX_INTERFACE_NAME};
 pub use process::{Finished, SandboxChild, SandboxCommand, StdioMode, run_if_sandbox_child};
 /// Capability sets as rustix defines them (used by [`restrict_capabilities`]).
 pub use rustix::thread::CapabilitySet;

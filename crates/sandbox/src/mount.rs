@@ -62,6 +62,9 @@ pub enum FileSystem {
     },
     /// A new `devpts` instance (`newinstance,ptmxmode=0666,mode=0620`), `nosuid,noexec`.
     Devpts,
+    /// `sysfs` for the caller's network namespace, read-only, `nosuid,nodev,noexec`: a guest
+    /// may look at its devices but never write a kernel tunable through it.
+    Sysfs,
 }
 
 fn statx_of(fd: BorrowedFd<'_>) -> std::io::Result<rustix::fs::Statx> {
@@ -148,12 +151,19 @@ fn create_filesystem(fs: &FileSystem) -> Result<OwnedFd> {
             "devpts",
             MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
         ),
+        FileSystem::Sysfs => (
+            "sysfs",
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+                | MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        ),
     };
     let kernel = |op| move |e: rustix::io::Errno| Error::kernel(op, e);
     let context = fsopen(name, FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(kernel("open a new file system context"))?;
     match fs {
-        FileSystem::Proc => {}
+        FileSystem::Proc | FileSystem::Sysfs => {}
         FileSystem::Tmpfs { mode, size } => {
             fsconfig_set_string(&context, "mode", format!("{:o}", mode & 0o7777))
                 .map_err(kernel("configure tmpfs"))?;

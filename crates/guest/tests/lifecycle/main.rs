@@ -93,7 +93,8 @@ impl World {
         fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
         fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
         for applet in [
-            "sh", "sleep", "hostname", "cat", "ls", "readlink", "echo", "dd",
+            "sh", "sleep", "hostname", "cat", "ls", "readlink", "echo", "dd", "touch", "grep",
+            "tr", "ip", "wc", "date", "kill",
         ] {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
         }
@@ -126,11 +127,23 @@ impl World {
             &self.run_dir,
             name,
             StopOptions {
-                timeout: Duration::from_secs(5),
+                timeout: Some(Duration::from_secs(5)),
                 ..StopOptions::default()
             },
         )
         .unwrap()
+    }
+
+    /// Changes guest `name`'s `config.toml` through `change`.
+    fn configure(&self, name: &str, change: impl FnOnce(&mut vserver_guest::GuestConfig)) {
+        let mut config = vserver_guest::load_guest(&self.roots, name).unwrap();
+        change(&mut config);
+        config.save(&self.roots).unwrap();
+        // It reads back the same (the new settings survive a round trip through the file).
+        assert_eq!(
+            vserver_guest::load_guest(&self.roots, name).unwrap(),
+            config
+        );
     }
 }
 
@@ -249,12 +262,31 @@ fn start_exec_stop() -> Result<(), Outcome> {
     // Its mounts are in its own namespace only.
     assert!(host_mounts_below(&world.base).is_empty());
     let guest_mounts = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    for mount_point in [" / ", " /proc ", " /dev ", " /dev/pts ", " /tmp "] {
-        assert!(
-            guest_mounts.contains(mount_point),
-            "{mount_point}: {guest_mounts}"
-        );
+    for (mount_point, fstype) in [
+        (" / ", ""),
+        (" /proc ", " - proc "),
+        (" /sys ", " - sysfs "),
+        (" /dev ", " - tmpfs "),
+        (" /dev/pts ", " - devpts "),
+        (" /tmp ", " - tmpfs "),
+    ] {
+        let line = guest_mounts
+            .lines()
+            .find(|l| l.contains(mount_point) && l.contains(fstype))
+            .unwrap_or_else(|| panic!("{mount_point}: {guest_mounts}"));
+        let options = line.split(' ').nth(5).unwrap();
+        if matches!(mount_point, " /proc " | " /sys ") {
+            assert!(options.starts_with("ro,"), "{line}");
+        }
+        if mount_point != " / " {
+            assert!(options.contains("nosuid"), "{line}");
+        }
     }
+    // /sys is read-only for the guest, and no kernel tunable can be written through it.
+    assert_ne!(
+        world.exec("web", "echo 1 > /sys/kernel/uevent_helper", false),
+        0
+    );
     assert!(!guest_mounts.contains(" /sys/fs/cgroup "), "{guest_mounts}");
 
     // Nothing the test binary inherited (cargo's jobserver pipes…) reaches the guest.
@@ -338,7 +370,7 @@ fn stop_kills_stubborn_guest() -> Result<(), Outcome> {
         &world.run_dir,
         "stubborn",
         StopOptions {
-            timeout: Duration::from_millis(300),
+            timeout: Some(Duration::from_millis(300)),
             ..StopOptions::default()
         },
     )
@@ -484,6 +516,7 @@ fn limits_enforced() -> Result<(), Outcome> {
         limits: vserver_guest::GuestLimits {
             memory: Some(16 << 20),
             pids: Some(8),
+            cpu_millis: None,
         },
     };
     let started = vserver_guest::start(&world.roots, &world.run_dir, "small", &options).unwrap();
@@ -554,6 +587,341 @@ fn enter_through_pty() -> Result<(), Outcome> {
     Ok(())
 }
 
+/// Interface names in the network namespace of `pid`, with their flags.
+fn interfaces_of(pid: &str) -> BTreeMap<String, u32> {
+    // /proc/PID/net/dev lists the interfaces of that process's network namespace.
+    let dev = fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+    dev.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|name| (name.trim().to_string(), 0))
+        .collect()
+}
+
+/// `net = "none"` (the default): a network namespace of its own with only loopback, up;
+/// `net = "host"`: the host's.
+fn network_none_and_host() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    let root = world.guest("net");
+    let started = world.start("net");
+    let pid = started.record.pid.to_string();
+    assert_ne!(ns_link(&pid, "net"), ns_link("self", "net"));
+    let interfaces: Vec<String> = interfaces_of(&pid).into_keys().collect();
+    assert_eq!(interfaces, ["lo"]);
+    // Up (IFF_UP), seen from inside through the guest's own /sys.
+    assert_eq!(
+        world.exec("net", "cat /sys/class/net/lo/flags > /flags", false),
+        0
+    );
+    let flags = fs::read_to_string(root.join("flags")).unwrap();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is up: {flags:#x}");
+    // A command joining the guest is in that namespace too.
+    assert_eq!(
+        world.exec("net", "readlink /proc/self/ns/net > /netns", false),
+        0
+    );
+    assert_eq!(
+        Path::new(fs::read_to_string(root.join("netns")).unwrap().trim()),
+        ns_link(&pid, "net")
+    );
+    assert!(world.stop("net"));
+
+    world.configure("net", |c| c.net = vserver_guest::NetConfig::Host);
+    let started = world.start("net");
+    let pid = started.record.pid.to_string();
+    assert_eq!(ns_link(&pid, "net"), ns_link("self", "net"));
+    assert!(world.stop("net"));
+    Ok(())
+}
+
+/// `net = { bridge = "…" }`: a veth pair, the guest's end `eth0` (up) in its namespace, the
+/// host's end a port of the bridge; both gone after stop.
+fn network_bridge() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    require(
+        Path::new("/usr/sbin/ip").exists() || Path::new("/sbin/ip").exists(),
+        "needs ip(8) from iproute2",
+    )?;
+    let bridge = format!("vstbr{}", std::process::id() % 100_000);
+    let made = std::process::Command::new("ip")
+        .args(["link", "add", &bridge, "type", "bridge"])
+        .status()
+        .is_ok_and(|s| s.success());
+    require(
+        made,
+        &format!("cannot create bridge `{bridge}` (ip link add … type bridge)"),
+    )?;
+    struct Bridge(String);
+    impl Drop for Bridge {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+    let _bridge = Bridge(bridge.clone());
+    let world = World::new();
+    let root = world.guest("br");
+    world.configure("br", |c| {
+        c.net = vserver_guest::NetConfig::Bridge {
+            bridge: bridge.clone(),
+            interface: None,
+        }
+    });
+    let started = world.start("br");
+    let pid = started.record.pid.to_string();
+    let interfaces: Vec<String> = interfaces_of(&pid).into_keys().collect();
+    assert_eq!(interfaces, ["eth0", "lo"]);
+    assert_eq!(
+        world.exec("br", "cat /sys/class/net/eth0/flags > /flags", false),
+        0
+    );
+    let flags = fs::read_to_string(root.join("flags")).unwrap();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "eth0 is up: {flags:#x}");
+    let ports: Vec<String> = fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert!(ports[0].starts_with("vs"), "{ports:?}");
+    assert!(world.stop("br"));
+    // The kernel removes the pair with the namespace; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/sys/class/net/{}", ports[0])).exists() {
+        assert!(Instant::now() < deadline, "host end {} left", ports[0]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A bridge that does not exist: start fails, and nothing is left running.
+    world.configure("br", |c| {
+        c.net = vserver_guest::NetConfig::Bridge {
+            bridge: "vsnosuchbr0".into(),
+            interface: None,
+        }
+    });
+    let err = vserver_guest::start(&world.roots, &world.run_dir, "br", &sleeper()).unwrap_err();
+    assert!(format!("{err:?}").contains("vsnosuchbr0"), "{err:?}");
+    let status = vserver_guest::status(&world.roots, &world.run_dir, "br").unwrap();
+    assert_eq!(status.state, "stopped");
+    Ok(())
+}
+
+/// `[limits]` from config.toml: memory, pids and cpu are written to the guest's cgroups, and
+/// the cpu quota is enforced (the cgroup is throttled under a busy loop).
+fn configured_limits() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let support = vserver_sandbox::CgroupSupport::detect().unwrap();
+    require(
+        support.unified_has("cpu") || support.v1_hierarchy("cpu").is_some(),
+        "no cpu controller in the v2 tree or a v1 hierarchy",
+    )?;
+    let world = World::new();
+    world.guest("lim");
+    let text = fs::read_to_string(world.roots.confdir.join("lim/config.toml")).unwrap();
+    fs::write(
+        world.roots.confdir.join("lim/config.toml"),
+        format!("{text}\n[limits]\nmemory = \"64M\"\npids = 50\ncpu = \"0.2\"\n"),
+    )
+    .unwrap();
+    let config = vserver_guest::load_guest(&world.roots, "lim").unwrap();
+    assert_eq!(config.limits.memory, Some(64 << 20));
+    assert_eq!(config.limits.cpu_millis, Some(200));
+    let started = world.start("lim");
+    assert!(started.notes.is_empty(), "{:?}", started.notes);
+    let read = |controller: &str, v1: &str, v2: &str| -> Option<String> {
+        if support.unified_has(controller) {
+            let dir = started.record.unified_cgroup.as_ref()?;
+            return fs::read_to_string(dir.join(v2)).ok();
+        }
+        let hierarchy = support.v1_hierarchy(controller)?;
+        let dir = started
+            .record
+            .cgroups
+            .iter()
+            .find(|d| d.starts_with(hierarchy))?;
+        fs::read_to_string(dir.join(v1)).ok()
+    };
+    if support.unified_has("memory") || support.v1_hierarchy("memory").is_some() {
+        let memory = read("memory", "memory.limit_in_bytes", "memory.max").unwrap();
+        assert_eq!(memory.trim(), (64u64 << 20).to_string());
+    } else {
+        println!("  (no memory controller: memory limit not checked)");
+    }
+    if support.unified_has("pids") || support.v1_hierarchy("pids").is_some() {
+        assert_eq!(read("pids", "pids.max", "pids.max").unwrap().trim(), "50");
+    } else {
+        println!("  (no pids controller: pids limit not checked)");
+    }
+    let quota = read("cpu", "cpu.cfs_quota_us", "cpu.max").unwrap();
+    assert!(
+        quota.trim() == "20000" || quota.trim() == "20000 100000",
+        "{quota}"
+    );
+    // A busy loop for a second: the guest is throttled, and gets about 0.2 s of CPU time.
+    assert_eq!(
+        world.exec(
+            "lim",
+            "( while :; do :; done ) & p=$!; sleep 1; kill $p",
+            false
+        ),
+        0
+    );
+    let stat = read("cpu", "cpu.stat", "cpu.stat").unwrap();
+    let throttled: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(throttled > 0, "never throttled: {stat}");
+    assert!(world.stop("lim"));
+    Ok(())
+}
+
+/// `init = "sysv"`: the guest's rc script runs with the runlevel at start and with 0 at stop.
+fn sysv_init() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    let root = world.guest("sysv");
+    fs::create_dir_all(root.join("etc/rc.d")).unwrap();
+    fs::create_dir_all(root.join("var/log")).unwrap();
+    fs::write(
+        root.join("etc/rc.d/rc"),
+        "#!/bin/sh\necho \"rc $1 pid $$ ppid $PPID\" >> /var/log/rc.log\n",
+    )
+    .unwrap();
+    fs::set_permissions(root.join("etc/rc.d/rc"), fs::Permissions::from_mode(0o755)).unwrap();
+    world.configure("sysv", |c| {
+        c.init = vserver_guest::InitConfig::Sysv;
+        c.runlevel = Some(4);
+    });
+    vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "sysv",
+        &StartOptions::default(),
+    )
+    .unwrap();
+    let log = root.join("var/log/rc.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("rc 4")
+    {
+        assert!(Instant::now() < deadline, "rc 4 never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Run by the guest's pid 1.
+    assert!(fs::read_to_string(&log).unwrap().contains("ppid 1"));
+    assert!(world.stop("sysv"));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.lines()
+            .map(|l| l.split(' ').nth(1).unwrap())
+            .collect::<Vec<_>>(),
+        ["4", "0"],
+        "{text}"
+    );
+    Ok(())
+}
+
+/// `init = [command]` from the configuration, and `stop_signal`/`stop_timeout`: the configured
+/// signal reaches the init; an init that ignores it is killed after the configured timeout.
+fn configured_init_and_stop_sequence() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    let root = world.guest("seq");
+    world.configure("seq", |c| {
+        c.init = vserver_guest::InitConfig::Command(
+            [
+                "/bin/sh",
+                "-c",
+                "trap 'echo got-usr1 > /stopped; exit 0' USR1; echo configured > /init; while :; do sleep 1 & wait; done",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        c.stop_signal = Some("USR1".into());
+        c.stop_timeout = Some(5);
+    });
+    vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "seq",
+        &StartOptions::default(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !root.join("init").exists() {
+        assert!(Instant::now() < deadline, "configured init never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let begun = Instant::now();
+    assert!(
+        vserver_guest::stop(&world.roots, &world.run_dir, "seq", StopOptions::default()).unwrap()
+    );
+    assert!(
+        begun.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        begun.elapsed()
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("stopped")).unwrap(),
+        "got-usr1\n"
+    );
+
+    // The same init, but the configured signal is one it ignores: killed after stop_timeout.
+    world.configure("seq", |c| {
+        c.stop_signal = Some("HUP".into());
+        c.stop_timeout = Some(1);
+        c.init = vserver_guest::InitConfig::Command(
+            [
+                "/bin/sh",
+                "-c",
+                "trap '' HUP TERM; while :; do sleep 1; done",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+    });
+    let started = vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "seq",
+        &StartOptions::default(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let begun = Instant::now();
+    assert!(
+        vserver_guest::stop(&world.roots, &world.run_dir, "seq", StopOptions::default()).unwrap()
+    );
+    let took = begun.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert!(process_gone(started.record.pid));
+    for dir in &started.record.cgroups {
+        assert!(!dir.exists(), "cgroup left: {}", dir.display());
+    }
+
+    // A bad setting is refused when the file is read, naming it.
+    let path = world.roots.confdir.join("seq/config.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(
+        &path,
+        text.replace("stop_signal = \"HUP\"", "stop_signal = \"NOPE\""),
+    )
+    .unwrap();
+    let err = vserver_guest::load_guest(&world.roots, "seq").unwrap_err();
+    assert!(format!("{err:?}").contains("stop_signal"), "{err:?}");
+    Ok(())
+}
+
 type NamedTest = (&'static str, fn() -> Result<(), Outcome>);
 
 fn main() {
@@ -568,6 +936,14 @@ fn main() {
         ),
         ("list_guests", list_guests),
         ("limits_enforced", limits_enforced),
+        ("network_none_and_host", network_none_and_host),
+        ("network_bridge", network_bridge),
+        ("configured_limits", configured_limits),
+        ("sysv_init", sysv_init),
+        (
+            "configured_init_and_stop_sequence",
+            configured_init_and_stop_sequence,
+        ),
         ("enter_through_pty", enter_through_pty),
         ("delete_with_planted_symlinks", delete_with_planted_symlinks),
     ];
