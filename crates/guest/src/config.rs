@@ -7,6 +7,7 @@ use vserver_pkgmgmt::{PkgLayout, RpmBackend, RpmSettings};
 
 use crate::error::{Error, Result, check_name};
 use crate::roots::HostRoots;
+use crate::runtime::{InitConfig, LimitsConfig, NetConfig};
 
 /// Where the guest's package database lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -53,10 +54,61 @@ pub struct GuestConfig {
     /// The build method that made it.
     #[serde(default)]
     pub build_method: String,
+    /// `net`: its network (default: its own namespace with only loopback); see [`NetConfig`].
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub net: NetConfig,
+    /// `init`: what runs as its pid 1 (default: its `/sbin/init`); see [`InitConfig`].
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub init: InitConfig,
+    /// `runlevel`: for `init = "sysv"` (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runlevel: Option<u8>,
+    /// `stop_signal`: what asks its init to stop (default `TERM`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::runtime::deserialize_signal"
+    )]
+    pub stop_signal: Option<String>,
+    /// `stop_timeout`: seconds its init may take to stop before everything is killed (default
+    /// 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<u64>,
+    /// `[limits]`: its cgroup's limits; see [`LimitsConfig`].
+    #[serde(default, skip_serializing_if = "LimitsConfig::is_empty")]
+    pub limits: LimitsConfig,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    value == &T::default()
+}
+
+impl Default for GuestConfig {
+    /// An empty configuration with the same defaults as a file that sets nothing.
+    fn default() -> Self {
+        GuestConfig {
+            name: String::new(),
+            root: PathBuf::new(),
+            distribution: String::new(),
+            family: String::new(),
+            releasever: String::new(),
+            arch: String::new(),
+            gpgcheck: true,
+            hostname: String::new(),
+            package_management: PackageManagement::default(),
+            build_method: String::new(),
+            net: NetConfig::default(),
+            init: InitConfig::default(),
+            runlevel: None,
+            stop_signal: None,
+            stop_timeout: None,
+            limits: LimitsConfig::default(),
+        }
+    }
 }
 
 impl GuestConfig {
