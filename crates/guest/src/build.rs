@@ -263,6 +263,7 @@ fn run_build(
             BuildMethod::Apt(_) => "apt",
         }
         .to_owned(),
+        ..GuestConfig::default()
     };
     set_phase(phase, "configuration", on_event);
     undo.created.push(roots.confdir.join(&guest));
