@@ -13,6 +13,8 @@
 //! - [`open_backend`]: the package back end of an existing guest, for `vrpm`/`vyum`.
 //! - [`start`], [`stop`], [`status`], [`exec`], [`list`], [`delete`] (module `lifecycle`): running
 //!   guests, recorded in the run directory by init pid and start time.
+//! - [`NetConfig`], [`InitConfig`], [`LimitsConfig`] (module `runtime`): how a guest runs — its
+//!   network, init, cgroup limits and stop sequence, from `config.toml`.
 //!
 //! Package operations go through `vserver-pkgmgmt`; guest-side file writes through
 //! `vserver-sandbox`'s [`vserver_sandbox::GuestRoot`].
@@ -29,6 +31,7 @@ mod error;
 mod lifecycle;
 mod pkgmode;
 mod roots;
+mod runtime;
 mod suggest;
 
 pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
@@ -48,4 +51,8 @@ pub use pkgmode::{
     change_package_management, run_guest_tool,
 };
 pub use roots::HostRoots;
+pub use runtime::{
+    DEFAULT_RUNLEVEL, DEFAULT_STOP_TIMEOUT, InitConfig, LimitsConfig, NetConfig, parse_cpus,
+    parse_signal, parse_size,
+};
 pub use suggest::closest;
