@@ -229,19 +229,26 @@ struct ListArgs {
     no_binary_name = true
 )]
 struct LifecycleArgs {
-    /// `start`: the init command instead of the guest's `/sbin/init` (one shell-free word
+    /// `start`: the init command instead of the configured `init` (one shell-free word
     /// list, e.g. `--init '/bin/busybox sleep 1000'` is split on spaces).
     #[arg(long)]
     init: Option<String>,
-    /// `start`: memory limit in bytes (suffixes k, m, g).
+    /// `start`: memory limit in bytes (suffixes k, m, g), instead of `[limits] memory`.
     #[arg(long)]
     memory: Option<String>,
-    /// `start`: most processes at once.
+    /// `start`: most processes at once, instead of `[limits] pids`.
     #[arg(long)]
     pids: Option<u64>,
-    /// `stop`: seconds init may take before everything is killed.
-    #[arg(long, default_value_t = 10)]
-    timeout: u64,
+    /// `start`: CPUs (`0.5` is half a CPU), instead of `[limits] cpu`.
+    #[arg(long)]
+    cpu: Option<String>,
+    /// `stop`: seconds init may take before everything is killed, instead of `stop_timeout`
+    /// (default 10).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// `stop`: the signal asking init to stop, instead of `stop_signal` (default TERM).
+    #[arg(long)]
+    signal: Option<String>,
     /// `exec`/`enter`: run in fresh namespaces in a stopped guest.
     #[arg(long)]
     transient: bool,
@@ -361,9 +368,19 @@ fn lifecycle(cli: &Cli) -> ExitCode {
     let roots = cli.roots.roots();
     let run_dir = vserver_guest::default_run_dir();
     let guest = cli.guest.as_str();
+    let signal = match args.signal.as_deref().map(vserver_guest::parse_signal) {
+        Some(None) => {
+            eprintln!(
+                "vserver: error: --signal takes a name such as TERM, PWR, RTMIN+3, or a number"
+            );
+            return ExitCode::from(exit::USAGE);
+        }
+        Some(signal) => signal,
+        None => None,
+    };
     let stop_options = vserver_guest::StopOptions {
-        timeout: std::time::Duration::from_secs(args.timeout),
-        ..vserver_guest::StopOptions::default()
+        signal,
+        timeout: args.timeout.map(std::time::Duration::from_secs),
     };
     let start = |out: &Output| -> ExitCode {
         let memory = match args.memory.as_deref().map(parse_size) {
@@ -372,6 +389,14 @@ fn lifecycle(cli: &Cli) -> ExitCode {
                 return ExitCode::from(exit::USAGE);
             }
             Some(Some(bytes)) => Some(bytes),
+            None => None,
+        };
+        let cpu_millis = match args.cpu.as_deref().map(vserver_guest::parse_cpus) {
+            Some(None) => {
+                eprintln!("vserver: error: --cpu takes a positive number of CPUs such as 0.5");
+                return ExitCode::from(exit::USAGE);
+            }
+            Some(millis) => millis,
             None => None,
         };
         let options = vserver_guest::StartOptions {
@@ -383,6 +408,7 @@ fn lifecycle(cli: &Cli) -> ExitCode {
             limits: vserver_guest::GuestLimits {
                 memory,
                 pids: args.pids,
+                cpu_millis,
             },
         };
         match vserver_guest::start(&roots, &run_dir, guest, &options) {
