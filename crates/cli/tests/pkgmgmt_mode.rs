@@ -153,6 +153,9 @@ impl Host {
         );
         assert_eq!(mode & 0o777, 0o755);
         assert_eq!(hidden_leftovers(&self.guest()), Vec::<PathBuf>::new());
+        for dir in ["var/lib/dnf", "etc/dnf", "etc/yum.repos.d"] {
+            assert!(!self.guest().join(dir).exists(), "{dir} left in the guest");
+        }
     }
 
     fn assert_internal(&self, packages: &[String]) {
@@ -166,6 +169,7 @@ impl Host {
         assert!(!macros.contains("%_dbpath"), "{macros}");
         assert!(macros.contains("%_netsharedpath"), "{macros}");
         assert!(self.guest().join("etc/dnf/dnf.conf").is_file());
+        assert!(self.guest().join("var/lib/dnf/history.sqlite").is_file());
         assert_eq!(hidden_leftovers(&self.guest()), Vec::<PathBuf>::new());
     }
 }
@@ -497,4 +501,11 @@ fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_link
     host.ok(&["t", "pkgmgmt", "externalize", "--force"]);
     host.assert_external(&expected);
     host.ok(&["t", "stop", "--timeout", "1"]);
+
+    // --purge-external: no archive is kept; externalize rebuilds the database all the same.
+    host.ok(&["t", "pkgmgmt", "internalize", "--purge-external"]);
+    assert!(!host.pkg().join("rpm/state").exists());
+    host.assert_internal(&expected);
+    host.ok(&["t", "pkgmgmt", "externalize"]);
+    host.assert_external(&expected);
 }

@@ -11,7 +11,8 @@
 //! 3. The new database files are written into the guest's database directory.
 //! 4. `/etc/rpm/macros.vserver` gets the generated macros without `%_dbpath`; a `%_dbpath` line
 //!    left in `/etc/rpm/macros` (util-vserver wrote one) is removed.
-//! 5. `/etc/yum.repos.d/*.repo` (with `$releasever` written out) and `/etc/dnf/dnf.conf`.
+//! 5. `/etc/yum.repos.d/*.repo` (with `$releasever` written out), `/etc/dnf/dnf.conf` and dnf's
+//!    history (`.pkg/G/yum/lib`) in `/var/lib/dnf`.
 //! 6. The empty mount point `/.rpmdb` goes.
 //! 7. `.pkg/G/rpm/state` becomes a read-only archive; `.pkg/G/internal` records the guest's
 //!    database path, the files written and the package list.
@@ -35,7 +36,8 @@ use std::path::{Component, Path, PathBuf};
 use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCommand, StdioMode};
 
 use super::guestfs::{
-    Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs, read_limited, read_optional,
+    Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest,
+    read_limited, read_optional,
 };
 use super::{Mode, ModeError, ModeOptions, StepFailure, StepResult, Steps, nothing};
 use crate::error::Error;
@@ -459,7 +461,7 @@ impl RpmModeChange {
         }
         let _lock = self.layout.lock()?;
         let root = self.open_root()?;
-        for dir in ["/etc/rpm", "/etc/yum.repos.d", "/etc/dnf"] {
+        for dir in ["/etc/rpm", "/etc/yum.repos.d", "/etc/dnf", "/var/lib/dnf"] {
             check_plain_dirs(&root, Path::new(dir)).map_err(|p| self.refused(p))?;
         }
         let (dbpath, backend) = guest_rpm_settings(&root).map_err(|p| self.refused(p))?;
@@ -514,7 +516,7 @@ impl RpmModeChange {
             || db_journal.borrow_mut().undo(&root),
         );
         steps.push(
-            "write the guest's rpm macros and repository configuration",
+            "write the guest's rpm macros, repository configuration and dnf history",
             || {
                 let mut journal = config_journal.borrow_mut();
                 let mut written = wrote.borrow_mut();
@@ -541,6 +543,11 @@ impl RpmModeChange {
                     journal.write(&root, &path, &content, 0o644)?;
                     written.push(path);
                 }
+                // dnf's history goes with the database (dnf in the guest reads it there).
+                let history = self.layout.yum_lib();
+                if history.is_dir() && fs_err::read_dir(&history)?.next().is_some() {
+                    copy_tree_into_guest(&mut journal, &root, &history, Path::new("/var/lib/dnf"))?;
+                }
                 Ok(())
             },
             || {
@@ -566,7 +573,12 @@ impl RpmModeChange {
                 let record = InternalRecord {
                     family: "rpm".into(),
                     dbpath: dbpath.clone(),
-                    created: db_journal.borrow().created_dirs(),
+                    created: db_journal
+                        .borrow()
+                        .created_dirs()
+                        .into_iter()
+                        .chain(config_journal.borrow().created_dirs())
+                        .collect(),
                     wrote: wrote.borrow().clone(),
                     packages: packages.borrow().clone(),
                 };
@@ -697,7 +709,12 @@ impl RpmModeChange {
                     journal.move_aside_contents(&root, &dbpath, false)?;
                 }
                 for dir in GUEST_PM_STATE {
-                    journal.move_aside_contents(&root, Path::new(dir), false)?;
+                    let dir = Path::new(dir);
+                    if record.created.iter().any(|c| c == dir) {
+                        journal.move_aside(&root, dir)?;
+                    } else {
+                        journal.move_aside_contents(&root, dir, false)?;
+                    }
                 }
                 Ok(())
             },
@@ -756,6 +773,13 @@ impl RpmModeChange {
         steps.run(options, on_step)?;
         let _ = state_journal.borrow_mut().commit(&root);
         let _ = config_journal.borrow_mut().commit(&root);
+        // Directories internalize made and that are empty now go too, deepest first.
+        for dir in record.created.iter().rev() {
+            if root.exists(dir).unwrap_or(false) && absent_or_empty_dir(&root, dir).unwrap_or(false)
+            {
+                let _ = root.remove_all_if_exists(dir);
+            }
+        }
         let _ = self.remove_convert_dir();
         if archive.exists() {
             let _ = set_tree_modes(&archive, 0o755, 0o644);
