@@ -3,7 +3,9 @@
 //! into the guest's `/var/lib/dpkg`, the guest's own dpkg lists, installs and removes packages
 //! there, and back out; a failure injected after each step leaves the guest in its previous
 //! mode; a round trip keeps `dpkg -l` and `dpkg --verify`; a status file with an unknown field
-//! is refused; a package installed and a file changed while internal are reported.
+//! is refused; a package installed and a file changed while internal are reported; symlinks
+//! planted at `/var/lib/dpkg`, `/var/lib/apt`, `/var/lib`, `/etc/apt` (absolute, `..`) are
+//! refused and the host canary stays as it was.
 //!
 //! Needs root, dpkg, chroot and the package cache; skips with a reason otherwise, fails instead
 //! when VSERVER_TEST_REQUIRE_ALL=1.
@@ -153,6 +155,32 @@ fn installed_lines(bytes: &[u8]) -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+/// Every file below `dir` with its content (symlinks as their target).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&current)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+                out.push((path, b"<dir>".to_vec()));
+            } else if meta.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push((path, target.as_os_str().as_encoded_bytes().to_vec()));
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
 }
 
 fn in_guest(root: &Path, args: &[&str]) -> Output {
@@ -365,6 +393,43 @@ fn debian_guest_internalize_externalize_round_trip_rollback_and_tamper() {
     // The host's tools work on the rebuilt database: purge what the guest installed.
     host.ok(&["vapt-get", "d", "--", "purge", "-y", "hello"]);
     assert_eq!(host.external_list(), list);
+    // Hostile guest: symlinks at the directories internalize writes to, pointing at a host
+    // canary (absolute and through `..`), are refused; the canary does not change.
+    let canary = host.top.join("canary");
+    std::fs::create_dir_all(canary.join("dpkg")).unwrap();
+    std::fs::write(canary.join("status"), "host file\n").unwrap();
+    let canary_before = snapshot(&canary);
+    let dotdots = format!(
+        "{}{}",
+        "../".repeat(host.root().components().count() + 2),
+        canary.display().to_string().trim_start_matches('/')
+    );
+    for (link, target) in [
+        ("var/lib/dpkg", canary.display().to_string()),
+        ("var/lib/dpkg", dotdots.clone()),
+        ("etc/apt", canary.display().to_string()),
+        ("var/lib/apt", dotdots.clone()),
+        ("var/lib", canary.display().to_string()),
+    ] {
+        let at = host.root().join(link);
+        let saved = host.root().join("saved");
+        std::fs::rename(&at, &saved).unwrap();
+        std::os::unix::fs::symlink(&target, &at).unwrap();
+        let out = host
+            .command(&["d", "pkgmgmt", "internalize"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{link}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("symlink"),
+            "{link}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(snapshot(&canary), canary_before, "{link} -> {target}");
+        std::fs::remove_file(&at).unwrap();
+        std::fs::rename(&saved, &at).unwrap();
+        host.assert_external(&list);
+    }
     let names: BTreeSet<String> = list
         .iter()
         .map(|l| l.split(' ').nth(1).unwrap().to_owned())
