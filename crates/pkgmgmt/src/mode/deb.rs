@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCommand, StdioMode};
 
 use super::guestfs::{
-    Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest,
-    read_limited,
+    CopyBudget, Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs,
+    copy_tree_into_guest, read_limited,
 };
 use super::rpm::{InternalRecord, internal_record_file, set_tree_modes, tail, write_host_atomic};
 use super::status::{parse_status, plain_absolute_path, render_status, valid_package_name};
@@ -472,6 +472,8 @@ fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>)
     fs_err::write(admin.join("status"), render_status(&stanzas))?;
     fs_err::write(admin.join("available"), "")?;
     let names: BTreeSet<&str> = stanzas.iter().map(|s| s.package()).collect();
+    let mut budget = CopyBudget::default();
+    budget.charge(&guest_admin.join("status"), status.len())?;
 
     let info = guest_admin.join("info");
     if root.exists(&info)? {
@@ -506,7 +508,9 @@ fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>)
                 rejected.push(format!("info/{name}"));
                 continue;
             }
-            let content = read_limited(root, &info.join(&entry.name))?;
+            let path = info.join(&entry.name);
+            let content = read_limited(root, &path)?;
+            budget.charge(&path, content.len())?;
             let ok = match suffix {
                 "list" => lines_ok(&content, |l| l == "/." || plain_absolute_path(l)),
                 "conffiles" => lines_ok(&content, |l| {

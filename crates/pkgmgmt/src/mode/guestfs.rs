@@ -16,6 +16,34 @@ use super::StepResult;
 /// The largest guest file a mode change reads into memory (configuration, a status file).
 pub(crate) const MAX_READ: u64 = 256 << 20;
 
+/// How much of a guest's database a mode change copies out in all, so that a guest cannot fill
+/// the host's disk with files in its database directory.
+pub(crate) const MAX_COPY_TOTAL: u64 = 4 << 30;
+/// How many files of a guest's database directory a mode change copies out.
+pub(crate) const MAX_COPY_FILES: usize = 100_000;
+
+/// Counts what is copied out of a guest against [`MAX_COPY_TOTAL`] and [`MAX_COPY_FILES`].
+#[derive(Debug, Default)]
+pub(crate) struct CopyBudget {
+    bytes: u64,
+    files: usize,
+}
+
+impl CopyBudget {
+    /// Charges one file of `len` bytes; fails once a limit is passed.
+    pub(crate) fn charge(&mut self, path: &Path, len: usize) -> Result<(), StepFailureText> {
+        self.bytes = self.bytes.saturating_add(len as u64);
+        self.files += 1;
+        if self.bytes > MAX_COPY_TOTAL || self.files > MAX_COPY_FILES {
+            return Err(StepFailureText(format!(
+                "the guest's database is larger than {MAX_COPY_TOTAL} bytes or {MAX_COPY_FILES} files (at `{}`)",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Refuses `path` (absolute, inside the guest) when a component is a symlink or not a
 /// directory; missing components are fine (they will be created).
 pub(crate) fn check_plain_dirs(root: &GuestRoot, path: &Path) -> Result<(), String> {
@@ -311,4 +339,121 @@ pub(crate) fn copy_tree_into_guest(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for entry in fs_err::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            let path = entry.path();
+            if kind.is_symlink() {
+                let target = fs_err::read_link(&path).unwrap();
+                out.insert(path, target.as_os_str().as_encoded_bytes().to_vec());
+            } else if kind.is_dir() {
+                out.insert(path.clone(), b"<dir>".to_vec());
+                out.extend(tree(&path));
+            } else {
+                out.insert(path.clone(), fs_err::read(&path).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn undo_puts_back_exactly_what_was_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        let guest = tmp.path();
+        fs_err::create_dir_all(guest.join("etc/old")).unwrap();
+        fs_err::write(guest.join("etc/kept"), "before\n").unwrap();
+        fs_err::write(guest.join("etc/old/file"), "old\n").unwrap();
+        std::os::unix::fs::symlink("/nowhere", guest.join("etc/link")).unwrap();
+        let before = tree(guest);
+        let root = GuestRoot::open(guest).unwrap();
+        let mut journal = Journal::default();
+        journal
+            .write(&root, Path::new("/etc/kept"), b"after\n", 0o600)
+            .unwrap();
+        journal
+            .write(&root, Path::new("/etc/new/deep/file"), b"new\n", 0o644)
+            .unwrap();
+        journal
+            .write(&root, Path::new("/etc/link"), b"replaced\n", 0o644)
+            .unwrap();
+        journal.move_aside(&root, Path::new("/etc/old")).unwrap();
+        assert_eq!(fs_err::read(guest.join("etc/kept")).unwrap(), b"after\n");
+        assert!(!guest.join("etc/old").exists());
+        journal.undo(&root).unwrap();
+        assert_eq!(tree(guest), before);
+    }
+
+    #[test]
+    fn commit_removes_what_was_set_aside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let guest = tmp.path();
+        fs_err::create_dir_all(guest.join("var/lib/rpm")).unwrap();
+        fs_err::write(guest.join("var/lib/rpm/rpmdb.sqlite"), "db").unwrap();
+        let root = GuestRoot::open(guest).unwrap();
+        let mut journal = Journal::default();
+        journal
+            .move_aside_contents(&root, Path::new("/var/lib/rpm"), false)
+            .unwrap();
+        journal.commit(&root).unwrap();
+        assert!(guest.join("var/lib/rpm").is_dir());
+        assert_eq!(
+            fs_err::read_dir(guest.join("var/lib/rpm")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn symlinked_or_odd_directories_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let guest = tmp.path().join("guest");
+        let outside = tmp.path().join("outside");
+        fs_err::create_dir_all(guest.join("var/lib")).unwrap();
+        fs_err::create_dir_all(guest.join("etc")).unwrap();
+        fs_err::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, guest.join("var/lib/rpm")).unwrap();
+        std::os::unix::fs::symlink("../../../outside", guest.join("etc/apt")).unwrap();
+        std::os::unix::fs::symlink("/etc/loop", guest.join("etc/loop")).unwrap();
+        fs_err::write(guest.join("etc/file"), "").unwrap();
+        let root = GuestRoot::open(&guest).unwrap();
+        for bad in [
+            "/var/lib/rpm",
+            "/etc/apt/x",
+            "/etc/loop",
+            "/etc/file/x",
+            "/var/../etc",
+        ] {
+            assert!(check_plain_dirs(&root, Path::new(bad)).is_err(), "{bad}");
+        }
+        for good in ["/var/lib/dpkg", "/usr/lib/sysimage/rpm", "/etc"] {
+            assert!(check_plain_dirs(&root, Path::new(good)).is_ok(), "{good}");
+        }
+        let mut journal = Journal::default();
+        assert!(
+            journal
+                .write(&root, Path::new("/var/lib/rpm/rpmdb.sqlite"), b"x", 0o644)
+                .is_err()
+        );
+        assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_copy_budget_stops_a_flood() {
+        let mut budget = CopyBudget::default();
+        assert!(budget.charge(Path::new("/a"), 1 << 30).is_ok());
+        assert!(
+            budget
+                .charge(Path::new("/b"), (MAX_COPY_TOTAL as usize) - (1 << 30))
+                .is_ok()
+        );
+        assert!(budget.charge(Path::new("/c"), 1).is_err());
+    }
 }

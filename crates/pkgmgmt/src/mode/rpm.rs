@@ -36,8 +36,8 @@ use std::path::{Component, Path, PathBuf};
 use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCommand, StdioMode};
 
 use super::guestfs::{
-    Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest,
-    read_limited, read_optional,
+    CopyBudget, Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs,
+    copy_tree_into_guest, read_limited, read_optional,
 };
 use super::{Mode, ModeError, ModeOptions, StepFailure, StepResult, Steps, nothing};
 use crate::error::Error;
@@ -660,11 +660,14 @@ impl RpmModeChange {
                 self.fresh_convert_dir()?;
                 let copy = self.convert_dir().join("guest");
                 fs_err::create_dir_all(&copy)?;
+                let mut budget = CopyBudget::default();
                 for entry in root.read_dir(&dbpath)? {
                     if entry.kind != FileKind::File {
                         continue;
                     }
-                    let content = read_limited(&root, &dbpath.join(&entry.name))?;
+                    let path = dbpath.join(&entry.name);
+                    let content = read_limited(&root, &path)?;
+                    budget.charge(&path, content.len())?;
                     fs_err::write(copy.join(&entry.name), content)?;
                 }
                 Ok(())
