@@ -121,10 +121,14 @@ impl Host {
 
     /// Host rpm on the guest's own database, as an administrator would look at it.
     fn internal_packages(&self) -> Vec<String> {
+        self.internal_packages_at("/var/lib/rpm")
+    }
+
+    fn internal_packages_at(&self, dbpath: &str) -> Vec<String> {
         let out = Command::new("rpm")
             .arg("--root")
             .arg(self.guest())
-            .args(["--dbpath", "/var/lib/rpm", "-qa", "--qf", "%{NVRA}\n"])
+            .args(["--dbpath", dbpath, "-qa", "--qf", "%{NVRA}\n"])
             .env("HOME", self.dir.join("home"))
             .output()
             .unwrap();
@@ -507,5 +511,20 @@ fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_link
     assert!(!host.pkg().join("rpm/state").exists());
     host.assert_internal(&expected);
     host.ok(&["t", "pkgmgmt", "externalize"]);
+    host.assert_external(&expected);
+
+    // The database goes where the guest's own macros say, as Fedora's rpm does.
+    std::fs::create_dir_all(guest.join("usr/lib/rpm")).unwrap();
+    std::fs::write(
+        guest.join("usr/lib/rpm/macros"),
+        "%_dbpath\t\t%{_var}/lib/rpm\n%_dbpath %{_usr}/lib/sysimage/rpm\n",
+    )
+    .unwrap();
+    host.ok(&["t", "pkgmgmt", "internalize"]);
+    assert_eq!(host.internal_packages_at("/usr/lib/sysimage/rpm"), expected);
+    assert!(!guest.join("var/lib/rpm").exists());
+    host.ok(&["t", "pkgmgmt", "externalize"]);
+    assert!(!guest.join("usr/lib/sysimage").exists());
+    std::fs::remove_dir_all(guest.join("usr/lib/rpm")).unwrap();
     host.assert_external(&expected);
 }

@@ -237,5 +237,6 @@ pub fn open_deb_backend(
             verbose,
             ..DebSettings::default()
         },
-    ))
+    )
+    .running_guest(crate::lifecycle::running_guest_for_backend(&config.name)?))
 }

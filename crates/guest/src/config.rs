@@ -204,5 +204,6 @@ pub fn open_backend(roots: &HostRoots, config: &GuestConfig, verbose: bool) -> R
             ..RpmSettings::default()
         },
         plugin,
-    ))
+    )
+    .running_guest(crate::lifecycle::running_guest_for_backend(&config.name)?))
 }

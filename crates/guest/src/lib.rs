@@ -43,8 +43,8 @@ pub use distribution::{
 pub use error::{Error, Result};
 pub use lifecycle::{
     GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
-    StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, start, status,
-    stop,
+    StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, running_guest,
+    start, status, stop,
 };
 pub use pkgmode::{
     ExternalizeReport, PkgModeDirection, PkgModeError, PkgModeOutcome, PkgModeRequest,

@@ -240,6 +240,37 @@ fn find_running(
     })
 }
 
+/// Guest `name` as a host-side package operation works on it, if it is running: its init (pid
+/// and start time, re-verified by the sandbox through a pidfd) and the freezer of its cgroup.
+/// `vrpm`, `vyum`, `vapt-get` and `vdpkg` freeze it for the duration and run the package
+/// manager and its scripts in its pid, uts and ipc namespaces
+/// ([`vserver_sandbox::SandboxCommand::running_guest`]).
+pub fn running_guest(
+    run_dir: &Path,
+    name: &str,
+) -> LifecycleResult<Option<vserver_sandbox::RunningGuest>> {
+    let (_, running) = find_running(run_dir, name)?;
+    Ok(running.map(|running| vserver_sandbox::RunningGuest {
+        pid: running.record.pid,
+        start_time: running.record.start_time,
+        freezer: running
+            .record
+            .unified_cgroup
+            .as_ref()
+            .and_then(|dir| vserver_sandbox::Freezer::for_cgroup(dir).ok()),
+    }))
+}
+
+/// [`running_guest`] for the back ends: in the default run directory, as a crate error.
+pub(crate) fn running_guest_for_backend(
+    name: &str,
+) -> crate::Result<Option<vserver_sandbox::RunningGuest>> {
+    running_guest(&default_run_dir(), name).map_err(|error| crate::Error::BadRequest {
+        guest: name.to_string(),
+        problem: format!("cannot tell whether it is running: {error}"),
+    })
+}
+
 /// Removes what a guest that is gone left behind: its cgroups and its record.
 fn clean_up(run_dir: &Path, record: &RunRecord) -> LifecycleResult<()> {
     record

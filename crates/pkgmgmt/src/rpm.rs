@@ -59,6 +59,7 @@ pub struct RpmBackend {
     settings: RpmSettings,
     plugin: PathBuf,
     skip_fsync: bool,
+    running: Option<vserver_sandbox::RunningGuest>,
 }
 
 impl RpmBackend {
@@ -71,7 +72,15 @@ impl RpmBackend {
             settings,
             plugin,
             skip_fsync: false,
+            running: None,
         }
+    }
+
+    /// Works on a running guest: frozen for each operation, rpm and its scriptlets in the
+    /// guest's pid, uts and ipc namespaces ([`SandboxCommand::running_guest`]).
+    pub fn running_guest(mut self, guest: Option<vserver_sandbox::RunningGuest>) -> Self {
+        self.running = guest;
+        self
     }
 
     /// Lets rpm, dnf and their scriptlets skip every `fsync` (and the like) for this back end's
@@ -162,6 +171,9 @@ impl RpmBackend {
         Ok(command)
     }
 
+        if let Some(guest) = &self.running {
+            command.running_guest(guest);
+        }
     fn rpm_command(&self, args: &[OsString]) -> Result<SandboxCommand> {
         let mut command = self.command("rpm")?;
         command

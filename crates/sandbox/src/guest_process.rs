@@ -96,6 +96,18 @@ impl GuestLaunch {
     }
 }
 
+/// A running guest as a host-side package operation sees it (see
+/// [`crate::SandboxCommand::running_guest`]): its init, and the freezer of its cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningGuest {
+    /// The init's host pid.
+    pub pid: u32,
+    /// The init's start time (`/proc/PID/stat` field 22), which makes the pid unambiguous.
+    pub start_time: u64,
+    /// The freezer of its cgroup (`None`: the host has no freezer; it then runs on).
+    pub freezer: Option<crate::Freezer>,
+}
+
 /// A started guest init: its host pid and start time (clock ticks after boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestInit {

@@ -55,9 +55,9 @@ pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
 pub use error::{Error, Result};
 pub use guest_context::{ConfineError, confine_scriptlet, enter_guest_context};
 pub use guest_process::{
-    CPU_PERIOD_MICROS, GuestCgroup, GuestInit, GuestLaunch, GuestLimits, exec_in_guest,
-    exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient, signal_by_name,
-    signal_pidfd, start_guest_init, wait_pidfd_exit,
+    CPU_PERIOD_MICROS, GuestCgroup, GuestInit, GuestLaunch, GuestLimits, RunningGuest,
+    exec_in_guest, exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient,
+    signal_by_name, signal_pidfd, start_guest_init, wait_pidfd_exit,
 };
 pub use mount::{
     Access, BindMount, FileSystem, bind_into, make_all_private, make_read_only_recursive, mount_at,

@@ -105,6 +105,9 @@ struct Spec {
     hostname: Option<String>,
     freeze: Option<Freezer>,
     join_guest: Option<u32>,
+    /// The joined guest's init's start time, checked after its pidfd is opened.
+    #[serde(default)]
+    join_guest_start_time: Option<u64>,
     capabilities: CapabilityProfile,
     skip_fsync: bool,
 }
@@ -159,6 +162,7 @@ pub struct SandboxCommand {
     capabilities: CapabilityProfile,
     skip_fsync: bool,
     stdin: StdioMode,
+    join_guest_start_time: Option<u64>,
     stdout: StdioMode,
     stderr: StdioMode,
 }
@@ -185,6 +189,7 @@ impl SandboxCommand {
             skip_fsync: false,
             stdin: StdioMode::Inherit,
             stdout: StdioMode::Inherit,
+            join_guest_start_time: None,
             stderr: StdioMode::Inherit,
         }
     }
@@ -293,7 +298,7 @@ impl SandboxCommand {
         self
     }
 
-    /// Runs in the uts, ipc, net and pid namespaces of the running guest whose init is `pid`
+    /// Runs in the uts, ipc and pid namespaces of the running guest whose init is `pid`
     /// (joined through a pidfd); the program is then a process of the guest's pid namespace and
     /// leftovers are killed through the sandbox's cgroup.
     pub fn join_guest(&mut self, pid: u32) -> &mut Self {
@@ -306,6 +311,19 @@ impl SandboxCommand {
         self.capabilities = profile;
         self
     }
+    /// Works on the running guest `guest` (from its run record): freezes its cgroup for the
+    /// duration, when it has a freezer, and joins its namespaces as [`SandboxCommand::join_guest`]
+    /// does — through a pidfd checked against the init's start time, so a guest that stopped
+    /// meanwhile (and whose pid was reused) makes the operation fail instead of joining a
+    /// stranger. The sandbox process itself never joins the guest's cgroup: the frozen guest
+    /// cannot stall the program or its scriptlets.
+    pub fn running_guest(&mut self, guest: &crate::RunningGuest) -> &mut Self {
+        self.freeze = guest.freezer.clone();
+        self.join_guest = Some(guest.pid);
+        self.join_guest_start_time = Some(guest.start_time);
+        self
+    }
+
 
     /// Makes `fsync`, `fdatasync`, `syncfs`, `sync`, `sync_file_range` and `msync(MS_SYNC)`
     /// return 0 without doing anything, for the program and everything it starts (a seccomp
@@ -402,6 +420,7 @@ impl SandboxCommand {
             source,
         };
         let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
+            join_guest_start_time: self.join_guest_start_time,
         let their_fd = theirs.as_raw_fd();
         let mut command = Command::new("/proc/self/exe");
         command
@@ -803,17 +822,25 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
     }
     match spec.join_guest {
         Some(pid) => {
-            let pidfd = step("open the guest's pidfd", namespaces::open_pidfd(pid))?;
+            let pidfd = match spec.join_guest_start_time {
+                None => step("open the guest's pidfd", namespaces::open_pidfd(pid))?,
+                Some(start_time) => step(
+                    "open the guest's pidfd",
+                    crate::open_guest_pidfd(pid, start_time),
+                )?
+                .ok_or_else(|| Failure {
+                    step: "open the guest's pidfd",
+                    errno: libc::ESRCH,
+                    message: format!("the guest's init (pid {pid}) is gone"),
+                })?,
+            };
+            // Not the network namespace: the package manager downloads through the host's
+            // network (a guest with `net = "none"` has none).
             step(
                 "join the guest's namespaces",
                 namespaces::join_namespaces(
                     pidfd.as_fd(),
-                    &[
-                        Namespace::Uts,
-                        Namespace::Ipc,
-                        Namespace::Net,
-                        Namespace::Pid,
-                    ],
+                    &[Namespace::Uts, Namespace::Ipc, Namespace::Pid],
                 ),
             )?;
             step(
@@ -835,7 +862,8 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
         }
     }
     step("make all mounts private", mount::make_all_private())?;
-    if let Some(name) = &spec.hostname {
+    // A joined guest keeps its own host name.
+    if let Some(name) = spec.hostname.as_ref().filter(|_| spec.join_guest.is_none()) {
         step_io("set the host name", sys::sethostname(name.as_bytes()))?;
     }
     make_host_read_only(spec)?;

@@ -922,6 +922,129 @@ fn configured_init_and_stop_sequence() -> Result<(), Outcome> {
     Ok(())
 }
 
+
+/// `vrpm G -- -i PKG` on a running guest: the guest is frozen during the transaction (its
+/// counter does not advance while the scriptlet watches it) and thawed after (it advances
+/// again), and the scriptlet runs in the guest's pid namespace.
+fn package_operation_on_running_guest() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    require(
+        Path::new("/usr/bin/rpm").exists() && Path::new("/usr/bin/createrepo_c").exists(),
+        "needs rpm and createrepo_c",
+    )?;
+    let support = vserver_sandbox::CgroupSupport::detect().unwrap();
+    require(
+        support.unified.is_some(),
+        "no cgroup v2 tree (the guest's freezer)",
+    )?;
+    let world = World::new();
+    // A distribution whose repository holds the busybox shell package.
+    let repo = world.base.join("repo");
+    let shell = vserver_fixtures::busybox_shell_rpm(&repo, Path::new("/bin/busybox")).unwrap();
+    let status = std::process::Command::new("createrepo_c")
+        .args(["--quiet", "--no-database"])
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    vserver_guest::DistributionStore::new(world.roots.distributions_dir())
+        .add(&vserver_guest::NewDistribution {
+            name: "fixture".into(),
+            description: "generated packages".into(),
+            releasever: "1".into(),
+            repos: vec![("fx".into(), format!("file://{}", repo.display()))],
+            gpgcheck: false,
+            package_lists: vec![vec!["fx-shell".into()]],
+            ..vserver_guest::NewDistribution::default()
+        })
+        .unwrap();
+    let request = BuildRequest {
+        guest: "pkg".into(),
+        method: BuildMethod::Rpm,
+        distribution: Some("fixture".into()),
+        releasever: None,
+        hostname: None,
+        force: false,
+        keep: false,
+        packages: Vec::new(),
+        rpm_files: vec![shell],
+        verbose: false,
+        apt_mirror: None,
+    };
+    let config = vserver_guest::build(&world.roots, &request, &mut |_| {}).unwrap();
+    let root = config.root.clone();
+    fs::create_dir_all(root.join("var/tmp")).unwrap();
+    // The package: its %post records the counter, waits, records it again, and its pid
+    // namespace. Put inside the guest root, which the sandbox shows at its host path.
+    let mut probe = vserver_fixtures::RpmPackage::new("frozen-probe", "1.0");
+    probe
+        .release("1")
+        .file("/usr/share/frozen-probe/README", b"probe\n".to_vec(), 0o644)
+        .post_install(
+            "cat /counter > /var/tmp/counter-before\n\
+             sleep 1\n\
+             cat /counter > /var/tmp/counter-after\n\
+             readlink /proc/self/ns/pid > /var/tmp/scriptlet-pidns\n\
+             hostname > /var/tmp/scriptlet-hostname\n",
+        );
+    let package = probe.write_to(&root.join("var/tmp")).unwrap();
+
+    let options = StartOptions {
+        init: sh(
+            "trap 'exit 0' TERM; i=0; while :; do i=$((i+1)); echo $i > /counter; sleep 0.05 & wait; done",
+        ),
+        ..StartOptions::default()
+    };
+    let started = vserver_guest::start(&world.roots, &world.run_dir, "pkg", &options).unwrap();
+    let counter = || -> u64 {
+        fs::read_to_string(root.join("counter"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter() < 3 {
+        assert!(Instant::now() < deadline, "the guest's counter never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let running = vserver_guest::running_guest(&world.run_dir, "pkg")
+        .unwrap()
+        .expect("running");
+    assert_eq!(running.pid, started.record.pid);
+    let freezer = running.freezer.clone().expect("a freezer");
+    let backend = vserver_guest::open_backend(&world.roots, &config, false)
+        .unwrap()
+        .running_guest(Some(running));
+    let args: Vec<OsString> = vec!["-i".into(), package.into_os_string()];
+    let (status, _out, err) = backend
+        .run_tool_captured(vserver_pkgmgmt::Tool::Low, &args)
+        .unwrap();
+    assert!(status.success(), "{}", String::from_utf8_lossy(&err));
+
+    let read = |name: &str| fs::read_to_string(root.join("var/tmp").join(name)).unwrap();
+    let before: u64 = read("counter-before").trim().parse().unwrap();
+    let after: u64 = read("counter-after").trim().parse().unwrap();
+    assert_eq!(before, after, "the guest ran during the transaction");
+    assert_eq!(
+        Path::new(read("scriptlet-pidns").trim()),
+        ns_link(&started.record.pid.to_string(), "pid"),
+        "scriptlet outside the guest's pid namespace"
+    );
+    assert_eq!(read("scriptlet-hostname").trim(), "pkg");
+    // Thawed: it goes on counting.
+    assert!(!freezer.is_frozen().unwrap());
+    let thawed_at = counter();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter() <= thawed_at {
+        assert!(Instant::now() < deadline, "the guest stayed frozen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(world.stop("pkg"));
+    Ok(())
+}
+
 type NamedTest = (&'static str, fn() -> Result<(), Outcome>);
 
 fn main() {
@@ -945,6 +1068,10 @@ fn main() {
             configured_init_and_stop_sequence,
         ),
         ("enter_through_pty", enter_through_pty),
+        (
+            "package_operation_on_running_guest",
+            package_operation_on_running_guest,
+        ),
         ("delete_with_planted_symlinks", delete_with_planted_symlinks),
     ];
     if std::env::args().any(|arg| arg == "--list") {

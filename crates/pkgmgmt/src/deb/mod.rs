@@ -90,6 +90,7 @@ pub struct DebBackend {
     layout: PkgLayout,
     root: PathBuf,
     settings: DebSettings,
+    running: Option<vserver_sandbox::RunningGuest>,
 }
 
 /// How a command's output is handled.
@@ -111,7 +112,15 @@ impl DebBackend {
             layout,
             root: root.to_owned(),
             settings,
+            running: None,
         }
+    }
+
+    /// Works on a running guest: frozen for each operation, dpkg, apt and the maintainer
+    /// scripts in the guest's pid, uts and ipc namespaces ([`SandboxCommand::running_guest`]).
+    pub fn running_guest(mut self, guest: Option<vserver_sandbox::RunningGuest>) -> Self {
+        self.running = guest;
+        self
     }
 
     /// The guest's package-state layout.
@@ -220,6 +229,9 @@ impl DebBackend {
     }
 
     fn tool_command(&self, tool: DebTool, args: &[OsString]) -> Result<SandboxCommand> {
+        if let Some(guest) = &self.running {
+            command.running_guest(guest);
+        }
         // dpkg chroots into the guest to run maintainer scripts: it needs CAP_SYS_CHROOT.
         let mut command = self.command(tool.program(), CapabilityProfile::PackageManager)?;
         if tool == DebTool::Dpkg {
