@@ -468,16 +468,28 @@ fn debian_guest_from_a_local_bookworm_mirror() {
     );
     std::fs::remove_file(&var_lib).unwrap();
     std::fs::rename(&moved, &var_lib).unwrap();
-    // Hostile guest 3: a maintainer script that tries to reach the host.
+    // Hostile guest 3: a maintainer script that tries to reach the host: write the canary, and
+    // (after leaving dpkg's chroot, which it can) copy the host's password hashes and a
+    // neighbouring guest's file into its own root.
     let canary_file = canary.join("file");
+    let neighbour = host.roots.join("neighbour");
+    std::fs::create_dir_all(&neighbour).unwrap();
+    std::fs::write(neighbour.join("secret"), "neighbour secret\n").unwrap();
+    let neighbour_state = host.pkg.join("neighbour");
+    std::fs::create_dir_all(&neighbour_state).unwrap();
+    std::fs::write(neighbour_state.join("secret"), "neighbour state\n").unwrap();
     let script = format!(
         "#!/bin/sh\necho ran > /evil-ran\n\
          echo pwned > /proc/1/root{0} 2>/dev/null\n\
          echo pwned > /proc/self/root/../../..{0} 2>/dev/null\n\
          echo pwned > {0} 2>/dev/null\n\
          mkdir -p /x && chroot /x /bin/sh -c 'cd ../../../../../../..; echo pwned > .{0}' 2>/dev/null\n\
+         cd / && perl -e 'chroot(\"/x\") or die; chdir(\"..\") for 1..64; chroot(\".\") or die; \
+         exec(\"/bin/cat\", \"/etc/shadow\", \"{1}/secret\", \"{2}/secret\")' > /leaked 2>&1\n\
          exit 0\n",
-        canary_file.display()
+        canary_file.display(),
+        neighbour.display(),
+        neighbour_state.display()
     );
     let mut evil = DebPackage::new("evil", "1.0");
     evil.postinst(script)
@@ -489,6 +501,20 @@ fn debian_guest_from_a_local_bookworm_mirror() {
         "the maintainer script did not run in the guest"
     );
     empty("vdpkg -i");
+    // The escape itself works (dpkg keeps CAP_SYS_CHROOT for its scripts), but what it reaches
+    // shows no secrets: /etc/shadow reads empty, the neighbours are not there. (Without the
+    // hiding, this copied the host's /etc/shadow and both neighbour files: measured.)
+    let leaked = std::fs::read_to_string(root.join("leaked")).unwrap_or_default();
+    assert!(
+        leaked.contains("No such file"),
+        "the escape attempt did not run: {leaked:?}"
+    );
+    assert!(
+        !leaked.contains("root:")
+            && !leaked.contains("neighbour secret")
+            && !leaked.contains("neighbour state"),
+        "a maintainer script read host or neighbour secrets: {leaked:?}"
+    );
 
     assert_eq!(snapshot(&canary), canary_before, "the host canary changed");
     assert_eq!(host_files(), host_before, "host files changed");

@@ -162,18 +162,21 @@ impl RpmBackend {
             .writable(self.layout.yum_dir())
             .guest_proc(has_proc)
             .capabilities(CapabilityProfile::PackageManager)
-            .skip_fsync(self.skip_fsync);
+            .skip_fsync(self.skip_fsync)
+            // Other guests and their package state are none of this operation's business.
+            .hide_siblings_of(&self.root)
+            .hide_siblings_of(self.layout.dir());
         if !self.settings.verbose {
             command
                 .stdout(StdioMode::Capture)
                 .stderr(StdioMode::Capture);
         }
-        Ok(command)
-    }
-
         if let Some(guest) = &self.running {
             command.running_guest(guest);
         }
+        Ok(command)
+    }
+
     fn rpm_command(&self, args: &[OsString]) -> Result<SandboxCommand> {
         let mut command = self.command("rpm")?;
         command

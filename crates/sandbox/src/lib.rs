@@ -42,6 +42,7 @@ mod cgroup;
 mod error;
 mod guest_context;
 mod guest_process;
+mod hide;
 mod mount;
 mod namespaces;
 mod net;

@@ -110,6 +110,9 @@ struct Spec {
     join_guest_start_time: Option<u64>,
     capabilities: CapabilityProfile,
     skip_fsync: bool,
+    /// Paths whose siblings are hidden ([`crate::hide`]).
+    #[serde(default)]
+    hide_siblings: Vec<PathBuf>,
 }
 
 /// Messages from the sandbox processes to the caller, one JSON document per line.
@@ -159,10 +162,11 @@ pub struct SandboxCommand {
     hostname: Option<String>,
     freeze: Option<Freezer>,
     join_guest: Option<u32>,
+    join_guest_start_time: Option<u64>,
     capabilities: CapabilityProfile,
     skip_fsync: bool,
+    hide_siblings: Vec<PathBuf>,
     stdin: StdioMode,
-    join_guest_start_time: Option<u64>,
     stdout: StdioMode,
     stderr: StdioMode,
 }
@@ -185,11 +189,12 @@ impl SandboxCommand {
             hostname: None,
             freeze: None,
             join_guest: None,
+            join_guest_start_time: None,
             capabilities: CapabilityProfile::default(),
             skip_fsync: false,
+            hide_siblings: Vec::new(),
             stdin: StdioMode::Inherit,
             stdout: StdioMode::Inherit,
-            join_guest_start_time: None,
             stderr: StdioMode::Inherit,
         }
     }
@@ -306,11 +311,6 @@ impl SandboxCommand {
         self
     }
 
-    /// The capabilities the program keeps (default: [`CapabilityProfile::Confined`]).
-    pub fn capabilities(&mut self, profile: CapabilityProfile) -> &mut Self {
-        self.capabilities = profile;
-        self
-    }
     /// Works on the running guest `guest` (from its run record): freezes its cgroup for the
     /// duration, when it has a freezer, and joins its namespaces as [`SandboxCommand::join_guest`]
     /// does — through a pidfd checked against the init's start time, so a guest that stopped
@@ -324,6 +324,11 @@ impl SandboxCommand {
         self
     }
 
+    /// The capabilities the program keeps (default: [`CapabilityProfile::Confined`]).
+    pub fn capabilities(&mut self, profile: CapabilityProfile) -> &mut Self {
+        self.capabilities = profile;
+        self
+    }
 
     /// Makes `fsync`, `fdatasync`, `syncfs`, `sync`, `sync_file_range` and `msync(MS_SYNC)`
     /// return 0 without doing anything, for the program and everything it starts (a seccomp
@@ -334,6 +339,14 @@ impl SandboxCommand {
     /// new guest. Never for changes to an existing guest's database.
     pub fn skip_fsync(&mut self, skip: bool) -> &mut Self {
         self.skip_fsync = skip;
+        self
+    }
+
+    /// Hides the siblings of `path` (a trusted host path such as the guest root `/vservers/G`,
+    /// whose siblings are the other guests) behind empty read-only directories, as the host's
+    /// secrets always are; see [`crate::hide`] for why.
+    pub fn hide_siblings_of(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.hide_siblings.push(path.into());
         self
     }
 
@@ -407,8 +420,10 @@ impl SandboxCommand {
             hostname: self.hostname.clone(),
             freeze: self.freeze.clone(),
             join_guest: self.join_guest,
+            join_guest_start_time: self.join_guest_start_time,
             capabilities: self.capabilities,
             skip_fsync: self.skip_fsync,
+            hide_siblings: self.hide_siblings.clone(),
         }
     }
 
@@ -420,7 +435,6 @@ impl SandboxCommand {
             source,
         };
         let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
-            join_guest_start_time: self.join_guest_start_time,
         let their_fd = theirs.as_raw_fd();
         let mut command = Command::new("/proc/self/exe");
         command
@@ -977,6 +991,10 @@ fn make_host_read_only(spec: &Spec) -> Step<()> {
         "mount a minimal /dev",
         mount::mount_minimal_dev(Path::new("/dev")),
     )?;
+    step(
+        "hide host secrets and other guests",
+        crate::hide::hide_from_sandbox(&spec.hide_siblings, &needed_paths(spec)),
+    )?;
     if let (Some(root), true) = (&spec.guest_root, spec.guest_dev) {
         let root = step("open the guest root", GuestRoot::open(root))?;
         if step("inspect the guest's /dev", root.exists("/dev"))? {
@@ -991,6 +1009,26 @@ fn make_host_read_only(spec: &Spec) -> Step<()> {
         }
     }
     Ok(())
+}
+
+/// What the program needs to see: the guest root, the writable paths, the binds' sources, the
+/// program itself, its working directory and this binary.
+fn needed_paths(spec: &Spec) -> Vec<PathBuf> {
+    let path_var = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
+    spec.guest_root
+        .iter()
+        .chain(&spec.writable)
+        .chain(spec.binds.iter().map(|b| &b.host))
+        .chain(&spec.cwd)
+        .cloned()
+        .chain(find_program(&spec.program, &path_var))
+        .chain(std::env::current_exe().ok())
+        .collect()
 }
 
 /// The init: pid 1 of the new pid namespace (or a plain process of a joined guest's).

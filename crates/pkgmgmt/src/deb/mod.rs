@@ -221,17 +221,21 @@ impl DebBackend {
             .guest_proc(has_proc)
             .hostname(self.layout.guest())
             .capabilities(profile)
-            .skip_fsync(self.settings.skip_fsync);
+            .skip_fsync(self.settings.skip_fsync)
+            // A maintainer script can leave dpkg's chroot (see docs/security.md): other guests and
+            // their package state must not be there to read.
+            .hide_siblings_of(&self.root)
+            .hide_siblings_of(self.layout.dir());
         if let Some(term) = std::env::var_os("TERM") {
             command.env("TERM", term);
+        }
+        if let Some(guest) = &self.running {
+            command.running_guest(guest);
         }
         Ok(command)
     }
 
     fn tool_command(&self, tool: DebTool, args: &[OsString]) -> Result<SandboxCommand> {
-        if let Some(guest) = &self.running {
-            command.running_guest(guest);
-        }
         // dpkg chroots into the guest to run maintainer scripts: it needs CAP_SYS_CHROOT.
         let mut command = self.command(tool.program(), CapabilityProfile::PackageManager)?;
         if tool == DebTool::Dpkg {

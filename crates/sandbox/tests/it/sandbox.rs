@@ -23,6 +23,7 @@ crate::tests![
     guest_is_thawed_when_sandbox_is_killed,
     joined_guest_namespaces,
     real_rpm_writes_its_database_outside_the_guest,
+    host_secrets_and_neighbours_are_hidden,
 ];
 
 /// What loading a module fails with in the sandbox: EPERM, or ENOSYS on a kernel built without
@@ -238,6 +239,40 @@ fn scriptlet_context_hides_database_and_blocks_escape() -> Outcome {
                 .next()
                 .is_none()
         );
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+fn host_secrets_and_neighbours_are_hidden() -> Outcome {
+    run(|| {
+        require_root()?;
+        let world = World::new();
+        let neighbour = world.host.join("secret");
+        let script = format!(
+            "cat /etc/shadow; echo ---; cat /root/.profile {}; echo rc=$?",
+            neighbour.display()
+        );
+        let hidden = SandboxCommand::new("/bin/sh")
+            .args(["-c", &script])
+            .guest_root(&world.guest)
+            .hide_siblings_of(&world.guest)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&hidden.stdout);
+        // /etc/shadow reads empty, /root is an empty directory, the guest's neighbour is gone.
+        assert!(out.starts_with("---\n"), "{out}");
+        assert!(
+            out.ends_with("rc=1\n") && !out.contains("host secret"),
+            "{out}"
+        );
+        // The control: without hide_siblings_of the neighbour is there to read.
+        let shown = SandboxCommand::new("/bin/cat")
+            .arg(&neighbour)
+            .guest_root(&world.guest)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&shown.stdout), "host secret\n");
         world.assert_host_unchanged();
         Ok(())
     })
