@@ -184,13 +184,19 @@ struct PkgmgmtArgs {
     /// Only errors (and, for externalize, the differences on stdout).
     #[arg(short, long)]
     quiet: bool,
+    /// Print one JSON document on stdout instead: `{"guest", "mode", "packages": [...]}`, and
+    /// for externalize also `"added"`, `"removed"`, `"differences"`, `"rejected"` (arrays of
+    /// strings).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The environment variable that makes step N of a mode change fail (debug builds only: the
 /// test hook of the roll-back).
 const FAIL_AT_STEP_VAR: &str = "VSERVER_TEST_FAIL_AT_STEP";
 
-/// `vserver G pkgmgmt internalize|externalize [--force] [--purge-external]`. Externalize prints
+/// `vserver G pkgmgmt internalize|externalize [--force] [--purge-external] [--json]`.
+/// Externalize prints
 /// each difference its verification found on stdout (`rpm -Va` lines, `+ PKG` for a package
 /// that appeared while internal, `- PKG` for one that went) and exits 0; failures exit 1, with
 /// the guest in its previous mode.
@@ -204,7 +210,9 @@ pub fn pkgmgmt(roots: &HostRoots, guest: &str, args: &[OsString]) -> ExitCode {
     };
     let out = Output::new(
         "vserver",
-        if parsed.quiet {
+        if parsed.json {
+            Verbosity::Json
+        } else if parsed.quiet {
             Verbosity::Quiet
         } else {
             Verbosity::Normal
@@ -240,10 +248,27 @@ pub fn pkgmgmt(roots: &HostRoots, guest: &str, args: &[OsString]) -> ExitCode {
     );
     match result {
         Ok(PkgModeOutcome::Internalized { packages }) => {
+            out.json(&serde_json::json!({
+                "guest": guest,
+                "mode": "internal",
+                "packages": packages,
+            }));
             out.status(&format!(
                 "guest `{guest}`: package management is internal ({} packages); the guest's own tools manage it now",
                 packages.len()
             ));
+            ExitCode::SUCCESS
+        }
+        Ok(PkgModeOutcome::Externalized(report)) if parsed.json => {
+            out.json(&serde_json::json!({
+                "guest": guest,
+                "mode": "external",
+                "packages": report.packages,
+                "added": report.added,
+                "removed": report.removed,
+                "differences": report.differences,
+                "rejected": report.rejected,
+            }));
             ExitCode::SUCCESS
         }
         Ok(PkgModeOutcome::Externalized(report)) => {

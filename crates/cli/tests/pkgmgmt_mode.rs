@@ -333,9 +333,23 @@ fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_link
 
     // Round trip: the same packages and the same verification.
     let started = std::time::Instant::now();
-    let out = host.ok(&["t", "pkgmgmt", "externalize"]);
+    let out = host.ok(&["t", "pkgmgmt", "externalize", "--json"]);
     eprintln!("externalize: {:.2} s", started.elapsed().as_secs_f64());
-    assert_eq!(sorted_lines(&out.stdout), verify_before);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"], "external");
+    let strings = |key: &str| -> Vec<String> {
+        let mut list: Vec<String> = report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        list.sort();
+        list
+    };
+    assert_eq!(strings("packages"), packages);
+    assert_eq!(strings("differences"), verify_before);
+    assert!(strings("added").is_empty() && strings("removed").is_empty());
     host.assert_external(&packages);
     assert_eq!(host.external_verify(), verify_before);
     host.ok(&["t", "pkgmgmt", "internalize"]);
