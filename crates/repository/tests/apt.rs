@@ -272,13 +272,6 @@ fn update_reuses_unchanged_packages_and_follows_changes() {
     let cold = index(repo.path(), AptLayout::Flat);
     assert_eq!((cold.packages, cold.reused), (20, 0));
 
-    let update = |dir: &Path| {
-        let opts = AptIndexOptions {
-            update: true,
-            ..AptIndexOptions::default()
-        };
-        index_apt(dir, &opts, &NoProgress).unwrap()
-    };
     let same = update(repo.path());
     assert_eq!((same.packages, same.reused), (20, 20));
 
@@ -432,6 +425,15 @@ fn suite_and_component_must_be_plain_names() {
     }
 }
 
+/// `vrepo index --update` of a flat repository.
+fn update(dir: &Path) -> vserver_repository::apt::AptIndexReport {
+    let opts = AptIndexOptions {
+        update: true,
+        ..AptIndexOptions::default()
+    };
+    index_apt(dir, &opts, &NoProgress).unwrap()
+}
+
 /// The real `gzip` and `xz` decode a compressed index to exactly the plain one.
 fn assert_compressed_copies_match(dir: &Path) {
     let plain = std::fs::read(dir.join("Packages")).unwrap();
@@ -458,13 +460,6 @@ fn update_recompresses_only_the_chunks_that_changed() {
     assert_eq!(cold.chunks_reused, 0);
     assert_compressed_copies_match(repo.path());
 
-    let update = |dir: &Path| {
-        let opts = AptIndexOptions {
-            update: true,
-            ..AptIndexOptions::default()
-        };
-        index_apt(dir, &opts, &NoProgress).unwrap()
-    };
     let same = update(repo.path());
     assert_eq!(
         (same.chunks, same.chunks_reused),

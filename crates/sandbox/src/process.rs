@@ -1014,12 +1014,7 @@ fn make_host_read_only(spec: &Spec) -> Step<()> {
 /// What the program needs to see: the guest root, the writable paths, the binds' sources, the
 /// program itself, its working directory and this binary.
 fn needed_paths(spec: &Spec) -> Vec<PathBuf> {
-    let path_var = spec
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| DEFAULT_PATH.into());
+    let path_var = path_var(spec);
     spec.guest_root
         .iter()
         .chain(&spec.writable)
@@ -1154,12 +1149,7 @@ fn prepare_exec(spec: &Spec) -> Step<Exec> {
         errno: libc::EINVAL,
         message: "contains a NUL byte".to_string(),
     };
-    let path_var = spec
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| DEFAULT_PATH.into());
+    let path_var = path_var(spec);
     let program = find_program(&spec.program, &path_var).ok_or_else(|| Failure {
         step: "find the program",
         errno: libc::ENOENT,
@@ -1196,6 +1186,15 @@ fn prepare_exec(spec: &Spec) -> Step<Exec> {
         cwd,
         sync_filter,
     })
+}
+
+/// The program's `PATH`, or the default one.
+fn path_var(spec: &Spec) -> OsString {
+    spec.env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| DEFAULT_PATH.into())
 }
 
 fn find_program(program: &OsStr, path_var: &OsStr) -> Option<PathBuf> {
