@@ -90,9 +90,10 @@ pub struct PackageListError {
 /// (blank lines and `#` comments ignored). Duplicates are dropped, order kept.
 pub fn read_package_list(values: &[String]) -> Result<Vec<String>, PackageListError> {
     let mut names: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut push = |name: &str| {
         let name = name.trim();
-        if !name.is_empty() && !names.iter().any(|n| n == name) {
+        if !name.is_empty() && seen.insert(name.to_owned()) {
             names.push(name.to_owned());
         }
     };

@@ -97,11 +97,7 @@ fn read_error(file: &str) -> impl Fn(ReadError) -> MirrorError + '_ {
 }
 
 /// Resolves `wanted` over the staged indexes of `plan` and keeps only the chosen packages.
-pub(crate) fn select(
-    _context: &Context<'_>,
-    plan: &mut Plan,
-    wanted: &SubsetOptions,
-) -> Result<SubsetPlan, MirrorError> {
+pub(crate) fn select(plan: &mut Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorError> {
     let mut groups: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
     let mut overrides: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
     let missing = if plan.format == "rpm-md" {
