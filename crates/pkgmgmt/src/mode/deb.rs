@@ -435,6 +435,8 @@ impl DebModeChange {
             )
             .guest_proc(has_proc)
             .capabilities(CapabilityProfile::PackageManager)
+            .hide_siblings_of(&self.root)
+            .hide_siblings_of(self.layout.dir())
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         let finished = command.status().map_err(|source| Error::Sandbox {

@@ -292,6 +292,9 @@ impl RpmModeChange {
             .env("HOME", self.convert_dir().join("home"))
             .env("LC_ALL", "C.UTF-8")
             .args(args)
+            // Other guests and their package state are none of this operation's business.
+            .hide_siblings_of(&self.root)
+            .hide_siblings_of(self.layout.dir())
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         for path in writable {
@@ -370,6 +373,8 @@ impl RpmModeChange {
             .arg(backend.unwrap_or(""))
             .arg(&dump_file)
             .writable(&db)
+            .hide_siblings_of(&self.root)
+            .hide_siblings_of(self.layout.dir())
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         self.run_checked(&import)?;
@@ -812,6 +817,8 @@ impl RpmModeChange {
             .bind(self.convert_dir().join("db"), "/.rpmdb", Access::ReadWrite)
             .guest_proc(has_proc)
             .capabilities(CapabilityProfile::PackageManager)
+            .hide_siblings_of(&self.root)
+            .hide_siblings_of(self.layout.dir())
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         let finished = command.status().map_err(|source| Error::Sandbox {
