@@ -322,13 +322,12 @@ impl SubsetPlan {
                     });
                 }
                 Target::AptFlat => {
-                    let report = index_apt(
+                    index_apt(
                         &view,
                         &self.apt_options(&views, target, AptLayout::Flat)?,
                         &NoProgress,
                     )
                     .map_err(|e| reindex_error(Box::new(e)))?;
-                    let _ = report;
                     let staging = Staging::new(&context.state_dir, "subset-flat")?;
                     let mut order = Vec::new();
                     for name in [
