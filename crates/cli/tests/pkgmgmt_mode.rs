@@ -295,7 +295,18 @@ fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_link
     host.ok(&["t", "build", "-m", "yum", "--", "-d", "fixture"]);
     let packages = host.external_packages();
     assert!(packages.len() >= 4, "{packages:?}");
+    // One file differs from the start, so that the verifications compared below are not empty.
+    let files = host.ok(&["vrpm", "t", "--", "-ql", "fx-00002"]);
+    let changed = sorted_lines(&files.stdout)
+        .into_iter()
+        .map(|f| host.guest().join(f.trim_start_matches('/')))
+        .find(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+        .expect("fx-00002 owns a regular file");
+    let mut content = std::fs::read(&changed).unwrap();
+    content.extend_from_slice(b"changed\n");
+    std::fs::write(&changed, content).unwrap();
     let verify_before = host.external_verify();
+    assert_eq!(verify_before.len(), 1, "{verify_before:?}");
 
     // A failure after any step of internalize leaves the guest external, nothing lost.
     for step in 1..=INTERNALIZE_STEPS {
@@ -354,6 +365,15 @@ fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_link
     assert_eq!(host.external_verify(), verify_before);
     host.ok(&["t", "pkgmgmt", "internalize"]);
     host.assert_internal(&packages);
+    // internalize → externalize → internalize: the guest's own database verifies the same.
+    let verify = Command::new("rpm")
+        .arg("--root")
+        .arg(host.guest())
+        .args(["--dbpath", "/var/lib/rpm", "-Va", "--noscripts"])
+        .env("HOME", host.dir.join("home"))
+        .output()
+        .unwrap();
+    assert_eq!(sorted_lines(&verify.stdout), verify_before);
 
     // Tampered while internal: a package entry removed from the guest's database behind rpm's
     // back (`--justdb`), and a packaged file changed.

@@ -293,7 +293,13 @@ fn debian_guest_internalize_externalize_round_trip_rollback_and_tamper() {
     eprintln!("build: {:.1} s", started.elapsed().as_secs_f64());
     let list = host.external_list();
     assert!(list.len() > 50, "{list:?}");
+    // One file differs from the start, so that the verifications compared below are not empty.
+    let license = host.root().join("usr/share/common-licenses/GPL-3");
+    let mut content = std::fs::read(&license).unwrap();
+    content.extend_from_slice(b"changed\n");
+    std::fs::write(&license, content).unwrap();
     let verify_before = host.external_verify();
+    assert_eq!(verify_before.len(), 1, "{verify_before:?}");
 
     for step in 1..=INTERNALIZE_STEPS {
         host.failing_at(step, &["d", "pkgmgmt", "internalize"]);
