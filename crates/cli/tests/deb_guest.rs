@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{WORK_BASE, available, checked, is_root, run, serve};
+use common::{WORK_BASE, available, built_plugin, checked, is_root, run, serve};
 use vserver_fixtures::DebPackage;
 
 const CACHE: &str = "/var/tmp/vserver-test-debs";
@@ -199,6 +199,9 @@ impl Host {
             .env("VSERVER_CONFDIR", &self.conf)
             .env("VSERVER_ROOTDIR", &self.roots)
             .env("VSERVER_PKGDIR", &self.pkg);
+        if let Some(plugin) = built_plugin() {
+            command.env("VSERVER_RPM_PLUGIN", plugin);
+        }
         command
     }
 }
@@ -484,6 +487,7 @@ fn debian_guest_from_a_local_bookworm_mirror() {
          echo pwned > /proc/self/root/../../..{0} 2>/dev/null\n\
          echo pwned > {0} 2>/dev/null\n\
          mkdir -p /x && chroot /x /bin/sh -c 'cd ../../../../../../..; echo pwned > .{0}' 2>/dev/null\n\
+         grep CapEff /proc/self/status > /script-caps\n\
          cd / && perl -e 'chroot(\"/x\") or die; chdir(\"..\") for 1..64; chroot(\".\") or die; \
          exec(\"/bin/cat\", \"/etc/shadow\", \"{1}/secret\", \"{2}/secret\")' > /leaked 2>&1\n\
          exit 0\n",
@@ -501,14 +505,19 @@ fn debian_guest_from_a_local_bookworm_mirror() {
         "the maintainer script did not run in the guest"
     );
     empty("vdpkg -i");
-    // The escape itself works (dpkg keeps CAP_SYS_CHROOT for its scripts), but what it reaches
-    // shows no secrets: /etc/shadow reads empty, the neighbours are not there. (Without the
-    // hiding, this copied the host's /etc/shadow and both neighbour files: measured.)
+    // The preloaded hook confines the script: its chroot is refused (before the hook, the escape
+    // worked; the host's secrets and the neighbours are hidden as well, and without both this
+    // copied the host's /etc/shadow and both neighbour files into the guest: measured).
     let leaked = std::fs::read_to_string(root.join("leaked")).unwrap_or_default();
     assert!(
-        leaked.contains("No such file"),
-        "the escape attempt did not run: {leaked:?}"
+        leaked.contains("Died"),
+        "the script's chroot was not refused: {leaked:?}"
     );
+    // The script ran without CAP_SYS_CHROOT and CAP_SYS_ADMIN (bits 18 and 21).
+    let caps = std::fs::read_to_string(root.join("script-caps")).unwrap();
+    let effective = u64::from_str_radix(caps.trim().trim_start_matches("CapEff:").trim(), 16)
+        .unwrap_or_else(|e| panic!("{caps:?}: {e}"));
+    assert_eq!(effective & (1 << 18 | 1 << 21), 0, "{caps}");
     assert!(
         !leaked.contains("root:")
             && !leaked.contains("neighbour secret")

@@ -14,18 +14,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{WORK_BASE, available, serve};
+use common::{WORK_BASE, available, built_plugin, serve};
 use vserver_fixtures::{RpmSetOptions, Scriptlets};
-
-/// The rpm plugin library cargo built for this test (a dev-dependency), if any.
-fn built_plugin() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let deps = exe.parent()?;
-    [deps.to_path_buf(), deps.parent()?.to_path_buf()]
-        .into_iter()
-        .map(|dir| dir.join("libvserver_rpm_plugin.so"))
-        .find(|p| p.is_file())
-}
 
 struct Host {
     _tmp: tempfile::TempDir,

@@ -5,9 +5,10 @@
 //! runs from `target/debug/deps/`, so the parent directory is tried too. `VSERVER_RPM_PLUGIN`
 //! names it explicitly and wins.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::layout::PkgLayout;
 
 /// The environment variable naming the plugin library.
 pub const PLUGIN_ENV: &str = "VSERVER_RPM_PLUGIN";
@@ -31,4 +32,30 @@ pub fn find_rpm_plugin() -> Result<PathBuf> {
         .find(|candidate| candidate.is_file())
         .and_then(|found| found.canonicalize().ok())
         .ok_or(Error::PluginMissing { exe: dir })
+}
+
+/// Copies the plugin library into `dir` (host state of the guest) as `vserver.so`, unless an
+/// up-to-date copy is there, and returns the copy's path. A copy, not a link: the library must
+/// be readable inside the sandbox, where the host's `/tmp` (say, a build tree below it) is
+/// replaced by a private one and `/root` and `/home` are hidden.
+pub(crate) fn install_copy(layout: &PkgLayout, plugin: &Path, dir: &Path) -> Result<PathBuf> {
+    let installed = dir.join("vserver.so");
+    let up_to_date = match (
+        fs_err::metadata(plugin),
+        fs_err::symlink_metadata(&installed),
+    ) {
+        (Ok(source), Ok(copy)) => {
+            copy.is_file()
+                && copy.len() == source.len()
+                && copy.modified().ok() >= source.modified().ok()
+        }
+        _ => false,
+    };
+    if !up_to_date {
+        fs_err::create_dir_all(dir).map_err(|e| layout.host_err("create", dir, e))?;
+        let tmp = dir.join(".vserver.so.tmp");
+        fs_err::copy(plugin, &tmp).map_err(|e| layout.host_err("copy", plugin, e))?;
+        fs_err::rename(&tmp, &installed).map_err(|e| layout.host_err("create", &installed, e))?;
+    }
+    Ok(installed)
 }

@@ -115,25 +115,7 @@ impl RpmBackend {
         let macros =
             fs_err::read_to_string(&macros_file).map_err(self.host_err("read", &macros_file))?;
         let plugin_dir = self.layout.plugin_dir();
-        // A copy, not a link: the plugin must be readable inside the sandbox, where the host's
-        // /tmp (say, a build tree below it) is replaced by a private one.
-        let installed = plugin_dir.join("vserver.so");
-        let up_to_date = match (
-            fs_err::metadata(&self.plugin),
-            fs_err::symlink_metadata(&installed),
-        ) {
-            (Ok(source), Ok(copy)) => {
-                copy.is_file()
-                    && copy.len() == source.len()
-                    && copy.modified().ok() >= source.modified().ok()
-            }
-            _ => false,
-        };
-        if !up_to_date {
-            let tmp = plugin_dir.join(".vserver.so.tmp");
-            fs_err::copy(&self.plugin, &tmp).map_err(self.host_err("copy", &self.plugin))?;
-            fs_err::rename(&tmp, &installed).map_err(self.host_err("create", &installed))?;
-        }
+        let installed = crate::plugin::install_copy(&self.layout, &self.plugin, &plugin_dir)?;
         let text = format!(
             "{macros}# for this operation: scriptlets are confined by the vserver plugin\n\
              %__plugindir {}\n%__transaction_vserver {}\n",

@@ -14,10 +14,17 @@
 //! (fail closed). Lua scriptlets run inside rpm's own process and never reach this hook; the
 //! per-operation sandbox around rpm holds them (see docs/security.md).
 //!
-//! The C ABI lives in the `ffi` module, the one file with `unsafe` outside the sandbox crate.
+//! The same library, preloaded into the host's apt and dpkg (`LD_PRELOAD`), confines dpkg's
+//! maintainer scripts the same way just before dpkg executes them (`exec_hook`): dpkg has no
+//! plugin interface, so the hook replaces `execv`, `execvp` and `execve`.
+//!
+//! The C ABI lives in the `ffi` and `exec_hook` modules, the only files with `unsafe` outside
+//! the sandbox crate.
 
+mod exec_hook;
 mod ffi;
 
+pub use exec_hook::CONFINE_VAR;
 pub use ffi::{RpmPluginHooks, RpmRc, vserver_hooks};
 
 /// Where the guest's database is mounted while rpm runs (after rpm's chroot into the guest).

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 /// Where tests make their guests: on disk, outside /tmp and /var/tmp (the per-operation sandbox
@@ -87,4 +87,14 @@ pub fn serve(dir: &Path) -> (KillOnDrop, String) {
         }
     });
     (KillOnDrop(child), url)
+}
+
+/// The rpm plugin library cargo built for this test (a dev-dependency), if any.
+pub fn built_plugin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let deps = exe.parent()?;
+    [deps.to_path_buf(), deps.parent()?.to_path_buf()]
+        .into_iter()
+        .map(|dir| dir.join("libvserver_rpm_plugin.so"))
+        .find(|p| p.is_file())
 }

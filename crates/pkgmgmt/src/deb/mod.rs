@@ -63,6 +63,10 @@ pub struct DebSettings {
     pub skip_fsync: bool,
 }
 
+/// Set for apt and dpkg so that the preloaded hook confines maintainer scripts (the hook's
+/// `CONFINE_VAR`).
+const CONFINE_MAINTSCRIPTS_VAR: &str = "VSERVER_CONFINE_MAINTSCRIPTS";
+
 /// A host program the deb back end runs on a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DebTool {
@@ -203,9 +207,15 @@ impl DebBackend {
             root.symlink_metadata("/proc"),
             Ok(info) if info.kind == vserver_sandbox::FileKind::Dir
         );
+        // Preloaded into apt and dpkg, the plugin library confines each maintainer script just
+        // before dpkg executes it (crates/rpm-plugin/src/exec_hook.rs): fail closed without it.
+        let plugin = crate::find_rpm_plugin()?;
+        let hook = crate::plugin::install_copy(&self.layout, &plugin, &self.apt_dir().join("hook"))?;
         let mut command = SandboxCommand::new(program);
         command
             .env_clear()
+            .env("LD_PRELOAD", hook)
+            .env(CONFINE_MAINTSCRIPTS_VAR, "1")
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", "/root")
             .env("LC_ALL", "C.UTF-8")
