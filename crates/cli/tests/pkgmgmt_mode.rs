@@ -150,6 +150,7 @@ impl Host {
         assert!(!self.guest().join("etc/rpm/macros.vserver").exists());
         assert!(!self.pkg().join("internal").exists());
         assert!(!self.pkg().join("rpm/convert").exists());
+        assert!(!self.pkg().join("mode-change").exists());
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(self.pkg().join("rpm/state"))
                 .unwrap()
@@ -317,6 +318,19 @@ fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_link
     let out = host.vserver(&["t", "pkgmgmt", "externalize"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already external"));
+
+    // A change whose process was killed leaves its marker: the next one refuses to build on it.
+    std::fs::write(host.pkg().join("mode-change"), "internalize 1\n").unwrap();
+    let out = host.vserver(&["t", "pkgmgmt", "internalize"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("a previous `pkgmgmt internalize` did not finish"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(host.pkg().join("mode-change")).unwrap();
+    host.assert_external(&packages);
 
     // internalize, in util-vserver's form.
     let started = std::time::Instant::now();
