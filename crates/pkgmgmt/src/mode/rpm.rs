@@ -2,21 +2,23 @@
 //!
 //! # internalize
 //!
-//! 1. The guest's own `%_dbpath` (and `%_db_backend`) are read from its macro files, through
-//!    the guest root, as untrusted text: only a plain absolute path is accepted (default
-//!    `/var/lib/rpm`; Fedora's rpm says `/usr/lib/sysimage/rpm`).
-//! 2. The host database is converted with rpm's own `rpmdb --exportdb` and `--importdb` into a fresh
-//!    database in the backend the guest's rpm reads, in `.pkg/G/rpm/convert/db`, inside the
-//!    sandbox; both package lists must match.
-//! 3. The new database files are written into the guest's database directory.
-//! 4. `/etc/rpm/macros.vserver` gets the generated macros without `%_dbpath`; a `%_dbpath` line
-//!    left in `/etc/rpm/macros` (util-vserver wrote one) is removed.
-//! 5. `/etc/yum.repos.d/*.repo` (with `$releasever` written out), `/etc/dnf/dnf.conf` and dnf's
-//!    history (`.pkg/G/yum/lib`) in `/var/lib/dnf`.
-//! 6. The empty mount point `/.rpmdb` goes.
-//! 7. `.pkg/G/rpm/state` becomes a read-only archive; `.pkg/G/internal` records the guest's
-//!    database path, the files written and the package list.
-//! 8. The caller records the mode in the guest's configuration.
+//! Before any step, the guest's own `%_dbpath` (and `%_db_backend`) are read from its macro
+//! files, through the guest root, as untrusted text: only a plain absolute path is accepted
+//! (default `/var/lib/rpm`; Fedora's rpm says `/usr/lib/sysimage/rpm`), and it, `/etc/rpm`,
+//! `/etc/yum.repos.d`, `/etc/dnf` and `/var/lib/dnf` must be reached without a symlink. Then:
+//!
+//! 1. *convert the database*: rpm's own `rpmdb --exportdb` and `--importdb` turn the host
+//!    database into a fresh one in the backend the guest's rpm reads, in
+//!    `.pkg/G/rpm/convert/db`, inside the sandbox; both package lists must match.
+//! 2. *place the database*: its files are written into the guest's database directory.
+//! 3. *macros, repositories, history*: `/etc/rpm/macros.vserver` gets the generated macros
+//!    without `%_dbpath` (a `%_dbpath` line left in `/etc/rpm/macros`, as util-vserver wrote
+//!    one, is removed); `/etc/yum.repos.d/*.repo` with `$releasever` written out;
+//!    `/etc/dnf/dnf.conf`; dnf's history (`.pkg/G/yum/lib`) in `/var/lib/dnf`.
+//! 4. *mount point*: the empty `/.rpmdb` goes.
+//! 5. *archive*: `.pkg/G/rpm/state` becomes read-only; `.pkg/G/internal` records the guest's
+//!    database path, the directories created, the files written and the package list.
+//! 6. *record the mode*: the caller's step, in the guest's configuration.
 //!
 //! # externalize
 //!
