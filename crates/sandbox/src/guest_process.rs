@@ -936,7 +936,10 @@ pub fn exec_in_guest_on_pty(
     let display = launch.display();
     ensure_single_threaded(&display)?;
     let root = GuestRoot::open(&launch.root)?;
-    let (master, slave) = open_pty()?;
+    let (master, slave) = match open_guest_pty(pidfd)? {
+        Some(pair) => pair,
+        None => open_pty()?,
+    };
     let raw = RawMode::enter(input);
     if let Some(size) = raw.window_size() {
         // SAFETY: TIOCSWINSZ reads one winsize from the live local; `master` is open.
@@ -970,6 +973,78 @@ pub fn exec_in_guest_on_pty(
     let status = status?;
     read_report(report_read, &display)?;
     Ok(exit_code(status))
+}
+
+/// The devpts file system's magic number (`statfs.f_type`).
+const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+
+/// A new pseudo-terminal pair from the running guest's own devpts (`/dev/pts/ptmx` in its
+/// mount namespace), so that inside the guest the terminal has a name (`tty`, `ttyname(3)`
+/// work) — a terminal of the host's devpts has none there. `None` when the guest has no
+/// devpts at `/dev/pts`. The guest cannot substitute anything: the path is resolved in the
+/// init's root without following symlinks, the file must lie on a devpts, and the slave is
+/// reached through the master (`TIOCGPTPEER`), not by name.
+fn open_guest_pty(pidfd: BorrowedFd<'_>) -> Result<Option<(OwnedFd, File)>> {
+    let fdinfo = format!(
+        "/proc/self/fdinfo/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&pidfd)
+    );
+    let info = fs::read_to_string(&fdinfo).map_err(|e| Error::host("read", &fdinfo, e))?;
+    let Some(pid) = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        return Ok(None);
+    };
+    let root = GuestRoot::open(format!("/proc/{pid}/root"))?;
+    let Ok(pts) = root.resolve_dir_no_symlinks("open", Path::new("/dev/pts")) else {
+        return Ok(None);
+    };
+    let master = match rustix::fs::openat(
+        &pts,
+        "ptmx",
+        rustix::fs::OFlags::RDWR
+            | rustix::fs::OFlags::NOCTTY
+            | rustix::fs::OFlags::CLOEXEC
+            | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(master) => master,
+        Err(_) => return Ok(None),
+    };
+    let on_devpts = rustix::fs::fstatfs(&master).is_ok_and(|fs| fs.f_type == DEVPTS_SUPER_MAGIC);
+    if !on_devpts {
+        return Ok(None);
+    }
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&master);
+    let mut unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the live local; `raw` is the open master.
+    if unsafe { libc::ioctl(raw, libc::TIOCSPTLCK, &mut unlock) } == -1 {
+        return Err(Error::kernel(
+            "unlock a pseudo-terminal of the guest",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor; `raw` is the
+    // open master.
+    let slave = unsafe {
+        libc::ioctl(
+            raw,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave == -1 {
+        return Err(Error::kernel(
+            "open a pseudo-terminal of the guest",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `slave` is a descriptor the kernel just returned and nothing else owns.
+    let slave = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    Ok(Some((master, slave)))
 }
 
 /// A new pseudo-terminal pair from the host's `/dev/ptmx` (master, slave), both close-on-exec.

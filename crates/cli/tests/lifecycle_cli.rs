@@ -1,0 +1,279 @@
+//! The guest lifecycle through the `vserver` binary, as a user drives it: `start`, `status`
+//! (`--json`), `vserver --list`, `exec` (exit status, stdin, stdout and stderr pass through),
+//! `enter` on a terminal (a pseudo-terminal made by `script(1)`, driven by a script), `stop` (no
+//! process, mount or cgroup left), and `delete` (refused without confirmation, then `--yes`)
+//! of a guest that planted symlinks to a host canary, which must stay unchanged.
+//!
+//! The guest is a skeleton with a static busybox copied in. Needs root, `/bin/busybox` and
+//! `script`; skips with a reason otherwise, fails instead when VSERVER_TEST_REQUIRE_ALL=1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{WORK_BASE, available, is_root};
+
+struct Host {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Host {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vserver"));
+        command
+            .args(args)
+            .env("VSERVER_CONFDIR", self.dir.join("etc"))
+            .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
+            .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
+            .env("VSERVER_RUNDIR", self.dir.join("run"));
+        command
+    }
+
+    fn vserver(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// `vserver g enter` under `script(1)`, which runs it on a new pseudo-terminal (`-e`: its
+    /// exit status is passed on; `-q`: no banners; the typescript goes to /dev/null, the
+    /// output to script's standard output).
+    fn enter_under_script(&self) -> std::process::Child {
+        let enter = format!("{} g enter", env!("CARGO_BIN_EXE_vserver"));
+        Command::new("/usr/bin/script")
+            .args(["-qec", &enter, "/dev/null"])
+            .env("VSERVER_CONFDIR", self.dir.join("etc"))
+            .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
+            .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
+            .env("VSERVER_RUNDIR", self.dir.join("run"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.vserver(args);
+        assert!(
+            out.status.success(),
+            "vserver {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Mounts on the host whose mount point lies below `dir`.
+fn host_mounts_below(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Path → content (or link target) of every entry below `dir`.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let value = if meta.is_symlink() {
+            format!("link {}", fs::read_link(&path).unwrap().display())
+        } else if meta.is_dir() {
+            for entry in fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            "dir".to_string()
+        } else {
+            fs::read_to_string(&path).unwrap_or_default()
+        };
+        out.insert(path, value);
+    }
+    out
+}
+
+/// The value of `"key":` in a flat JSON text (digits or a quoted string), without a JSON
+/// library.
+fn json_field<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = json[start..].trim_start();
+    if let Some(quoted) = rest.strip_prefix('"') {
+        return quoted.split('"').next();
+    }
+    rest.split([',', '}']).next().map(str::trim)
+}
+
+#[test]
+fn guest_lifecycle_through_the_binary() {
+    let tools = ["/bin/busybox", "/usr/bin/script"]
+        .iter()
+        .all(|t| Path::new(t).exists());
+    if !available(is_root(), "needs root")
+        || !available(tools, "needs busybox-static and script (util-linux)")
+    {
+        return;
+    }
+    fs::create_dir_all(WORK_BASE).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("vserver-cli-life")
+        .tempdir_in(WORK_BASE)
+        .unwrap();
+    let host = Host {
+        dir: tmp.path().to_path_buf(),
+        _tmp: tmp,
+    };
+
+    // A skeleton guest with busybox, and an init that ends on SIGTERM.
+    host.ok(&["g", "build", "-m", "skeleton", "--hostname", "g.example"]);
+    let root = host.dir.join("vservers/g");
+    let bin = if root.join("bin").is_symlink() {
+        root.join("usr/bin")
+    } else {
+        root.join("bin")
+    };
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
+    fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+    for applet in ["sh", "sleep", "hostname", "cat", "echo", "tty"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let config = host.dir.join("etc/g/config.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "init = [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; echo up > /up; while :; do sleep 1 & wait; done\"]\nstop_timeout = 5\n{text}"
+        ),
+    )
+    .unwrap();
+
+    // Stopped: status says so with exit code 3.
+    let out = host.vserver(&["g", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped"));
+
+    host.ok(&["g", "start"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !root.join("up").exists() {
+        assert!(Instant::now() < deadline, "the init never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let json = host.ok(&["g", "status", "--json"]);
+    assert_eq!(json_field(&json, "state"), Some("running"), "{json}");
+    let pid: u32 = json_field(&json, "pid").unwrap().parse().unwrap();
+    let in_cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(in_cgroups.contains("/vserver/g"), "{in_cgroups}");
+    let cgroups: Vec<PathBuf> = json
+        .split("\"cgroups\":[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap()
+        .split(',')
+        .map(|c| PathBuf::from(c.trim().trim_matches('"')))
+        .collect();
+    assert!(cgroups.iter().all(|c| c.is_dir()), "{cgroups:?}");
+    let list = host.ok(&["--list"]);
+    assert!(list.starts_with("g\trunning"), "{list}");
+
+    // exec: exit status, standard output and error, standard input.
+    let out = host.vserver(&[
+        "g",
+        "exec",
+        "/bin/sh",
+        "-c",
+        "hostname; echo to-stderr >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "g.example\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("to-stderr"));
+    let mut child = host
+        .command(&["g", "exec", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+    let out = host.vserver(&["g", "exec", "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(127));
+
+    // enter on a terminal: script(1) gives vserver a pseudo-terminal; the lines are typed into
+    // it, the guest's shell sees a terminal of its own and its exit status comes back.
+    let mut child = host.enter_under_script();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"tty && echo on-a-terminal-$((6*7)); hostname; exit 5\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("on-a-terminal-42"), "{text:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("g.example"), "{text:?}");
+    assert_eq!(out.status.code(), Some(5), "{text:?}");
+
+    // stop: nothing left.
+    host.ok(&["g", "stop"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
+    {
+        assert!(Instant::now() < deadline, "init {pid} still there");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for dir in &cgroups {
+        assert!(!dir.exists(), "cgroup left: {}", dir.display());
+    }
+    assert_eq!(host_mounts_below(&host.dir), Vec::<String>::new());
+    assert_eq!(host.vserver(&["g", "status"]).status.code(), Some(3));
+    let out = host.vserver(&["g", "exec", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+
+    // delete: a guest that planted symlinks to a host canary, running when deleted.
+    let canary = host.dir.join("canary");
+    fs::create_dir_all(canary.join("sub")).unwrap();
+    fs::write(canary.join("file"), "precious").unwrap();
+    fs::write(canary.join("sub/deep"), "precious too").unwrap();
+    std::os::unix::fs::symlink(&canary, root.join("etc/host")).unwrap();
+    std::os::unix::fs::symlink(canary.join("file"), root.join("file-link")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../..", root.join("up-link")).unwrap();
+    let pkg = host.dir.join("vservers/.pkg/g");
+    fs::create_dir_all(&pkg).unwrap();
+    std::os::unix::fs::symlink(&canary, pkg.join("state")).unwrap();
+    host.ok(&["g", "start"]);
+    let before = snapshot(&canary);
+    let out = host.vserver(&["g", "delete"]);
+    assert_eq!(out.status.code(), Some(2), "delete without --yes on a pipe");
+    assert!(root.exists());
+    host.ok(&["g", "delete", "--yes"]);
+    assert_eq!(snapshot(&canary), before);
+    assert!(!root.exists());
+    assert!(!pkg.exists());
+    assert!(!host.dir.join("etc/g").exists());
+    assert_eq!(host_mounts_below(&host.dir), Vec::<String>::new());
+    let out = host.vserver(&["g", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown guest"));
+}
