@@ -1,12 +1,19 @@
-//! Guest lifecycle: `vserver G start|stop|status|exec|delete` and `vserver --list`.
+//! Guest lifecycle: `vserver G start|stop|status|exec|enter|delete` and `vserver --list`.
 //!
 //! A running guest is its init process (pid 1 of the guest's own pid namespace, in new mount,
-//! uts, ipc and cgroup namespaces, pivoted into the guest root with proc, a minimal `/dev` with a
-//! private devpts, and a tmpfs `/tmp`; see `vserver_sandbox::start_guest_init`) plus its cgroups
-//! (`<hierarchy>/vserver/G`). `start` records it in the run directory (`/run/vservers/G.toml`,
-//! `VSERVER_RUNDIR`) as pid *and* start time: a record whose process is gone, or whose pid now
-//! belongs to another process, is stale and treated as "stopped", never signalled. Every later
-//! operation reaches the init through a pidfd opened and then re-verified against that record.
+//! uts, ipc, cgroup and — unless `net = "host"` — network namespaces, pivoted into the guest root
+//! with proc and sysfs read-only, a minimal `/dev` with a private devpts, and a tmpfs `/tmp`; see
+//! `vserver_sandbox::start_guest_init`) plus its cgroups (`<hierarchy>/vserver/G`, with the
+//! memory, pids and cpu limits of `[limits]`). What runs as init, the network, the limits and
+//! the stop sequence come from `config.toml` (module `runtime`). `start` records the guest in the
+//! run directory (`/run/vservers/G.toml`, `VSERVER_RUNDIR`) as pid *and* start time: a record
+//! whose process is gone, or whose pid now belongs to another process, is stale and treated as
+//! "stopped", never signalled. Every later operation reaches the init through a pidfd opened and
+//! then re-verified against that record.
+//!
+//! Host-side package operations find a running guest here too ([`running_guest`]): they freeze
+//! it for the duration and run the package manager and its scripts in its pid, uts and ipc
+//! namespaces.
 //!
 //! The init's standard output and error go to `/run/vservers/G.log`.
 
