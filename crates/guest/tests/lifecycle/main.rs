@@ -922,7 +922,6 @@ fn configured_init_and_stop_sequence() -> Result<(), Outcome> {
     Ok(())
 }
 
-
 /// `vrpm G -- -i PKG` on a running guest: the guest is frozen during the transaction (its
 /// counter does not advance while the scriptlet watches it) and thawed after (it advances
 /// again), and the scriptlet runs in the guest's pid namespace.
