@@ -565,7 +565,7 @@ fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_link
     std::fs::create_dir_all(guest.join("usr/lib/rpm")).unwrap();
     std::fs::write(
         guest.join("usr/lib/rpm/macros"),
-        "%_dbpath\t\t%{_var}/lib/rpm\n%_dbpath %{_usr}/lib/sysimage/rpm\n",
+        "%_dbpath\t\t%{_var}/lib/rpm\n%_dbpath %{_usr}/lib/sysimage/rpm\n%_db_backend sqlite\n",
     )
     .unwrap();
     host.ok(&["t", "pkgmgmt", "internalize"]);
