@@ -106,7 +106,7 @@ pub(crate) fn select(plan: &mut Plan, wanted: &SubsetOptions) -> Result<SubsetPl
             if let SourceIndex::Primary(path) = index {
                 let input = Compression::open(path).map_err(io_err("read", path))?;
                 read_primary(input, |p| {
-                    packages.push(p);
+                    packages.push(dependency_fields(p));
                     Ok(())
                 })
                 .map_err(read_error("repodata primary"))?;
@@ -195,6 +195,24 @@ pub(crate) fn select(plan: &mut Plan, wanted: &SubsetOptions) -> Result<SubsetPl
         groups,
         overrides,
     })
+}
+
+/// Only what the resolver reads: a large primary (Fedora's lists 70,000 packages) then fits
+/// in a fraction of the memory.
+fn dependency_fields(p: crate::rpmmd::Package) -> crate::rpmmd::Package {
+    crate::rpmmd::Package {
+        name: p.name,
+        arch: p.arch,
+        epoch: p.epoch,
+        version: p.version,
+        release: p.release,
+        location_href: p.location_href,
+        provides: p.provides,
+        requires: p.requires,
+        recommends: p.recommends,
+        files: p.files,
+        ..crate::rpmmd::Package::default()
+    }
 }
 
 impl SubsetPlan {
