@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use vserver_repository::closure::{SubsetOptions, missing_line, read_package_list};
 use vserver_repository::mirror::{
-    FetchOptions, MirrorFormat, MirrorOptions, SignaturePolicy, mirror,
+    FetchOptions, MirrorError, MirrorFormat, MirrorOptions, SignaturePolicy, mirror,
 };
 use vserver_repository::progress::Progress;
 use vserver_repository::serve::{ServeOptions, Server};
@@ -214,13 +214,22 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
     };
     let started = Instant::now();
     let bar = ByteBar::new(!args.json && !args.quiet && std::io::stderr().is_terminal());
-    let report = mirror(&args.source, &args.dest, &options, &bar).with_context(|| {
+    let failed = || {
         format!(
             "mirroring `{}` into `{}` failed",
             args.source,
             args.dest.display()
         )
-    })?;
+    };
+    let report = match mirror(&args.source, &args.dest, &options, &bar) {
+        Ok(report) => report,
+        // The one error the user fixes with a flag: say which.
+        Err(error @ MirrorError::Unresolved { .. }) => {
+            bar.finish();
+            bail!("{}: {error} (--skip-missing mirrors the rest)", failed())
+        }
+        Err(error) => return Err(anyhow::Error::new(error).context(failed())),
+    };
     bar.finish();
     if !report.unresolved.is_empty() {
         out.warn(&format!(
