@@ -71,6 +71,17 @@ pub enum Error {
         /// The lock file.
         path: PathBuf,
     },
+    /// The guest's package management is internal: the host-side database is an archive.
+    #[error(
+        "guest `{guest}`: package management is internal (`{record}` exists); run the guest's own \
+         tools, or `vserver {guest} pkgmgmt externalize`"
+    )]
+    Internal {
+        /// The guest.
+        guest: String,
+        /// The record that says so.
+        record: PathBuf,
+    },
     /// A Debian bootstrap cannot go on (the repositories lack what it needs).
     #[error("guest `{guest}`: cannot bootstrap: {problem}")]
     Bootstrap {

@@ -136,6 +136,26 @@ impl PkgLayout {
         Ok(PkgLock(file))
     }
 
+    /// `.pkg/G/internal`: present exactly while package management is internal.
+    pub fn internal_record(&self) -> PathBuf {
+        self.dir.join("internal")
+    }
+
+    /// Takes the lock for an operation on the external database: refused while package
+    /// management is internal. Checked under the lock, so an operation that loaded the guest's
+    /// configuration just before an internalize finished cannot act on the archived database.
+    pub(crate) fn lock_external(&self) -> Result<PkgLock> {
+        let lock = self.lock()?;
+        let record = self.internal_record();
+        if std::fs::symlink_metadata(&record).is_ok() {
+            return Err(Error::Internal {
+                guest: self.guest.clone(),
+                record,
+            });
+        }
+        Ok(lock)
+    }
+
     /// Flushes the file system that holds `.pkg/G` (one `syncfs`): after work that ran with
     /// fsync turned off, this and the guest root's file system are what must reach the disk.
     pub(crate) fn sync_state(&self) -> Result<()> {
@@ -160,6 +180,21 @@ pub(crate) struct PkgLock(#[allow(dead_code)] std::fs::File);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_on_the_external_database_are_refused_while_internal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = PkgLayout::new(tmp.path(), "g");
+        std::fs::create_dir_all(layout.dir()).unwrap();
+        drop(layout.lock_external().unwrap());
+        std::fs::write(layout.internal_record(), "").unwrap();
+        assert!(matches!(
+            layout.lock_external(),
+            Err(Error::Internal { .. })
+        ));
+        // Internalize and externalize themselves still take the plain lock.
+        assert!(layout.lock().is_ok());
+    }
 
     #[test]
     fn a_second_operation_on_one_guest_is_refused_until_the_first_ends() {

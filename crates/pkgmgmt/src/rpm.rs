@@ -219,7 +219,7 @@ impl RpmBackend {
 
     /// Runs a prepared command under the lock; `Ok` holds its status and captured stderr.
     fn run(&self, tool: &str, command: &SandboxCommand) -> Result<(ExitStatus, Vec<u8>)> {
-        let _lock = self.layout.lock()?;
+        let _lock = self.layout.lock_external()?;
         self.write_operation_files()?;
         let dnf_dir_before = self.guest_has("/etc/dnf");
         let finished = command.status().map_err(|source| Error::Sandbox {
@@ -390,7 +390,7 @@ impl PackageBackend for RpmBackend {
     }
 
     fn clean_cache(&self) -> Result<()> {
-        let _lock = self.layout.lock()?;
+        let _lock = self.layout.lock_external()?;
         let cache = self.layout.yum_cache();
         if cache.exists() {
             fs_err::remove_dir_all(&cache).map_err(self.host_err("remove", &cache))?;
@@ -425,7 +425,7 @@ impl RpmBackend {
         command
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
-        let _lock = self.layout.lock()?;
+        let _lock = self.layout.lock_external()?;
         self.write_operation_files()?;
         let dnf_dir_before = self.guest_has("/etc/dnf");
         let finished = command.status().map_err(|source| Error::Sandbox {

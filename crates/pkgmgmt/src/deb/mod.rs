@@ -269,7 +269,7 @@ impl DebBackend {
         command: &mut SandboxCommand,
         streams: Streams,
     ) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
-        let _lock = self.layout.lock()?;
+        let _lock = self.layout.lock_external()?;
         self.run_locked(tool, command, streams)
     }
 
@@ -515,7 +515,7 @@ impl PackageBackend for DebBackend {
     }
 
     fn clean_cache(&self) -> Result<()> {
-        let _lock = self.layout.lock()?;
+        let _lock = self.layout.lock_external()?;
         let archives = self.apt_archives();
         let entries = match fs_err::read_dir(&archives) {
             Ok(entries) => entries,

@@ -848,7 +848,7 @@ impl RpmModeChange {
 
 /// `.pkg/G/internal`: present exactly while package management is internal.
 pub(crate) fn internal_record_file(layout: &PkgLayout) -> PathBuf {
-    layout.dir().join("internal")
+    layout.internal_record()
 }
 
 /// Whether `line` defines `%NAME`.
