@@ -1,6 +1,7 @@
 //! Version comparison against the real tools as oracle: rpm's own `rpm.vercmp` (through
 //! `rpm --eval` and its Lua) and `dpkg --compare-versions`, on generated pairs that stress
-//! `~`, `^`, epochs, leading zeros, letters against digits and separators.
+//! `~`, `^`, epochs, leading zeros, letters against digits and separators; and rpm dependency
+//! ranges (operators, missing epochs and releases) against `rpm -i --test`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -199,4 +200,131 @@ fn dpkg_compare_matches_dpkg_on_generated_pairs() {
         wrong.join("\n")
     );
     assert!(seen.iter().all(|&n| n > 10), "{seen:?}");
+}
+
+/// Dependency ranges against rpm itself: package `pI` provides `capI = HAVE` (or an
+/// unversioned `capI`), and one consumer requires `capI OP WANT` for hundreds of generated
+/// pairs. `rpm -i --test` of all of them lists the requirements rpm finds unsatisfied; the
+/// subset resolver (over the same packages, through primary) must report exactly those.
+#[test]
+fn rpm_ranges_match_rpm_install_test() {
+    use std::collections::BTreeSet;
+    use vserver_fixtures::RpmPackage;
+    use vserver_repository::closure::SubsetOptions;
+    use vserver_repository::mirror::{MirrorOptions, SignaturePolicy, mirror};
+    use vserver_repository::progress::NoProgress;
+    use vserver_repository::rpmmd::{RpmIndexOptions, index_rpm};
+
+    if !require("rpm") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(63);
+    let versions = ["1.0", "1.0~rc1", "1.0^post1", "1.1", "2", "1.0a", "0.9"];
+    let evr = |rng: &mut ChaCha8Rng| {
+        let mut s = String::new();
+        match rng.random_range(0..6) {
+            0 => s.push_str("0:"),
+            1 => s.push_str("1:"),
+            _ => {}
+        }
+        s.push_str(versions[rng.random_range(0..versions.len())]);
+        match rng.random_range(0..3) {
+            0 => s.push_str("-1"),
+            1 => s.push_str("-2"),
+            _ => {}
+        }
+        s
+    };
+    let ops = ["<", "<=", "=", ">=", ">"];
+    let mut consumer = RpmPackage::new("consumer", "1.0");
+    let count = 400;
+    for i in 0..count {
+        let mut provider = RpmPackage::new(format!("p{i}"), "1.0");
+        if rng.random_bool(0.1) {
+            provider.provides(format!("cap{i}"));
+        } else {
+            provider.provides(format!("cap{i} = {}", evr(&mut rng)));
+        }
+        provider.write_to(&src).unwrap();
+        if rng.random_bool(0.05) {
+            consumer.requires(format!("cap{i}"));
+        } else {
+            let op = ops[rng.random_range(0..ops.len())];
+            consumer.requires(format!("cap{i} {op} {}", evr(&mut rng)));
+        }
+    }
+    consumer.write_to(&src).unwrap();
+
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let files: Vec<_> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let output = Command::new("rpm")
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "--dbpath",
+            "/rpmdb",
+            "-i",
+            "--test",
+            "--nosignature",
+            "--nodigest",
+        ])
+        .args(&files)
+        .output()
+        .unwrap();
+    let cap_number = |text: &str| -> Option<usize> {
+        let rest = text.trim_start().strip_prefix("cap")?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let by_rpm: BTreeSet<usize> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.contains("is needed by"))
+        .filter_map(cap_number)
+        .collect();
+
+    index_rpm(&src, &RpmIndexOptions::default(), &NoProgress).unwrap();
+    let options = MirrorOptions {
+        signature: SignaturePolicy::Unverified,
+        subset: Some(SubsetOptions {
+            packages: vec!["consumer".into()],
+            skip_missing: true,
+            ..SubsetOptions::default()
+        }),
+        ..MirrorOptions::default()
+    };
+    let report = mirror(
+        src.to_str().unwrap(),
+        &tmp.path().join("dest"),
+        &options,
+        &NoProgress,
+    )
+    .unwrap();
+    let by_us: BTreeSet<usize> = report
+        .unresolved
+        .iter()
+        .filter_map(|m| cap_number(&m.what))
+        .collect();
+    assert_eq!(
+        by_us,
+        by_rpm,
+        "rpm: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Both outcomes must be well represented for the comparison to mean something.
+    assert!(
+        by_rpm.len() > count / 5 && by_rpm.len() < count * 4 / 5,
+        "{}",
+        by_rpm.len()
+    );
+    eprintln!(
+        "{count} ranges: rpm and the resolver agree on {} unsatisfied",
+        by_rpm.len()
+    );
 }
