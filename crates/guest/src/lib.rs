@@ -5,14 +5,17 @@
 //! - [`HostRoots`] (module `roots`): `/etc/vservers`, `/vservers`, `/vservers/.pkg`, each
 //!   overridable (`--confdir`/`VSERVER_CONFDIR` …) so that tests run in a temporary directory.
 //! - [`Distribution`], [`DistributionStore`] (module `distribution`): built-in distributions
-//!   (Fedora, Rocky, Alma) and registered ones in `/etc/vservers/.distributions/D/` — repository
+//!   (Fedora, Rocky, Alma, Debian, Ubuntu) and registered ones in `/etc/vservers/.distributions/D/` — repository
 //!   files, package lists `pkgs/NN`, extra rpm macros, public keys, `distribution.toml`.
 //! - [`GuestConfig`] (module `config`): `/etc/vservers/G/config.toml`.
-//! - [`build`] (module `build`): `vserver G build -m skeleton|yum|dnf|rpm`, with clean-up on
-//!   failure, `--force` and `--keep`.
+//! - [`build`] (modules `build`, `build_apt`): `vserver G build -m skeleton|yum|dnf|rpm|apt`,
+//!   with clean-up on failure, `--force` and `--keep`.
 //! - [`open_backend`]: the package back end of an existing guest, for `vrpm`/`vyum`.
 //! - [`start`], [`stop`], [`status`], [`exec`], [`list`], [`delete`] (module `lifecycle`): running
 //!   guests, recorded in the run directory by init pid and start time.
+//! - module `pkgmode`: `vserver G pkgmgmt internalize|externalize` around
+//!   [`vserver_pkgmgmt::mode`]: refuses a running guest unless forced (then freezes it), records
+//!   the mode in the configuration.
 //! - [`NetConfig`], [`InitConfig`], [`LimitsConfig`] (module `runtime`): how a guest runs — its
 //!   network, init, cgroup limits and stop sequence, from `config.toml`.
 //!

@@ -1,5 +1,5 @@
-//! Package-management back ends: the host's real `rpm`/`dnf` (and, later, `dpkg`/`apt-get`)
-//! driven against a guest whose package database lives outside it.
+//! Package-management back ends: the host's real `rpm`/`dnf` and `dpkg`/`apt-get` driven
+//! against a guest whose package database lives outside it.
 //!
 //! # Overview
 //!
@@ -13,6 +13,11 @@
 //!   and dnf, each call inside a [`vserver_sandbox::SandboxCommand`] with the database
 //!   bind-mounted at `/.rpmdb` for that call only, and scriptlets confined by the
 //!   `vserver-rpm-plugin` library ([`find_rpm_plugin`], module `plugin`).
+//! - [`DebBackend`] (module `deb`): the same for dpkg and apt, with our own Debian bootstrap; the
+//!   dpkg admin directory `.pkg/G/dpkg/state` is bind-mounted on the guest's `/var/lib/dpkg` per
+//!   operation, and the plugin library, preloaded, confines the maintainer scripts.
+//! - [`mode`]: `pkgmgmt internalize|externalize`, moving the database into the guest and back as
+//!   reversible steps, the guest's database treated as untrusted input on the way back.
 //!
 //! The guest crate builds on this; this crate builds on the sandbox crate and talks to the
 //! kernel only through it.
