@@ -187,6 +187,15 @@ fn subset_of_a_generated_set_is_complete_for_rpm_and_dnf() {
     // The source's primary is kept aside and linked, not fetched again: repomd.xml and its
     // signature are all a run costs when nothing changed.
     assert_eq!(again.requests, 2, "{again:?}");
+    // …and the selection is reused rather than resolved again; a damaged cache is ignored.
+    let cache = dest.join(".vrepo/mirror.selection");
+    assert!(
+        std::fs::read_to_string(&cache)
+            .unwrap()
+            .starts_with("key\t")
+    );
+    std::fs::write(&cache, "key\tnot-this-one\nG\tgarbage\n").unwrap();
+    assert!(!run_mirror(&src, &dest, &subset(&wanted)).changed());
 
     // A full mirror into the same DEST and back to the subset: the subset's own metadata
     // comes back, though the subset itself did not change.

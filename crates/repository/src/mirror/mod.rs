@@ -431,7 +431,7 @@ pub fn mirror(
     progress.finish();
     let mut plan = plan;
     let subset = match &options.subset {
-        Some(wanted) => Some(subset::select(&mut plan, wanted)?),
+        Some(wanted) => Some(subset::select(&context, &mut plan, wanted)?),
         None => None,
     };
     let packages = dedupe(std::mem::take(&mut plan.packages))?;

@@ -40,6 +40,8 @@ use crate::publish::Staging;
 use crate::rpmmd::{ReadError, RpmIndexOptions, index_rpm, read_primary};
 
 const VIEW_DIR: &str = "subset-view";
+/// Under `DEST/.vrepo/`: the last selection and what it was computed from.
+const SELECTION_FILE: &str = "mirror.selection";
 /// Under `DEST/.vrepo/`: the source's metadata as last fetched (see
 /// [`super::Context::current_metadata`]).
 pub(crate) const SOURCE_COPY_DIR: &str = "subset-source";
@@ -97,7 +99,137 @@ fn read_error(file: &str) -> impl Fn(ReadError) -> MirrorError + '_ {
 }
 
 /// Resolves `wanted` over the staged indexes of `plan` and keeps only the chosen packages.
-pub(crate) fn select(plan: &mut Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorError> {
+///
+/// The selection is a function of the indexes and the request, so it is cached under
+/// `.vrepo/` keyed by both: a run over an unchanged source skips reading and resolving.
+pub(crate) fn select(
+    context: &Context<'_>,
+    plan: &mut Plan,
+    wanted: &SubsetOptions,
+) -> Result<SubsetPlan, MirrorError> {
+    let key = selection_key(plan, wanted);
+    let cache = context.state_dir.join(SELECTION_FILE);
+    let cached = key.as_deref().and_then(|key| read_selection(&cache, key));
+    let subset = match cached {
+        Some(subset) => subset,
+        None => {
+            let subset = resolve(plan, wanted)?;
+            if let Some(text) = key.as_deref().and_then(|key| write_selection(key, &subset)) {
+                // Only a cache: a failure to write it costs the next run some time.
+                let _ = crate::publish::write_file_atomic(&cache, text.as_bytes());
+            }
+            subset
+        }
+    };
+    if !subset.missing.is_empty() && !wanted.skip_missing {
+        return Err(MirrorError::Unresolved {
+            count: subset.missing.len(),
+            list: missing_line(&subset.missing),
+            missing: subset.missing,
+        });
+    }
+    let keep: BTreeSet<&String> = subset.groups.values().flatten().collect();
+    plan.packages.retain(|p| keep.contains(&p.rel));
+    Ok(subset)
+}
+
+/// What identifies a selection: the request and the content of every index read.
+fn selection_key(plan: &Plan, wanted: &SubsetOptions) -> Option<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("selection v1\n{wanted:?}\n"));
+    for index in &plan.indexes {
+        let (path, label) = match index {
+            SourceIndex::Primary(path) => (path, "primary".to_owned()),
+            SourceIndex::Packages {
+                path,
+                suite,
+                component,
+            } => (path, format!("packages {suite:?} {component}")),
+        };
+        let mut file = File::open(path).ok()?;
+        let mut content = Sha256::new();
+        std::io::copy(&mut file, &mut content).ok()?;
+        hasher.update(format!("{label} {}\n", hex::encode(content.finalize())));
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
+/// The cache file: `key K`, then `G TARGET REL`, `O TARGET LINE` and `M NEEDED_BY WHAT` lines,
+/// tab-separated (a TARGET is three fields). `None` when a value holds a tab or a newline
+/// (metadata can say anything): such a selection is not cached.
+fn write_selection(key: &str, subset: &SubsetPlan) -> Option<String> {
+    let mut out = format!("key\t{key}\n");
+    let mut line = |fields: &[&str]| {
+        let clean = fields.iter().all(|f| !f.contains(['\t', '\n', '\r']));
+        out.push_str(&fields.join("\t"));
+        out.push('\n');
+        clean
+    };
+    let mut clean = true;
+    for (kind, map) in [("G", &subset.groups), ("O", &subset.overrides)] {
+        for (target, values) in map {
+            let (name, suite, component) = match target {
+                Target::RpmMd => ("rpm-md", "", ""),
+                Target::AptFlat => ("apt-flat", "", ""),
+                Target::AptDists { suite, component } => {
+                    ("dists", suite.as_str(), component.as_str())
+                }
+            };
+            for value in values {
+                clean &= line(&[kind, name, suite, component, value]);
+            }
+        }
+    }
+    for missing in &subset.missing {
+        let by = missing.needed_by.as_deref().unwrap_or("");
+        clean &= line(&["M", by, &missing.what]);
+    }
+    clean.then_some(out)
+}
+
+fn read_selection(path: &Path, key: &str) -> Option<SubsetPlan> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != format!("key\t{key}") {
+        return None;
+    }
+    let mut subset = SubsetPlan {
+        missing: Vec::new(),
+        groups: BTreeMap::new(),
+        overrides: BTreeMap::new(),
+    };
+    for line in lines {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields.as_slice() {
+            ["M", by, what] => subset.missing.push(Missing {
+                needed_by: (!by.is_empty()).then(|| (*by).to_owned()),
+                what: (*what).to_owned(),
+            }),
+            [kind @ ("G" | "O"), target, suite, component, value] => {
+                let target = match *target {
+                    "rpm-md" => Target::RpmMd,
+                    "apt-flat" => Target::AptFlat,
+                    "dists" => Target::AptDists {
+                        suite: (*suite).to_owned(),
+                        component: (*component).to_owned(),
+                    },
+                    _ => return None,
+                };
+                let map = if *kind == "G" {
+                    &mut subset.groups
+                } else {
+                    &mut subset.overrides
+                };
+                map.entry(target).or_default().insert((*value).to_owned());
+            }
+            _ => return None,
+        }
+    }
+    Some(subset)
+}
+
+/// Reads the indexes and resolves the closure.
+fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorError> {
     let mut groups: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
     let mut overrides: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
     let missing = if plan.format == "rpm-md" {
@@ -181,15 +313,6 @@ pub(crate) fn select(plan: &mut Plan, wanted: &SubsetOptions) -> Result<SubsetPl
         }
         selection.missing
     };
-    if !missing.is_empty() && !wanted.skip_missing {
-        return Err(MirrorError::Unresolved {
-            count: missing.len(),
-            list: missing_line(&missing),
-            missing,
-        });
-    }
-    let keep: BTreeSet<&String> = groups.values().flatten().collect();
-    plan.packages.retain(|p| keep.contains(&p.rel));
     Ok(SubsetPlan {
         missing,
         groups,
