@@ -113,6 +113,9 @@ struct Spec {
     /// Paths whose siblings are hidden ([`crate::hide`]).
     #[serde(default)]
     hide_siblings: Vec<PathBuf>,
+    /// A network namespace of its own (only loopback, down).
+    #[serde(default)]
+    no_network: bool,
 }
 
 /// Messages from the sandbox processes to the caller, one JSON document per line.
@@ -166,6 +169,7 @@ pub struct SandboxCommand {
     capabilities: CapabilityProfile,
     skip_fsync: bool,
     hide_siblings: Vec<PathBuf>,
+    no_network: bool,
     stdin: StdioMode,
     stdout: StdioMode,
     stderr: StdioMode,
@@ -193,6 +197,7 @@ impl SandboxCommand {
             capabilities: CapabilityProfile::default(),
             skip_fsync: false,
             hide_siblings: Vec::new(),
+            no_network: false,
             stdin: StdioMode::Inherit,
             stdout: StdioMode::Inherit,
             stderr: StdioMode::Inherit,
@@ -350,6 +355,14 @@ impl SandboxCommand {
         self
     }
 
+    /// Gives the program a network namespace of its own, with nothing in it: for work on
+    /// untrusted input that has no business talking to anyone (reading a guest's database).
+    /// Ignored when joining a running guest. Default: the host's network.
+    pub fn no_network(&mut self, isolate: bool) -> &mut Self {
+        self.no_network = isolate;
+        self
+    }
+
     /// Where standard input comes from.
     pub fn stdin(&mut self, mode: StdioMode) -> &mut Self {
         self.stdin = mode;
@@ -424,6 +437,7 @@ impl SandboxCommand {
             capabilities: self.capabilities,
             skip_fsync: self.skip_fsync,
             hide_siblings: self.hide_siblings.clone(),
+            no_network: self.no_network,
         }
     }
 
@@ -869,8 +883,13 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
                     UnshareFlags::NEWNS
                         | UnshareFlags::NEWUTS
                         | UnshareFlags::NEWIPC
-                        | UnshareFlags::NEWPID,
-                    "create mount, uts, ipc and pid namespaces",
+                        | UnshareFlags::NEWPID
+                        | if spec.no_network {
+                            UnshareFlags::NEWNET
+                        } else {
+                            UnshareFlags::empty()
+                        },
+                    "create mount, uts, ipc, pid (and net) namespaces",
                 ),
             )?;
         }

@@ -422,6 +422,7 @@ impl DebModeChange {
         root_arg.push(&self.root);
         let mut command = SandboxCommand::new("dpkg");
         command
+            .no_network(true)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LC_ALL", "C.UTF-8")

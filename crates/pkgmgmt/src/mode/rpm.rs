@@ -294,9 +294,11 @@ impl RpmModeChange {
             .env("HOME", self.convert_dir().join("home"))
             .env("LC_ALL", "C.UTF-8")
             .args(args)
-            // Other guests and their package state are none of this operation's business.
+            // Other guests and their package state are none of this operation's business, and
+            // rpm reading a guest's (untrusted) database needs no network.
             .hide_siblings_of(&self.root)
             .hide_siblings_of(self.layout.dir())
+            .no_network(true)
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         for path in writable {
@@ -364,6 +366,7 @@ impl RpmModeChange {
         let db = self.convert_dir().join("db");
         let mut import = SandboxCommand::new("sh");
         import
+            .no_network(true)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", self.convert_dir().join("home"))

@@ -24,6 +24,7 @@ crate::tests![
     joined_guest_namespaces,
     real_rpm_writes_its_database_outside_the_guest,
     host_secrets_and_neighbours_are_hidden,
+    no_network_leaves_only_loopback,
 ];
 
 /// What loading a module fails with in the sandbox: EPERM, or ENOSYS on a kernel built without
@@ -274,6 +275,28 @@ fn host_secrets_and_neighbours_are_hidden() -> Outcome {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&shown.stdout), "host secret\n");
         world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+fn no_network_leaves_only_loopback() -> Outcome {
+    run(|| {
+        require_root()?;
+        let interfaces = |isolate: bool| {
+            let finished = SandboxCommand::new("/bin/cat")
+                .arg("/proc/self/net/dev")
+                .no_network(isolate)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&finished.stdout)
+                .lines()
+                .skip(2)
+                .filter_map(|l| Some(l.split(':').next()?.trim().to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(interfaces(true), ["lo"]);
+        let host = interfaces(false);
+        assert!(host.len() > 1, "the host's interfaces: {host:?}");
         Ok(())
     })
 }
