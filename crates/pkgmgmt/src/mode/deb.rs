@@ -29,12 +29,13 @@ use std::path::{Path, PathBuf};
 use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCommand, StdioMode};
 
 use super::guestfs::{
-    CopyBudget, Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs,
-    copy_tree_into_guest, read_limited,
+    CopyBudget, Journal, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest, read_limited,
 };
 use super::rpm::{InternalRecord, internal_record_file, set_tree_modes, tail, write_host_atomic};
 use super::status::{parse_status, plain_absolute_path, render_status, valid_package_name};
-use super::{Mode, ModeError, ModeOptions, StepFailure, StepResult, Steps, nothing};
+use super::{
+    Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps, nothing, text_err,
+};
 use crate::error::Error;
 use crate::layout::PkgLayout;
 
@@ -84,12 +85,7 @@ pub struct DebVerifyReport {
 /// A mode change of one Debian-family guest.
 #[derive(Debug, Clone)]
 pub struct DebModeChange {
-    layout: PkgLayout,
-    root: PathBuf,
-}
-
-fn text_err(text: impl Into<String>) -> StepFailure {
-    Box::new(StepFailureText(text.into()))
+    target: ModeTarget,
 }
 
 impl DebModeChange {
@@ -97,49 +93,27 @@ impl DebModeChange {
     /// state is `layout`.
     pub fn new(layout: PkgLayout, root: &Path) -> Self {
         DebModeChange {
-            layout,
-            root: root.to_owned(),
+            target: ModeTarget {
+                layout,
+                root: root.to_owned(),
+            },
         }
-    }
-
-    fn guest(&self) -> &str {
-        self.layout.guest()
-    }
-
-    fn refused(&self, problem: impl Into<String>) -> ModeError {
-        ModeError::Refused {
-            guest: self.guest().to_owned(),
-            problem: problem.into(),
-        }
-    }
-
-    fn open_root(&self) -> Result<GuestRoot, ModeError> {
-        GuestRoot::open(&self.root).map_err(|source| {
-            ModeError::Package(Error::Guest {
-                guest: self.guest().to_owned(),
-                source: Box::new(source),
-            })
-        })
     }
 
     fn dpkg_state(&self) -> PathBuf {
-        self.layout.dir().join("dpkg/state")
+        self.target.layout.dir().join("dpkg/state")
     }
 
     fn apt_dir(&self) -> PathBuf {
-        self.layout.dir().join("apt")
+        self.target.layout.dir().join("apt")
     }
 
     fn convert_dir(&self) -> PathBuf {
-        self.layout.dir().join("dpkg/convert")
+        self.target.layout.dir().join("dpkg/convert")
     }
 
     fn remove_convert_dir(&self) -> StepResult {
-        let dir = self.convert_dir();
-        if dir.exists() {
-            fs_err::remove_dir_all(&dir)?;
-        }
-        Ok(())
+        self.target.remove_dir(&self.convert_dir())
     }
 
     /// Installed packages of a host admin directory (trusted: ours).
@@ -162,32 +136,34 @@ impl DebModeChange {
         record_mode: &mut dyn FnMut(Mode) -> StepResult,
         on_step: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<String>, ModeError> {
-        let record_file = internal_record_file(&self.layout);
+        let record_file = internal_record_file(&self.target.layout);
         if record_file.exists() {
-            return Err(self.refused(format!(
+            return Err(self.target.refused(format!(
                 "`{}` says package management is already internal",
                 record_file.display()
             )));
         }
-        let _lock = self.layout.lock()?;
-        let root = self.open_root()?;
+        let _lock = self.target.layout.lock()?;
+        let root = self.target.open_root()?;
         for dir in [ADMIN_DIR, "/var/lib/apt", "/etc/apt"] {
-            check_plain_dirs(&root, Path::new(dir)).map_err(|p| self.refused(p))?;
+            check_plain_dirs(&root, Path::new(dir)).map_err(|p| self.target.refused(p))?;
         }
-        if !absent_or_empty_dir(&root, Path::new(ADMIN_DIR)).map_err(|e| self.refused(e.0))? {
-            return Err(self.refused(format!(
+        if !absent_or_empty_dir(&root, Path::new(ADMIN_DIR))
+            .map_err(|e| self.target.refused(e.0))?
+        {
+            return Err(self.target.refused(format!(
                 "`{ADMIN_DIR}` in the guest is not empty; the external layout keeps it empty"
             )));
         }
         let packages = self
             .host_packages(&self.dpkg_state())
-            .map_err(|e| self.refused(e.to_string()))?;
+            .map_err(|e| self.target.refused(e.to_string()))?;
         let db_journal = RefCell::new(Journal::default());
         let etc_journal = RefCell::new(Journal::default());
         let state_journal = RefCell::new(Journal::default());
         let wrote = RefCell::new(Vec::<PathBuf>::new());
         let record_mode = RefCell::new(record_mode);
-        let mut steps = Steps::new(self.guest(), Mode::External);
+        let mut steps = Steps::new(self.target.guest(), Mode::External);
         steps.push(
             format!("copy the dpkg database into {ADMIN_DIR}"),
             || {
@@ -293,27 +269,27 @@ impl DebModeChange {
         record_mode: &mut dyn FnMut(Mode) -> StepResult,
         on_step: &mut dyn FnMut(usize, &str),
     ) -> Result<DebVerifyReport, ModeError> {
-        let record_path = internal_record_file(&self.layout);
+        let record_path = internal_record_file(&self.target.layout);
         let record = fs_err::read_to_string(&record_path)
             .ok()
             .and_then(|t| InternalRecord::parse(&t))
             .filter(|r| r.family == "deb")
             .ok_or_else(|| {
-                self.refused(format!(
+                self.target.refused(format!(
                     "no internal dpkg database is recorded in `{}`",
                     record_path.display()
                 ))
             })?;
-        let _lock = self.layout.lock()?;
-        let root = self.open_root()?;
-        check_plain_dirs(&root, Path::new(ADMIN_DIR)).map_err(|p| self.refused(p))?;
+        let _lock = self.target.layout.lock()?;
+        let root = self.target.open_root()?;
+        check_plain_dirs(&root, Path::new(ADMIN_DIR)).map_err(|p| self.target.refused(p))?;
         let report = RefCell::new(DebVerifyReport::default());
         let state_journal = RefCell::new(Journal::default());
         let config_journal = RefCell::new(Journal::default());
         let swapped = RefCell::new(false);
         let record_mode = RefCell::new(record_mode);
-        let archive = self.layout.dir().join("dpkg/state.internalized");
-        let mut steps = Steps::new(self.guest(), Mode::Internal);
+        let archive = self.target.layout.dir().join("dpkg/state.internalized");
+        let mut steps = Steps::new(self.target.guest(), Mode::Internal);
         steps.push(
             "read and check the guest's dpkg database",
             || {
@@ -419,7 +395,7 @@ impl DebModeChange {
             Ok(info) if info.kind == FileKind::Dir
         );
         let mut root_arg = std::ffi::OsString::from("--root=");
-        root_arg.push(&self.root);
+        root_arg.push(&self.target.root);
         let mut command = SandboxCommand::new("dpkg");
         command
             .no_network(true)
@@ -428,7 +404,7 @@ impl DebModeChange {
             .env("LC_ALL", "C.UTF-8")
             .arg(root_arg)
             .arg("--verify")
-            .guest_root(&self.root)
+            .guest_root(&self.target.root)
             .bind(
                 self.convert_dir().join("state"),
                 ADMIN_DIR,
@@ -436,12 +412,12 @@ impl DebModeChange {
             )
             .guest_proc(has_proc)
             .capabilities(CapabilityProfile::PackageManager)
-            .hide_siblings_of(&self.root)
-            .hide_siblings_of(self.layout.dir())
+            .hide_siblings_of(&self.target.root)
+            .hide_siblings_of(self.target.layout.dir())
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         let finished = command.status().map_err(|source| Error::Sandbox {
-            guest: self.guest().to_owned(),
+            guest: self.target.guest().to_owned(),
             tool: "dpkg".into(),
             source: Box::new(source),
         })?;
@@ -452,7 +428,7 @@ impl DebModeChange {
             .collect();
         if !finished.status.success() && lines.is_empty() {
             return Err(Box::new(Error::ToolFailed {
-                guest: self.guest().to_owned(),
+                guest: self.target.guest().to_owned(),
                 command: command.to_string(),
                 status: finished.status,
                 stderr_tail: tail(&finished.stderr),

@@ -234,6 +234,50 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A step that changes nothing when undone.
+/// The guest a mode change works on: its package state and its root (a trusted host path).
+#[derive(Debug, Clone)]
+pub(crate) struct ModeTarget {
+    pub(crate) layout: crate::layout::PkgLayout,
+    pub(crate) root: std::path::PathBuf,
+}
+
+impl ModeTarget {
+    pub(crate) fn guest(&self) -> &str {
+        self.layout.guest()
+    }
+
+    /// The change is refused for this guest.
+    pub(crate) fn refused(&self, problem: impl Into<String>) -> ModeError {
+        ModeError::Refused {
+            guest: self.guest().to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The guest root, through the safe-path layer.
+    pub(crate) fn open_root(&self) -> std::result::Result<vserver_sandbox::GuestRoot, ModeError> {
+        vserver_sandbox::GuestRoot::open(&self.root).map_err(|source| {
+            ModeError::Package(crate::error::Error::Guest {
+                guest: self.guest().to_owned(),
+                source: Box::new(source),
+            })
+        })
+    }
+
+    /// Removes a conversion work directory, if it is there.
+    pub(crate) fn remove_dir(&self, dir: &std::path::Path) -> StepResult {
+        if dir.exists() {
+            fs_err::remove_dir_all(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// A step failure that is just a message.
+pub(crate) fn text_err(text: impl Into<String>) -> StepFailure {
+    Box::new(guestfs::StepFailureText(text.into()))
+}
+
 pub(crate) fn nothing() -> StepResult {
     Ok(())
 }

@@ -38,10 +38,12 @@ use std::path::{Component, Path, PathBuf};
 use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCommand, StdioMode};
 
 use super::guestfs::{
-    CopyBudget, Journal, StepFailureText, absent_or_empty_dir, check_plain_dirs,
-    copy_tree_into_guest, read_limited, read_optional,
+    CopyBudget, Journal, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest, read_limited,
+    read_optional,
 };
-use super::{Mode, ModeError, ModeOptions, StepFailure, StepResult, Steps, nothing};
+use super::{
+    Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps, nothing, text_err,
+};
 use crate::error::Error;
 use crate::layout::PkgLayout;
 
@@ -84,8 +86,7 @@ pub struct RpmVerifyReport {
 /// A mode change of one rpm guest.
 #[derive(Debug, Clone)]
 pub struct RpmModeChange {
-    layout: PkgLayout,
-    root: PathBuf,
+    target: ModeTarget,
     releasever: String,
 }
 
@@ -239,49 +240,27 @@ fn guest_rpm_settings(root: &GuestRoot) -> Result<(PathBuf, Option<String>), Str
     Ok((dbpath, backend))
 }
 
-fn text_err(text: impl Into<String>) -> StepFailure {
-    Box::new(StepFailureText(text.into()))
-}
-
 impl RpmModeChange {
     /// The mode change of the guest whose root is `root` (trusted host path) and whose package
     /// state is `layout`; `releasever` is written into the guest's repository files.
     pub fn new(layout: PkgLayout, root: &Path, releasever: &str) -> Self {
         RpmModeChange {
-            layout,
-            root: root.to_owned(),
+            target: ModeTarget {
+                layout,
+                root: root.to_owned(),
+            },
             releasever: releasever.to_owned(),
         }
     }
 
-    fn guest(&self) -> &str {
-        self.layout.guest()
-    }
-
-    fn refused(&self, problem: impl Into<String>) -> ModeError {
-        ModeError::Refused {
-            guest: self.guest().to_owned(),
-            problem: problem.into(),
-        }
-    }
-
-    fn open_root(&self) -> Result<GuestRoot, ModeError> {
-        GuestRoot::open(&self.root).map_err(|source| {
-            ModeError::Package(Error::Guest {
-                guest: self.guest().to_owned(),
-                source: Box::new(source),
-            })
-        })
-    }
-
     /// `.pkg/G/rpm/convert`: the work directory of a conversion.
     fn convert_dir(&self) -> PathBuf {
-        self.layout.dir().join("rpm/convert")
+        self.target.layout.dir().join("rpm/convert")
     }
 
     /// `.pkg/G/internal`.
     pub fn record_file(&self) -> PathBuf {
-        internal_record_file(&self.layout)
+        internal_record_file(&self.target.layout)
     }
 
     /// A sandboxed rpm on host paths only (no guest root): `HOME` is an empty directory so
@@ -296,8 +275,8 @@ impl RpmModeChange {
             .args(args)
             // Other guests and their package state are none of this operation's business, and
             // rpm reading a guest's (untrusted) database needs no network.
-            .hide_siblings_of(&self.root)
-            .hide_siblings_of(self.layout.dir())
+            .hide_siblings_of(&self.target.root)
+            .hide_siblings_of(self.target.layout.dir())
             .no_network(true)
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
@@ -309,7 +288,7 @@ impl RpmModeChange {
 
     fn run_checked(&self, command: &SandboxCommand) -> Result<Vec<u8>, StepFailure> {
         let finished = command.status().map_err(|source| Error::Sandbox {
-            guest: self.guest().to_owned(),
+            guest: self.target.guest().to_owned(),
             tool: "rpm".into(),
             source: Box::new(source),
         })?;
@@ -317,7 +296,7 @@ impl RpmModeChange {
             return Ok(finished.stdout);
         }
         Err(Box::new(Error::ToolFailed {
-            guest: self.guest().to_owned(),
+            guest: self.target.guest().to_owned(),
             command: command.to_string(),
             status: finished.status,
             stderr_tail: tail(&finished.stderr),
@@ -338,11 +317,7 @@ impl RpmModeChange {
     }
 
     fn remove_convert_dir(&self) -> StepResult {
-        let dir = self.convert_dir();
-        if dir.exists() {
-            fs_err::remove_dir_all(&dir)?;
-        }
-        Ok(())
+        self.target.remove_dir(&self.convert_dir())
     }
 
     /// Exports the database in `source` (only `source` writable: it may be the guest's) and
@@ -378,8 +353,8 @@ impl RpmModeChange {
             .arg(backend.unwrap_or(""))
             .arg(&dump_file)
             .writable(&db)
-            .hide_siblings_of(&self.root)
-            .hide_siblings_of(self.layout.dir())
+            .hide_siblings_of(&self.target.root)
+            .hide_siblings_of(self.target.layout.dir())
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         self.run_checked(&import)?;
@@ -409,7 +384,7 @@ impl RpmModeChange {
     /// The guest's `/etc/yum.repos.d` files and `dnf.conf`, from `.pkg/G/yum/etc`.
     fn guest_repo_files(&self) -> Result<Vec<(PathBuf, Vec<u8>)>, StepFailure> {
         let mut files = Vec::new();
-        let repos = self.layout.repos_dir();
+        let repos = self.target.layout.repos_dir();
         if repos.is_dir() {
             let mut names: Vec<_> = fs_err::read_dir(&repos)?.collect::<Result<_, _>>()?;
             names.sort_by_key(|e| e.file_name());
@@ -424,7 +399,7 @@ impl RpmModeChange {
                 files.push((Path::new("/etc/yum.repos.d").join(&name), text.into_bytes()));
             }
         }
-        let conf = self.layout.yum_dir().join("etc/dnf.conf");
+        let conf = self.target.layout.yum_dir().join("etc/dnf.conf");
         if conf.is_file() {
             let text = fs_err::read_to_string(&conf)?;
             let text = text.replace(
@@ -438,10 +413,10 @@ impl RpmModeChange {
 
     /// The generated macros without `%_dbpath` (the guest's rpm keeps its own).
     fn guest_macros(&self) -> Result<Vec<u8>, StepFailure> {
-        let text = fs_err::read_to_string(self.layout.macros_file())?;
+        let text = fs_err::read_to_string(self.target.layout.macros_file())?;
         let mut out = format!(
             "# rpm macros of guest {}, written by vserver pkgmgmt internalize\n",
-            self.guest()
+            self.target.guest()
         );
         for line in text.lines() {
             let trimmed = line.trim_start();
@@ -464,20 +439,20 @@ impl RpmModeChange {
         on_step: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<String>, ModeError> {
         if self.record_file().exists() {
-            return Err(self.refused(format!(
+            return Err(self.target.refused(format!(
                 "`{}` says package management is already internal",
                 self.record_file().display()
             )));
         }
-        let _lock = self.layout.lock()?;
-        let root = self.open_root()?;
+        let _lock = self.target.layout.lock()?;
+        let root = self.target.open_root()?;
         for dir in ["/etc/rpm", "/etc/yum.repos.d", "/etc/dnf", "/var/lib/dnf"] {
-            check_plain_dirs(&root, Path::new(dir)).map_err(|p| self.refused(p))?;
+            check_plain_dirs(&root, Path::new(dir)).map_err(|p| self.target.refused(p))?;
         }
-        let (dbpath, backend) = guest_rpm_settings(&root).map_err(|p| self.refused(p))?;
-        check_plain_dirs(&root, &dbpath).map_err(|p| self.refused(p))?;
-        if !absent_or_empty_dir(&root, &dbpath).map_err(|e| self.refused(e.0))? {
-            return Err(self.refused(format!(
+        let (dbpath, backend) = guest_rpm_settings(&root).map_err(|p| self.target.refused(p))?;
+        check_plain_dirs(&root, &dbpath).map_err(|p| self.target.refused(p))?;
+        if !absent_or_empty_dir(&root, &dbpath).map_err(|e| self.target.refused(e.0))? {
+            return Err(self.target.refused(format!(
                 "the guest already has something at its database path `{}`; move it away first",
                 dbpath.display()
             )));
@@ -488,13 +463,14 @@ impl RpmModeChange {
         let mount_journal = RefCell::new(Journal::default());
         let wrote = RefCell::new(Vec::<PathBuf>::new());
         let record_mode = RefCell::new(record_mode);
-        let mut steps = Steps::new(self.guest(), Mode::External);
+        let mut steps = Steps::new(self.target.guest(), Mode::External);
         steps.push(
             "convert the database",
             || {
                 self.fresh_convert_dir()?;
-                let source = self.list_packages(&self.layout.rpm_state())?;
-                let converted = self.export_import(&self.layout.rpm_state(), backend.as_deref())?;
+                let source = self.list_packages(&self.target.layout.rpm_state())?;
+                let converted =
+                    self.export_import(&self.target.layout.rpm_state(), backend.as_deref())?;
                 if converted != source {
                     return Err(text_err(format!(
                         "the converted database holds {} packages, the original {}",
@@ -554,7 +530,7 @@ impl RpmModeChange {
                     written.push(path);
                 }
                 // dnf's history goes with the database (dnf in the guest reads it there).
-                let history = self.layout.yum_lib();
+                let history = self.target.layout.yum_lib();
                 if history.is_dir() && fs_err::read_dir(&history)?.next().is_some() {
                     copy_tree_into_guest(&mut journal, &root, &history, Path::new("/var/lib/dnf"))?;
                 }
@@ -579,7 +555,7 @@ impl RpmModeChange {
         steps.push(
             "keep the external database as a read-only archive",
             || {
-                set_tree_modes(&self.layout.rpm_state(), 0o555, 0o444)?;
+                set_tree_modes(&self.target.layout.rpm_state(), 0o555, 0o444)?;
                 let record = InternalRecord {
                     family: "rpm".into(),
                     dbpath: dbpath.clone(),
@@ -599,7 +575,7 @@ impl RpmModeChange {
                 if record.exists() {
                     fs_err::remove_file(&record)?;
                 }
-                set_tree_modes(&self.layout.rpm_state(), 0o755, 0o644)
+                set_tree_modes(&self.target.layout.rpm_state(), 0o755, 0o644)
             },
         );
         steps.push(
@@ -613,10 +589,10 @@ impl RpmModeChange {
         let _ = mount_journal.borrow_mut().commit(&root);
         let _ = self.remove_convert_dir();
         if options.purge_external {
-            let state = self.layout.rpm_state();
+            let state = self.target.layout.rpm_state();
             let _ = set_tree_modes(&state, 0o755, 0o644);
             let _ = fs_err::remove_dir_all(&state);
-            let _ = fs_err::remove_dir_all(self.layout.yum_cache());
+            let _ = fs_err::remove_dir_all(self.target.layout.yum_cache());
         }
         Ok(packages.into_inner())
     }
@@ -635,26 +611,28 @@ impl RpmModeChange {
             .and_then(|t| InternalRecord::parse(&t))
             .filter(|r| r.family == "rpm")
             .ok_or_else(|| {
-                self.refused(format!(
+                self.target.refused(format!(
                     "no internal rpm database is recorded in `{}`",
                     record_path.display()
                 ))
             })?;
-        let dbpath =
-            validate_guest_dbpath(&record.dbpath.to_string_lossy()).map_err(|p| self.refused(p))?;
-        let _lock = self.layout.lock()?;
-        let root = self.open_root()?;
-        check_plain_dirs(&root, &dbpath).map_err(|p| self.refused(p))?;
+        let dbpath = validate_guest_dbpath(&record.dbpath.to_string_lossy())
+            .map_err(|p| self.target.refused(p))?;
+        let _lock = self.target.layout.lock()?;
+        let root = self.target.open_root()?;
+        check_plain_dirs(&root, &dbpath).map_err(|p| self.target.refused(p))?;
         if !matches!(root.symlink_metadata(&dbpath), Ok(info) if info.kind == FileKind::Dir) {
-            return Err(self.refused(format!(
+            return Err(self.target.refused(format!(
                 "the guest has no database directory at `{}`",
                 dbpath.display()
             )));
         }
-        if !absent_or_empty_dir(&root, Path::new("/.rpmdb")).map_err(|e| self.refused(e.0))? {
-            return Err(
-                self.refused("`/.rpmdb` in the guest is not an empty directory; remove it first")
-            );
+        if !absent_or_empty_dir(&root, Path::new("/.rpmdb"))
+            .map_err(|e| self.target.refused(e.0))?
+        {
+            return Err(self
+                .target
+                .refused("`/.rpmdb` in the guest is not an empty directory; remove it first"));
         }
         let report = RefCell::new(RpmVerifyReport::default());
         let mount_journal = RefCell::new(Journal::default());
@@ -662,8 +640,8 @@ impl RpmModeChange {
         let config_journal = RefCell::new(Journal::default());
         let state_swapped = RefCell::new(false);
         let record_mode = RefCell::new(record_mode);
-        let archive = self.layout.dir().join("rpm/state.internalized");
-        let mut steps = Steps::new(self.guest(), Mode::Internal);
+        let archive = self.target.layout.dir().join("rpm/state.internalized");
+        let mut steps = Steps::new(self.target.guest(), Mode::Internal);
         steps.push(
             format!("copy the guest's database out of {}", dbpath.display()),
             || {
@@ -749,7 +727,7 @@ impl RpmModeChange {
         steps.push(
             "install the rebuilt database in .pkg",
             || {
-                let state = self.layout.rpm_state();
+                let state = self.target.layout.rpm_state();
                 if archive.exists() {
                     set_tree_modes(&archive, 0o755, 0o644)?;
                     fs_err::remove_dir_all(&archive)?;
@@ -765,7 +743,7 @@ impl RpmModeChange {
                 if !*state_swapped.borrow() {
                     return Ok(());
                 }
-                let state = self.layout.rpm_state();
+                let state = self.target.layout.rpm_state();
                 if state.exists() {
                     fs_err::rename(&state, self.convert_dir().join("db"))?;
                 }
@@ -816,18 +794,18 @@ impl RpmModeChange {
             .env("HOME", self.convert_dir().join("home"))
             .env("LC_ALL", "C.UTF-8")
             .arg("--root")
-            .arg(&self.root)
+            .arg(&self.target.root)
             .args(["--dbpath", "/.rpmdb", "-Va", "--nodeps", "--noscripts"])
-            .guest_root(&self.root)
+            .guest_root(&self.target.root)
             .bind(self.convert_dir().join("db"), "/.rpmdb", Access::ReadWrite)
             .guest_proc(has_proc)
             .capabilities(CapabilityProfile::PackageManager)
-            .hide_siblings_of(&self.root)
-            .hide_siblings_of(self.layout.dir())
+            .hide_siblings_of(&self.target.root)
+            .hide_siblings_of(self.target.layout.dir())
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         let finished = command.status().map_err(|source| Error::Sandbox {
-            guest: self.guest().to_owned(),
+            guest: self.target.guest().to_owned(),
             tool: "rpm".into(),
             source: Box::new(source),
         })?;
@@ -839,7 +817,7 @@ impl RpmModeChange {
         // rpm -V exits 1 when something differs; without a single line it failed to run.
         if !finished.status.success() && lines.is_empty() {
             return Err(Box::new(Error::ToolFailed {
-                guest: self.guest().to_owned(),
+                guest: self.target.guest().to_owned(),
                 command: command.to_string(),
                 status: finished.status,
                 stderr_tail: tail(&finished.stderr),
