@@ -228,6 +228,22 @@ fn debian_relationship_semantics_on_hand_made_packages() {
         line.contains("nowhere (>= 1) | nothing-either (needed by broken 1.0-1 (amd64))"),
         "{line}"
     );
+
+    // Nothing resolvable, but told to go on: an empty, valid suite.
+    let mut options = subset(&["ghost"]);
+    options.subset.as_mut().unwrap().skip_missing = true;
+    let empty = tmp.path().join("empty");
+    let report = run_mirror(&src, &empty, &options);
+    assert_eq!((report.packages, report.unresolved.len()), (0, 1));
+    assert!(empty.join("dists/stable/Release").is_file());
+    if apt_common::require_tool("apt-get") {
+        let client = apt_common::IsolatedApt::new(
+            &tmp.path().join("apt-empty"),
+            &format!("deb [trusted=yes] file:{} stable main", empty.display()),
+            "amd64",
+        );
+        apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+    }
 }
 
 /// Property: for generated sets of several seeds and random requests, apt always finds an

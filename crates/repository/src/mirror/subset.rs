@@ -82,6 +82,9 @@ pub(crate) struct SubsetPlan {
     groups: BTreeMap<Target, BTreeSet<String>>,
     /// `name priority section` lines per target, from the source's indexes (apt only).
     overrides: BTreeMap<Target, BTreeSet<String>>,
+    /// The architectures of the source's indexes per target (apt `dists` only), which the
+    /// subset keeps even where it has no package of one.
+    architectures: BTreeMap<Target, BTreeSet<String>>,
 }
 
 fn read_error(file: &str) -> impl Fn(ReadError) -> MirrorError + '_ {
@@ -166,7 +169,11 @@ fn write_selection(key: &str, subset: &SubsetPlan) -> Option<String> {
         clean
     };
     let mut clean = true;
-    for (kind, map) in [("G", &subset.groups), ("O", &subset.overrides)] {
+    for (kind, map) in [
+        ("G", &subset.groups),
+        ("O", &subset.overrides),
+        ("A", &subset.architectures),
+    ] {
         for (target, values) in map {
             let (name, suite, component) = match target {
                 Target::RpmMd => ("rpm-md", "", ""),
@@ -197,6 +204,7 @@ fn read_selection(path: &Path, key: &str) -> Option<SubsetPlan> {
         missing: Vec::new(),
         groups: BTreeMap::new(),
         overrides: BTreeMap::new(),
+        architectures: BTreeMap::new(),
     };
     for line in lines {
         let fields: Vec<&str> = line.split('\t').collect();
@@ -205,7 +213,7 @@ fn read_selection(path: &Path, key: &str) -> Option<SubsetPlan> {
                 needed_by: (!by.is_empty()).then(|| (*by).to_owned()),
                 what: (*what).to_owned(),
             }),
-            [kind @ ("G" | "O"), target, suite, component, value] => {
+            [kind @ ("G" | "O" | "A"), target, suite, component, value] => {
                 let target = match *target {
                     "rpm-md" => Target::RpmMd,
                     "apt-flat" => Target::AptFlat,
@@ -215,10 +223,10 @@ fn read_selection(path: &Path, key: &str) -> Option<SubsetPlan> {
                     },
                     _ => return None,
                 };
-                let map = if *kind == "G" {
-                    &mut subset.groups
-                } else {
-                    &mut subset.overrides
+                let map = match *kind {
+                    "G" => &mut subset.groups,
+                    "O" => &mut subset.overrides,
+                    _ => &mut subset.architectures,
                 };
                 map.entry(target).or_default().insert((*value).to_owned());
             }
@@ -232,6 +240,7 @@ fn read_selection(path: &Path, key: &str) -> Option<SubsetPlan> {
 fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorError> {
     let mut groups: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
     let mut overrides: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
+    let mut architectures: BTreeMap<Target, BTreeSet<String>> = BTreeMap::new();
     let missing = if plan.format == "rpm-md" {
         let mut packages = Vec::new();
         for index in &plan.indexes {
@@ -272,6 +281,22 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
                 },
                 None => Target::AptFlat,
             };
+            // Every index of the source gets one in the subset, empty if need be, so the
+            // clients' sources.list lines stay valid.
+            groups.entry(target.clone()).or_default();
+            // Staged as `…/COMPONENT/binary-ARCH/Packages*`.
+            if let Some(arch) = path
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("binary-"))
+                && suite.is_some()
+            {
+                architectures
+                    .entry(target.clone())
+                    .or_default()
+                    .insert(arch.to_owned());
+            }
             let name = path.display().to_string();
             let malformed = |reason: String| MirrorError::Malformed {
                 file: name.clone(),
@@ -317,6 +342,7 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
         missing,
         groups,
         overrides,
+        architectures,
     })
 }
 
@@ -507,7 +533,17 @@ impl SubsetPlan {
                         .push(IndexedComponent {
                             name: component,
                             tree: view.join("dists").join(suite).join(component),
-                            architectures: report.architectures,
+                            architectures: report
+                                .architectures
+                                .into_iter()
+                                .chain(
+                                    self.architectures
+                                        .get(target)
+                                        .into_iter()
+                                        .flatten()
+                                        .cloned(),
+                                )
+                                .collect(),
                         });
                 }
             }
@@ -671,7 +707,18 @@ fn stage_suite(
     let staging = Staging::new(parent, &final_name)?;
     let mut architectures = BTreeSet::new();
     for component in components {
-        copy_tree(&component.tree, &staging.path().join(component.name))?;
+        let staged = staging.path().join(component.name);
+        if component.tree.is_dir() {
+            copy_tree(&component.tree, &staged)?;
+        }
+        // An architecture the subset has no package of still gets its (empty) index.
+        for arch in &component.architectures {
+            let dir = staged.join(format!("binary-{arch}"));
+            if !dir.join("Packages").exists() {
+                std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+                super::write_new(&dir.join("Packages"), b"")?;
+            }
+        }
         architectures.extend(component.architectures.iter().cloned());
     }
     if architectures.len() > 1 {
