@@ -11,8 +11,10 @@
 //!
 //! For apt sources the archive's `Priority` and `Section` are carried over through an
 //! override file, since bootstrappers select the base system on the archive's priorities
-//! rather than the packages' own. Each suite gets one `Release` listing the components that
-//! have packages in the subset. The subset's metadata is unsigned (it is not the source's).
+//! rather than the packages' own. Each suite gets one `Release` listing every component and
+//! architecture the source's indexes had, with empty indexes where the subset has no package,
+//! so the clients' `sources.list` lines stay valid. The subset's metadata is unsigned (it is
+//! not the source's).
 //!
 //! Whether anything changed is decided on a fingerprint of the chosen packages (path, digest
 //! and index) and of the root metadata files published, recorded in `DEST/.vrepo/mirror.subset`:
