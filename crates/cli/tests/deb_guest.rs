@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{WORK_BASE, available, built_plugin, checked, is_root, run, serve};
+use common::{WORK_BASE, available, built_plugin, checked, is_root, run, serve, snapshot};
 use vserver_fixtures::DebPackage;
 
 const CACHE: &str = "/var/tmp/vserver-test-debs";
@@ -214,31 +214,6 @@ fn installed(status: &Path) -> BTreeSet<String> {
         .filter(|s| field(s, "Status") == Some("install ok installed"))
         .map(|s| field(s, "Package").unwrap().to_owned())
         .collect()
-}
-
-/// Every file under `dir` with its content (the host canary).
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path.clone());
-                out.push((path, Vec::new()));
-            } else if meta.is_file() {
-                out.push((path.clone(), std::fs::read(&path).unwrap()));
-            } else {
-                out.push((path, b"<other>".to_vec()));
-            }
-        }
-    }
-    out
 }
 
 fn host_files() -> Vec<(PathBuf, Vec<u8>)> {

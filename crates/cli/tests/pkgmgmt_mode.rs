@@ -11,38 +11,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-/// Where the test makes its guests: on disk, outside /tmp and /var/tmp.
-const WORK_BASE: &str = "/var/lib/vserver-tests";
+mod common;
+
 /// Steps of internalize and externalize (the failure hook is tried after each).
 const INTERNALIZE_STEPS: usize = 6;
 const EXTERNALIZE_STEPS: usize = 7;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{WORK_BASE, available, built_plugin, snapshot};
 use vserver_fixtures::{RpmSetOptions, Scriptlets};
-
-fn available(ok: bool, reason: &str) -> bool {
-    if !ok {
-        assert!(
-            std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
-            "required by VSERVER_TEST_REQUIRE_ALL but unavailable: {reason}"
-        );
-        eprintln!("skipped: {reason}");
-    }
-    ok
-}
-
-/// The rpm plugin library cargo built for this test (a dev-dependency), if any.
-fn built_plugin() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let deps = exe.parent()?;
-    [deps.to_path_buf(), deps.parent()?.to_path_buf()]
-        .into_iter()
-        .map(|dir| dir.join("libvserver_rpm_plugin.so"))
-        .find(|p| p.is_file())
-}
 
 struct Host {
     _tmp: tempfile::TempDir,
@@ -220,28 +199,6 @@ fn hidden_leftovers(root: &Path) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// Every file below `dir` with its content (symlinks as their target).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        for entry in std::fs::read_dir(&current).unwrap() {
-            let entry = entry.unwrap();
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() {
-                stack.push(entry.path());
-                files.insert(entry.path(), b"<dir>".to_vec());
-            } else if kind.is_symlink() {
-                let target = std::fs::read_link(entry.path()).unwrap();
-                files.insert(entry.path(), target.as_os_str().as_encoded_bytes().to_vec());
-            } else {
-                files.insert(entry.path(), std::fs::read(entry.path()).unwrap());
-            }
-        }
-    }
-    files
 }
 
 #[test]

@@ -12,27 +12,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Where the test makes its guests: on disk, outside /tmp and /var/tmp.
-const WORK_BASE: &str = "/var/lib/vserver-tests";
+use common::{WORK_BASE, available, snapshot};
+
 const CACHE: &str = "/var/tmp/vserver-test-debs";
 const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
 const INTERNALIZE_STEPS: usize = 5;
 const EXTERNALIZE_STEPS: usize = 6;
-
-fn available(ok: bool, reason: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
-        panic!("required by VSERVER_TEST_REQUIRE_ALL=1 but unavailable: {reason}");
-    }
-    eprintln!("skipped: {reason}");
-    false
-}
 
 fn checked(command: &mut Command) -> Output {
     let output = command.output().unwrap();
@@ -155,32 +146,6 @@ fn installed_lines(bytes: &[u8]) -> Vec<String> {
         .collect();
     lines.sort();
     lines
-}
-
-/// Every file below `dir` with its content (symlinks as their target).
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(current) = stack.pop() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&current)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        entries.sort();
-        for path in entries {
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path.clone());
-                out.push((path, b"<dir>".to_vec()));
-            } else if meta.is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                out.push((path, target.as_os_str().as_encoded_bytes().to_vec()));
-            } else {
-                out.push((path.clone(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out
 }
 
 fn in_guest(root: &Path, args: &[&str]) -> Output {

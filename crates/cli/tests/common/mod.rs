@@ -98,3 +98,33 @@ pub fn built_plugin() -> Option<PathBuf> {
         .map(|dir| dir.join("libvserver_rpm_plugin.so"))
         .find(|p| p.is_file())
 }
+
+/// Every file below `dir` with its content (symlinks as their target), sorted: a canary to
+/// compare before and after something hostile ran.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&current)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+                out.push((path, b"<dir>".to_vec()));
+            } else if meta.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push((path, target.as_os_str().as_encoded_bytes().to_vec()));
+            } else if meta.is_file() {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            } else {
+                out.push((path, b"<other>".to_vec()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
