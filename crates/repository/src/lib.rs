@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod apt;
+mod by_hash;
 pub mod cache;
 pub mod closure;
 pub mod compress;

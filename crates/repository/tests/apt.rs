@@ -11,6 +11,7 @@ use std::process::Command;
 use apt_common::{
     IsolatedApt, assert_success, chain, fields, index, require_tool, run, stanzas_by_filename,
 };
+use sha2::Digest;
 use vserver_fixtures::{Compression, DebPackage, DebSetOptions, write_deb_set};
 use vserver_repository::apt::{AptIndexOptions, AptLayout, index_apt};
 use vserver_repository::progress::NoProgress;
@@ -204,9 +205,36 @@ fn real_apt_updates_and_downloads_from_a_dists_layout() {
         "Release lists itself: {release}"
     );
 
+    // The indexes are published by hash too (apt fetches them so), for every digest listed.
+    assert!(release.contains("Acquire-By-Hash: yes\n"), "{release}");
+    let by_hash = |digest: &str| {
+        let dir = dists.join("main/binary-amd64/by-hash").join(digest);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let xz = std::fs::read(dists.join("main/binary-amd64/Packages.xz")).unwrap();
+    let xz_sha256 = hex::encode(sha2::Sha256::digest(&xz));
+    assert!(
+        by_hash("SHA256").contains(&xz_sha256),
+        "{:?}",
+        by_hash("SHA256")
+    );
+    assert_eq!(by_hash("SHA512").len(), by_hash("SHA256").len());
+
     // A second run must not pick up the first run's Release (or anything else in dists/).
+    DebPackage::new("dx-later", "1.0-1")
+        .write_to(&pool)
+        .unwrap();
     index(repo.path(), layout);
     assert!(!read(&dists.join("Release")).contains(" Release\n"));
+    // The previous generation's names stay for one more run (clients mid-update).
+    assert!(by_hash("SHA256").contains(&xz_sha256));
     let leftovers: Vec<_> = std::fs::read_dir(repo.path().join("dists"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

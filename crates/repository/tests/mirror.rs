@@ -726,12 +726,6 @@ fn signatures_are_verified_against_the_keyring() {
     assert!(!apt_dest.join("dists/stable/Release").exists());
 }
 
-/// Adds `Acquire-By-Hash: yes` to an (unsigned) Release, as Debian's archive sets it.
-fn ask_for_by_hash(release: &Path) {
-    let text = std::fs::read_to_string(release).unwrap();
-    std::fs::write(release, format!("Acquire-By-Hash: yes\n{text}")).unwrap();
-}
-
 /// The `by-hash/ALGORITHM/HEX` names under an index directory.
 fn by_hash_names(dir: &Path) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
@@ -772,8 +766,13 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
             component: "main".into(),
         },
     );
-    // As Debian's archive does: clients fetch indexes by hash, which the mirror must serve.
-    ask_for_by_hash(&src.join("dists/stable/Release"));
+    // The source says Acquire-By-Hash (as Debian's archive and `vrepo index --suite` do):
+    // clients fetch indexes by hash, which the mirror must serve.
+    assert!(
+        std::fs::read_to_string(src.join("dists/stable/Release"))
+            .unwrap()
+            .contains("Acquire-By-Hash: yes\n")
+    );
     let upstream = TestServer::start(&src);
     let apt = MirrorOptions {
         suites: vec!["stable".into()],
@@ -816,7 +815,6 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
             component: "main".into(),
         },
     );
-    ask_for_by_hash(&src.join("dists/stable/Release"));
     mirror(&upstream.url(), &dest, &apt, &NoProgress).unwrap();
     drop(upstream);
     let second_generation = by_hash_names(&dest.join("dists/stable/main/binary-amd64"));

@@ -293,12 +293,18 @@ pub fn index_apt(
             AptLayout::Dists { component, .. } => vec![component.clone()],
         },
         date: None,
+        acquire_by_hash: matches!(opts.layout, AptLayout::Dists { .. }),
     };
     let release_path = staging.path().join("Release");
-    write_synced(
-        &release_path,
-        write_release(&release_fields, &written.entries).as_bytes(),
-    )?;
+    let release = write_release(&release_fields, &written.entries);
+    write_synced(&release_path, release.as_bytes())?;
+    if let AptLayout::Dists { suite, .. } = &opts.layout {
+        // The indexes by hash as well, and the previous run's for one more run: a client that
+        // read the old Release while the suite is swapped still finds what it names.
+        let current = dir.join("dists").join(suite);
+        crate::by_hash::link_by_hash(staging.path(), &current, release.as_bytes())
+            .map_err(AptError::write(staging.path()))?;
+    }
 
     // The caches describe package files and chunk contents, not the published metadata, so
     // publishing them first is always safe.

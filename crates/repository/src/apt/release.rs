@@ -39,6 +39,8 @@ pub struct ReleaseFields {
     pub components: Vec<String>,
     /// `Date:`; the current time when `None`.
     pub date: Option<SystemTime>,
+    /// `Acquire-By-Hash: yes`: the indexes are also published as `by-hash/ALGORITHM/HEX`.
+    pub acquire_by_hash: bool,
 }
 
 /// Renders a `Release` file.
@@ -58,6 +60,7 @@ pub fn write_release(fields: &ReleaseFields, entries: &[ReleaseEntry]) -> String
     field("Codename", fields.codename.as_deref());
     let date = format_rfc2822_utc(fields.date.unwrap_or_else(SystemTime::now));
     field("Date", Some(&date));
+    field("Acquire-By-Hash", fields.acquire_by_hash.then_some("yes"));
     field("Architectures", Some(&fields.architectures.join(" ")));
     field("Components", Some(&fields.components.join(" ")));
     type Digest = fn(&Checksums) -> String;

@@ -286,7 +286,13 @@ fn plan_suite(
             }
         }
     }
-    super::by_hash::link_by_hash(staging.path(), &current, &root.release)?;
+    crate::by_hash::link_by_hash(staging.path(), &current, &root.release).map_err(|source| {
+        MirrorError::Io {
+            action: "link by hash in",
+            path: staging.path().to_owned(),
+            source,
+        }
+    })?;
     Ok((
         StagedTree {
             staging,

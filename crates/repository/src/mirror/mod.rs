@@ -26,8 +26,8 @@
 //! which is what rpm-md and Debian archives use for new builds, have no such window.
 
 mod apt;
-mod by_hash;
 mod check;
+pub(crate) use check::check_relative_path;
 mod fetch;
 mod rpmmd;
 mod signature;

@@ -1,33 +1,30 @@
-//! `by-hash/` names for a mirrored suite's index files, when its Release asks for them.
+//! `by-hash/` names for a suite's index files, when its Release asks for them.
 //!
 //! A Release with `Acquire-By-Hash: yes` tells apt to fetch each index as
-//! `DIR/by-hash/ALGORITHM/HEX` rather than by its name (so a client that read the old Release
-//! while the mirror was switching still gets the index that Release describes). A mirror that
-//! copies such a Release without those paths breaks every client with "404 Not Found" — a known
-//! failure of simpler mirror tools — so the staged suite gets them: hard links to the index files
+//! `DIR/by-hash/ALGORITHM/HEX` rather than by its name, so a client that read the old Release
+//! while the suite was being replaced still gets the indexes that Release describes — the race a
+//! plain rename of `dists/SUITE` leaves. `vrepo index --suite` writes such suites, and a mirror
+//! that copies one without those paths breaks every client with "404 Not Found" (a known failure
+//! of simpler mirror tools). So the staged suite gets them: hard links to the index files
 //! themselves, one per digest the Release lists.
 //!
 //! The previous generation stays reachable for one more run: an entry of the current tree whose
 //! file is still one of that tree's indexes (the same inode) is linked into the new tree too.
 
 use std::collections::HashSet;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::MirrorError;
-use super::check::check_relative_path;
 use crate::deb::control::Stanza;
+use crate::mirror::check_relative_path;
 
 /// The Release sections apt takes digests from, which are also the `by-hash` directory names.
 const SECTIONS: [&str; 4] = ["MD5Sum", "SHA1", "SHA256", "SHA512"];
 
 /// Adds `by-hash` links for the indexes staged under `staging` (the new `dists/SUITE`), if
 /// `release` asks for them, and keeps the current tree's (`current`) newest ones.
-pub(crate) fn link_by_hash(
-    staging: &Path,
-    current: &Path,
-    release: &[u8],
-) -> Result<(), MirrorError> {
+pub(crate) fn link_by_hash(staging: &Path, current: &Path, release: &[u8]) -> io::Result<()> {
     let Ok(stanza) = Stanza::parse_bytes(release) else {
         // The Release was parsed before it was staged; nothing to add if it cannot be now.
         return Ok(());
@@ -65,7 +62,7 @@ pub(crate) fn link_by_hash(
 }
 
 /// Links the current tree's `by-hash` entries that are still its indexes into the new tree.
-fn keep_previous(current_dir: &Path, staged_dir: &Path) -> Result<(), MirrorError> {
+fn keep_previous(current_dir: &Path, staged_dir: &Path) -> io::Result<()> {
     let Ok(entries) = std::fs::read_dir(current_dir) else {
         return Ok(());
     };
@@ -104,25 +101,19 @@ fn is_hex(text: &str) -> bool {
 }
 
 /// Hard-links `target` at `name` (a copy where links are impossible); an existing name stays.
-fn link(target: &Path, name: &Path) -> Result<(), MirrorError> {
-    let io = |action, path: &Path| {
+fn link(target: &Path, name: &Path) -> io::Result<()> {
+    let context = |path: &Path| {
         let path = path.to_owned();
-        move |source| MirrorError::Io {
-            action,
-            path,
-            source,
-        }
+        move |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
     };
     if std::fs::symlink_metadata(name).is_ok() {
         return Ok(());
     }
     if let Some(parent) = name.parent() {
-        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+        std::fs::create_dir_all(parent).map_err(context(parent))?;
     }
     match std::fs::hard_link(target, name) {
         Ok(()) => Ok(()),
-        Err(_) => std::fs::copy(target, name)
-            .map(drop)
-            .map_err(io("copy", name)),
+        Err(_) => std::fs::copy(target, name).map(drop).map_err(context(name)),
     }
 }
