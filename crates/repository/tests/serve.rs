@@ -154,8 +154,26 @@ fn serves_files_ranges_and_conditional_requests() {
     );
     assert_eq!(r.status, 416);
 
+    // Written just now: no Last-Modified (whole-second dates could not tell it from a change
+    // within the same second), and a conditional request gets the file.
+    let fresh_date = format_http_date(SystemTime::now() + Duration::from_secs(5));
     let r = get(server.addr, "/repodata/repomd.xml", "");
     assert_eq!(r.header("content-type"), Some("application/xml"));
+    assert_eq!(r.header("last-modified"), None);
+    let r = get(
+        server.addr,
+        "/repodata/repomd.xml",
+        &format!("If-Modified-Since: {fresh_date}\r\n"),
+    );
+    assert_eq!(r.status, 200);
+    // Settled for a while: dated, and revalidated with 304.
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("repodata/repomd.xml"))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    let r = get(server.addr, "/repodata/repomd.xml", "");
     let modified = r.header("last-modified").unwrap().to_owned();
     let r = get(
         server.addr,

@@ -511,15 +511,29 @@ fn send_file(
     let stat = rustix::fs::fstat(&fd)?;
     let size = u64::try_from(stat.st_size).unwrap_or(0);
     let mtime = UNIX_EPOCH + Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
-    let last_modified = format_http_date(mtime);
+    let exact_mtime = mtime + Duration::from_nanos(u64::try_from(stat.st_mtime_nsec).unwrap_or(0));
+    // HTTP dates have whole seconds. A file changed less than a second ago may change again
+    // within the same second, and a client that revalidated with that date would be told
+    // "not modified" about the newer content (seen: apt keeping a Release replaced 0.3 s after
+    // it fetched the previous one). So such a file gets no Last-Modified, and a conditional
+    // request for it gets the file.
+    let settled = SystemTime::now()
+        .duration_since(exact_mtime)
+        .is_ok_and(|age| age >= Duration::from_secs(1));
+    let last_modified = settled.then(|| format_http_date(mtime));
     let content_type = http::content_type(name);
     if let Some(since) = request
         .header("if-modified-since")
         .and_then(parse_http_date)
+        && settled
         && request.header("range").is_none()
         && secs(mtime) <= secs(since)
     {
-        http::write_head(out, 304, &[("Last-Modified", last_modified)], keep_alive)?;
+        let headers: Vec<(&str, String)> = last_modified
+            .map(|date| ("Last-Modified", date))
+            .into_iter()
+            .collect();
+        http::write_head(out, 304, &headers, keep_alive)?;
         return Ok((304, 0));
     }
     let range = match request.header("range") {
@@ -548,9 +562,11 @@ fn send_file(
     let mut headers = vec![
         ("Content-Type", content_type.to_owned()),
         ("Content-Length", length.to_string()),
-        ("Last-Modified", last_modified),
         ("Accept-Ranges", "bytes".into()),
     ];
+    if let Some(date) = last_modified {
+        headers.push(("Last-Modified", date));
+    }
     if status == 206 {
         headers.push((
             "Content-Range",
