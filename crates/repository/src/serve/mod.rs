@@ -511,7 +511,7 @@ fn send_file(
     let stat = rustix::fs::fstat(&fd)?;
     let size = u64::try_from(stat.st_size).unwrap_or(0);
     let mtime = UNIX_EPOCH + Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
-    let exact_mtime = mtime + Duration::from_nanos(u64::try_from(stat.st_mtime_nsec).unwrap_or(0));
+    let exact_mtime = mtime + Duration::new(0, u32::try_from(stat.st_mtime_nsec).unwrap_or(0));
     // HTTP dates have whole seconds. A file changed less than a second ago may change again
     // within the same second, and a client that revalidated with that date would be told
     // "not modified" about the newer content (seen: apt keeping a Release replaced 0.3 s after
