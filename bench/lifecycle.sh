@@ -2,17 +2,21 @@
 # Benchmark: guest startup. `vserver G start` + `vserver G exec true` + `vserver G stop` of a
 # small guest (a skeleton with a static busybox, init a shell sleep loop), against the tools a
 # user would pick instead, on the same root, side by side in one run:
-#   - `systemd-nspawn --register=no --keep-unit -D ROOT /bin/true` (if installed;
-#     `apt-get install systemd-container`),
-#   - `unshare --mount --pid --uts --ipc --fork --mount-proc=ROOT/proc chroot ROOT /bin/true`.
-# Each is one start, one command and a full teardown; vserver does it in three processes.
+#   - `systemd-nspawn --register=no --keep-unit --private-network -D ROOT /bin/true` (if
+#     installed; `apt-get install systemd-container`),
+#   - `unshare --mount --pid --uts --ipc --net --cgroup --fork --mount-proc=ROOT/proc chroot ROOT
+#     /bin/true`.
+# Each is one start, one command and a full teardown; vserver does it in three processes. All
+# three give the guest a network namespace of its own (vserver's default, `net = "none"`: only
+# loopback, brought up); creating and tearing one down costs the kernel a few milliseconds.
 #
 #   bench/lifecycle.sh [ROUNDS]      (default 20; needs root and /bin/busybox)
 #
-# Measured (2 cores, Debian 12, debug binary, 10 rounds, other builds running: load 10-14):
-#   vserver 47-75 ms, unshare+chroot 3.5-10 ms, systemd-nspawn 187 ms per round
-#   (vserver/nspawn = 0.26x, vserver/unshare = 5-13x). One vserver round is three processes of
-#   a 140 MB debug binary; alone, `exec true` into a running guest took 6-8 ms, `stop` 7-12 ms.
+# Measured (2 cores, Debian 12, release binary, 20-30 rounds, load 3.5-4, every tool with its own
+# network namespace): vserver 9.0-12.6 ms, unshare+chroot 2.9-3.2 ms, systemd-nspawn 66-69 ms
+# per round: vserver/nspawn = 0.13-0.18x, vserver/unshare = 3.1-4.0x. (A debug binary under
+# load 8: vserver 181 ms, unshare 30 ms, nspawn 292 ms.) Before network namespaces and /sys (debug,
+# load 10-14): vserver 47-75 ms, unshare 3.5-10 ms, nspawn 187 ms.
 #
 # Binary: $VSERVER (default target/release/vserver, else target/debug/vserver, also under
 # $CARGO_TARGET_DIR).
@@ -53,11 +57,12 @@ vserver_round() {
     "$vserver" bench stop --timeout 0 >/dev/null 2>&1
 }
 unshare_round() {
-    unshare --mount --pid --uts --ipc --fork --mount-proc="$root/proc" chroot "$root" /bin/true
+    unshare --mount --pid --uts --ipc --net --cgroup --fork --mount-proc="$root/proc" \
+        chroot "$root" /bin/true
 }
 nspawn_round() {
     # It complains on stderr about /run/systemd/nspawn/propagate on a host without systemd.
-    systemd-nspawn -q --register=no --keep-unit -D "$root" /bin/true 2>/dev/null
+    systemd-nspawn -q --register=no --keep-unit --private-network -D "$root" /bin/true 2>/dev/null
 }
 
 results=$work/results
