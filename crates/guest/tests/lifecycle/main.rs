@@ -1041,6 +1041,28 @@ fn package_operation_on_running_guest() -> Result<(), Outcome> {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(world.stop("pkg"));
+
+    // A stopped guest is not joined: the back end runs as for any stopped guest.
+    assert!(
+        vserver_guest::running_guest(&world.run_dir, "pkg")
+            .unwrap()
+            .is_none()
+    );
+    // A stale record (its pid now another process's, with another start time): the operation
+    // fails instead of joining a stranger's namespaces.
+    let stale = vserver_sandbox::RunningGuest {
+        pid: std::process::id(),
+        start_time: 1,
+        freezer: None,
+    };
+    let backend = vserver_guest::open_backend(&world.roots, &config, false)
+        .unwrap()
+        .running_guest(Some(stale));
+    let args: Vec<OsString> = vec!["-q".into(), "frozen-probe".into()];
+    let err = backend
+        .run_tool_captured(vserver_pkgmgmt::Tool::Low, &args)
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("is gone"), "{err:?}");
     Ok(())
 }
 
