@@ -6,6 +6,10 @@
 //!
 //! The guest is a skeleton with a static busybox copied in. Needs root, `/bin/busybox` and
 //! `script`; skips with a reason otherwise, fails instead when VSERVER_TEST_REQUIRE_ALL=1.
+//!
+//! A second test runs `vrpm G -- -i PKG` on a running rpm guest (built with `-m yum`; needs rpm,
+//! dnf and createrepo_c too): the guest is frozen during the transaction and the scriptlet runs
+//! in its pid namespace.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{WORK_BASE, available, is_root};
+use common::{WORK_BASE, available, built_plugin, is_root};
 
 struct Host {
     _tmp: tempfile::TempDir,
@@ -35,6 +39,9 @@ impl Host {
             .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
             .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
             .env("VSERVER_RUNDIR", self.dir.join("run"));
+        if let Some(plugin) = built_plugin() {
+            command.env("VSERVER_RPM_PLUGIN", plugin);
+        }
         command
     }
 
@@ -276,4 +283,112 @@ fn guest_lifecycle_through_the_binary() {
     let out = host.vserver(&["g", "status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown guest"));
+}
+
+#[test]
+fn vrpm_on_a_running_guest_freezes_it() {
+    let tools = ["/bin/busybox", "/usr/bin/rpm", "/usr/bin/dnf"]
+        .iter()
+        .all(|t| Path::new(t).exists());
+    if !available(is_root(), "needs root")
+        || !available(tools, "needs busybox-static, rpm and dnf")
+        || !available(
+            built_plugin().is_some(),
+            "the rpm plugin library was not built",
+        )
+    {
+        return;
+    }
+    fs::create_dir_all(WORK_BASE).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("vserver-cli-vrpm")
+        .tempdir_in(WORK_BASE)
+        .unwrap();
+    let host = Host {
+        dir: tmp.path().to_path_buf(),
+        _tmp: tmp,
+    };
+    let repo = host.dir.join("repo");
+    vserver_fixtures::busybox_shell_rpm(&repo, Path::new("/bin/busybox")).unwrap();
+    host.ok(&["vrepo", "index", "-q", repo.to_str().unwrap()]);
+    host.ok(&[
+        "vdistro",
+        "add",
+        "fixture",
+        "--releasever",
+        "1",
+        "--repo",
+        &format!("fx=file://{}/", repo.display()),
+        "--pkgs",
+        "fx-shell",
+    ]);
+    host.ok(&["g", "build", "-m", "yum", "--", "-d", "fixture"]);
+    let root = host.dir.join("vservers/g");
+    for applet in ["sleep", "readlink", "hostname"] {
+        let link = root.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    let config = host.dir.join("etc/g/config.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "init = [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; i=0; while :; do i=$((i+1)); echo $i > /counter; sleep 0.05 & wait; done\"]\nstop_timeout = 5\n{text}"
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("var/tmp")).unwrap();
+    let mut probe = vserver_fixtures::RpmPackage::new("frozen-probe", "1.0");
+    probe
+        .release("1")
+        .file("/usr/share/frozen-probe/README", b"probe\n".to_vec(), 0o644)
+        .post_install(
+            "cat /counter > /var/tmp/counter-before\n\
+             sleep 1\n\
+             cat /counter > /var/tmp/counter-after\n\
+             readlink /proc/self/ns/pid > /var/tmp/scriptlet-pidns\n",
+        );
+    let package = probe.write_to(&root.join("var/tmp")).unwrap();
+
+    host.ok(&["g", "start"]);
+    let counter = || -> u64 {
+        fs::read_to_string(root.join("counter"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter() < 3 {
+        assert!(Instant::now() < deadline, "the guest's counter never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let json = host.ok(&["g", "status", "--json"]);
+    let pid: u32 = json_field(&json, "pid").unwrap().parse().unwrap();
+
+    host.ok(&["vrpm", "g", "--", "-i", package.to_str().unwrap()]);
+
+    let read = |name: &str| fs::read_to_string(root.join("var/tmp").join(name)).unwrap();
+    assert_eq!(
+        read("counter-before"),
+        read("counter-after"),
+        "the guest ran during the transaction"
+    );
+    assert_eq!(
+        Path::new(read("scriptlet-pidns").trim()),
+        fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
+        "the scriptlet ran outside the guest's pid namespace"
+    );
+    let thawed_at = counter();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter() <= thawed_at {
+        assert!(Instant::now() < deadline, "the guest stayed frozen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let query = host.ok(&["vrpm", "g", "--", "-q", "--qf", "%{NAME}\n", "frozen-probe"]);
+    assert_eq!(query, "frozen-probe\n");
+    host.ok(&["g", "stop"]);
+    host.ok(&["g", "delete", "--yes"]);
 }
