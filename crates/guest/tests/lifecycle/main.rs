@@ -1066,6 +1066,41 @@ fn package_operation_on_running_guest() -> Result<(), Outcome> {
     Ok(())
 }
 
+/// `init = "plain"` (the default): the guest's own `/sbin/init` is pid 1.
+fn plain_init() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    let root = world.guest("plain");
+    let sbin = root.join("sbin");
+    fs::create_dir_all(&sbin).unwrap();
+    fs::write(
+        sbin.join("init"),
+        "#!/bin/sh\ntrap 'exit 0' TERM\necho \"plain $$\" > /init-ran\nwhile :; do sleep 1 & wait; done\n",
+    )
+    .unwrap();
+    fs::set_permissions(sbin.join("init"), fs::Permissions::from_mode(0o755)).unwrap();
+    let started = vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "plain",
+        &StartOptions::default(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !root.join("init-ran").exists() {
+        assert!(Instant::now() < deadline, "/sbin/init never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fs::read_to_string(root.join("init-ran")).unwrap(),
+        "plain 1\n"
+    );
+    let cmdline = fs::read_to_string(format!("/proc/{}/cmdline", started.record.pid)).unwrap();
+    assert!(cmdline.contains("/sbin/init"), "{cmdline:?}");
+    assert!(world.stop("plain"));
+    Ok(())
+}
+
 type NamedTest = (&'static str, fn() -> Result<(), Outcome>);
 
 fn main() {
@@ -1083,6 +1118,7 @@ fn main() {
         ("network_none_and_host", network_none_and_host),
         ("network_bridge", network_bridge),
         ("configured_limits", configured_limits),
+        ("plain_init", plain_init),
         ("sysv_init", sysv_init),
         (
             "configured_init_and_stop_sequence",
