@@ -320,7 +320,12 @@ fn network_of(config: &GuestConfig, cgroup_name: &str) -> GuestNetwork {
     match &config.net {
         NetConfig::None => GuestNetwork::Isolated,
         NetConfig::Host => GuestNetwork::Host,
-        NetConfig::Bridge { bridge, interface } => {
+        NetConfig::Bridge {
+            bridge,
+            interface,
+            address,
+            gateway,
+        } => {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
             cgroup_name.hash(&mut hasher);
@@ -330,6 +335,8 @@ fn network_of(config: &GuestConfig, cgroup_name: &str) -> GuestNetwork {
                 bridge: bridge.clone(),
                 host_interface,
                 guest_interface: interface.clone().unwrap_or_else(|| "eth0".into()),
+                address: address.clone(),
+                gateway: gateway.clone(),
             }
         }
     }

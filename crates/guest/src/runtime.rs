@@ -42,12 +42,17 @@ pub enum NetConfig {
     None,
     /// `"host"`: the host's network namespace.
     Host,
-    /// `{ bridge = "br0", interface = "eth0" }`: a veth pair into a host bridge.
+    /// `{ bridge = "br0", interface = "eth0", address = "10.0.0.2/24", gateway = "10.0.0.1" }`:
+    /// a veth pair into a host bridge.
     Bridge {
         /// The host bridge.
         bridge: String,
         /// The guest's end (default `eth0`).
         interface: Option<String>,
+        /// Its address with prefix length (set by the host: the guest has no `CAP_NET_ADMIN`).
+        address: Option<String>,
+        /// The guest's default route.
+        gateway: Option<String>,
     },
 }
 
@@ -57,6 +62,10 @@ struct BridgeTable {
     bridge: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gateway: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,9 +80,16 @@ impl Serialize for NetConfig {
         match self {
             NetConfig::None => NetRepr::Mode("none".into()),
             NetConfig::Host => NetRepr::Mode("host".into()),
-            NetConfig::Bridge { bridge, interface } => NetRepr::Bridge(BridgeTable {
+            NetConfig::Bridge {
+                bridge,
+                interface,
+                address,
+                gateway,
+            } => NetRepr::Bridge(BridgeTable {
                 bridge: bridge.clone(),
                 interface: interface.clone(),
+                address: address.clone(),
+                gateway: gateway.clone(),
             }),
         }
         .serialize(serializer)
@@ -95,12 +111,42 @@ impl<'de> Deserialize<'de> for NetConfig {
                 for name in std::iter::once(&table.bridge).chain(table.interface.as_ref()) {
                     check_interface_name(name).map_err(de::Error::custom)?;
                 }
+                if let Some(address) = &table.address {
+                    check_address(address).map_err(de::Error::custom)?;
+                }
+                if let Some(gateway) = &table.gateway
+                    && gateway.parse::<std::net::IpAddr>().is_err()
+                {
+                    return Err(de::Error::custom(format!(
+                        "bad gateway `{gateway}`: an IPv4 or IPv6 address"
+                    )));
+                }
                 Ok(NetConfig::Bridge {
                     bridge: table.bridge,
                     interface: table.interface,
+                    address: table.address,
+                    gateway: table.gateway,
                 })
             }
         }
+    }
+}
+
+fn check_address(text: &str) -> Result<(), String> {
+    let ok = text.split_once('/').is_some_and(|(ip, prefix)| {
+        let max = match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => 32,
+            Ok(std::net::IpAddr::V6(_)) => 128,
+            Err(_) => return false,
+        };
+        prefix.parse::<u8>().is_ok_and(|p| p <= max)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad address `{text}`: an IP address with its prefix length, such as 10.0.0.2/24"
+        ))
     }
 }
 
@@ -379,6 +425,40 @@ pub(crate) fn deserialize_signal<'de, D: Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Net {
+        net: NetConfig,
+    }
+
+    #[test]
+    fn net_settings() {
+        let parsed: Net = toml::from_str(
+            r#"net = { bridge = "br0", address = "10.0.0.2/24", gateway = "10.0.0.1" }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.net,
+            NetConfig::Bridge {
+                bridge: "br0".into(),
+                interface: None,
+                address: Some("10.0.0.2/24".into()),
+                gateway: Some("10.0.0.1".into()),
+            }
+        );
+        let host: Net = toml::from_str(r#"net = "host""#).unwrap();
+        assert_eq!(host.net, NetConfig::Host);
+        for bad in [
+            r#"net = "bogus""#,
+            r#"net = { bridge = "br0", address = "10.0.0.2" }"#,
+            r#"net = { bridge = "br0", address = "10.0.0.2/33" }"#,
+            r#"net = { bridge = "br0", gateway = "gateway" }"#,
+            r#"net = { bridge = "a-name-much-too-long" }"#,
+            r#"net = { bridge = "br0", colour = "blue" }"#,
+        ] {
+            assert!(toml::from_str::<Net>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_and_cpus() {

@@ -439,14 +439,7 @@ pub fn start_guest_init(launch: &GuestLaunch) -> Result<GuestInit> {
     };
     // The init waits for this before it executes anything of the guest. Dropping `go_write`
     // without a byte (on an error) makes it give up and exit.
-    if let GuestNetwork::Bridge {
-        bridge,
-        host_interface,
-        guest_interface,
-    } = &launch.network
-    {
-        net::connect_to_bridge(pid, bridge, host_interface, guest_interface)?;
-    }
+    net::connect_to_bridge(pid, &launch.network)?;
     let released = rustix::io::write(&go_write, b"1");
     drop(go_write);
     // An init that failed its setup has closed the pipe: its report is the better answer.
@@ -501,15 +494,6 @@ fn run_init(launch: &GuestLaunch, log: Option<File>, go_pipe: OwnedFd) -> Failur
             });
         }
         drop(go_pipe);
-        if let GuestNetwork::Bridge {
-            guest_interface, ..
-        } = &launch.network
-        {
-            step_io(
-                "bring the guest's network interface up",
-                net::set_interface_up(guest_interface),
-            )?;
-        }
         confine(launch.capabilities)?;
         let mut command = command_for(launch)?;
         command.stdin(Stdio::null());

@@ -8,14 +8,14 @@
 //! For a bridge, the host side creates the pair once the init exists and before it executes
 //! anything of the guest (the init waits on a pipe for it): `ip link add HOST type veth peer
 //! name GUEST netns PID` puts one end straight into the init's namespace, `ip link set HOST
-//! master BRIDGE up` attaches the other. The init then brings its end up itself. The `ip` tool of
+//! master BRIDGE up` attaches the other; the guest's end gets its address and default route (the
+//! guest, without `CAP_NET_ADMIN`, could not set them) and is brought up. The `ip` tool of
 //! iproute2 is used instead of a netlink library: these are two fixed, well-known commands run
 //! by the host (never inside the guest), and the netlink crates that do veth and bridge ports
 //! are large (and mostly async). When the namespace ends with the guest's last process, the
 //! kernel removes the guest's end and with it the host's end: a stopped guest leaves no
 //! interface behind.
 
-use std::ffi::OsStr;
 use std::io;
 use std::process::Command;
 
@@ -38,6 +38,11 @@ pub enum GuestNetwork {
         host_interface: String,
         /// The name of the guest's end (`eth0`).
         guest_interface: String,
+        /// An address for the guest's end with its prefix length (`10.0.0.2/24`): the guest
+        /// cannot set one itself, it has no `CAP_NET_ADMIN`.
+        address: Option<String>,
+        /// The guest's default route.
+        gateway: Option<String>,
     },
 }
 
@@ -85,16 +90,20 @@ pub(crate) fn set_interface_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs `ip ARGS…` on the host and fails with its standard error when it fails.
-fn ip(args: &[&OsStr]) -> Result<()> {
-    let display = format!(
-        "ip {}",
-        args.iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let output = Command::new("ip")
+/// Runs `ip ARGS…` on the host.
+fn ip(args: &[&str]) -> Result<()> {
+    let mut full = vec!["ip"];
+    full.extend_from_slice(args);
+    run(&full)
+}
+
+/// Runs a host tool (`ip`, `nsenter`) and fails with its standard error when it fails.
+fn run(args: &[&str]) -> Result<()> {
+    let display = args.join(" ");
+    let Some((program, args)) = args.split_first() else {
+        return Ok(());
+    };
+    let output = Command::new(program)
         .args(args)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
@@ -113,13 +122,20 @@ fn ip(args: &[&OsStr]) -> Result<()> {
 }
 
 /// Creates the veth pair of a bridged guest whose init is `init_pid` (see the module
-/// documentation). On failure nothing is left on the host.
-pub(crate) fn connect_to_bridge(
-    init_pid: u32,
-    bridge: &str,
-    host_interface: &str,
-    guest_interface: &str,
-) -> Result<()> {
+/// documentation) and gives the guest's end its address and default route, if configured
+/// (through `nsenter --net=/proc/PID/ns/net`: the host's `ip` working in the guest's network
+/// namespace only). On failure nothing is left on the host.
+pub(crate) fn connect_to_bridge(init_pid: u32, network: &GuestNetwork) -> Result<()> {
+    let GuestNetwork::Bridge {
+        bridge,
+        host_interface,
+        guest_interface,
+        address,
+        gateway,
+    } = network
+    else {
+        return Ok(());
+    };
     let pid = init_pid.to_string();
     ip(&[
         "link",
@@ -132,11 +148,25 @@ pub(crate) fn connect_to_bridge(
         guest_interface,
         "netns",
         &pid,
-    ]
-    .map(OsStr::new))?;
-    let attached = ip(&["link", "set", host_interface, "master", bridge, "up"].map(OsStr::new));
-    if attached.is_err() {
-        let _ = ip(&["link", "del", host_interface].map(OsStr::new));
+    ])?;
+    let netns = format!("--net=/proc/{init_pid}/ns/net");
+    let in_guest = |args: &[&str]| -> Result<()> {
+        let mut full = vec!["nsenter", netns.as_str(), "ip"];
+        full.extend_from_slice(args);
+        run(&full)
+    };
+    let configured = ip(&["link", "set", host_interface, "master", bridge, "up"])
+        .and_then(|()| match address {
+            Some(address) => in_guest(&["address", "add", address, "dev", guest_interface]),
+            None => Ok(()),
+        })
+        .and_then(|()| in_guest(&["link", "set", guest_interface, "up"]))
+        .and_then(|()| match gateway {
+            Some(gateway) => in_guest(&["route", "add", "default", "via", gateway]),
+            None => Ok(()),
+        });
+    if configured.is_err() {
+        let _ = ip(&["link", "del", host_interface]);
     }
-    attached
+    configured
 }

@@ -662,12 +662,24 @@ fn network_bridge() -> Result<(), Outcome> {
         }
     }
     let _bridge = Bridge(bridge.clone());
+    // The bridge is the guest's gateway, on a documentation-only network.
+    let bridge_up = std::process::Command::new("ip")
+        .args(["address", "add", "192.0.2.1/24", "dev", &bridge])
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new("ip")
+            .args(["link", "set", &bridge, "up"])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(bridge_up);
     let world = World::new();
     let root = world.guest("br");
     world.configure("br", |c| {
         c.net = vserver_guest::NetConfig::Bridge {
             bridge: bridge.clone(),
             interface: None,
+            address: Some("192.0.2.2/24".into()),
+            gateway: Some("192.0.2.1".into()),
         }
     });
     let started = world.start("br");
@@ -681,6 +693,27 @@ fn network_bridge() -> Result<(), Outcome> {
     let flags = fs::read_to_string(root.join("flags")).unwrap();
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
     assert_eq!(flags & 1, 1, "eth0 is up: {flags:#x}");
+    // Its address and default route, set by the host, seen from inside.
+    let route = fs::read_to_string(format!("/proc/{pid}/net/route")).unwrap();
+    // Destination 00000000 via gateway 192.0.2.1 (little-endian hex: 010200C0).
+    assert!(
+        route
+            .lines()
+            .any(|l| l.starts_with("eth0\t00000000\t010200C0")),
+        "{route}"
+    );
+    let fib = fs::read_to_string(format!("/proc/{pid}/net/fib_trie")).unwrap();
+    assert!(fib.contains("192.0.2.2"), "{fib}");
+    // And the host reaches it through the bridge (the guest's kernel answers the ping).
+    let ping = std::process::Command::new("/bin/busybox")
+        .args(["ping", "-c", "1", "-W", "2", "192.0.2.2"])
+        .output()
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
     let ports: Vec<String> = fs::read_dir(format!("/sys/class/net/{bridge}/brif"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -699,6 +732,8 @@ fn network_bridge() -> Result<(), Outcome> {
         c.net = vserver_guest::NetConfig::Bridge {
             bridge: "vsnosuchbr0".into(),
             interface: None,
+            address: None,
+            gateway: None,
         }
     });
     let err = vserver_guest::start(&world.roots, &world.run_dir, "br", &sleeper()).unwrap_err();
