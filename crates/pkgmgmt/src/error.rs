@@ -91,3 +91,15 @@ pub enum Error {
         problem: String,
     },
 }
+
+/// The last `count` non-empty lines of a tool's output, as `: line; line` for the end of an
+/// error message (empty when there are none).
+pub(crate) fn output_tail(output: &[u8], count: usize) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let start = lines.len().saturating_sub(count);
+    format!(": {}", lines[start..].join("; "))
+}

@@ -27,7 +27,7 @@ use std::process::ExitStatus;
 use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
 
 use crate::backend::{Family, PackageBackend, Tool};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, output_tail};
 use crate::layout::PkgLayout;
 use crate::macros::generate_macros;
 
@@ -267,7 +267,7 @@ impl RpmBackend {
             guest: self.guest(),
             command: command.to_string(),
             status,
-            stderr_tail: tail(&stderr),
+            stderr_tail: output_tail(&stderr, 3),
         })
     }
 
@@ -282,17 +282,6 @@ impl RpmBackend {
             })?;
         self.layout.sync_state()
     }
-}
-
-/// The last lines of a tool's standard error, as `: line; line`.
-fn tail(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    let start = lines.len().saturating_sub(3);
-    format!(": {}", lines[start..].join("; "))
 }
 
 fn os_args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Vec<OsString> {

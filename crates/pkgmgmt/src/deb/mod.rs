@@ -34,7 +34,7 @@ use std::process::ExitStatus;
 use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
 
 use crate::backend::{Family, PackageBackend, Tool};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, output_tail};
 use crate::layout::PkgLayout;
 
 pub use bootstrap::Variant;
@@ -189,7 +189,7 @@ impl DebBackend {
                 guest: self.guest(),
                 command: "dpkg --print-architecture".into(),
                 status: output.status,
-                stderr_tail: tail(&output.stderr),
+                stderr_tail: output_tail(&output.stderr, 4),
             });
         }
         Ok(arch)
@@ -210,7 +210,8 @@ impl DebBackend {
         // Preloaded into apt and dpkg, the plugin library confines each maintainer script just
         // before dpkg executes it (crates/rpm-plugin/src/exec_hook.rs): fail closed without it.
         let plugin = crate::find_rpm_plugin()?;
-        let hook = crate::plugin::install_copy(&self.layout, &plugin, &self.apt_dir().join("hook"))?;
+        let hook =
+            crate::plugin::install_copy(&self.layout, &plugin, &self.apt_dir().join("hook"))?;
         let mut command = SandboxCommand::new(program);
         command
             .env_clear()
@@ -320,9 +321,9 @@ impl DebBackend {
         if status.success() {
             return Ok(stdout);
         }
-        let mut stderr_tail = tail(stderr);
+        let mut stderr_tail = output_tail(stderr, 4);
         if stderr_tail.is_empty() {
-            stderr_tail = tail(&stdout);
+            stderr_tail = output_tail(&stdout, 4);
         }
         Err(Error::ToolFailed {
             guest: self.guest(),
@@ -397,17 +398,6 @@ impl DebBackend {
         }
         Ok(())
     }
-}
-
-/// The last lines of a tool's output, as `: line; line`.
-fn tail(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    let start = lines.len().saturating_sub(4);
-    format!(": {}", lines[start..].join("; "))
 }
 
 impl PackageBackend for DebBackend {

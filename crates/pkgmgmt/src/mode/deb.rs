@@ -31,12 +31,12 @@ use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCom
 use super::guestfs::{
     CopyBudget, Journal, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest, read_limited,
 };
-use super::rpm::{InternalRecord, internal_record_file, set_tree_modes, tail, write_host_atomic};
+use super::rpm::{InternalRecord, internal_record_file, set_tree_modes, write_host_atomic};
 use super::status::{parse_status, plain_absolute_path, render_status, valid_package_name};
 use super::{
     Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps, nothing, text_err,
 };
-use crate::error::Error;
+use crate::error::{Error, output_tail};
 use crate::layout::PkgLayout;
 
 /// The guest's dpkg admin directory.
@@ -431,7 +431,7 @@ impl DebModeChange {
                 guest: self.target.guest().to_owned(),
                 command: command.to_string(),
                 status: finished.status,
-                stderr_tail: tail(&finished.stderr),
+                stderr_tail: output_tail(&finished.stderr, 3),
             }));
         }
         Ok(lines)

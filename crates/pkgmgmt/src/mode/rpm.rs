@@ -44,7 +44,7 @@ use super::guestfs::{
 use super::{
     Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps, nothing, text_err,
 };
-use crate::error::Error;
+use crate::error::{Error, output_tail};
 use crate::layout::PkgLayout;
 
 /// The database path rpm uses when no macro file sets one.
@@ -299,7 +299,7 @@ impl RpmModeChange {
             guest: self.target.guest().to_owned(),
             command: command.to_string(),
             status: finished.status,
-            stderr_tail: tail(&finished.stderr),
+            stderr_tail: output_tail(&finished.stderr, 3),
         }))
     }
 
@@ -820,7 +820,7 @@ impl RpmModeChange {
                 guest: self.target.guest().to_owned(),
                 command: command.to_string(),
                 status: finished.status,
-                stderr_tail: tail(&finished.stderr),
+                stderr_tail: output_tail(&finished.stderr, 3),
             }));
         }
         Ok(lines)
@@ -866,17 +866,6 @@ pub(crate) fn write_host_atomic(path: &Path, content: &[u8]) -> StepResult {
     fs_err::write(&temp, content)?;
     fs_err::rename(&temp, path)?;
     Ok(())
-}
-
-/// The last lines of a tool's standard error, as `: line; line`.
-pub(crate) fn tail(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    let start = lines.len().saturating_sub(3);
-    format!(": {}", lines[start..].join("; "))
 }
 
 #[cfg(test)]
