@@ -260,11 +260,13 @@ pub fn running_guest(
     Ok(running.map(|running| vserver_sandbox::RunningGuest {
         pid: running.record.pid,
         start_time: running.record.start_time,
+        // The v2 directory's `cgroup.freeze`, else a v1 freezer hierarchy's `freezer.state`.
         freezer: running
             .record
             .unified_cgroup
-            .as_ref()
-            .and_then(|dir| vserver_sandbox::Freezer::for_cgroup(dir).ok()),
+            .iter()
+            .chain(&running.record.cgroups)
+            .find_map(|dir| vserver_sandbox::Freezer::for_cgroup(dir).ok()),
     }))
 }
 

@@ -762,8 +762,12 @@ impl GuestCgroup {
             cgroup.unified = Some(dir.clone());
             cgroup.dirs.push(dir);
         }
-        for controller in ["memory", "pids", "cpu"] {
+        for controller in ["memory", "pids", "cpu", "freezer"] {
             if support.unified_has(controller) {
+                continue;
+            }
+            // Without a v2 tree, package operations freeze the guest through the v1 freezer.
+            if controller == "freezer" && support.unified.is_some() {
                 continue;
             }
             if let Some(hierarchy) = support.v1_hierarchy(controller) {
