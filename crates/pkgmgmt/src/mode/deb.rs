@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCommand, StdioMode};
+use vserver_sandbox::{Access, FileKind, GuestRoot, SandboxCommand};
 
 use super::guestfs::{
     CopyBudget, Journal, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest, read_limited,
@@ -36,7 +36,6 @@ use super::status::{parse_status, plain_absolute_path, render_status, valid_pack
 use super::{
     Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps, nothing, text_err,
 };
-use crate::error::{Error, output_tail};
 use crate::layout::PkgLayout;
 
 /// The guest's dpkg admin directory.
@@ -390,15 +389,10 @@ impl DebModeChange {
     /// `dpkg --verify` on the guest with the rebuilt admin directory bound onto its
     /// `/var/lib/dpkg`; returns the lines that report a difference.
     fn verify(&self, root: &GuestRoot) -> Result<Vec<String>, StepFailure> {
-        let has_proc = matches!(
-            root.symlink_metadata("/proc"),
-            Ok(info) if info.kind == FileKind::Dir
-        );
         let mut root_arg = std::ffi::OsString::from("--root=");
         root_arg.push(&self.target.root);
         let mut command = SandboxCommand::new("dpkg");
         command
-            .no_network(true)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LC_ALL", "C.UTF-8")
@@ -410,31 +404,8 @@ impl DebModeChange {
                 ADMIN_DIR,
                 Access::ReadWrite,
             )
-            .guest_proc(has_proc)
-            .capabilities(CapabilityProfile::PackageManager)
-            .hide_siblings_of(&self.target.root)
-            .hide_siblings_of(self.target.layout.dir())
-            .stdout(StdioMode::Capture)
-            .stderr(StdioMode::Capture);
-        let finished = command.status().map_err(|source| Error::Sandbox {
-            guest: self.target.guest().to_owned(),
-            tool: "dpkg".into(),
-            source: Box::new(source),
-        })?;
-        let lines: Vec<String> = String::from_utf8_lossy(&finished.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect();
-        if !finished.status.success() && lines.is_empty() {
-            return Err(Box::new(Error::ToolFailed {
-                guest: self.target.guest().to_owned(),
-                command: command.to_string(),
-                status: finished.status,
-                stderr_tail: output_tail(&finished.stderr, 3),
-            }));
-        }
-        Ok(lines)
+            .guest_proc(ModeTarget::has_proc(root));
+        self.target.verify_lines("dpkg", &mut command)
     }
 }
 

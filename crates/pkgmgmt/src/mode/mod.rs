@@ -264,6 +264,52 @@ impl ModeTarget {
         })
     }
 
+    /// Whether the guest has a `/proc` directory to mount a fresh proc on.
+    pub(crate) fn has_proc(root: &vserver_sandbox::GuestRoot) -> bool {
+        matches!(
+            root.symlink_metadata("/proc"),
+            Ok(info) if info.kind == vserver_sandbox::FileKind::Dir
+        )
+    }
+
+    /// Runs a verifier (`rpm -Va`, `dpkg --verify`) on the guest, in a sandbox that sees no
+    /// other guest and no network; returns the lines that report a difference. Verifiers exit
+    /// non-zero when something differs, so only a failure without a single line is an error.
+    pub(crate) fn verify_lines(
+        &self,
+        tool: &str,
+        command: &mut vserver_sandbox::SandboxCommand,
+    ) -> std::result::Result<Vec<String>, StepFailure> {
+        command
+            .no_network(true)
+            .capabilities(vserver_sandbox::CapabilityProfile::PackageManager)
+            .hide_siblings_of(&self.root)
+            .hide_siblings_of(self.layout.dir())
+            .stdout(vserver_sandbox::StdioMode::Capture)
+            .stderr(vserver_sandbox::StdioMode::Capture);
+        let finished = command
+            .status()
+            .map_err(|source| crate::error::Error::Sandbox {
+                guest: self.guest().to_owned(),
+                tool: tool.into(),
+                source: Box::new(source),
+            })?;
+        let lines: Vec<String> = String::from_utf8_lossy(&finished.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !finished.status.success() && lines.is_empty() {
+            return Err(Box::new(crate::error::Error::ToolFailed {
+                guest: self.guest().to_owned(),
+                command: command.to_string(),
+                status: finished.status,
+                stderr_tail: crate::error::output_tail(&finished.stderr, 3),
+            }));
+        }
+        Ok(lines)
+    }
+
     /// Removes a conversion work directory, if it is there.
     pub(crate) fn remove_dir(&self, dir: &std::path::Path) -> StepResult {
         if dir.exists() {

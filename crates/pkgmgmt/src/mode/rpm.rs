@@ -35,7 +35,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
-use vserver_sandbox::{Access, CapabilityProfile, FileKind, GuestRoot, SandboxCommand, StdioMode};
+use vserver_sandbox::{Access, FileKind, GuestRoot, SandboxCommand, StdioMode};
 
 use super::guestfs::{
     CopyBudget, Journal, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest, read_limited,
@@ -783,10 +783,6 @@ impl RpmModeChange {
     /// `rpm -Va` on the guest with the rebuilt database bound at `/.rpmdb`; returns the lines
     /// that report a difference. Scriptlets (`%verifyscript`) do not run: they are guest code.
     fn verify(&self, root: &GuestRoot) -> Result<Vec<String>, StepFailure> {
-        let has_proc = matches!(
-            root.symlink_metadata("/proc"),
-            Ok(info) if info.kind == FileKind::Dir
-        );
         let mut command = SandboxCommand::new("rpm");
         command
             .env_clear()
@@ -798,32 +794,8 @@ impl RpmModeChange {
             .args(["--dbpath", "/.rpmdb", "-Va", "--nodeps", "--noscripts"])
             .guest_root(&self.target.root)
             .bind(self.convert_dir().join("db"), "/.rpmdb", Access::ReadWrite)
-            .guest_proc(has_proc)
-            .capabilities(CapabilityProfile::PackageManager)
-            .hide_siblings_of(&self.target.root)
-            .hide_siblings_of(self.target.layout.dir())
-            .stdout(StdioMode::Capture)
-            .stderr(StdioMode::Capture);
-        let finished = command.status().map_err(|source| Error::Sandbox {
-            guest: self.target.guest().to_owned(),
-            tool: "rpm".into(),
-            source: Box::new(source),
-        })?;
-        let lines: Vec<String> = String::from_utf8_lossy(&finished.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect();
-        // rpm -V exits 1 when something differs; without a single line it failed to run.
-        if !finished.status.success() && lines.is_empty() {
-            return Err(Box::new(Error::ToolFailed {
-                guest: self.target.guest().to_owned(),
-                command: command.to_string(),
-                status: finished.status,
-                stderr_tail: output_tail(&finished.stderr, 3),
-            }));
-        }
-        Ok(lines)
+            .guest_proc(ModeTarget::has_proc(root));
+        self.target.verify_lines("rpm", &mut command)
     }
 }
 
