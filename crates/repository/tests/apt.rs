@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod apt_common;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use apt_common::{
+use common::{
     IsolatedApt, assert_success, chain, fields, index, require_tool, run, stanzas_by_filename,
 };
 use sha2::Digest;

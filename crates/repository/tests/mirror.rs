@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // The isolated apt of the apt indexer tests (its own config, state and cache).
-mod apt_common;
+mod common;
+
+use common::require_tool;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -24,21 +26,6 @@ use vserver_repository::mirror::{
 use vserver_repository::progress::NoProgress;
 use vserver_repository::rpmmd::{Repomd, RpmIndexOptions, index_rpm, read_repository};
 use vserver_repository::serve::{RequestLog, ServeOptions, Server, ServerHandle};
-
-fn require(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
-            "`{tool}` is required (VSERVER_TEST_REQUIRE_ALL is set)"
-        );
-        eprintln!("skipped: `{tool}` is not installed");
-    }
-    found
-}
 
 /// `serve` on an ephemeral loopback port, recording every request.
 struct TestServer {
@@ -540,7 +527,7 @@ fn apt_suite_mirror_over_http_is_identical() {
 
 #[test]
 fn dnf_installs_from_a_mirror_served_over_http() {
-    if !require("dnf") || !rustix::process::geteuid().is_root() {
+    if !require_tool("dnf") || !rustix::process::geteuid().is_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -651,7 +638,7 @@ fn sign(home: &Path, file: &Path, clear: bool) {
 
 #[test]
 fn signatures_are_verified_against_the_keyring() {
-    if !require("gpg") || !require("gpgv") {
+    if !require_tool("gpg") || !require_tool("gpgv") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -744,7 +731,7 @@ fn by_hash_names(dir: &Path) -> std::collections::BTreeSet<String> {
 
 #[test]
 fn apt_get_installs_from_an_apt_mirror_served_over_http() {
-    if !require("apt-get") {
+    if !require_tool("apt-get") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -759,7 +746,7 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
         },
     )
     .unwrap();
-    apt_common::index(
+    common::index(
         &src,
         AptLayout::Dists {
             suite: "stable".into(),
@@ -782,12 +769,12 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
     let first_generation = by_hash_names(&dest.join("dists/stable/main/binary-amd64"));
     assert!(!first_generation.is_empty());
     let served = TestServer::start(&dest);
-    let client = apt_common::IsolatedApt::new(
+    let client = common::IsolatedApt::new(
         &tmp.path().join("apt"),
         &format!("deb [trusted=yes] {} stable main", served.url()),
         "amd64",
     );
-    apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+    common::assert_success(&client.apt_get(&["update"]), "apt-get update");
     let log = served.take_log();
     assert!(
         log.iter()
@@ -808,7 +795,7 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
         },
     )
     .unwrap();
-    apt_common::index(
+    common::index(
         &src,
         AptLayout::Dists {
             suite: "stable".into(),
@@ -823,7 +810,7 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
             && second_generation.len() > first_generation.len(),
         "{first_generation:?} -> {second_generation:?}"
     );
-    apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+    common::assert_success(&client.apt_get(&["update"]), "apt-get update");
     let names: Vec<String> = std::fs::read_dir(dest.join("pool/main"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -836,7 +823,7 @@ fn apt_get_installs_from_an_apt_mirror_served_over_http() {
         .next()
         .unwrap()
         .to_owned();
-    apt_common::assert_success(
+    common::assert_success(
         &client.apt_get(&["install", "--download-only", "-y", &package]),
         "apt-get install --download-only",
     );

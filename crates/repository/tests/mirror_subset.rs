@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::require_tool;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,21 +20,6 @@ use vserver_repository::mirror::{
 };
 use vserver_repository::progress::NoProgress;
 use vserver_repository::rpmmd::{RpmIndexOptions, index_rpm, read_repository};
-
-fn require(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
-            "`{tool}` is required (VSERVER_TEST_REQUIRE_ALL is set)"
-        );
-        eprintln!("skipped: `{tool}` is not installed");
-    }
-    found
-}
 
 fn subset(names: &[&str]) -> MirrorOptions {
     MirrorOptions {
@@ -136,7 +125,7 @@ fn dnf_install(repo: &Path, scratch: &Path, names: &[&str]) -> std::process::Out
 
 #[test]
 fn subset_of_a_generated_set_is_complete_for_rpm_and_dnf() {
-    if !require("rpm") {
+    if !require_tool("rpm") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -171,7 +160,7 @@ fn subset_of_a_generated_set_is_complete_for_rpm_and_dnf() {
     eprintln!("closure of {wanted:?}: {} of 120 packages", first.packages);
     assert_rpm_installs_all(&dest, tmp.path());
 
-    if require("dnf") && rustix::process::geteuid().is_root() {
+    if require_tool("dnf") && rustix::process::geteuid().is_root() {
         let output = dnf_install(&dest, tmp.path(), &wanted);
         assert!(
             output.status.success(),
@@ -290,7 +279,7 @@ fn rpm_dependency_semantics_on_hand_made_packages() {
     assert_eq!(names, want);
     // The newest lib is 2.0-2, not 2.0-1 or 2.0~rc1.
     assert!(rpm_files(&dest).iter().any(|f| f.contains("lib-2.0-2.")));
-    if require("rpm") {
+    if require_tool("rpm") {
         assert_rpm_installs_all(&dest, tmp.path());
     }
 
@@ -335,7 +324,7 @@ fn rpm_dependency_semantics_on_hand_made_packages() {
 #[test]
 fn closures_of_random_requests_install_with_rpm() {
     use rand::{Rng, SeedableRng};
-    if !require("rpm") {
+    if !require_tool("rpm") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

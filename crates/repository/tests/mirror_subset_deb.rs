@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 // The isolated apt of the apt indexer tests (its own config, state and cache).
-mod apt_common;
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -34,7 +34,7 @@ fn subset(names: &[&str]) -> MirrorOptions {
 }
 
 fn index_source(src: &Path) {
-    apt_common::index(
+    common::index(
         src,
         AptLayout::Dists {
             suite: "stable".into(),
@@ -45,7 +45,7 @@ fn index_source(src: &Path) {
 
 fn run_mirror(src: &Path, dest: &Path, options: &MirrorOptions) -> MirrorReport {
     mirror(src.to_str().unwrap(), dest, options, &NoProgress)
-        .unwrap_or_else(|e| panic!("mirror failed: {}", apt_common::chain(&e)))
+        .unwrap_or_else(|e| panic!("mirror failed: {}", common::chain(&e)))
 }
 
 /// `name version` of every package the subset's `binary-amd64` index lists, after checking
@@ -98,16 +98,16 @@ fn walk_debs(root: &Path, dir: &Path) -> BTreeSet<String> {
 
 /// `apt-get update` and `apt-get -s install NAMES` against DEST alone, into an empty status.
 fn apt_simulates_install(dest: &Path, scratch: &Path, names: &[&str]) {
-    let client = apt_common::IsolatedApt::new(
+    let client = common::IsolatedApt::new(
         scratch,
         &format!("deb [trusted=yes] file:{} stable main", dest.display()),
         "amd64",
     );
-    apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+    common::assert_success(&client.apt_get(&["update"]), "apt-get update");
     let mut args = vec!["-s", "install"];
     args.extend(names);
     let output = client.apt_get(&args);
-    apt_common::assert_success(&output, "apt-get -s install");
+    common::assert_success(&output, "apt-get -s install");
     let stdout = String::from_utf8_lossy(&output.stdout);
     for name in names {
         assert!(stdout.contains(&format!("Inst {name} ")), "{stdout}");
@@ -137,7 +137,7 @@ fn subset_of_a_generated_set_installs_with_apt() {
     assert_eq!(names.len() as u64, report.packages);
     assert!(report.packages > 2 && report.packages < 100, "{report:?}");
     eprintln!("closure of {wanted:?}: {} of 100 packages", report.packages);
-    if apt_common::require_tool("apt-get") {
+    if common::require_tool("apt-get") {
         apt_simulates_install(&dest, &tmp.path().join("apt"), &wanted);
     }
     let again = run_mirror(&src, &dest, &subset(&wanted));
@@ -201,7 +201,7 @@ fn debian_relationship_semantics_on_hand_made_packages() {
     .map(|s| (*s).to_owned())
     .collect();
     assert_eq!(listed(&dest), want);
-    if apt_common::require_tool("apt-get") {
+    if common::require_tool("apt-get") {
         apt_simulates_install(&dest, &tmp.path().join("apt"), &["app"]);
     }
 
@@ -236,13 +236,13 @@ fn debian_relationship_semantics_on_hand_made_packages() {
     let report = run_mirror(&src, &empty, &options);
     assert_eq!((report.packages, report.unresolved.len()), (0, 1));
     assert!(empty.join("dists/stable/Release").is_file());
-    if apt_common::require_tool("apt-get") {
-        let client = apt_common::IsolatedApt::new(
+    if common::require_tool("apt-get") {
+        let client = common::IsolatedApt::new(
             &tmp.path().join("apt-empty"),
             &format!("deb [trusted=yes] file:{} stable main", empty.display()),
             "amd64",
         );
-        apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+        common::assert_success(&client.apt_get(&["update"]), "apt-get update");
     }
 }
 
@@ -251,7 +251,7 @@ fn debian_relationship_semantics_on_hand_made_packages() {
 #[test]
 fn closures_of_random_requests_install_with_apt() {
     use rand::{Rng, SeedableRng};
-    if !apt_common::require_tool("apt-get") {
+    if !common::require_tool("apt-get") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -298,7 +298,7 @@ fn closure_over_the_real_debian_index_satisfies_apt() {
     use vserver_repository::closure::{DebEntry, resolve_deb};
     use vserver_repository::deb::checksum::MultiHasher;
 
-    if !apt_common::require_tool("apt-get") {
+    if !common::require_tool("apt-get") {
         return;
     }
     if !Path::new(HOST_BOOKWORM_INDEX).is_file() {
@@ -309,7 +309,7 @@ fn closure_over_the_real_debian_index_satisfies_apt() {
         eprintln!("skipped: no {HOST_BOOKWORM_INDEX} (run apt-get update)");
         return;
     }
-    let text = apt_common::run(
+    let text = common::run(
         std::process::Command::new("/usr/lib/apt/apt-helper")
             .args(["cat-file", HOST_BOOKWORM_INDEX]),
     )
@@ -364,16 +364,16 @@ fn closure_over_the_real_debian_index_satisfies_apt() {
             .write_all(release.as_bytes())
             .unwrap();
 
-        let client = apt_common::IsolatedApt::new(
+        let client = common::IsolatedApt::new(
             &repo.path().join("apt"),
             &format!("deb [trusted=yes] file:{} ./", repo.path().display()),
             "amd64",
         );
-        apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+        common::assert_success(&client.apt_get(&["update"]), "apt-get update");
         let mut args = vec!["-s", "install"];
         args.extend(wanted.iter().map(String::as_str));
         let output = client.apt_get(&args);
-        apt_common::assert_success(&output, "apt-get -s install over the closure");
+        common::assert_success(&output, "apt-get -s install over the closure");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let installs = stdout.lines().filter(|l| l.starts_with("Inst ")).count();
         eprintln!(
@@ -399,7 +399,7 @@ fn flat_and_multi_suite_sources() {
         .unwrap();
     DebPackage::new("middle", "1.0-1").write_to(&flat).unwrap();
     DebPackage::new("aside", "1.0-1").write_to(&flat).unwrap();
-    apt_common::index(&flat, AptLayout::Flat);
+    common::index(&flat, AptLayout::Flat);
     let dest = tmp.path().join("flat-dest");
     let mut options = subset(&["top"]);
     options.suites.clear();
@@ -411,14 +411,14 @@ fn flat_and_multi_suite_sources() {
         .collect();
     assert_eq!(names, ["middle".to_owned(), "top".to_owned()].into());
     assert_eq!(walk_debs(&dest, &dest).len(), 2);
-    if apt_common::require_tool("apt-get") {
-        let client = apt_common::IsolatedApt::new(
+    if common::require_tool("apt-get") {
+        let client = common::IsolatedApt::new(
             &tmp.path().join("apt-flat"),
             &format!("deb [trusted=yes] file:{} ./", dest.display()),
             "amd64",
         );
-        apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
-        apt_common::assert_success(&client.apt_get(&["-s", "install", "top"]), "apt-get -s");
+        common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+        common::assert_success(&client.apt_get(&["-s", "install", "top"]), "apt-get -s");
     }
 
     // Two suites: `updates` (its own pool) needs a package of `stable`.
@@ -437,7 +437,7 @@ fn flat_and_multi_suite_sources() {
         .depends("base-lib (>= 1.0)")
         .write_to(&updates.join("pool/updates"))
         .unwrap();
-    apt_common::index(
+    common::index(
         &updates,
         AptLayout::Dists {
             suite: "updates".into(),
@@ -461,8 +461,8 @@ fn flat_and_multi_suite_sources() {
     };
     assert_eq!(suite_names("stable"), ["base-lib".to_owned()].into());
     assert_eq!(suite_names("updates"), ["fresh-app".to_owned()].into());
-    if apt_common::require_tool("apt-get") {
-        let client = apt_common::IsolatedApt::new(
+    if common::require_tool("apt-get") {
+        let client = common::IsolatedApt::new(
             &tmp.path().join("apt-suites"),
             &format!(
                 "deb [trusted=yes] file:{d} stable main\ndeb [trusted=yes] file:{d} updates main",
@@ -470,8 +470,8 @@ fn flat_and_multi_suite_sources() {
             ),
             "amd64",
         );
-        apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
-        apt_common::assert_success(
+        common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+        common::assert_success(
             &client.apt_get(&["-s", "install", "fresh-app"]),
             "apt-get -s",
         );
@@ -491,7 +491,7 @@ fn debian_relations_match_apt() {
     use vserver_repository::closure::{DebEntry, resolve_deb};
     use vserver_repository::deb::checksum::MultiHasher;
 
-    if !apt_common::require_tool("apt-get") {
+    if !common::require_tool("apt-get") {
         return;
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(64);
@@ -580,12 +580,12 @@ fn debian_relations_match_apt() {
         .unwrap()
         .write_all(write_release(&ReleaseFields::default(), &[entry]).as_bytes())
         .unwrap();
-    let client = apt_common::IsolatedApt::new(
+    let client = common::IsolatedApt::new(
         &repo.path().join("apt"),
         &format!("deb [trusted=yes] file:{} ./", repo.path().display()),
         "amd64",
     );
-    apt_common::assert_success(&client.apt_get(&["update"]), "apt-get update");
+    common::assert_success(&client.apt_get(&["update"]), "apt-get update");
     let output = client.apt_get(&["-s", "install", "consumer"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let by_apt: BTreeSet<usize> = stdout

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::require_tool;
+
 use std::cmp::Ordering;
 use std::io::Write;
 use std::process::Command;
@@ -12,21 +16,6 @@ use std::process::Command;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vserver_repository::closure::version::{RpmEvr, dpkg_compare};
-
-fn require(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
-            "`{tool}` is required (VSERVER_TEST_REQUIRE_ALL is set)"
-        );
-        eprintln!("skipped: `{tool}` is not installed");
-    }
-    found
-}
 
 /// A version-like string from pieces that matter to both algorithms.
 fn piece_string(rng: &mut ChaCha8Rng, pieces: &[&str], max: usize) -> String {
@@ -86,7 +75,7 @@ fn rpm_evr(rng: &mut ChaCha8Rng) -> String {
 
 #[test]
 fn rpm_vercmp_matches_rpm_on_generated_pairs() {
-    if !require("rpm") {
+    if !require_tool("rpm") {
         return;
     }
     let pairs = pairs(61, 3000, RPM_PIECES, rpm_evr);
@@ -165,7 +154,7 @@ fn deb_version(rng: &mut ChaCha8Rng) -> String {
 
 #[test]
 fn dpkg_compare_matches_dpkg_on_generated_pairs() {
-    if !require("dpkg") {
+    if !require_tool("dpkg") {
         return;
     }
     let pairs = pairs(62, 800, DEB_PIECES, deb_version);
@@ -215,7 +204,7 @@ fn rpm_ranges_match_rpm_install_test() {
     use vserver_repository::progress::NoProgress;
     use vserver_repository::rpmmd::{RpmIndexOptions, index_rpm};
 
-    if !require("rpm") {
+    if !require_tool("rpm") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

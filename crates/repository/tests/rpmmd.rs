@@ -2,6 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::require_tool;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,22 +15,6 @@ use vserver_repository::publish::lock_repository;
 use vserver_repository::rpmmd::{
     Package, RpmIndexError, RpmIndexOptions, index_rpm, read_repository,
 };
-
-/// Whether `tool` can run here; skips (with a printed reason) unless CI demands every test.
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
-            "`{tool}` is required (VSERVER_TEST_REQUIRE_ALL is set)"
-        );
-        eprintln!("skipped: `{tool}` is not installed");
-    }
-    found
-}
 
 fn is_root() -> bool {
     let root = rustix::process::geteuid().is_root();
@@ -113,7 +101,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn metadata_equals_createrepo_c_field_by_field() {
-    if !have("createrepo_c") {
+    if !require_tool("createrepo_c") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -158,7 +146,7 @@ fn metadata_equals_createrepo_c_field_by_field() {
 
 #[test]
 fn dnf_resolves_and_installs_from_the_index() {
-    if !have("dnf") || !is_root() {
+    if !require_tool("dnf") || !is_root() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -428,7 +416,7 @@ fn decompressed_database(repo: &Path, kind: &str, out: &Path) -> PathBuf {
 
 #[test]
 fn sqlite_databases_equal_createrepo_c_row_by_row() {
-    if !have("createrepo_c") {
+    if !require_tool("createrepo_c") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! Helpers for the apt indexer tests: real tools, an isolated apt, generated packages.
+//! Helpers the repository tests share: skipping without a tool, an isolated apt, indexing.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
