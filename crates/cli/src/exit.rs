@@ -9,3 +9,10 @@ pub const PARTIAL: u8 = 3;
 /// `vrepo mirror`: the mirror was already up to date; nothing was downloaded, removed or
 /// published (0 means it was updated).
 pub const UP_TO_DATE: u8 = 4;
+
+/// Prints a command-line parse error (or the help or version clap was asked for) and returns the
+/// exit status: 2 for an error, 0 for help and version.
+pub fn command_line(err: &clap::Error) -> std::process::ExitCode {
+    let _ = err.print();
+    std::process::ExitCode::from(if err.use_stderr() { USAGE } else { 0 })
+}

@@ -135,10 +135,7 @@ struct AddArgs {
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(err) => return exit::command_line(&err),
     };
     let json = matches!(
         cli.command,

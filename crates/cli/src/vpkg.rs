@@ -109,10 +109,7 @@ pub fn run_on_guests(
 ) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(err) => return exit::command_line(&err),
     };
     let out = Output::new(applet, Verbosity::Normal);
     let roots = cli.roots.roots();
@@ -203,10 +200,7 @@ const FAIL_AT_STEP_VAR: &str = "VSERVER_TEST_FAIL_AT_STEP";
 pub fn pkgmgmt(roots: &HostRoots, guest: &str, args: &[OsString]) -> ExitCode {
     let parsed = match PkgmgmtArgs::try_parse_from(args) {
         Ok(parsed) => parsed,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(err) => return exit::command_line(&err),
     };
     let out = Output::new(
         "vserver",

@@ -120,10 +120,7 @@ struct IndexArgs {
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(err) => return exit::command_line(&err),
     };
     match cli.command {
         Command::Mirror(args) => mirror_cmd::run_mirror(&args),

@@ -95,10 +95,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(err) => return exit::command_line(&err),
     };
     match cli.command.as_str() {
         "build" => build(&cli),
@@ -133,10 +130,7 @@ fn build(cli: &Cli) -> ExitCode {
         .and_then(|b| MethodArgs::try_parse_from(method_args).map(|m| (b, m)));
     let (build_args, method) = match parsed {
         Ok(parsed) => parsed,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(err) => return exit::command_line(&err),
     };
     let out = Output::new(
         "vserver",
@@ -310,10 +304,7 @@ fn status_line(status: &vserver_guest::GuestStatus) -> String {
 fn list(args: Vec<OsString>) -> ExitCode {
     let parsed = match ListArgs::try_parse_from(args) {
         Ok(parsed) => parsed,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(err) => return exit::command_line(&err),
     };
     let verbosity = if parsed.json {
         Verbosity::Json
@@ -352,10 +343,7 @@ fn list(args: Vec<OsString>) -> ExitCode {
 fn lifecycle(cli: &Cli) -> ExitCode {
     let args = match LifecycleArgs::try_parse_from(&cli.rest) {
         Ok(args) => args,
-        Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { exit::USAGE } else { 0 });
-        }
+        Err(err) => return exit::command_line(&err),
     };
     let out = Output::new(
         "vserver",
