@@ -85,11 +85,15 @@ const MERGED_USR: &[(&str, &str)] = &[
 
 /// The script that extracts package contents without dpkg: `$1` is the guest root, `$2` a file
 /// listing the package files, one per line (the list stays out of the command line, which every
-/// error message shows).
-const EXTRACT_SCRIPT: &str = "set -eu -o pipefail\nwhile IFS= read -r deb; do\n  \
-     dpkg-deb --fsys-tarfile \"$deb\" | tar --extract --file=- --directory=\"$1\" \
-     --keep-directory-symlink --same-owner --preserve-permissions --no-overwrite-dir\n\
-     done < \"$2\"\n";
+/// error message shows). One package per job, as many jobs at a time as CPUs (the xz members
+/// make this CPU-bound; measured on 2 cores, 89 Essential packages: 3.9 s one by one, 2.5 s so):
+/// the packages of the Essential set do not share files, and dpkg unpacks them all again in the
+/// next step anyway.
+const EXTRACT_SCRIPT: &str = "set -eu -o pipefail\n\
+     xargs --delimiter='\\n' --max-args=1 --max-procs=\"$(nproc 2>/dev/null || echo 1)\" \
+     bash -c 'set -o pipefail; dpkg-deb --fsys-tarfile \"$1\" | tar --extract --file=- --directory=\"$0\" \
+     --keep-directory-symlink --same-owner --preserve-permissions --no-overwrite-dir' \"$1\" \
+     < \"$2\"\n";
 
 /// `-o APT::Install-Recommends=false`: a bootstrap installs what the variant names.
 const NO_RECOMMENDS: &str = "-oAPT::Install-Recommends=false";
