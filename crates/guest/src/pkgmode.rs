@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use vserver_pkgmgmt::PkgLayout;
+pub use vserver_pkgmgmt::mode::ExternalizeReport;
 use vserver_pkgmgmt::mode::{
     DebModeChange, Mode, ModeError, ModeOptions, RpmModeChange, StepResult,
 };
@@ -53,22 +54,6 @@ pub enum PkgModeOutcome {
     },
     /// The host manages them again; what verification found.
     Externalized(ExternalizeReport),
-}
-
-/// What externalize found in the guest's database and files.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExternalizeReport {
-    /// Every package of the rebuilt database (rpm: `NAME-VERSION-RELEASE.ARCH`; dpkg:
-    /// `NAME:ARCH=VERSION`), sorted.
-    pub packages: Vec<String>,
-    /// Packages that appeared while the guest managed itself.
-    pub added: Vec<String>,
-    /// Packages that went.
-    pub removed: Vec<String>,
-    /// The verifier's lines (`rpm -Va`, `dpkg --verify`): files that differ.
-    pub differences: Vec<String>,
-    /// Files of the guest's database that failed the checks and were left out (dpkg).
-    pub rejected: Vec<String>,
 }
 
 /// Why a mode change did not happen (or was rolled back).
@@ -248,16 +233,11 @@ pub fn change_package_management(
                 PkgModeDirection::Internalize => PkgModeOutcome::Internalized {
                     packages: change.internalize(options, &mut record, on_step)?,
                 },
-                PkgModeDirection::Externalize => {
-                    let report = change.externalize(options, &mut record, on_step)?;
-                    PkgModeOutcome::Externalized(ExternalizeReport {
-                        packages: report.packages,
-                        added: report.added,
-                        removed: report.removed,
-                        differences: report.differences,
-                        rejected: report.rejected,
-                    })
-                }
+                PkgModeDirection::Externalize => PkgModeOutcome::Externalized(change.externalize(
+                    options,
+                    &mut record,
+                    on_step,
+                )?),
             }
         }
         (_, direction) => {
@@ -266,16 +246,11 @@ pub fn change_package_management(
                 PkgModeDirection::Internalize => PkgModeOutcome::Internalized {
                     packages: change.internalize(options, &mut record, on_step)?,
                 },
-                PkgModeDirection::Externalize => {
-                    let report = change.externalize(options, &mut record, on_step)?;
-                    PkgModeOutcome::Externalized(ExternalizeReport {
-                        packages: report.packages,
-                        added: report.added,
-                        removed: report.removed,
-                        differences: report.differences,
-                        rejected: Vec::new(),
-                    })
-                }
+                PkgModeDirection::Externalize => PkgModeOutcome::Externalized(change.externalize(
+                    options,
+                    &mut record,
+                    on_step,
+                )?),
             }
         }
     })

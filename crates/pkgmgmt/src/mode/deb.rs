@@ -34,7 +34,8 @@ use super::guestfs::{
 use super::rpm::{InternalRecord, internal_record_file, set_tree_modes, write_host_atomic};
 use super::status::{parse_status, plain_absolute_path, render_status, valid_package_name};
 use super::{
-    Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps, nothing, text_err,
+    ExternalizeReport, Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps,
+    nothing, text_err,
 };
 use crate::layout::PkgLayout;
 
@@ -65,21 +66,6 @@ const GUEST_APT_STATE: &[&str] = &[
     "/var/cache/apt",
     "/var/cache/apt/archives",
 ];
-
-/// What externalize found on a Debian guest.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DebVerifyReport {
-    /// `NAME:ARCH=VERSION` of every installed package, sorted.
-    pub packages: Vec<String>,
-    /// Installed packages that were not there at internalize.
-    pub added: Vec<String>,
-    /// Packages recorded at internalize that are gone.
-    pub removed: Vec<String>,
-    /// `dpkg --verify` lines: files that differ from the database.
-    pub differences: Vec<String>,
-    /// Files of the guest's admin directory left out because they did not pass the checks.
-    pub rejected: Vec<String>,
-}
 
 /// A mode change of one Debian-family guest.
 #[derive(Debug, Clone)]
@@ -267,7 +253,7 @@ impl DebModeChange {
         options: &ModeOptions,
         record_mode: &mut dyn FnMut(Mode) -> StepResult,
         on_step: &mut dyn FnMut(usize, &str),
-    ) -> Result<DebVerifyReport, ModeError> {
+    ) -> Result<ExternalizeReport, ModeError> {
         let record_path = internal_record_file(&self.target.layout);
         let record = fs_err::read_to_string(&record_path)
             .ok()
@@ -282,7 +268,7 @@ impl DebModeChange {
         let _lock = self.target.layout.lock()?;
         let root = self.target.open_root()?;
         check_plain_dirs(&root, Path::new(ADMIN_DIR)).map_err(|p| self.target.refused(p))?;
-        let report = RefCell::new(DebVerifyReport::default());
+        let report = RefCell::new(ExternalizeReport::default());
         let state_journal = RefCell::new(Journal::default());
         let config_journal = RefCell::new(Journal::default());
         let swapped = RefCell::new(false);

@@ -31,8 +31,8 @@ mod status;
 
 use std::fmt;
 
-pub use deb::{DebModeChange, DebVerifyReport};
-pub use rpm::{DEFAULT_GUEST_DBPATH, RpmModeChange, RpmVerifyReport};
+pub use deb::DebModeChange;
+pub use rpm::{DEFAULT_GUEST_DBPATH, RpmModeChange};
 pub use status::{Stanza, StatusError, parse_status, render_status};
 
 /// Where a guest's package database lives, as a mode change sees it.
@@ -234,6 +234,22 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A step that changes nothing when undone.
+/// What externalize found in the guest's database and files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExternalizeReport {
+    /// Every package of the rebuilt database (rpm: `NAME-VERSION-RELEASE.ARCH`; dpkg:
+    /// `NAME:ARCH=VERSION`), sorted.
+    pub packages: Vec<String>,
+    /// Packages that appeared while the guest managed itself.
+    pub added: Vec<String>,
+    /// Packages recorded at internalize that are gone.
+    pub removed: Vec<String>,
+    /// The verifier's lines (`rpm -Va`, `dpkg --verify`): files that differ from the database.
+    pub differences: Vec<String>,
+    /// Files of the guest's database that failed the checks and were left out (dpkg).
+    pub rejected: Vec<String>,
+}
+
 /// The guest a mode change works on: its package state and its root (a trusted host path).
 #[derive(Debug, Clone)]
 pub(crate) struct ModeTarget {

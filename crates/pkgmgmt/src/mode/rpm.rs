@@ -42,7 +42,8 @@ use super::guestfs::{
     read_optional,
 };
 use super::{
-    Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps, nothing, text_err,
+    ExternalizeReport, Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps,
+    nothing, text_err,
 };
 use crate::error::{Error, output_tail};
 use crate::layout::PkgLayout;
@@ -69,19 +70,6 @@ const GUEST_PM_STATE: &[&str] = &[
     "/var/lib/yum",
     "/var/cache/yum",
 ];
-
-/// What externalize found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RpmVerifyReport {
-    /// The packages of the rebuilt database (`NAME-VERSION-RELEASE.ARCH`), sorted.
-    pub packages: Vec<String>,
-    /// Packages in the guest that were not there at internalize.
-    pub added: Vec<String>,
-    /// Packages recorded at internalize that are gone.
-    pub removed: Vec<String>,
-    /// `rpm -Va` lines: files that differ from the database.
-    pub differences: Vec<String>,
-}
 
 /// A mode change of one rpm guest.
 #[derive(Debug, Clone)]
@@ -604,7 +592,7 @@ impl RpmModeChange {
         options: &ModeOptions,
         record_mode: &mut dyn FnMut(Mode) -> StepResult,
         on_step: &mut dyn FnMut(usize, &str),
-    ) -> Result<RpmVerifyReport, ModeError> {
+    ) -> Result<ExternalizeReport, ModeError> {
         let record_path = self.record_file();
         let record = fs_err::read_to_string(&record_path)
             .ok()
@@ -634,7 +622,7 @@ impl RpmModeChange {
                 .target
                 .refused("`/.rpmdb` in the guest is not an empty directory; remove it first"));
         }
-        let report = RefCell::new(RpmVerifyReport::default());
+        let report = RefCell::new(ExternalizeReport::default());
         let mount_journal = RefCell::new(Journal::default());
         let state_journal = RefCell::new(Journal::default());
         let config_journal = RefCell::new(Journal::default());
