@@ -105,35 +105,25 @@ impl AptMirror {
             }
             _ => &words[..],
         };
-        let valid_url = self.url.contains(':')
-            && self
-                .url
-                .chars()
-                .all(|c| c.is_ascii_graphic() && !"[]#\"'".contains(c));
-        match (valid_url, words) {
-            (true, [_url, suite, components @ ..]) if !components.is_empty() => {
-                let options = if self.trusted { "[trusted=yes] " } else { "" };
-                Ok(format!(
-                    "deb {options}{} {suite} {}\n",
-                    self.url,
-                    components.join(" ")
-                ))
-            }
-            (false, _) => Err(Error::BadRequest {
-                guest: String::new(),
-                problem: format!(
-                    "mirror `{}`: expected a URL with a scheme (http:, https:, file:)",
-                    self.url.escape_debug()
-                ),
-            }),
-            _ => Err(Error::BadRequest {
-                guest: String::new(),
-                problem: format!(
-                    "distribution `{}` names no release suite to take from a mirror",
-                    distribution.name
-                ),
-            }),
+        let refuse = |problem: String| Error::BadRequest {
+            guest: String::new(),
+            problem,
+        };
+        let [_url, suite, components @ ..] = words else {
+            return Err(refuse(format!(
+                "distribution `{}` names no release suite to take from a mirror",
+                distribution.name
+            )));
+        };
+        if self.url.is_empty() || self.url.contains(char::is_whitespace) {
+            return Err(refuse(format!(
+                "mirror `{}`: expected one URL",
+                self.url.escape_debug()
+            )));
         }
+        // The same checks and format as a registered source.
+        let source = format!("{} {suite} {}", self.url, components.join(" "));
+        crate::distribution::apt_source_line(&distribution.name, &source, self.trusted)
     }
 }
 

@@ -447,7 +447,7 @@ impl DistributionStore {
 
 /// One `sources.list` line from `URL SUITE [COMPONENT…]`. Each word must be a plain token: a
 /// line break or an option bracket would let the registration smuggle in other sources.
-fn apt_source_line(name: &str, source: &str, trusted: bool) -> Result<String> {
+pub(crate) fn apt_source_line(name: &str, source: &str, trusted: bool) -> Result<String> {
     let words: Vec<&str> = source.split_whitespace().collect();
     let bad = |problem: String| Error::BadDistribution {
         name: name.to_owned(),
