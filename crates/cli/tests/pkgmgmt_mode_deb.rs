@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{WORK_BASE, available, snapshot};
+use common::{WORK_BASE, available, built_plugin, snapshot};
 
 const CACHE: &str = "/var/tmp/vserver-test-debs";
 const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
@@ -55,6 +55,9 @@ impl Host {
             .env("VSERVER_PKGDIR", self.top.join("vservers/.pkg"))
             .env("VSERVER_RUNDIR", self.top.join("run"))
             .env_remove("VSERVER_TEST_FAIL_AT_STEP");
+        if let Some(plugin) = built_plugin() {
+            command.env("VSERVER_RPM_PLUGIN", plugin);
+        }
         command
     }
 

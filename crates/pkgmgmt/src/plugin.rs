@@ -2,7 +2,8 @@
 //!
 //! It is built with the workspace and lies next to the running executable
 //! (`target/debug/libvserver_rpm_plugin.so`, or beside an installed `vserver`); a test binary
-//! runs from `target/debug/deps/`, so the parent directory is tried too. `VSERVER_RPM_PLUGIN`
+//! runs from `target/debug/deps/`, so the parent directory is tried too, and `cargo test` alone
+//! leaves the library only in `target/debug/deps/`, so that is tried last. `VSERVER_RPM_PLUGIN`
 //! names it explicitly and wins.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,8 @@ pub fn find_rpm_plugin() -> Result<PathBuf> {
         dir.join(PLUGIN_FILE_NAME),
         dir.join("..").join(PLUGIN_FILE_NAME),
         dir.join("../lib/vserver").join(PLUGIN_FILE_NAME),
+        // `cargo test` builds the library as a dependency only, into `target/debug/deps`.
+        dir.join("deps").join(PLUGIN_FILE_NAME),
     ];
     candidates
         .into_iter()
