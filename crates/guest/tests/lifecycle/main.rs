@@ -1139,15 +1139,17 @@ fn plain_init() -> Result<(), Outcome> {
         &StartOptions::default(),
     )
     .unwrap();
+    // The shell creates the file before it writes the line: wait for the whole line.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !root.join("init-ran").exists() {
+    let ran = loop {
+        let text = fs::read_to_string(root.join("init-ran")).unwrap_or_default();
+        if text.ends_with('\n') {
+            break text;
+        }
         assert!(Instant::now() < deadline, "/sbin/init never ran");
         std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        fs::read_to_string(root.join("init-ran")).unwrap(),
-        "plain 1\n"
-    );
+    };
+    assert_eq!(ran, "plain 1\n");
     let cmdline = fs::read_to_string(format!("/proc/{}/cmdline", started.record.pid)).unwrap();
     assert!(cmdline.contains("/sbin/init"), "{cmdline:?}");
     assert!(world.stop("plain"));
