@@ -127,12 +127,21 @@ impl PkgLayout {
             .map_err(|e| self.host_err("open", &path, e))?
             .into_parts()
             .0;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-            |_| Error::Busy {
-                guest: self.guest.clone(),
-                path: path.clone(),
-            },
-        )?;
+        // Retried for a moment: a child that another thread of the previous holder is forking
+        // keeps a copy of the descriptor (and so the lock) until it execs.
+        let mut attempts = 0;
+        while rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .is_err()
+        {
+            attempts += 1;
+            if attempts > 20 {
+                return Err(Error::Busy {
+                    guest: self.guest.clone(),
+                    path: path.clone(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         Ok(PkgLock(file))
     }
 

@@ -70,7 +70,7 @@ pub fn lock_repository(dir: &Path, wait: bool) -> Result<RepoLock, PublishError>
         .write(true)
         .open(&lock)
         .map_err(io_err("open", &lock))?;
-    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+    match try_flock(&file) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) if wait => {
             rustix::fs::flock(&file, FlockOperation::LockExclusive)
@@ -85,6 +85,23 @@ pub fn lock_repository(dir: &Path, wait: bool) -> Result<RepoLock, PublishError>
         Err(e) => return Err(io_err("lock", &lock)(e.into())),
     }
     Ok(RepoLock { _file: file })
+}
+
+/// A non-blocking exclusive `flock`, retried for a moment: a lock is held by an open file
+/// description, and a child that another thread of the previous holder is forking keeps a copy
+/// of the descriptor until it execs (`O_CLOEXEC` closes it only then), so a lock that was just
+/// released can look taken for a few milliseconds.
+fn try_flock(file: &File) -> rustix::io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Err(rustix::io::Errno::WOULDBLOCK) if attempts < 20 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A hidden directory where a new metadata tree is assembled before it is swapped in.
