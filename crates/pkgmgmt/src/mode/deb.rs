@@ -316,13 +316,9 @@ impl DebModeChange {
         steps.push(
             "remove the configuration internalize wrote",
             || {
-                let mut journal = config_journal.borrow_mut();
-                for path in &record.wrote {
-                    if check_plain_dirs(&root, path.parent().unwrap_or(path)).is_ok() {
-                        journal.move_aside(&root, path)?;
-                    }
-                }
-                Ok(())
+                config_journal
+                    .borrow_mut()
+                    .move_aside_written(&root, &record.wrote)
             },
             || config_journal.borrow_mut().undo(&root),
         );

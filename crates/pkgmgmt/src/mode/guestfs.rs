@@ -165,6 +165,17 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
+    /// Sets aside the files internalize wrote (`wrote` of the internal record), skipping any whose
+    /// directories the guest has since turned into something else than plain directories.
+    pub(crate) fn move_aside_written(&mut self, root: &GuestRoot, wrote: &[PathBuf]) -> StepResult {
+        for path in wrote {
+            if check_plain_dirs(root, path.parent().unwrap_or(path)).is_ok() {
+                self.move_aside(root, path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Creates the missing directories of `path` (mode 0755), recording each.
     pub(crate) fn mkdir_all(&mut self, root: &GuestRoot, path: &Path) -> StepResult {
         check_plain_dirs(root, path).map_err(StepFailureText)?;
