@@ -20,7 +20,7 @@ const EXTERNALIZE_STEPS: usize = 7;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{WORK_BASE, available, built_plugin, snapshot};
+use common::{rpm_guest_prerequisites, snapshot, work_dir};
 use vserver_fixtures::{RpmSetOptions, Scriptlets};
 
 struct Host {
@@ -203,27 +203,14 @@ fn hidden_leftovers(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_links() {
-    let root =
-        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
-    let tools = ["/usr/bin/rpm", "/usr/bin/dnf", "/bin/busybox"]
-        .iter()
-        .all(|t| Path::new(t).exists());
-    let plugin = built_plugin();
-    if !available(root, "needs root")
-        || !available(tools, "needs rpm, dnf and busybox-static")
-        || !available(plugin.is_some(), "the rpm plugin library was not built")
-    {
+    let Some(plugin) = rpm_guest_prerequisites() else {
         return;
-    }
-    std::fs::create_dir_all(WORK_BASE).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("vserver-pkgmode")
-        .tempdir_in(WORK_BASE)
-        .unwrap();
+    };
+    let tmp = work_dir("vserver-pkgmode");
     let host = Host {
         dir: tmp.path().to_path_buf(),
         _tmp: tmp,
-        plugin: plugin.unwrap(),
+        plugin,
     };
     std::fs::create_dir_all(host.dir.join("home")).unwrap();
     let repo = host.dir.join("repo");

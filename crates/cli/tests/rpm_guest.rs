@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{WORK_BASE, available, built_plugin, serve};
+use common::{rpm_guest_prerequisites, serve, work_dir};
 use vserver_fixtures::{RpmSetOptions, Scriptlets};
 
 struct Host {
@@ -61,29 +61,14 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn rpm_guest_as_a_new_user_makes_it() {
-    let root =
-        std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
-    let tools = ["/usr/bin/rpm", "/usr/bin/dnf", "/bin/busybox"]
-        .iter()
-        .all(|t| Path::new(t).exists());
-    let plugin = built_plugin();
-    if !available(root, "needs root")
-        || !available(tools, "needs rpm, dnf and busybox-static")
-        || !available(plugin.is_some(), "the rpm plugin library was not built")
-    {
+    let Some(plugin) = rpm_guest_prerequisites() else {
         return;
-    }
-    // Never below /tmp, wherever the checkout is: the per-operation sandbox cannot give apt a
-    // private /tmp when the guest lies below it, and /tmp then stays read-only.
-    std::fs::create_dir_all(WORK_BASE).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("vserver-cli-rpm")
-        .tempdir_in(WORK_BASE)
-        .unwrap();
+    };
+    let tmp = work_dir("vserver-cli-rpm");
     let host = Host {
         dir: tmp.path().to_path_buf(),
         _tmp: tmp,
-        plugin: plugin.unwrap(),
+        plugin,
     };
     let repo = host.dir.join("repo");
     vserver_fixtures::write_rpm_set_with_busybox(

@@ -128,3 +128,27 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// What the RPM guest tests need — root, rpm, dnf, a static busybox and the built plugin — or
+/// `None` after saying why the test is skipped (a failure under VSERVER_TEST_REQUIRE_ALL=1).
+pub fn rpm_guest_prerequisites() -> Option<PathBuf> {
+    let tools = ["/usr/bin/rpm", "/usr/bin/dnf", "/bin/busybox"]
+        .iter()
+        .all(|t| Path::new(t).exists());
+    let plugin = built_plugin();
+    let ready = available(is_root(), "needs root")
+        && available(tools, "needs rpm, dnf and busybox-static")
+        && available(plugin.is_some(), "the rpm plugin library was not built");
+    plugin.filter(|_| ready)
+}
+
+/// A fresh directory for one test's host roots under [`WORK_BASE`] (never below /tmp, wherever
+/// the checkout is: the per-operation sandbox cannot give apt a private /tmp when the guest lies
+/// below it).
+pub fn work_dir(prefix: &str) -> tempfile::TempDir {
+    std::fs::create_dir_all(WORK_BASE).unwrap();
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(WORK_BASE)
+        .unwrap()
+}
