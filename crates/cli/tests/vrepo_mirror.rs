@@ -163,3 +163,110 @@ fn killed_mirror_leaves_dest_valid_and_the_next_run_resumes() {
     let status = server.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn packages_mirrors_a_dependency_closure_and_names_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let dest = tmp.path().join("dest");
+    write_rpm_set(
+        &src,
+        &RpmSetOptions {
+            seed: 4,
+            count: 60,
+            ..RpmSetOptions::default()
+        },
+    )
+    .unwrap();
+    index(&src);
+    let (_server, url) = serve(&src);
+    let rpms = |dir: &Path| {
+        let mut names: Vec<String> = walk_files(dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".rpm"))
+            .collect();
+        names.sort();
+        names
+    };
+
+    // An unknown name: one clear line, exit 1, nothing published.
+    let missing = vrepo()
+        .args(["mirror", "-q", "--no-verify-signature", "--packages"])
+        .arg("fx-00001,no-such-package")
+        .arg(&url)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no-such-package"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(!dest.join("repodata").exists());
+
+    let output = vrepo()
+        .args(["mirror", "--no-verify-signature", "--json", "--packages"])
+        .arg("fx-00001")
+        .arg(&url)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mirrored = rpms(&dest);
+    assert!(
+        mirrored.iter().any(|n| n.starts_with("fx-00001-")),
+        "{mirrored:?}"
+    );
+    assert!(
+        !mirrored.is_empty() && mirrored.len() < rpms(&src).len(),
+        "{} of {}",
+        mirrored.len(),
+        rpms(&src).len()
+    );
+    // The subset has metadata of its own, naming exactly the packages it holds.
+    let primary = std::fs::read_dir(dest.join("repodata"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("primary.xml"))
+        .unwrap();
+    let text = String::from_utf8_lossy(
+        &std::process::Command::new("zcat")
+            .arg(&primary)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert_eq!(
+        text.matches("<package type=\"rpm\">").count(),
+        mirrored.len(),
+        "primary and the files disagree"
+    );
+}
+
+/// The file names below `dir`, recursively, leaving out hidden ones (`.vrepo/` is state, not
+/// what clients see).
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).into_iter().flatten() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names
+}
