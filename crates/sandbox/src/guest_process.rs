@@ -525,13 +525,26 @@ fn run_init(launch: &GuestLaunch, log: Option<File>, go_pipe: OwnedFd) -> Failur
 pub fn run_transient(launch: &GuestLaunch) -> Result<i32> {
     let display = launch.display();
     ensure_single_threaded(&display)?;
+    in_reporting_child(
+        ("fork the guest launcher", "wait for the guest launcher"),
+        &display,
+        |report_pipe| transient_launcher(launch, report_pipe),
+    )
+}
+
+/// Forks a child that runs `body` and exits with its code; a setup failure travels back over a
+/// pipe and becomes the error. The caller must be single-threaded (the child runs any code).
+fn in_reporting_child(
+    (fork_op, wait_op): (&'static str, &'static str),
+    display: &str,
+    body: impl FnOnce(&OwnedFd) -> Step<i32>,
+) -> Result<i32> {
     let (report_read, report_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
-    // SAFETY: the process is single-threaded (checked above).
-    let launcher =
-        unsafe { sys::fork() }.map_err(|e| Error::kernel("fork the guest launcher", e))?;
-    if launcher == 0 {
+    // SAFETY: the callers checked that the process is single-threaded.
+    let child = unsafe { sys::fork() }.map_err(|e| Error::kernel(fork_op, e))?;
+    if child == 0 {
         drop(report_read);
-        let code = match transient_launcher(launch, &report_write) {
+        let code = match body(&report_write) {
             Ok(code) => code,
             Err(failure) => {
                 report(&report_write, &failure);
@@ -541,9 +554,8 @@ pub fn run_transient(launch: &GuestLaunch) -> Result<i32> {
         sys::exit_immediately(code);
     }
     drop(report_write);
-    let (_, status) =
-        sys::waitpid(launcher).map_err(|e| Error::kernel("wait for the guest launcher", e))?;
-    read_report(report_read, &display)?;
+    let (_, status) = sys::waitpid(child).map_err(|e| Error::kernel(wait_op, e))?;
+    read_report(report_read, display)?;
     Ok(exit_code(status))
 }
 
@@ -587,25 +599,11 @@ pub fn exec_in_guest(pidfd: BorrowedFd<'_>, launch: &GuestLaunch) -> Result<i32>
     let display = launch.display();
     ensure_single_threaded(&display)?;
     let root = GuestRoot::open(&launch.root)?;
-    let (report_read, report_write) = sys::pipe().map_err(|e| Error::kernel("create a pipe", e))?;
-    // SAFETY: the process is single-threaded (checked above).
-    let joiner = unsafe { sys::fork() }.map_err(|e| Error::kernel("fork the guest joiner", e))?;
-    if joiner == 0 {
-        drop(report_read);
-        let code = match join_and_run(pidfd, &root, launch) {
-            Ok(code) => code,
-            Err(failure) => {
-                report(&report_write, &failure);
-                SETUP_FAILED
-            }
-        };
-        sys::exit_immediately(code);
-    }
-    drop(report_write);
-    let (_, status) =
-        sys::waitpid(joiner).map_err(|e| Error::kernel("wait for the guest joiner", e))?;
-    read_report(report_read, &display)?;
-    Ok(exit_code(status))
+    in_reporting_child(
+        ("fork the guest joiner", "wait for the guest joiner"),
+        &display,
+        |_| join_and_run(pidfd, &root, launch),
+    )
 }
 
 fn join_and_run(pidfd: BorrowedFd<'_>, root: &GuestRoot, launch: &GuestLaunch) -> Step<i32> {
