@@ -14,6 +14,7 @@
 mod ar;
 pub mod checksum;
 pub mod control;
+mod plain_copy;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -22,6 +23,8 @@ use std::path::{Path, PathBuf};
 use self::ar::ArReader;
 use self::checksum::{Checksums, HashingReader};
 use self::control::{ControlError, Stanza};
+
+pub use self::plain_copy::{PlainCopy, copy_with_plain_data};
 
 /// Size limits applied while reading a .deb; the defaults are far above any real package.
 #[derive(Debug, Clone, Copy)]
@@ -76,13 +79,24 @@ pub enum DebError {
         #[source]
         source: DebFormatError,
     },
+    /// A copy of the file could not be written.
+    #[error("failed to write `{}`", path.display())]
+    Write {
+        /// The copy.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl DebError {
     /// The package file the error is about.
     pub fn path(&self) -> &Path {
         match self {
-            DebError::Io { path, .. } | DebError::Invalid { path, .. } => path,
+            DebError::Io { path, .. }
+            | DebError::Invalid { path, .. }
+            | DebError::Write { path, .. } => path,
         }
     }
 }
@@ -144,6 +158,15 @@ pub enum DebFormatError {
         #[source]
         source: io::Error,
     },
+    /// The data member could not be decompressed.
+    #[error("corrupt `{member}`")]
+    CorruptData {
+        /// The member name.
+        member: String,
+        /// The decoder's error.
+        #[source]
+        source: io::Error,
+    },
     /// The control tarball has no `./control` file.
     #[error("no `control` file in `{member}`")]
     NoControlFile {
@@ -162,6 +185,9 @@ pub enum DebFormatError {
     /// Reading the bytes failed.
     #[error("read error")]
     Read(#[source] io::Error),
+    /// Writing what was read elsewhere failed (see [`copy_with_plain_data`]).
+    #[error("write error")]
+    Write(#[source] io::Error),
 }
 
 /// Read buffer per package: most .debs are smaller, and a buffer under glibc's mmap threshold
@@ -183,7 +209,11 @@ pub fn read_deb_with_limits(path: &Path, limits: &Limits) -> Result<DebInfo, Deb
         source,
     })?;
     let mut hashing = HashingReader::new(file);
-    let result = read_from(BufReader::with_capacity(READ_BUFFER, &mut hashing), limits);
+    let result = read_from(
+        BufReader::with_capacity(READ_BUFFER, &mut hashing),
+        limits,
+        &mut IgnoreMembers,
+    );
     match result {
         Ok(control) => {
             let hasher = hashing.into_hasher();
@@ -208,12 +238,41 @@ pub fn read_deb_with_limits(path: &Path, limits: &Limits) -> Result<DebInfo, Deb
 ///
 /// This is the fuzzing entry point: it runs the same code as [`read_deb`].
 pub fn read_control_from_bytes(bytes: &[u8]) -> Result<Stanza, DebFormatError> {
-    read_from(bytes, &Limits::default())
+    read_from(bytes, &Limits::default(), &mut IgnoreMembers)
 }
 
-/// Walks the whole archive, so that a hashing reader under `input` sees every byte, and
-/// returns the control stanza.
-fn read_from(input: impl Read, limits: &Limits) -> Result<Stanza, DebFormatError> {
+/// Hears the members of a .deb while [`read_from`] checks its structure.
+trait MemberSink {
+    /// `debian-binary`, already checked.
+    fn format(&mut self, content: &[u8]) -> Result<(), DebFormatError>;
+    /// The control member as stored (compressed).
+    fn control(&mut self, name: &str, content: &[u8]) -> Result<(), DebFormatError>;
+    /// The data member; whatever the sink leaves unread is skipped.
+    fn data(&mut self, name: &str, member: &mut dyn Read) -> Result<(), DebFormatError>;
+}
+
+/// The sink of an index, which needs only the control stanza.
+struct IgnoreMembers;
+
+impl MemberSink for IgnoreMembers {
+    fn format(&mut self, _: &[u8]) -> Result<(), DebFormatError> {
+        Ok(())
+    }
+    fn control(&mut self, _: &str, _: &[u8]) -> Result<(), DebFormatError> {
+        Ok(())
+    }
+    fn data(&mut self, _: &str, _: &mut dyn Read) -> Result<(), DebFormatError> {
+        Ok(())
+    }
+}
+
+/// Walks the whole archive, so that a hashing reader under `input` sees every byte, hands the
+/// members to `sink`, and returns the control stanza.
+fn read_from(
+    input: impl Read,
+    limits: &Limits,
+    sink: &mut dyn MemberSink,
+) -> Result<Stanza, DebFormatError> {
     let mut archive = ArReader::new(input)?;
 
     let first = archive
@@ -227,7 +286,7 @@ fn read_from(input: impl Read, limits: &Limits) -> Result<Stanza, DebFormatError
             context: "where `debian-binary` must come first",
         });
     }
-    check_format_version(&mut archive, first.size)?;
+    sink.format(&check_format_version(&mut archive, first.size)?)?;
 
     let mut control = None;
     let mut have_data = false;
@@ -246,7 +305,14 @@ fn read_from(input: impl Read, limits: &Limits) -> Result<Stanza, DebFormatError
                     limit: limits.control_member,
                 });
             }
-            let stanza = read_control_member(archive.member(), &member.name, compression, limits)?;
+            // Bounded by the check above.
+            let mut stored = Vec::with_capacity(member.size as usize);
+            archive
+                .member()
+                .read_to_end(&mut stored)
+                .map_err(|err| truncation_or_read(err, &format!("member `{}`", member.name)))?;
+            let stanza = read_control_member(&stored[..], &member.name, compression, limits)?;
+            sink.control(&member.name, &stored)?;
             control = Some(stanza);
         } else if member.name.starts_with("data.tar") {
             if control.is_none() {
@@ -262,6 +328,7 @@ fn read_from(input: impl Read, limits: &Limits) -> Result<Stanza, DebFormatError
                 });
             }
             have_data = true;
+            sink.data(&member.name, &mut archive.member())?;
         } else if !member.name.starts_with('_') && !have_data {
             // deb(5): only members starting with `_` may be added before the data member.
             return Err(DebFormatError::UnexpectedMember {
@@ -285,10 +352,11 @@ fn read_from(input: impl Read, limits: &Limits) -> Result<Stanza, DebFormatError
     Ok(control)
 }
 
+/// Reads and checks `debian-binary`, returning its content.
 fn check_format_version<R: Read>(
     archive: &mut ArReader<R>,
     size: u64,
-) -> Result<(), DebFormatError> {
+) -> Result<Vec<u8>, DebFormatError> {
     const MAX: u64 = 64;
     if size > MAX {
         return Err(DebFormatError::TooLarge {
@@ -308,7 +376,7 @@ fn check_format_version<R: Read>(
             found: String::from_utf8_lossy(&content).into_owned(),
         });
     }
-    Ok(())
+    Ok(content)
 }
 
 fn truncation_or_read(err: io::Error, what: &str) -> DebFormatError {
