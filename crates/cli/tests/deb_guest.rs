@@ -503,3 +503,84 @@ fn debian_guest_from_a_local_bookworm_mirror() {
     assert_eq!(snapshot(&canary), canary_before, "the host canary changed");
     assert_eq!(host_files(), host_before, "host files changed");
 }
+
+/// An Essential package whose data member is damaged (its index entry matches the damaged file,
+/// so apt downloads it): the build stops at the decompression step with one line naming the
+/// file, and leaves neither the guest nor its `.pkg` state behind.
+#[test]
+fn a_damaged_essential_package_stops_the_build() {
+    if !available(is_root(), "needs root")
+        || !available(Path::new("/usr/bin/apt-get").exists(), "needs apt-get")
+    {
+        return;
+    }
+    std::fs::create_dir_all(WORK_BASE).unwrap();
+    let top = tempfile::Builder::new()
+        .prefix("deb-damaged")
+        .tempdir_in(WORK_BASE)
+        .unwrap();
+    let top = top.path();
+    let pool = top.join("mirror/pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    let mut bytes = DebPackage::new("damaged-essential", "1.0-1")
+        .essential(true)
+        .compression(vserver_fixtures::Compression::Xz)
+        .file("/usr/bin/damaged", vec![b'x'; 100_000], 0o755)
+        .to_bytes()
+        .unwrap();
+    // The data member is last: overwrite the middle of its compressed stream.
+    let middle = bytes.len() - 200;
+    bytes[middle - 50..middle].fill(0x55);
+    std::fs::write(pool.join("damaged-essential_1.0-1_amd64.deb"), &bytes).unwrap();
+    checked(
+        vserver()
+            .args([
+                "vrepo",
+                "index",
+                "-q",
+                "--suite",
+                "bookworm",
+                "--component",
+                "main",
+            ])
+            .arg(top.join("mirror")),
+    );
+    let host = Host {
+        conf: top.join("etc"),
+        roots: top.join("vservers"),
+        pkg: top.join("vservers/.pkg"),
+    };
+    let source = format!("file://{} bookworm main", top.join("mirror").display());
+    checked(host.command("vdistro").args([
+        "add",
+        "damaged",
+        "--family",
+        "deb",
+        "--releasever",
+        "12",
+        "--apt-source",
+        &source,
+        "--trusted",
+    ]));
+    let build = run(host.command("g").args([
+        "build",
+        "-m",
+        "apt",
+        "-q",
+        "--",
+        "-d",
+        "damaged",
+        "--variant",
+        "essential",
+    ]));
+    let stderr = String::from_utf8_lossy(&build.stderr);
+    eprintln!("the build said: {stderr}");
+    assert!(!build.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("damaged-essential_1.0-1_amd64.deb")
+            && stderr.contains("corrupt `data.tar.xz`"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!host.roots.join("g").exists() && !host.pkg.join("g").exists());
+}

@@ -82,6 +82,15 @@ pub enum Error {
         /// The record that says so.
         record: PathBuf,
     },
+    /// A downloaded package file cannot be read or copied.
+    #[error("guest `{guest}`: unusable package file")]
+    Package {
+        /// The guest.
+        guest: String,
+        /// The cause, naming the file.
+        #[source]
+        source: Box<vserver_repository::deb::DebError>,
+    },
     /// A Debian bootstrap cannot go on (the repositories lack what it needs).
     #[error("guest `{guest}`: cannot bootstrap: {problem}")]
     Bootstrap {

@@ -1,31 +1,44 @@
 //! Our own Debian bootstrap, with the host's apt and dpkg (no debootstrap, no mmdebstrap).
 //!
 //! An empty guest has no `/bin/sh`, so dpkg cannot run the first maintainer scripts. The way
-//! out, as debootstrap and mmdebstrap take it:
+//! out, as debootstrap and mmdebstrap take it, is to extract packages without dpkg first; we
+//! extract fewer of them, and decompress each only once:
 //!
 //! 1. `apt-get update` with the guest's sources; apt verifies `Release` files with the keyrings
 //!    in `.pkg/G/apt/etc/trusted.gpg.d` (a line marked `[trusted=yes]` skips that, explicitly).
 //! 2. The merged-`/usr` links (`/bin` → `usr/bin`, …), so that unpacking keeps them.
 //! 3. apt resolves and downloads the Essential set (`?essential` and what it depends on) against
 //!    the empty database.
-//! 4. Each of those packages' `data.tar` is extracted into the guest (`dpkg-deb --fsys-tarfile |
-//!    tar --keep-directory-symlink`), inside the sandbox: now `/bin/sh`, the C library and the
-//!    tools the maintainer scripts call exist, though no database knows them yet.
-//! 5. `dpkg --install --force-depends` of the same files: dpkg unpacks them again, this time
-//!    recording them, and configures them in the order their dependencies need, running every
-//!    maintainer script chrooted in the guest.
-//! 6. The variant's remaining packages through apt (which drives the host's dpkg):
+//! 4. Each of those packages is copied, in parallel, into `.pkg/G/apt/cache/bootstrap/` with
+//!    its data member decompressed ([`copy_with_plain_data`]): the two readers below then only
+//!    copy bytes (xz decompression is most of the CPU time of a bootstrap).
+//! 5. The toolbox ([`super::toolbox`]: Essential packages and Pre-Depends, what maintainer
+//!    scripts may rely on) is extracted into the guest (`dpkg-deb --fsys-tarfile | tar
+//!    --keep-directory-symlink`), inside the sandbox: now `/bin/sh`, the C library and the
+//!    tools the scripts call exist, though no database knows them yet.
+//! 6. `dpkg --install --force-depends` of all the copies, the toolbox last (its files exist and
+//!    are replaced; replacing them after the rest is created keeps the inode allocator of a
+//!    journal-less ext4 from scanning the freed ones at every creation). dpkg records them and
+//!    configures them in the order their dependencies need, running every maintainer script
+//!    chrooted in the guest. The copies are deleted.
+//! 7. The variant's remaining packages through apt (which drives the host's dpkg):
 //!    `minbase` adds `Priority: required` as the archive's index says (`?priority(required)`),
 //!    plus `apt`; `buildd` adds `build-essential` too.
 //!
-//! The sandbox holds every step that reads package content (4, 5, 6): the host is read-only
+//! The sandbox holds every step that unpacks package content (5, 6, 7): the host is read-only
 //! there, so a hostile path in a package can only reach the guest and its own `.pkg` state.
+//! Step 4 runs on the host but only parses (with the checks and limits of the indexer's reader)
+//! and writes into `.pkg/G`.
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use vserver_repository::deb::control::Stanza;
+use vserver_repository::deb::{DebError, PlainCopy, copy_with_plain_data};
 use vserver_sandbox::CapabilityProfile;
 
+use super::toolbox::script_toolbox;
 use super::{DebBackend, DebTool, Streams};
 use crate::error::{Error, Result};
 
@@ -85,10 +98,8 @@ const MERGED_USR: &[(&str, &str)] = &[
 
 /// The script that extracts package contents without dpkg: `$1` is the guest root, `$2` a file
 /// listing the package files, one per line (the list stays out of the command line, which every
-/// error message shows). One package per job, as many jobs at a time as CPUs (the xz members
-/// make this CPU-bound; measured on 2 cores, 89 Essential packages: 3.9 s one by one, 2.5 s so):
-/// the packages of the Essential set do not share files, and dpkg unpacks them all again in the
-/// next step anyway.
+/// error message shows). One package per job, as many jobs at a time as CPUs: the packages of
+/// the Essential set do not share files, and dpkg unpacks them all again in the next step.
 const EXTRACT_SCRIPT: &str = "set -eu -o pipefail\n\
      xargs --delimiter='\\n' --max-args=1 --max-procs=\"$(nproc 2>/dev/null || echo 1)\" \
      bash -c 'set -o pipefail; dpkg-deb --fsys-tarfile \"$1\" | tar --extract --file=- --directory=\"$0\" \
@@ -119,13 +130,37 @@ impl DebBackend {
                         .into(),
             });
         }
-        on_phase(&format!("extract {} Essential packages", essential.len()));
-        self.extract(&essential)?;
+        on_phase(&format!(
+            "decompress {} Essential packages",
+            essential.len()
+        ));
+        let copies = BootstrapCopies::make(self, &essential)?;
+        let (mut toolbox, mut others) = (Vec::new(), Vec::new());
+        for (file, chosen) in copies.files.iter().zip(script_toolbox(&copies.controls)) {
+            if chosen {
+                toolbox.push(file)
+            } else {
+                others.push(file)
+            }
+        }
+        on_phase(&format!(
+            "extract {} packages for the maintainer scripts",
+            toolbox.len()
+        ));
+        self.extract(&toolbox)?;
         on_phase(&format!("install {} Essential packages", essential.len()));
         let mut args = vec![OsString::from("--install"), "--force-depends".into()];
-        args.extend(essential.iter().map(|p| p.as_os_str().to_owned()));
+        args.extend(
+            others
+                .iter()
+                .chain(&toolbox)
+                .map(|file| file.as_os_str().to_owned()),
+        );
         let mut command = self.tool_command(DebTool::Dpkg, &args)?;
-        self.run_checked("dpkg", &mut command, Streams::Quiet)?;
+        let installed = self.run_checked("dpkg", &mut command, Streams::Quiet);
+        let removed = copies.remove(self);
+        installed?;
+        removed?;
         if !variant.packages().is_empty() {
             on_phase(&format!("install the {} packages", variant.as_str()));
             let mut args: Vec<&OsStr> = vec![
@@ -192,8 +227,8 @@ impl DebBackend {
         Ok(files)
     }
 
-    /// Step 4: package contents into the guest, in the sandbox, without dpkg.
-    fn extract(&self, debs: &[PathBuf]) -> Result<()> {
+    /// Step 5: package contents into the guest, in the sandbox, without dpkg.
+    fn extract(&self, debs: &[&PathBuf]) -> Result<()> {
         let list = self.apt_dir().join("cache/essential.list");
         let mut text = String::new();
         for deb in debs {
@@ -212,6 +247,102 @@ impl DebBackend {
             .arg(&list);
         self.run_checked("tar", &mut command, Streams::Quiet)
             .map(drop)
+    }
+}
+
+/// Step 4: the downloaded Essential packages, copied with their data members decompressed.
+struct BootstrapCopies {
+    /// The copies, in the order of the downloaded files.
+    files: Vec<PathBuf>,
+    /// Their control stanzas, in the same order.
+    controls: Vec<Stanza>,
+    dir: PathBuf,
+}
+
+impl BootstrapCopies {
+    /// Copies `debs` into a fresh `.pkg/G/apt/cache/bootstrap/`, as many at a time as CPUs,
+    /// largest first so that no thread is left with a big one at the end.
+    fn make(backend: &DebBackend, debs: &[PathBuf]) -> Result<BootstrapCopies> {
+        let dir = backend.apt_dir().join("cache/bootstrap");
+        remove_dir_if_present(backend, &dir)?;
+        fs_err::create_dir_all(&dir).map_err(backend.host_err("create", &dir))?;
+        let files: Vec<PathBuf> = (0..debs.len())
+            .map(|i| dir.join(format!("{i:04}.deb")))
+            .collect();
+        let mut order: Vec<usize> = (0..debs.len()).collect();
+        let size = |i: &usize| fs_err::metadata(&debs[*i]).map_or(0, |m| m.len());
+        order.sort_by_cached_key(|i| std::cmp::Reverse(size(i)));
+
+        let next = AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut outcomes: Vec<(usize, Result<PlainCopy, DebError>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers.min(debs.len()))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let result = copy_with_plain_data(&debs[i], &files[i]);
+                            let failed = result.is_err();
+                            done.push((i, result));
+                            if failed {
+                                // The others stop at their next package.
+                                next.store(order.len(), Ordering::Relaxed);
+                            }
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|handle| handle.join().unwrap_or_default())
+                .collect()
+        });
+        outcomes.sort_by_key(|(i, _)| *i);
+        // The first package that failed or, if a worker panicked, was left uncopied.
+        let failure = outcomes
+            .iter()
+            .enumerate()
+            .find_map(|(k, (i, result))| (k != *i || result.is_err()).then_some(k))
+            .or((outcomes.len() < debs.len()).then_some(outcomes.len()));
+        if let Some(at) = failure {
+            remove_dir_if_present(backend, &dir)?;
+            let source = match outcomes.into_iter().nth(at) {
+                Some((i, Err(err))) if i == at => err,
+                // A worker panicked: name the first file it left uncopied.
+                _ => DebError::Io {
+                    path: debs.get(at).cloned().unwrap_or_default(),
+                    source: std::io::Error::other("the copying thread failed"),
+                },
+            };
+            return Err(Error::Package {
+                guest: backend.guest(),
+                source: Box::new(source),
+            });
+        }
+        let controls = outcomes
+            .into_iter()
+            .filter_map(|(_, result)| result.ok())
+            .map(|copy| copy.control)
+            .collect();
+        Ok(BootstrapCopies {
+            files,
+            controls,
+            dir,
+        })
+    }
+
+    fn remove(self, backend: &DebBackend) -> Result<()> {
+        remove_dir_if_present(backend, &self.dir)
+    }
+}
+
+fn remove_dir_if_present(backend: &DebBackend, dir: &Path) -> Result<()> {
+    match fs_err::remove_dir_all(dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(backend.host_err("remove", dir)(err))
+        }
+        _ => Ok(()),
     }
 }
 

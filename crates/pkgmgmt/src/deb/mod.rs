@@ -26,6 +26,7 @@
 
 mod aptconf;
 mod bootstrap;
+mod toolbox;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};

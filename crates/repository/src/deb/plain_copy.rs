@@ -120,10 +120,17 @@ impl CopySink {
         Ok(())
     }
 
-    /// Streams `reader` into a member called `name` whose size is written in afterwards.
-    fn streamed_member(&mut self, name: &str, reader: &mut dyn Read) -> Result<(), DebFormatError> {
+    /// Streams `reader` (the source's member `name`, decoded or not) into a member called
+    /// `copy_name`, whose size is written in afterwards.
+    fn streamed_member(
+        &mut self,
+        copy_name: &str,
+        name: &str,
+        reader: &mut dyn Read,
+    ) -> Result<(), DebFormatError> {
         let header_at = self.written;
-        self.header(name, None).map_err(DebFormatError::Write)?;
+        self.header(copy_name, None)
+            .map_err(DebFormatError::Write)?;
         let start = self.written;
         let mut buffer = vec![0u8; READ_BUFFER];
         loop {
@@ -188,9 +195,9 @@ impl MemberSink for CopySink {
             }
             "data.tar.gz" => Box::new(flate2::read::MultiGzDecoder::new(member)),
             "data.tar.zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(corrupt)?),
-            _ => return self.streamed_member(name, member),
+            _ => return self.streamed_member(name, name, member),
         };
         self.decompressed = true;
-        self.streamed_member("data.tar", &mut decoder)
+        self.streamed_member("data.tar", name, &mut decoder)
     }
 }
