@@ -13,8 +13,7 @@
 //! those three are left out: dpkg ignores them.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use super::control::Stanza;
@@ -32,6 +31,9 @@ pub struct PlainCopy {
 
 /// The largest member size an `ar` header can state (ten decimal digits).
 const MAX_MEMBER_SIZE: u64 = 9_999_999_999;
+
+/// The largest data member [`plain_copy_from_bytes`] builds in memory.
+const MAX_IN_MEMORY: u64 = 64 << 20;
 
 /// Most memory the xz decoder may use: xz's own presets need at most 674 MiB to *compress*
 /// (`-9e`), and 65 MiB to decompress; a stream asking for more is not a package.
@@ -53,27 +55,50 @@ pub fn copy_with_plain_data(source: &Path, target: &Path) -> Result<PlainCopy, D
         .create_new(true)
         .open(target)
         .map_err(write_err)?;
-    let mut sink = CopySink {
-        out: BufWriter::with_capacity(READ_BUFFER, output),
-        written: 0,
-        size_patch: None,
-        decompressed: false,
-    };
-    sink.put(b"!<arch>\n").map_err(write_err)?;
-    let control = read_from(
+    let copied = copy_to(
         BufReader::with_capacity(READ_BUFFER, input),
-        &Limits::default(),
-        &mut sink,
-    )
-    .map_err(|err| match err {
+        output,
+        MAX_MEMBER_SIZE,
+    );
+    copied.map_err(|err| match err {
         DebFormatError::Write(err) => write_err(err),
+        DebFormatError::Read(err) => DebError::Io {
+            path: source.to_owned(),
+            source: err,
+        },
         other => DebError::Invalid {
             path: source.to_owned(),
             source: other,
         },
-    })?;
+    })
+}
+
+/// [`copy_with_plain_data`] in memory, for a data member of at most 64 MiB: returns the copy's
+/// bytes. Never panics on any input; the fuzzing entry point.
+pub fn plain_copy_from_bytes(bytes: &[u8]) -> Result<(PlainCopy, Vec<u8>), DebFormatError> {
+    let mut out = Cursor::new(Vec::new());
+    let copy = copy_to(bytes, &mut out, MAX_IN_MEMORY)?;
+    Ok((copy, out.into_inner()))
+}
+
+/// Writes the copy of the .deb read from `input` to `output`; a data member decompressing to
+/// more than `max_data` bytes is refused.
+fn copy_to(
+    input: impl Read,
+    output: impl Write + Seek,
+    max_data: u64,
+) -> Result<PlainCopy, DebFormatError> {
+    let mut sink = CopySink {
+        out: BufWriter::with_capacity(READ_BUFFER, output),
+        max_data,
+        written: 0,
+        size_patch: None,
+        decompressed: false,
+    };
+    sink.put(b"!<arch>\n").map_err(DebFormatError::Write)?;
+    let control = read_from(input, &Limits::default(), &mut sink)?;
     let decompressed = sink.decompressed;
-    sink.finish().map_err(write_err)?;
+    sink.finish().map_err(DebFormatError::Write)?;
     Ok(PlainCopy {
         control,
         decompressed,
@@ -81,8 +106,10 @@ pub fn copy_with_plain_data(source: &Path, target: &Path) -> Result<PlainCopy, D
 }
 
 /// Writes the members it hears as a new `ar` archive.
-struct CopySink {
-    out: BufWriter<File>,
+struct CopySink<W: Write + Seek> {
+    out: BufWriter<W>,
+    /// The largest data member accepted.
+    max_data: u64,
     /// Bytes written so far.
     written: u64,
     /// Where the data member's header must get its size, once known, and that size.
@@ -90,7 +117,7 @@ struct CopySink {
     decompressed: bool,
 }
 
-impl CopySink {
+impl<W: Write + Seek> CopySink<W> {
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.write_all(bytes)?;
         self.written += bytes.len() as u64;
@@ -151,11 +178,11 @@ impl CopySink {
                 }
             };
             self.put(&buffer[..got]).map_err(DebFormatError::Write)?;
-            if self.written - start > MAX_MEMBER_SIZE {
+            if self.written - start > self.max_data {
                 return Err(DebFormatError::TooLarge {
                     what: format!("decompressed `{name}`"),
                     size: self.written - start,
-                    limit: MAX_MEMBER_SIZE,
+                    limit: self.max_data,
                 });
             }
         }
@@ -164,15 +191,16 @@ impl CopySink {
     }
 
     fn finish(self) -> io::Result<()> {
-        let file = self.out.into_inner().map_err(|err| err.into_error())?;
+        let mut out = self.out.into_inner().map_err(|err| err.into_error())?;
         if let Some((at, size)) = self.size_patch {
-            file.write_all_at(size.to_string().as_bytes(), at)?;
+            out.seek(SeekFrom::Start(at))?;
+            out.write_all(size.to_string().as_bytes())?;
         }
-        Ok(())
+        out.flush()
     }
 }
 
-impl MemberSink for CopySink {
+impl<W: Write + Seek> MemberSink for CopySink<W> {
     fn format(&mut self, content: &[u8]) -> Result<(), DebFormatError> {
         self.member("debian-binary", content)
             .map_err(DebFormatError::Write)
