@@ -377,6 +377,9 @@ fn debian_guest_from_a_local_bookworm_mirror() {
     empty("the build");
     assert_eq!(installed(&admin.join("status")), expected, "minbase set");
     assert!(admin.join("info/dash.list").is_file());
+    // The bootstrap's decompressed copies are gone; an RPM guest's mount point was never made.
+    assert!(!host.pkg.join("d/apt/cache/bootstrap").exists());
+    assert!(!root.join(".rpmdb").exists());
     // Maintainer-script side effects: base-passwd's users, alternatives, ldconfig's cache.
     assert!(
         std::fs::read_to_string(root.join("etc/passwd"))

@@ -230,7 +230,12 @@ fn run_build(
     fs_err::create_dir(root).map_err(Error::io("create", root))?;
     undo.created.push(root.to_owned());
     let root = root.canonicalize().map_err(Error::io("resolve", root))?;
-    make_skeleton(&guest, &root, request.hostname.as_deref().unwrap_or(&guest))?;
+    make_skeleton(
+        &guest,
+        &root,
+        request.hostname.as_deref().unwrap_or(&guest),
+        method_family(request.method),
+    )?;
 
     let family = match (request.method, distribution) {
         (BuildMethod::Skeleton, None) => String::new(),
@@ -390,8 +395,9 @@ fn expand_manifests(guest: &str, args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The directories and files every guest starts with.
-fn make_skeleton(guest: &str, root: &Path, hostname: &str) -> Result<()> {
+/// The directories and files every guest starts with (an RPM guest also gets `/.rpmdb`, the
+/// mount point of its database).
+fn make_skeleton(guest: &str, root: &Path, hostname: &str, family: Family) -> Result<()> {
     let err = |source| Error::Guest {
         guest: guest.to_owned(),
         source,
@@ -406,6 +412,9 @@ fn make_skeleton(guest: &str, root: &Path, hostname: &str) -> Result<()> {
         ("/var/tmp", 0o1777),
         ("/.rpmdb", 0o755),
     ] {
+        if dir == "/.rpmdb" && family != Family::Rpm {
+            continue;
+        }
         fs.mkdir_all(dir, 0o755).map_err(err)?;
         fs.set_permissions(dir, mode).map_err(err)?;
     }

@@ -7,8 +7,8 @@
 //! bootstrap extracts the Essential packages and every Pre-Depends target, closed over
 //! Pre-Depends: on bookworm 50 of the 89 packages, 85 of 160 MB. Extracting less costs less,
 //! and dpkg replaces fewer files afterwards (on a journal-less ext4, like these machines',
-//! every replaced file makes later file creations slower: the allocator skips inodes freed in
-//! the last minutes).
+//! every replaced file makes later file creations slower: the allocator skips recently freed
+//! inodes, testing them one by one).
 
 use std::collections::HashMap;
 
