@@ -8,15 +8,21 @@
 # Needs root, mmdebstrap and debootstrap (apt-get install mmdebstrap debootstrap), and the .debs
 # the Debian-guest test caches in /var/tmp/vserver-test-debs (cargo test -p vserver --test
 # deb_guest). BENCH_DIR must not lie below /tmp or /var/tmp: each sandboxed operation gets a
-# private /tmp. Usage: bench/build-deb.sh [VSERVER-BINARY]
+# private /tmp. BENCH_FS=loop runs all three on a fresh ext4 (mkfs.ext4 defaults, with a
+# journal) in an image file beside BENCH_DIR: same disk, and no leftovers of earlier runs.
+# Usage: bench/build-deb.sh [VSERVER-BINARY]
 #
-# Measured (2 cores, disk, debug vserver binary, a release build compiling at the same time):
-#   vserver 78.7 s / 96 packages, mmdebstrap 129.5 s / 96, debootstrap 150.5 s / 87;
-#   ratio vserver/mmdebstrap 0.61, vserver/debootstrap 0.52.
-# On a quiet machine with a release binary the three are close: vserver 11.8-13.8 s,
-# mmdebstrap 12.6-13.8 s, debootstrap 15.4-16.1 s (ratio 0.93-1.00). Most of it is
-# `dpkg --install` of the Essential set (8.2 s in our sandbox, 10.0 s for the same command
-# outside any sandbox), which both do the same way.
+# Why BENCH_FS=loop: these machines' root file system is ext4 without a journal, where the inode
+# allocator skips recently freed inodes one by one; each tool then pays for the files the
+# previous run (and the previous tool) deleted, and the numbers drift upwards run after run.
+#
+# Measured (2 cores, release binary, one run per line):
+#   BENCH_FS=loop:  vserver 8.0 / 9.0 s, mmdebstrap 14.9 / 17.0 s, debootstrap 17.0 / 16.6 s;
+#                   96 / 96 / 87 packages; ratio to mmdebstrap 0.53 / 0.53.
+#   root fs:        first run of the session 8.5 s vs 15.2 s (0.56); back to back 12.0-14.8 s vs
+#                   18.5-22.6 s (0.65-0.66).
+# Before each package was decompressed only once and only the maintainer scripts' toolbox was
+# extracted beforehand, the same machine measured 11.8-13.8 s vs 12.6-13.8 s (0.93-1.00).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 vserver=${1:-${CARGO_TARGET_DIR:-$here/target}/release/vserver}
@@ -29,7 +35,14 @@ for tool in mmdebstrap debootstrap; do
 done
 ls $cache/*.deb >/dev/null 2>&1 || { echo "build-deb.sh: no packages in $cache; run the deb_guest test first" >&2; exit 2; }
 
-rm -rf "$dir"; mkdir -p "$dir/mirror/pool"
+rm -rf "$dir"; mkdir -p "$dir"
+if [ "${BENCH_FS:-}" = loop ]; then
+  image=$dir.img
+  rm -f "$image"; truncate -s 8G "$image"; mkfs.ext4 -q -F "$image"
+  mount -o loop "$image" "$dir"
+  trap 'umount "$dir"; rm -f "$image"' EXIT
+fi
+mkdir -p "$dir/mirror/pool"
 cp -l $cache/*.deb "$dir/mirror/pool/" 2>/dev/null || cp $cache/*.deb "$dir/mirror/pool/"
 names=$(for f in "$dir"/mirror/pool/*.deb; do dpkg-deb -f "$f" Package; done | sort -u)
 # The archive's priorities, from the host's apt lists (a .deb's own Priority can differ).
