@@ -101,10 +101,14 @@ const MERGED_USR: &[(&str, &str)] = &[
 /// error message shows). One package per job, as many jobs at a time as CPUs: the packages of
 /// the Essential set do not share files, and dpkg unpacks them all again in the next step.
 const EXTRACT_SCRIPT: &str = "set -eu -o pipefail\n\
-     xargs --delimiter='\\n' --max-args=1 --max-procs=\"$(nproc 2>/dev/null || echo 1)\" \
+     xargs --delimiter='\\n' --no-run-if-empty --max-args=1 --max-procs=\"$(nproc 2>/dev/null || echo 1)\" \
      bash -c 'set -o pipefail; dpkg-deb --fsys-tarfile \"$1\" | tar --extract --file=- --directory=\"$0\" \
      --keep-directory-symlink --same-owner --preserve-permissions --no-overwrite-dir' \"$1\" \
      < \"$2\"\n";
+
+/// At most this many packages are decompressed at a time: each xz decoder may take up to 256 MiB
+/// for a hostile stream (real packages need at most 65 MiB, Debian's about 9 MiB).
+const MAX_COPY_THREADS: usize = 16;
 
 /// `-o APT::Install-Recommends=false`: a bootstrap installs what the variant names.
 const NO_RECOMMENDS: &str = "-oAPT::Install-Recommends=false";
@@ -274,7 +278,9 @@ impl BootstrapCopies {
         order.sort_by_cached_key(|i| std::cmp::Reverse(size(i)));
 
         let next = AtomicUsize::new(0);
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_COPY_THREADS);
         let mut outcomes: Vec<(usize, Result<PlainCopy, DebError>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers.min(debs.len()))
                 .map(|_| {
