@@ -508,8 +508,10 @@ fn debian_guest_from_a_local_bookworm_mirror() {
 }
 
 /// An Essential package whose data member is damaged (its index entry matches the damaged file,
-/// so apt downloads it): the build stops at the decompression step with one line naming the
-/// file, and leaves neither the guest nor its `.pkg` state behind.
+/// so apt downloads it) among good ones: the build stops at the decompression step with one line
+/// naming that file, and leaves neither the guest nor its `.pkg` state behind. The damaged
+/// package is the largest, so it is copied first and the copying stops before the smaller ones
+/// that sort before it.
 #[test]
 fn a_damaged_essential_package_stops_the_build() {
     if !available(is_root(), "needs root")
@@ -525,15 +527,31 @@ fn a_damaged_essential_package_stops_the_build() {
     let top = top.path();
     let pool = top.join("mirror/pool");
     std::fs::create_dir_all(&pool).unwrap();
+    for n in 0..40 {
+        DebPackage::new(format!("aaa-good-{n:02}"), "1.0-1")
+            .essential(true)
+            .file(format!("/usr/bin/good-{n}"), b"#!/bin/sh\n".to_vec(), 0o755)
+            .write_to(&pool)
+            .unwrap();
+    }
+    // Incompressible content keeps this package the largest file.
+    let mut state = 0x2545_f491_u32;
+    let noise: Vec<u8> = (0..200_000)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 24) as u8
+        })
+        .collect();
     let mut bytes = DebPackage::new("damaged-essential", "1.0-1")
         .essential(true)
         .compression(vserver_fixtures::Compression::Xz)
-        .file("/usr/bin/damaged", vec![b'x'; 100_000], 0o755)
+        .file("/usr/bin/damaged", noise, 0o755)
         .to_bytes()
         .unwrap();
-    // The data member is last: overwrite the middle of its compressed stream.
-    let middle = bytes.len() - 200;
-    bytes[middle - 50..middle].fill(0x55);
+    // The data member is last and nearly all of the file: damage it early, so that the copy
+    // fails at once, while the other thread is still busy with the small packages.
+    let early = bytes.len() * 3 / 10;
+    bytes[early..early + 50].fill(0x55);
     std::fs::write(pool.join("damaged-essential_1.0-1_amd64.deb"), &bytes).unwrap();
     checked(
         vserver()
@@ -582,6 +600,10 @@ fn a_damaged_essential_package_stops_the_build() {
     assert!(
         stderr.contains("damaged-essential_1.0-1_amd64.deb")
             && stderr.contains("corrupt `data.tar.xz`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("decompress 41 Essential packages"),
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

@@ -305,32 +305,33 @@ impl BootstrapCopies {
                 .collect()
         });
         outcomes.sort_by_key(|(i, _)| *i);
-        // The first package that failed or, if a worker panicked, was left uncopied.
-        let failure = outcomes
-            .iter()
-            .enumerate()
-            .find_map(|(k, (i, result))| (k != *i || result.is_err()).then_some(k))
-            .or((outcomes.len() < debs.len()).then_some(outcomes.len()));
-        if let Some(at) = failure {
-            remove_dir_if_present(backend, &dir)?;
-            let source = match outcomes.into_iter().nth(at) {
-                Some((i, Err(err))) if i == at => err,
-                // A worker panicked: name the first file it left uncopied.
-                _ => DebError::Io {
-                    path: debs.get(at).cloned().unwrap_or_default(),
-                    source: std::io::Error::other("the copying thread failed"),
-                },
-            };
+        let mut controls = Vec::with_capacity(debs.len());
+        let mut failure = None;
+        for (i, result) in outcomes {
+            match result {
+                Ok(copy) if i == controls.len() => controls.push(copy.control),
+                Ok(_) => {
+                    // A package before this one was never copied: the workers stopped after an
+                    // error (found further on, and reported instead) or one of them panicked.
+                    failure.get_or_insert_with(|| uncopied(&debs[controls.len()]));
+                }
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() && controls.len() < debs.len() {
+            failure = Some(uncopied(&debs[controls.len()]));
+        }
+        if let Some(source) = failure {
+            // The failure matters more than a failed clean-up.
+            let _ = remove_dir_if_present(backend, &dir);
             return Err(Error::Package {
                 guest: backend.guest(),
                 source: Box::new(source),
             });
         }
-        let controls = outcomes
-            .into_iter()
-            .filter_map(|(_, result)| result.ok())
-            .map(|copy| copy.control)
-            .collect();
         Ok(BootstrapCopies {
             files,
             controls,
@@ -340,6 +341,14 @@ impl BootstrapCopies {
 
     fn remove(self, backend: &DebBackend) -> Result<()> {
         remove_dir_if_present(backend, &self.dir)
+    }
+}
+
+/// The error for a package a panicked copying thread left behind.
+fn uncopied(deb: &Path) -> DebError {
+    DebError::Io {
+        path: deb.to_owned(),
+        source: std::io::Error::other("the copying thread failed"),
     }
 }
 
