@@ -305,8 +305,9 @@ fn read_from(
                     limit: limits.control_member,
                 });
             }
-            // Bounded by the check above.
-            let mut stored = Vec::with_capacity(member.size as usize);
+            // Grows with what is actually read (at most the size checked above), not with
+            // what the header claims.
+            let mut stored = Vec::with_capacity(member.size.min(READ_BUFFER as u64) as usize);
             archive
                 .member()
                 .read_to_end(&mut stored)
