@@ -534,18 +534,15 @@ fn a_damaged_essential_package_stops_the_build() {
             .write_to(&pool)
             .unwrap();
     }
-    // Incompressible content keeps this package the largest file.
-    let mut state = 0x2545_f491_u32;
-    let noise: Vec<u8> = (0..200_000)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 24) as u8
-        })
-        .collect();
     let mut bytes = DebPackage::new("damaged-essential", "1.0-1")
         .essential(true)
         .compression(vserver_fixtures::Compression::Xz)
-        .file("/usr/bin/damaged", noise, 0o755)
+        // Incompressible content keeps this package the largest file.
+        .file(
+            "/usr/bin/damaged",
+            vserver_fixtures::noise(1, 200_000),
+            0o755,
+        )
         .to_bytes()
         .unwrap();
     // The data member is last and nearly all of the file: damage it early, so that the copy

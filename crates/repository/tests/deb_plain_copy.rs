@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{require_tool, run};
-use vserver_fixtures::{Compression, DebPackage};
+use vserver_fixtures::{Compression, DebPackage, noise};
 use vserver_repository::deb::{DebError, DebFormatError, copy_with_plain_data};
 
 fn package(compression: Compression) -> DebPackage {
@@ -21,22 +21,10 @@ fn package(compression: Compression) -> DebPackage {
         .pre_depends("libc6 (>= 2.36)")
         .file("/usr/bin/plain", b"#!/bin/sh\necho plain\n".to_vec(), 0o755)
         // Odd-sized and larger than the copy buffer, so padding and streaming are exercised.
-        .file("/usr/share/plain/blob", pseudo_random(300_001), 0o644)
+        .file("/usr/share/plain/blob", noise(1, 300_001), 0o644)
         .symlink("/usr/bin/plain-link", "plain")
         .preinst("#!/bin/sh\nexit 0\n");
     package
-}
-
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_u32;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state % 7) as u8 + b'a'
-        })
-        .collect()
 }
 
 fn dpkg_deb(args: &[&str], deb: &Path) -> Vec<u8> {
