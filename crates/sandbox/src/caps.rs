@@ -26,6 +26,11 @@ pub enum CapabilityProfile {
     /// `CAP_SYS_CHROOT` (rpm chroots into the guest for scripts) and `CAP_SETPCAP` (so the hook can
     /// drop capabilities). The hook calls [`crate::confine_scriptlet`], which drops to `Confined`.
     PackageManager,
+    /// For apt and dpkg: `Confined` plus `CAP_SYS_CHROOT` (dpkg chroots into the guest to run
+    /// maintainer scripts) and `CAP_SETPCAP` (so that the exec hook can drop capabilities before
+    /// a script runs). No `CAP_SYS_ADMIN`: nothing in a Debian operation may change mounts, so
+    /// the `noexec` database mount that keeps unconfined scripts from running stays as it is.
+    ChrootingTool,
 }
 
 impl CapabilityProfile {
@@ -51,6 +56,9 @@ impl CapabilityProfile {
                     | CapabilitySet::SYS_CHROOT
                     | CapabilitySet::SETPCAP
             }
+            CapabilityProfile::ChrootingTool => {
+                confined | CapabilitySet::SYS_CHROOT | CapabilitySet::SETPCAP
+            }
         }
     }
 }
@@ -59,6 +67,23 @@ impl CapabilityProfile {
 /// effective/permitted (intersected with what it has) and an empty inheritable set.
 /// Allocation-free.
 pub fn restrict_capabilities(keep: CapabilitySet) -> io::Result<()> {
+    lower_bounding_set(keep)?;
+    let current = rustix::thread::capabilities(None)?;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: current.effective & keep,
+            permitted: current.permitted & keep,
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    Ok(())
+}
+
+/// Removes every capability but `keep` from the bounding set, which limits what any later
+/// `execve` can grant, and clears the ambient set. The current sets are left alone.
+/// Allocation-free.
+pub(crate) fn lower_bounding_set(keep: CapabilitySet) -> io::Result<()> {
     for cap in 0..64u32 {
         if keep.bits() & (1u64 << cap) != 0 {
             continue;
@@ -71,17 +96,7 @@ pub fn restrict_capabilities(keep: CapabilitySet) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    crate::sys::clear_ambient_capabilities()?;
-    let current = rustix::thread::capabilities(None)?;
-    rustix::thread::set_capabilities(
-        None,
-        CapabilitySets {
-            effective: current.effective & keep,
-            permitted: current.permitted & keep,
-            inheritable: CapabilitySet::empty(),
-        },
-    )?;
-    Ok(())
+    crate::sys::clear_ambient_capabilities()
 }
 
 /// Sets `no_new_privs`: from now on no exec can gain privileges (setuid bits, file capabilities).

@@ -42,42 +42,43 @@ fn fail(step: &'static str) -> impl Fn(std::io::Error) -> ConfineError {
     }
 }
 
+/// Names the descriptor of the mount namespace the operation's scripts run in (the sandbox's
+/// namespace as it was before the database was mounted), in the environment of a program started
+/// with [`crate::SandboxCommand::scriptlet_namespace`].
+pub const SCRIPTLET_MOUNT_NS_VAR: &str = "VSERVER_SCRIPTLET_MNTNS";
+/// Names the guest root (as the sandbox sees it) to change root into after entering that
+/// namespace.
+pub const SCRIPTLET_ROOT_VAR: &str = "VSERVER_SCRIPTLET_ROOT";
+
 /// Confines the calling process for a package script; see the module documentation.
 ///
 /// `database` is the database mount point as seen by the process (after rpm's chroot:
 /// `/.rpmdb`); `None` leaves mounts alone (dpkg's maintainer scripts need the database).
 /// Allocation-free and async-signal-safe in practice (system calls only).
+///
+/// The database is left behind in one of two ways. Inside a sandbox that prepared a scriptlet
+/// namespace ([`SCRIPTLET_MOUNT_NS_VAR`]), the process enters it and changes root into the guest
+/// again: that namespace never had the database mounted, and entering it is allowed inside a
+/// Landlock domain, where unmounting is not. Elsewhere it unshares its mount namespace and
+/// detaches the database. Either way, a database still mounted afterwards means the script does
+/// not run.
 pub fn confine_scriptlet(database: Option<&CStr>) -> std::result::Result<(), ConfineError> {
     if let Some(database) = database {
-        // SAFETY: we pass only namespace flags, never CLONE_FILES, so no descriptor of another
-        // thread becomes invalid.
-        unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
-            .map_err(|e| fail("unshare the mount namespace")(e.into()))?;
-        sys::mount_setattr(
-            rustix::fs::CWD,
-            c"/",
-            libc::AT_RECURSIVE as u32,
-            0,
-            0,
-            libc::MS_PRIVATE,
-        )
-        .map_err(fail("make mounts private"))?;
+        match prepared_namespace() {
+            Some((fd, root)) => {
+                sys::setns_mount(fd).map_err(fail("enter the scriptlet mount namespace"))?;
+                // SAFETY: closing the inherited namespace descriptor, which nothing else in this
+                // forked child uses; the script must not inherit it.
+                unsafe { libc::close(fd) };
+                sys::chroot_and_chdir(root).map_err(fail("change root into the guest"))?;
+            }
+            None => detach_database(database)?,
+        }
         let mut parent_buffer = [0u8; 4096];
         let parent = parent_of(database, &mut parent_buffer).ok_or(ConfineError {
             step: "find the database's parent directory",
             errno: libc::ENAMETOOLONG,
         })?;
-        // Stacked mounts are possible; detach until the path is no mount point any more.
-        for _ in 0..16 {
-            match crate::mount::is_mount_point(database, parent) {
-                Ok(false) => break,
-                Ok(true) => sys::umount2(database, libc::MNT_DETACH)
-                    .map_err(fail("unmount the database"))?,
-                // Nothing there at all: nothing to hide.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
-                Err(e) => return Err(fail("inspect the database mount")(e)),
-            }
-        }
         if crate::mount::is_mount_point(database, parent).unwrap_or(false) {
             return Err(ConfineError {
                 step: "unmount the database",
@@ -86,6 +87,80 @@ pub fn confine_scriptlet(database: Option<&CStr>) -> std::result::Result<(), Con
         }
     }
     restrict_capabilities(CapabilityProfile::Confined.kept()).map_err(fail("drop capabilities"))?;
+    set_no_new_privs().map_err(fail("set no_new_privs"))
+}
+
+/// The scriptlet namespace's descriptor and the guest root, from the environment, read without
+/// allocating (`getenv`).
+fn prepared_namespace() -> Option<(libc::c_int, &'static CStr)> {
+    // SAFETY: getenv with NUL-terminated names; the returned strings live in the environment,
+    // which nothing in this forked child changes.
+    let (fd, root) = unsafe {
+        let fd = libc::getenv(c"VSERVER_SCRIPTLET_MNTNS".as_ptr());
+        let root = libc::getenv(c"VSERVER_SCRIPTLET_ROOT".as_ptr());
+        if fd.is_null() || root.is_null() {
+            return None;
+        }
+        (CStr::from_ptr(fd), CStr::from_ptr(root))
+    };
+    let mut number: libc::c_int = 0;
+    let digits = fd.to_bytes();
+    if digits.is_empty() || digits.len() > 9 || !root.to_bytes().starts_with(b"/") {
+        return None;
+    }
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        number = number * 10 + libc::c_int::from(digit - b'0');
+    }
+    Some((number, root))
+}
+
+/// Unshares the mount namespace and detaches every mount stacked on `database`.
+fn detach_database(database: &CStr) -> std::result::Result<(), ConfineError> {
+    // SAFETY: we pass only namespace flags, never CLONE_FILES, so no descriptor of another
+    // thread becomes invalid.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
+        .map_err(|e| fail("unshare the mount namespace")(e.into()))?;
+    sys::mount_setattr(
+        rustix::fs::CWD,
+        c"/",
+        libc::AT_RECURSIVE as u32,
+        0,
+        0,
+        libc::MS_PRIVATE,
+    )
+    .map_err(fail("make mounts private"))?;
+    let mut parent_buffer = [0u8; 4096];
+    let parent = parent_of(database, &mut parent_buffer).ok_or(ConfineError {
+        step: "find the database's parent directory",
+        errno: libc::ENAMETOOLONG,
+    })?;
+    // Stacked mounts are possible; detach until the path is no mount point any more.
+    for _ in 0..16 {
+        match crate::mount::is_mount_point(database, parent) {
+            Ok(false) => break,
+            Ok(true) => {
+                sys::umount2(database, libc::MNT_DETACH).map_err(fail("unmount the database"))?
+            }
+            // Nothing there at all: nothing to hide.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) => return Err(fail("inspect the database mount")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Makes every program this process (a package manager) executes from now on start with no more
+/// than [`CapabilityProfile::Confined`], whoever executes it: the capabilities the process holds
+/// stay, but leave the bounding set, which caps what any later `execve` in this process tree can
+/// have; and sets `no_new_privs`. For the children of rpm's Lua scriptlets (`os.execute`,
+/// `rpm.execute`, `io.popen`, `posix.exec`), which run inside rpm and never reach a scriptlet
+/// hook. Needs `CAP_SETPCAP`. Allocation-free.
+pub fn confine_future_programs() -> std::result::Result<(), ConfineError> {
+    crate::caps::lower_bounding_set(CapabilityProfile::Confined.kept())
+        .map_err(fail("lower the bounding set"))?;
     set_no_new_privs().map_err(fail("set no_new_privs"))
 }
 

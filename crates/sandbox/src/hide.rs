@@ -58,6 +58,14 @@ pub(crate) fn hide_from_sandbox(siblings_of: &[PathBuf], needed: &[PathBuf]) -> 
     Ok(())
 }
 
+/// Hides each of `paths` as a secret is hidden, except what `needed` holds.
+pub(crate) fn hide_paths(paths: &[PathBuf], needed: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        hide(path, needed)?;
+    }
+    Ok(())
+}
+
 /// Covers one directory (empty read-only tmpfs) or regular file (`/dev/null`); symlinks, other
 /// kinds and paths the operation needs are left alone.
 fn hide(path: &Path, needed: &[PathBuf]) -> Result<()> {

@@ -43,6 +43,7 @@ mod error;
 mod guest_context;
 mod guest_process;
 mod hide;
+mod landlock;
 mod mount;
 mod namespaces;
 mod net;
@@ -54,12 +55,16 @@ mod sys;
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
 pub use error::{Error, Result};
-pub use guest_context::{ConfineError, confine_scriptlet, enter_guest_context};
+pub use guest_context::{
+    ConfineError, SCRIPTLET_MOUNT_NS_VAR, SCRIPTLET_ROOT_VAR, confine_future_programs,
+    confine_scriptlet, enter_guest_context,
+};
 pub use guest_process::{
     CPU_PERIOD_MICROS, GuestCgroup, GuestInit, GuestLaunch, GuestLimits, RunningGuest,
     exec_in_guest, exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient,
     signal_by_name, signal_pidfd, start_guest_init, wait_pidfd_exit,
 };
+pub use landlock::{OPT_OUT_VAR as LANDLOCK_OPT_OUT_VAR, write_boundary_available};
 pub use mount::{
     Access, BindMount, FileSystem, bind_into, make_all_private, make_read_only_recursive, mount_at,
     mount_into,
@@ -68,7 +73,10 @@ pub use namespaces::{
     Namespace, chroot_into, enter_private_mount_namespace, join_namespaces, open_pidfd,
 };
 pub use net::{GuestNetwork, MAX_INTERFACE_NAME};
-pub use process::{Finished, SandboxChild, SandboxCommand, StdioMode, run_if_sandbox_child};
+pub use process::{
+    Finished, OPERATION_DIR, SandboxChild, SandboxCommand, StdioMode, narrow_exec_env,
+    operation_path, run_if_sandbox_child,
+};
 /// Capability sets as rustix defines them (used by [`restrict_capabilities`]).
 pub use rustix::thread::CapabilitySet;
 pub use safe_path::{DeviceNode, DirEntry, FileInfo, FileKind, GuestRoot};

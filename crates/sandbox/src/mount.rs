@@ -276,6 +276,72 @@ pub(crate) fn clone_tree(host_path: &Path) -> Result<OwnedFd> {
     .map_err(|e| Error::host("clone mount tree of", host_path, e))
 }
 
+/// A detached copy of the directory `host_path` (not of mounts below it), to mount elsewhere.
+/// Below `package_state` (the guest's `.pkg/G`, which earlier operations could write parts of)
+/// the path is resolved beneath it without following any symlink; elsewhere it is a trusted
+/// host path.
+pub(crate) fn clone_source(package_state: Option<&GuestRoot>, host_path: &Path) -> Result<OwnedFd> {
+    let below = package_state.and_then(|base| {
+        host_path
+            .strip_prefix(base.host_path())
+            .ok()
+            .map(|rest| (base, rest))
+    });
+    let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    match below {
+        Some((base, rest)) => {
+            let dir = base.resolve_dir_no_symlinks("mount", rest)?;
+            open_tree(&dir, "", flags | OpenTreeFlags::AT_EMPTY_PATH)
+                .map_err(|e| Error::host("clone mount of", host_path, e))
+        }
+        None => open_tree(CWD, host_path, flags)
+            .map_err(|e| Error::host("clone mount of", host_path, e)),
+    }
+}
+
+/// Sets `nosuid,nodev`, and `ro` or `noexec` as asked, on a detached tree.
+pub(crate) fn set_bind_attributes(
+    tree: &OwnedFd,
+    what: &Path,
+    access: Access,
+    noexec: bool,
+) -> Result<()> {
+    let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    if access == Access::ReadOnly {
+        attrs |= sys::MOUNT_ATTR_RDONLY;
+    }
+    if noexec {
+        attrs |= sys::MOUNT_ATTR_NOEXEC;
+    }
+    sys::mount_setattr(tree.as_fd(), c"", libc::AT_EMPTY_PATH as u32, attrs, 0, 0)
+        .map_err(|e| Error::host("set attributes of mount of", what, e))
+}
+
+/// Attaches a detached tree onto the directory `guest_target` inside `root`, resolved and
+/// verified as by [`bind_into`].
+pub(crate) fn attach_into(
+    root: &GuestRoot,
+    tree: &OwnedFd,
+    guest_target: &Path,
+    source: &Path,
+) -> Result<BindMount> {
+    let target = root.resolve_dir_no_symlinks("bind-mount onto", guest_target)?;
+    attach_and_verify(root, tree, &target, guest_target, source)
+}
+
+/// Makes the mount at `host_path` read-only, leaving the mounts below it as they are.
+pub(crate) fn make_top_read_only(host_path: &Path) -> Result<()> {
+    let path = CString::new(host_path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        Error::host(
+            "make read-only",
+            host_path,
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        )
+    })?;
+    sys::mount_setattr(CWD, &path, 0, sys::MOUNT_ATTR_RDONLY, 0, 0)
+        .map_err(|e| Error::host("make read-only", host_path, e))
+}
+
 /// Attaches a detached tree onto a pinned directory.
 pub(crate) fn attach(tree: &OwnedFd, target: BorrowedFd<'_>, what: &Path) -> Result<()> {
     move_mount(

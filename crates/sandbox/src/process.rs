@@ -39,7 +39,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -88,6 +88,36 @@ struct Bind {
     access: Access,
 }
 
+/// A host directory of tool state shown at a neutral path below [`OPERATION_DIR`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StateMount {
+    host: PathBuf,
+    /// Relative path below [`OPERATION_DIR`].
+    name: PathBuf,
+    access: Access,
+}
+
+/// Where the sandbox shows the operation's tool state ([`SandboxCommand::state`]): a directory of
+/// a fresh, read-only tmpfs that holds nothing but the mounts the command asked for. Neutral: the
+/// host paths of the state are hidden in the sandbox, so a script that learnt them (mountinfo
+/// shows the source paths) finds nothing there.
+pub const OPERATION_DIR: &str = "/run/vserver-op";
+
+/// The path at which [`SandboxCommand::state`] shows `name` inside the sandbox.
+pub fn operation_path(name: impl AsRef<Path>) -> PathBuf {
+    Path::new(OPERATION_DIR).join(name)
+}
+
+/// Marks an entry point that restricts writes further and executes a program: the value is
+/// JSON `{"program": PATH, "writable": [DIR…]}` ([`narrow_exec_env`]).
+const NARROW_EXEC_VAR: &str = "VSERVER_NARROW_EXEC";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NarrowExec {
+    program: PathBuf,
+    writable: Vec<PathBuf>,
+}
+
 /// Everything the sandbox child needs, sent over the channel as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Spec {
@@ -116,6 +146,23 @@ struct Spec {
     /// A network namespace of its own (only loopback, down).
     #[serde(default)]
     no_network: bool,
+    /// Tool state shown below [`OPERATION_DIR`].
+    #[serde(default)]
+    state: Vec<StateMount>,
+    /// The guest's package state directory (`.pkg/G`): hidden, and the sources of binds and
+    /// state below it are resolved beneath it without following symlinks.
+    #[serde(default)]
+    package_state: Option<PathBuf>,
+    /// Writes only beneath these (plus `/dev`), instead of everything the command made writable.
+    #[serde(default)]
+    writes_only_beneath: Option<Vec<PathBuf>>,
+    /// Run without a write boundary when the kernel has no Landlock (the administrator's
+    /// explicit choice, [`crate::LANDLOCK_OPT_OUT_VAR`]).
+    #[serde(default)]
+    allow_no_write_boundary: bool,
+    /// Prepare a mount namespace without the binds for the program's scripts.
+    #[serde(default)]
+    scriptlet_namespace: bool,
 }
 
 /// Messages from the sandbox processes to the caller, one JSON document per line.
@@ -170,6 +217,10 @@ pub struct SandboxCommand {
     skip_fsync: bool,
     hide_siblings: Vec<PathBuf>,
     no_network: bool,
+    state: Vec<StateMount>,
+    package_state: Option<PathBuf>,
+    writes_only_beneath: Option<Vec<PathBuf>>,
+    scriptlet_namespace: bool,
     stdin: StdioMode,
     stdout: StdioMode,
     stderr: StdioMode,
@@ -198,6 +249,10 @@ impl SandboxCommand {
             skip_fsync: false,
             hide_siblings: Vec::new(),
             no_network: false,
+            state: Vec::new(),
+            package_state: None,
+            writes_only_beneath: None,
+            scriptlet_namespace: false,
             stdin: StdioMode::Inherit,
             stdout: StdioMode::Inherit,
             stderr: StdioMode::Inherit,
@@ -254,8 +309,11 @@ impl SandboxCommand {
     }
 
     /// Bind-mounts the host directory `host` onto the existing directory `guest` inside the guest
-    /// root, securely ([`crate::bind_into`]). A read-write bind also keeps `host` writable at its
-    /// own path in the sandbox.
+    /// root, securely (the target is resolved as by [`crate::bind_into`]), `nosuid,nodev,noexec`:
+    /// a database is data, and dpkg's maintainer scripts must not be executable straight from it
+    /// (the exec hook runs them through their interpreter once they are confined, so a script
+    /// that the hook did not see cannot run at all). The mount is the only way to `host` in the
+    /// sandbox when it lies below [`SandboxCommand::package_state`].
     pub fn bind(
         &mut self,
         host: impl Into<PathBuf>,
@@ -270,9 +328,56 @@ impl SandboxCommand {
         self
     }
 
-    /// Keeps a host directory (trusted path, e.g. the guest's package cache) writable.
+    /// Keeps a host directory (trusted path, e.g. a scratch directory of the operation) writable
+    /// at its own path.
     pub fn writable(&mut self, host: impl Into<PathBuf>) -> &mut Self {
         self.writable.push(host.into());
+        self
+    }
+
+    /// Shows the host directory `host` (tool state: caches, lists, trusted configuration) at the
+    /// neutral path [`operation_path`]`(name)`, read-only or writable. `name` is relative and
+    /// plain (no `..`).
+    pub fn state(
+        &mut self,
+        host: impl Into<PathBuf>,
+        name: impl Into<PathBuf>,
+        access: Access,
+    ) -> &mut Self {
+        self.state.push(StateMount {
+            host: host.into(),
+            name: name.into(),
+            access,
+        });
+        self
+    }
+
+    /// The guest's package state directory (`.pkg/G`, a trusted host path): hidden in the
+    /// sandbox; every bind or state source below it is opened beneath it with no symlink
+    /// followed, so a link planted there in an earlier operation cannot redirect a mount.
+    pub fn package_state(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.package_state = Some(dir.into());
+        self
+    }
+
+    /// Narrows the write boundary: the program and everything it starts may write only beneath
+    /// `dirs` (as the sandbox shows them; `/dev` is always added), instead of beneath the guest
+    /// root, the writable paths and the writable state.
+    pub fn writes_only_beneath(
+        &mut self,
+        dirs: impl IntoIterator<Item = impl Into<PathBuf>>,
+    ) -> &mut Self {
+        self.writes_only_beneath = Some(dirs.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Prepares, for the program's scripts, the sandbox's mount namespace as it was before the
+    /// binds: the program gets its descriptor and the guest root in
+    /// [`crate::SCRIPTLET_MOUNT_NS_VAR`] and [`crate::SCRIPTLET_ROOT_VAR`], and
+    /// [`crate::confine_scriptlet`] enters it (the rpm plugin's way of leaving the database
+    /// behind where the write boundary forbids unmounting).
+    pub fn scriptlet_namespace(&mut self, prepare: bool) -> &mut Self {
+        self.scriptlet_namespace = prepare;
         self
     }
 
@@ -438,6 +543,11 @@ impl SandboxCommand {
             skip_fsync: self.skip_fsync,
             hide_siblings: self.hide_siblings.clone(),
             no_network: self.no_network,
+            state: self.state.clone(),
+            package_state: self.package_state.clone(),
+            writes_only_beneath: self.writes_only_beneath.clone(),
+            allow_no_write_boundary: crate::landlock::opted_out(),
+            scriptlet_namespace: self.scriptlet_namespace,
         }
     }
 
@@ -669,6 +779,9 @@ impl Channel {
 /// never returns in that case. Call it first thing in `main` of every binary that uses
 /// [`SandboxCommand`], before any thread is started.
 pub fn run_if_sandbox_child() {
+    if let Some(value) = std::env::var_os(NARROW_EXEC_VAR) {
+        run_narrow_exec(&value);
+    }
     let Some(fd) = std::env::var_os(CHANNEL_VAR) else {
         return;
     };
@@ -703,6 +816,72 @@ pub fn run_if_sandbox_child() {
         }
     };
     std::process::exit(code);
+}
+
+/// The environment variable and value that turn a run of this binary (any binary that calls
+/// [`run_if_sandbox_child`] first) into an entry point that restricts writes to beneath
+/// `writable` (plus `/dev`) and then executes `program` with the arguments it was given. This is
+/// how apt runs dpkg in a narrower write boundary than its own: apt's `Dir::Bin::dpkg` names this
+/// binary, and apt passes its environment on.
+pub fn narrow_exec_env(program: &Path, writable: &[PathBuf]) -> (OsString, OsString) {
+    let spec = NarrowExec {
+        program: program.to_path_buf(),
+        writable: writable.to_vec(),
+    };
+    let value = serde_json::to_string(&spec).unwrap_or_default();
+    (NARROW_EXEC_VAR.into(), value.into())
+}
+
+/// The entry point of [`narrow_exec_env`]: never returns. Refuses to run the program (exit 126,
+/// as a shell does for a command it cannot execute) when the boundary cannot be set.
+fn run_narrow_exec(value: &OsStr) -> ! {
+    let refuse = |why: String| -> ! {
+        let _ = writeln!(io::stderr(), "vserver: refusing to run the program: {why}");
+        std::process::exit(126)
+    };
+    let spec: NarrowExec = match serde_json::from_slice(value.as_bytes()) {
+        Ok(spec) => spec,
+        Err(e) => refuse(format!("bad {NARROW_EXEC_VAR}: {e}")),
+    };
+    if crate::landlock::write_boundary_available() {
+        let mut dirs: Vec<PathBuf> = crate::landlock::always_writable()
+            .iter()
+            .map(|p| p.to_path_buf())
+            .collect();
+        dirs.extend(spec.writable.iter().cloned());
+        if let Err(e) = crate::landlock::restrict_writes_beneath(&dirs) {
+            refuse(format!("cannot set its write boundary: {e}"));
+        }
+    } else if !crate::landlock::opted_out() {
+        refuse("this kernel has no Landlock for its write boundary".to_string());
+    }
+    let cstring = |bytes: &[u8]| CString::new(bytes).unwrap_or_default();
+    let program = cstring(spec.program.as_os_str().as_bytes());
+    let name = spec.program.file_name().unwrap_or(spec.program.as_os_str());
+    let argv: Vec<CString> = std::iter::once(cstring(name.as_bytes()))
+        .chain(std::env::args_os().skip(1).map(|a| cstring(a.as_bytes())))
+        .collect();
+    let envp: Vec<CString> = std::env::vars_os()
+        .filter(|(key, _)| key != NARROW_EXEC_VAR)
+        .map(|(key, value)| {
+            let mut entry = key.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            cstring(&entry)
+        })
+        .collect();
+    let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
+        strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let error = sys::execve(&program, &pointers(&argv), &pointers(&envp));
+    refuse(format!(
+        "cannot execute `{}`: {error}",
+        spec.program.display()
+    ))
 }
 
 fn read_spec(channel: &Channel) -> io::Result<Spec> {
@@ -899,7 +1078,7 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
     if let Some(name) = spec.hostname.as_ref().filter(|_| spec.join_guest.is_none()) {
         step_io("set the host name", sys::sethostname(name.as_bytes()))?;
     }
-    make_host_read_only(spec)?;
+    let prepared = make_host_read_only(spec)?;
 
     let (to_sandbox_read, to_sandbox_write) = step_io("create a pipe", sys::pipe())?;
     let (to_init_read, to_init_write) = step_io("create a pipe", sys::pipe())?;
@@ -908,7 +1087,7 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
     if init == 0 {
         drop(to_sandbox_read);
         drop(to_init_write);
-        let code = match run_init(spec, channel, to_sandbox_write, to_init_read) {
+        let code = match run_init(spec, channel, &prepared, to_sandbox_write, to_init_read) {
             Ok(()) => 0,
             // The sandbox process reports why it went away; this would only hide that.
             Err(failure) if failure.step == WAIT_FOR_ID_MAP => SETUP_FAILED,
@@ -959,20 +1138,66 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
     })
 }
 
-/// Makes `/` read-only recursively, except the guest root, the writable paths and the sources of
-/// read-write binds, which are cloned before and put back on their own paths after.
-fn make_host_read_only(spec: &Spec) -> Step<()> {
+/// What the sandbox process prepared for the init: detached copies of the binds' sources, to be
+/// attached inside the user namespace (in the order of `Spec::binds`).
+struct Prepared {
+    bind_trees: Vec<OwnedFd>,
+}
+
+/// Makes `/` read-only recursively, except the guest root and the writable paths, which are
+/// cloned before and put back on their own paths after; hides secrets, neighbours and the
+/// package state; shows the operation's state at its neutral paths.
+fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
+    // The sources of binds and state are cloned first, while their host paths are still
+    // visible: the package state is hidden below.
+    let package_state = match &spec.package_state {
+        Some(dir) => Some(step("open the package state", GuestRoot::open(dir))?),
+        None => None,
+    };
+    let mut bind_trees = Vec::new();
+    for bind in &spec.binds {
+        let tree = step(
+            "clone a database for mounting",
+            mount::clone_source(package_state.as_ref(), &bind.host),
+        )?;
+        step(
+            "set the attributes of a database mount",
+            mount::set_bind_attributes(&tree, &bind.host, bind.access, true),
+        )?;
+        bind_trees.push(tree);
+    }
+    let mut state_trees = Vec::new();
+    for state in &spec.state {
+        if !is_plain_relative(&state.name) {
+            return Err(Failure {
+                step: "show tool state",
+                errno: libc::EINVAL,
+                message: format!("`{}` is not a plain relative name", state.name.display()),
+            });
+        }
+        let tree = step(
+            "clone tool state for mounting",
+            mount::clone_source(package_state.as_ref(), &state.host),
+        )?;
+        // Writable state is data that the operation's processes wrote: never executable.
+        // Read-only state may hold the libraries the tools load (the rpm plugin, the exec hook).
+        step(
+            "set the attributes of a tool state mount",
+            mount::set_bind_attributes(
+                &tree,
+                &state.host,
+                state.access,
+                state.access == Access::ReadWrite,
+            ),
+        )?;
+        state_trees.push((state, tree));
+    }
+
     let mut keep: Vec<&Path> = Vec::new();
     if let Some(root) = &spec.guest_root {
         keep.push(root);
     }
     keep.extend(spec.writable.iter().map(PathBuf::as_path));
-    keep.extend(
-        spec.binds
-            .iter()
-            .filter(|b| b.access == Access::ReadWrite)
-            .map(|b| b.host.as_path()),
-    );
     let mut clones = Vec::new();
     for path in keep {
         let target = step_io(
@@ -989,6 +1214,20 @@ fn make_host_read_only(spec: &Spec) -> Step<()> {
         let tree = step("clone a writable path", mount::clone_tree(path))?;
         clones.push((path, target, tree));
     }
+    let needed = needed_paths(spec);
+    let run = Path::new("/run");
+    let cover_run = run.is_dir() && !needed.iter().any(|n| n.starts_with(run));
+    // Name lookups may need the file /etc/resolv.conf points to below /run
+    // (systemd-resolved's stub): its directory is shown again, read-only, on the new /run.
+    let resolver_dir = if cover_run {
+        resolver_directory()
+            .map(|dir| {
+                step("clone the resolver's directory", mount::clone_tree(&dir)).map(|t| (dir, t))
+            })
+            .transpose()?
+    } else {
+        None
+    };
     step(
         "make the host read-only",
         mount::make_read_only_recursive(Path::new("/")),
@@ -1012,8 +1251,61 @@ fn make_host_read_only(spec: &Spec) -> Step<()> {
     )?;
     step(
         "hide host secrets and other guests",
-        crate::hide::hide_from_sandbox(&spec.hide_siblings, &needed_paths(spec)),
+        crate::hide::hide_from_sandbox(&spec.hide_siblings, &needed),
     )?;
+    if let Some(dir) = &spec.package_state {
+        step(
+            "hide the package state",
+            crate::hide::hide_paths(std::slice::from_ref(dir), &needed),
+        )?;
+    }
+    if cover_run {
+        // The host's /run holds the sockets of its daemons (systemd, D-Bus, container engines),
+        // and a socket on a read-only mount still accepts connections from host uid 0.
+        step(
+            "mount a fresh /run",
+            mount::mount_at(
+                &FileSystem::Tmpfs {
+                    mode: 0o755,
+                    size: Some(1 << 20),
+                },
+                run,
+            ),
+        )?;
+        if let Some((dir, tree)) = resolver_dir {
+            step_io(
+                "create the resolver's directory",
+                std::fs::create_dir_all(&dir),
+            )?;
+            let target = open_dir("open the resolver's directory", &dir)?;
+            step(
+                "show the resolver's directory",
+                mount::attach(&tree, target.as_fd(), &dir),
+            )?;
+        }
+    } else if !state_trees.is_empty() {
+        return Err(Failure {
+            step: "show tool state",
+            errno: libc::EBUSY,
+            message: "a path the operation needs lies below /run, so /run cannot be replaced"
+                .to_string(),
+        });
+    }
+    for (state, tree) in state_trees {
+        let path = operation_path(&state.name);
+        step_io(
+            "create a tool state directory",
+            std::fs::create_dir_all(&path),
+        )?;
+        let target = open_dir("open a tool state directory", &path)?;
+        step(
+            "show tool state",
+            mount::attach(&tree, target.as_fd(), &path),
+        )?;
+    }
+    if cover_run {
+        step("make /run read-only", mount::make_top_read_only(run))?;
+    }
     if let (Some(root), true) = (&spec.guest_root, spec.guest_dev) {
         let root = step("open the guest root", GuestRoot::open(root))?;
         if step("inspect the guest's /dev", root.exists("/dev"))? {
@@ -1027,17 +1319,32 @@ fn make_host_read_only(spec: &Spec) -> Step<()> {
             )?;
         }
     }
-    Ok(())
+    Ok(Prepared { bind_trees })
 }
 
-/// What the program needs to see: the guest root, the writable paths, the binds' sources, the
-/// program itself, its working directory and this binary.
+/// Whether `name` is relative, non-empty and made of normal components only.
+fn is_plain_relative(name: &Path) -> bool {
+    name.components().next().is_some()
+        && name
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// The directory below `/run` that holds the file `/etc/resolv.conf` points to, if it does.
+fn resolver_directory() -> Option<PathBuf> {
+    let target = std::fs::canonicalize("/etc/resolv.conf").ok()?;
+    let dir = target.parent()?.to_path_buf();
+    (dir.starts_with("/run") && dir != Path::new("/run") && dir.is_dir()).then_some(dir)
+}
+
+/// What the program needs to see: the guest root, the writable paths, the program itself, its
+/// working directory and this binary. (The binds' and the state's sources are mounted from
+/// copies taken before anything was hidden.)
 fn needed_paths(spec: &Spec) -> Vec<PathBuf> {
     let path_var = path_var(spec);
     spec.guest_root
         .iter()
         .chain(&spec.writable)
-        .chain(spec.binds.iter().map(|b| &b.host))
         .chain(&spec.cwd)
         .cloned()
         .chain(find_program(&spec.program, &path_var))
@@ -1049,6 +1356,7 @@ fn needed_paths(spec: &Spec) -> Vec<PathBuf> {
 fn run_init(
     spec: &Spec,
     channel: &Channel,
+    prepared: &Prepared,
     to_sandbox: OwnedFd,
     from_sandbox: OwnedFd,
 ) -> Step<()> {
@@ -1092,15 +1400,36 @@ fn run_init(
     }
     drop(to_sandbox);
     drop(from_sandbox);
+    // The namespace as it is now, before the binds: what the program's scripts enter. Then a
+    // copy of it for the program, where the databases are mounted.
+    let scriptlet_namespace = if spec.scriptlet_namespace {
+        let fd = step_io(
+            "keep the scriptlet mount namespace",
+            rustix::fs::open(
+                "/proc/self/ns/mnt",
+                rustix::fs::OFlags::RDONLY,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(io::Error::from),
+        )?;
+        step(
+            "create the program's mount namespace",
+            namespaces::unshare(UnshareFlags::NEWNS, "create a mount namespace"),
+        )?;
+        Some(fd)
+    } else {
+        None
+    };
     if let Some(root) = &spec.guest_root {
         let root = step("open the guest root", GuestRoot::open(root))?;
-        for bind in &spec.binds {
+        for (bind, tree) in spec.binds.iter().zip(&prepared.bind_trees) {
             step(
                 "bind-mount into the guest",
-                crate::mount::bind_into(&root, &bind.host, &bind.guest, bind.access),
+                crate::mount::attach_into(&root, tree, &bind.guest, &bind.host),
             )?;
         }
     }
+    let mut private_tmp = Vec::new();
     if spec.private_tmp {
         for dir in ["/tmp", "/var/tmp"] {
             let covers_kept_path = spec
@@ -1126,10 +1455,11 @@ fn run_init(
                         Path::new(dir),
                     ),
                 )?;
+                private_tmp.push(PathBuf::from(dir));
             }
         }
     }
-    let exec = prepare_exec(spec)?;
+    let exec = prepare_exec(spec, channel, &private_tmp, scriptlet_namespace.as_ref())?;
     // SAFETY: single-threaded process (a fork of the single-threaded sandbox process).
     let program = step_io("fork the program", unsafe { sys::fork() })?;
     if program == 0 {
@@ -1160,9 +1490,17 @@ struct Exec {
     envp: Vec<CString>,
     cwd: PathBuf,
     sync_filter: Option<seccomp::Filter>,
+    /// Where the program may write (`None`: no write boundary, the administrator's choice on a
+    /// kernel without Landlock).
+    write_boundary: Option<Vec<PathBuf>>,
 }
 
-fn prepare_exec(spec: &Spec) -> Step<Exec> {
+fn prepare_exec(
+    spec: &Spec,
+    channel: &Channel,
+    private_tmp: &[PathBuf],
+    scriptlet_namespace: Option<&OwnedFd>,
+) -> Step<Exec> {
     let nul = |what: &'static str| Failure {
         step: what,
         errno: libc::EINVAL,
@@ -1181,8 +1519,16 @@ fn prepare_exec(spec: &Spec) -> Step<Exec> {
     for arg in &spec.args {
         argv.push(CString::new(arg.as_bytes()).map_err(|_| nul("prepare arguments"))?);
     }
+    let mut env: Vec<(OsString, OsString)> = spec.env.clone();
+    if let (Some(fd), Some(root)) = (scriptlet_namespace, &spec.guest_root) {
+        env.push((
+            crate::SCRIPTLET_MOUNT_NS_VAR.into(),
+            fd.as_raw_fd().to_string().into(),
+        ));
+        env.push((crate::SCRIPTLET_ROOT_VAR.into(), root.clone().into()));
+    }
     let mut envp = Vec::new();
-    for (key, value) in &spec.env {
+    for (key, value) in &env {
         let mut entry = key.as_bytes().to_vec();
         entry.push(b'=');
         entry.extend_from_slice(value.as_bytes());
@@ -1198,13 +1544,58 @@ fn prepare_exec(spec: &Spec) -> Step<Exec> {
     } else {
         None
     };
+    let write_boundary = if crate::landlock::write_boundary_available() {
+        Some(write_boundary(spec, private_tmp))
+    } else if spec.allow_no_write_boundary {
+        channel.send(&Message::Note(format!(
+            "no write boundary: this kernel has no Landlock, and {}=1 allows that",
+            crate::landlock::OPT_OUT_VAR
+        )));
+        None
+    } else {
+        return Err(Failure {
+            step: "set up the write boundary",
+            errno: libc::EOPNOTSUPP,
+            message: format!(
+                "this kernel has no Landlock (ABI 3, Linux 6.2 or later, with landlock in its \
+                 `lsm=` list): refusing to run package tools without a write boundary; set {}=1 \
+                 to run them anyway",
+                crate::landlock::OPT_OUT_VAR
+            ),
+        });
+    };
     Ok(Exec {
         program,
         argv,
         envp,
         cwd,
         sync_filter,
+        write_boundary,
     })
+}
+
+/// Where the program may write: what [`SandboxCommand::writes_only_beneath`] named, or the guest
+/// root, the writable paths, the writable state and the private `/tmp`s; `/dev` either way.
+fn write_boundary(spec: &Spec, private_tmp: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = crate::landlock::always_writable()
+        .iter()
+        .map(|p| p.to_path_buf())
+        .collect();
+    match &spec.writes_only_beneath {
+        Some(only) => dirs.extend(only.iter().cloned()),
+        None => {
+            dirs.extend(spec.guest_root.iter().cloned());
+            dirs.extend(spec.writable.iter().cloned());
+            dirs.extend(
+                spec.state
+                    .iter()
+                    .filter(|s| s.access == Access::ReadWrite)
+                    .map(|s| operation_path(&s.name)),
+            );
+            dirs.extend(private_tmp.iter().cloned());
+        }
+    }
+    dirs
 }
 
 /// The program's `PATH`, or the default one.
@@ -1255,6 +1646,12 @@ fn exec_program(spec: &Spec, exec: &Exec) -> Failure {
             restrict_capabilities(spec.capabilities.kept()),
         )?;
         step_io("set no_new_privs", set_no_new_privs())?;
+        if let Some(dirs) = &exec.write_boundary {
+            step_io(
+                "set the write boundary (Landlock)",
+                crate::landlock::restrict_writes_beneath(dirs),
+            )?;
+        }
         // Last: the setup above may sync whatever it likes; from here on the program may not.
         if let Some(filter) = &exec.sync_filter {
             step_io(

@@ -23,6 +23,8 @@ pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
 /// `MOUNT_ATTR_NODEV`.
 pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
+/// `MOUNT_ATTR_NOEXEC`.
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 {
@@ -102,6 +104,37 @@ pub(crate) unsafe fn fork() -> io::Result<libc::pid_t> {
     } else {
         Ok(pid)
     }
+}
+
+/// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`: the kernel's Landlock
+/// ABI version (`EOPNOTSUPP`/`ENOSYS` when it has none).
+pub(crate) fn landlock_abi_version() -> io::Result<i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: a null attribute pointer with size 0 is what the version query takes; the kernel
+    // reads nothing.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    check(ret).map(|v| v as i32)
+}
+
+/// `setns(fd, CLONE_NEWNS)` without allocating (for forked children of multi-threaded programs).
+pub(crate) fn setns_mount(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: setns only reads its integer arguments; a bad descriptor is an error, not UB.
+    check(unsafe { libc::setns(fd, libc::CLONE_NEWNS) } as libc::c_long).map(drop)
+}
+
+/// `chroot(path)` then `chdir("/")`, without allocating.
+pub(crate) fn chroot_and_chdir(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    check(unsafe { libc::chroot(path.as_ptr()) } as libc::c_long)?;
+    // SAFETY: a static NUL-terminated string.
+    check(unsafe { libc::chdir(c"/".as_ptr()) } as libc::c_long).map(drop)
 }
 
 /// `_exit(code)`: leave without running atexit handlers or flushing stdio (for forked children).

@@ -211,6 +211,60 @@ pub fn main(args: &[String]) -> ! {
                 try_open("/scriptlet-ran", libc::O_WRONLY | libc::O_CREAT),
             );
         }
+        // A package manager (every capability it gets) that left the guest's chroot, against the
+        // write boundary: ARG1 is writable by mount but outside the boundary, ARG2 the guest.
+        "boundary" => {
+            let outside = arg(1);
+            let guest = arg(2);
+            let path = |dir: &str, name: &str| format!("{dir}/{name}");
+            report(
+                "create-outside",
+                try_open(&path(&outside, "new"), libc::O_WRONLY | libc::O_CREAT),
+            );
+            report(
+                "write-outside",
+                try_open(&path(&outside, "existing"), libc::O_WRONLY),
+            );
+            report(
+                "truncate-outside",
+                try_open(&path(&outside, "existing"), libc::O_WRONLY | libc::O_TRUNC),
+            );
+            report("unlink-outside", {
+                let p = c(&path(&outside, "existing"));
+                // SAFETY: valid C string.
+                errno_of(unsafe { libc::unlink(p.as_ptr()) }.into())
+            });
+            report("symlink-outside", {
+                let (target, link) = (c("/etc/passwd"), c(&path(&outside, "link")));
+                // SAFETY: valid C strings.
+                errno_of(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }.into())
+            });
+            report(
+                "write-guest",
+                try_open(&path(&guest, "inside"), libc::O_WRONLY | libc::O_CREAT),
+            );
+            report("rename-guest-file-out", {
+                let (from, to) = (c(&path(&guest, "inside")), c(&path(&outside, "moved")));
+                // SAFETY: valid C strings.
+                errno_of(unsafe { libc::rename(from.as_ptr(), to.as_ptr()) }.into())
+            });
+            report("link-guest-file-out", {
+                let (from, to) = (c(&path(&guest, "inside")), c(&path(&outside, "linked")));
+                // SAFETY: valid C strings.
+                errno_of(unsafe { libc::link(from.as_ptr(), to.as_ptr()) }.into())
+            });
+            // Mounting needs nothing but CAP_SYS_ADMIN in the sandbox's own namespaces, which
+            // this profile keeps: the boundary refuses it all the same.
+            report(
+                "mount-tmpfs-in-guest",
+                try_mount("tmpfs", &path(&guest, "mnt"), "tmpfs", 0),
+            );
+            report("unmount-database", {
+                let db = c(&path(&guest, ".rpmdb"));
+                // SAFETY: valid C string.
+                errno_of(unsafe { libc::umount2(db.as_ptr(), libc::MNT_DETACH) }.into())
+            });
+        }
         // Looks at the size of a file a guest keeps appending to, twice, 300 ms apart.
         "observe" => {
             let file = arg(1);

@@ -16,6 +16,8 @@ crate::tests![
     program_cannot_reach_the_host,
     package_manager_profile_keeps_mounts_locked,
     scriptlet_context_hides_database_and_blocks_escape,
+    scriptlet_hook_fails_closed_without_its_namespace,
+    write_boundary_holds_beyond_the_mounts,
     setup_errors_are_reported,
     display_shows_command_and_environment,
     leftover_processes_are_killed,
@@ -216,6 +218,7 @@ fn scriptlet_context_hides_database_and_blocks_escape() -> Outcome {
             attack(&["scriptlet", world.guest.to_str().unwrap()])
                 .guest_root(&world.guest)
                 .bind(&db, "/.rpmdb", Access::ReadWrite)
+                .scriptlet_namespace(true)
                 .capabilities(CapabilityProfile::PackageManager),
         );
         expect(
@@ -240,6 +243,81 @@ fn scriptlet_context_hides_database_and_blocks_escape() -> Outcome {
                 .next()
                 .is_none()
         );
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// Inside the write boundary nothing may unmount: without the prepared scriptlet namespace the
+/// hook cannot leave the database behind, and says so instead of letting the script run.
+fn scriptlet_hook_fails_closed_without_its_namespace() -> Outcome {
+    run(|| {
+        require_root()?;
+        require(
+            vserver_sandbox::write_boundary_available(),
+            "needs Landlock (ABI 3)",
+        )?;
+        let world = World::new();
+        let db = prepare(&world);
+        let results = run_attack(
+            &world,
+            attack(&["scriptlet", world.guest.to_str().unwrap()])
+                .guest_root(&world.guest)
+                .bind(&db, "/.rpmdb", Access::ReadWrite)
+                .capabilities(CapabilityProfile::PackageManager),
+        );
+        expect(&results, &[("confine", libc::EPERM), ("database-after", 0)]);
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// The write boundary holds a package manager that keeps `CAP_SYS_ADMIN` and `CAP_SYS_CHROOT`
+/// in its own namespaces, for a directory the mounts leave writable: only Landlock stands
+/// between the program and that directory.
+fn write_boundary_holds_beyond_the_mounts() -> Outcome {
+    run(|| {
+        require_root()?;
+        require(
+            vserver_sandbox::write_boundary_available(),
+            "needs Landlock (ABI 3)",
+        )?;
+        let world = World::new();
+        let db = prepare(&world);
+        let outside = world._temp.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("existing"), "host data").unwrap();
+        let results = run_attack(
+            &world,
+            attack(&[
+                "boundary",
+                outside.to_str().unwrap(),
+                world.guest.to_str().unwrap(),
+            ])
+            .guest_root(&world.guest)
+            .bind(&db, "/.rpmdb", Access::ReadWrite)
+            .writable(&outside)
+            .writes_only_beneath([&world.guest])
+            .capabilities(CapabilityProfile::PackageManager),
+        );
+        expect(
+            &results,
+            &[
+                ("create-outside", libc::EACCES),
+                ("write-outside", libc::EACCES),
+                ("truncate-outside", libc::EACCES),
+                ("unlink-outside", libc::EACCES),
+                ("symlink-outside", libc::EACCES),
+                ("write-guest", 0),
+                ("rename-guest-file-out", libc::EXDEV),
+                ("link-guest-file-out", libc::EXDEV),
+                ("mount-tmpfs-in-guest", libc::EPERM),
+                ("unmount-database", libc::EPERM),
+            ],
+        );
+        assert_eq!(fs::read(outside.join("existing")).unwrap(), b"host data");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        assert_eq!(fs::read(db.join("Packages")).unwrap(), b"the database");
         world.assert_host_unchanged();
         Ok(())
     })
