@@ -4,8 +4,9 @@
 //!
 //! Layout (rpm 4.18, `lib/rpmplugin.h`): twelve function pointers in this order — init, cleanup,
 //! tsm_pre, tsm_post, psm_pre, psm_post, scriptlet_pre, scriptlet_fork_post, scriptlet_post,
-//! fsm_file_pre, fsm_file_post, fsm_file_prepare. We only ever fill one, so the other
-//! signatures are declared as opaque pointers: rpm checks each for NULL before calling it.
+//! fsm_file_pre, fsm_file_post, fsm_file_prepare. We fill two (init and scriptlet_fork_post), so
+//! the other signatures are declared as opaque pointers: rpm checks each for NULL before calling
+//! it.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void};
@@ -22,6 +23,9 @@ pub enum RpmRc {
     Fail = 2,
 }
 
+/// `plugin_init_func`: `rpmRC (*)(rpmPlugin plugin, rpmts ts)`.
+pub type Init = unsafe extern "C" fn(plugin: *mut c_void, ts: *mut c_void) -> RpmRc;
+
 /// `plugin_scriptlet_fork_post_func`: `rpmRC (*)(rpmPlugin plugin, const char *path, int type)`.
 pub type ScriptletForkPost =
     unsafe extern "C" fn(plugin: *mut c_void, path: *const c_char, kind: c_int) -> RpmRc;
@@ -30,8 +34,8 @@ pub type ScriptletForkPost =
 #[repr(C)]
 #[derive(Debug)]
 pub struct RpmPluginHooks {
-    /// `init`.
-    pub init: *const c_void,
+    /// `init`: lowers the bounding set for everything rpm executes (see [`init`]).
+    pub init: Option<Init>,
     /// `cleanup`.
     pub cleanup: *const c_void,
     /// `tsm_pre`.
@@ -44,7 +48,7 @@ pub struct RpmPluginHooks {
     pub psm_post: *const c_void,
     /// `scriptlet_pre`.
     pub scriptlet_pre: *const c_void,
-    /// `scriptlet_fork_post`: the only hook we set.
+    /// `scriptlet_fork_post`: confines each external scriptlet.
     pub scriptlet_fork_post: Option<ScriptletForkPost>,
     /// `scriptlet_post`.
     pub scriptlet_post: *const c_void,
@@ -63,7 +67,7 @@ unsafe impl Sync for RpmPluginHooks {}
 /// The hook table rpm resolves as `vserver_hooks` (plugin name `vserver` + `_hooks`).
 #[unsafe(no_mangle)]
 pub static vserver_hooks: RpmPluginHooks = RpmPluginHooks {
-    init: std::ptr::null(),
+    init: Some(init),
     cleanup: std::ptr::null(),
     tsm_pre: std::ptr::null(),
     tsm_post: std::ptr::null(),
@@ -76,6 +80,24 @@ pub static vserver_hooks: RpmPluginHooks = RpmPluginHooks {
     fsm_file_post: std::ptr::null(),
     fsm_file_prepare: std::ptr::null(),
 };
+
+/// Runs once in rpm's (or dnf's) own process when rpm loads the plugin for a transaction.
+///
+/// Lua scriptlets run inside that process, and what they execute (`os.execute`, `rpm.execute`,
+/// `io.popen`, `posix.exec`) never reaches `scriptlet_fork_post`. So, from here on, every program
+/// executed in this process tree starts with no more than the confined capabilities (the
+/// bounding set is lowered; rpm keeps what it holds) and `no_new_privs`. Failure makes rpm refuse
+/// the transaction (rpm treats a configured plugin that fails to load as a failed transaction).
+///
+/// # Safety
+///
+/// Called by rpm with its plugin and transaction handles, which are not dereferenced.
+unsafe extern "C" fn init(_plugin: *mut c_void, _ts: *mut c_void) -> RpmRc {
+    match std::panic::catch_unwind(crate::confine_future_programs) {
+        Ok(true) => RpmRc::Ok,
+        _ => RpmRc::Fail,
+    }
+}
 
 /// Runs in the scriptlet's forked child, chrooted into the guest, just before `exec`.
 ///

@@ -6,13 +6,23 @@
 //! `%__plugindir` at `.pkg/G/rpm/plugins/` (which holds `vserver.so`) and
 //! `%__transaction_vserver` at this library, so the table is [`vserver_hooks`].
 //!
-//! Only one hook is set: `scriptlet_fork_post`, which rpm calls in the forked child of a
-//! scriptlet, after it chrooted into the guest and just before `exec`. It calls
-//! [`vserver_sandbox::confine_scriptlet`], which unshares the mount namespace, detaches the
-//! database mounted at `/.rpmdb`, drops capabilities and sets `no_new_privs`. If that fails the
-//! hook returns `RPMRC_FAIL` and rpm ends the child with status 126: the scriptlet does not run
-//! (fail closed). Lua scriptlets run inside rpm's own process and never reach this hook; the
-//! per-operation sandbox around rpm holds them (see docs/security.md).
+//! Two hooks are set:
+//!
+//! - `init`, when rpm loads the plugin for a transaction, in rpm's (or dnf's) own process: it
+//!   lowers the capability bounding set to the confined set and sets `no_new_privs`
+//!   ([`vserver_sandbox::confine_future_programs`]). rpm keeps the capabilities it holds, but
+//!   every program executed in its process tree from then on — the children of Lua scriptlets,
+//!   which never reach the next hook, included — starts without `CAP_SYS_CHROOT`,
+//!   `CAP_SYS_ADMIN` and the rest beyond file ownership.
+//! - `scriptlet_fork_post`, which rpm calls in the forked child of a scriptlet, after it chrooted
+//!   into the guest and just before `exec`. It calls [`vserver_sandbox::confine_scriptlet`],
+//!   which leaves the database mounted at `/.rpmdb` behind (by entering the sandbox's scriptlet
+//!   mount namespace, which never had it), drops capabilities and sets `no_new_privs`.
+//!
+//! If either fails the hook returns `RPMRC_FAIL`: rpm refuses the transaction, or ends the
+//! scriptlet's child with status 126 before the scriptlet runs (fail closed). Lua scriptlets
+//! themselves run inside rpm's process, with the database mounted; the sandbox's write boundary
+//! around rpm holds them (see docs/security.md).
 //!
 //! The same library, preloaded into the host's apt and dpkg (`LD_PRELOAD`), confines dpkg's
 //! maintainer scripts the same way just before dpkg executes them (`exec_hook`): dpkg has no
@@ -29,6 +39,11 @@ pub use ffi::{RpmPluginHooks, RpmRc, vserver_hooks};
 
 /// Where the guest's database is mounted while rpm runs (after rpm's chroot into the guest).
 pub const DATABASE_MOUNT_POINT: &std::ffi::CStr = c"/.rpmdb";
+
+/// What the init hook does in rpm's process; `false` means "refuse the transaction".
+pub fn confine_future_programs() -> bool {
+    vserver_sandbox::confine_future_programs().is_ok()
+}
 
 /// What the hook does in the scriptlet's process; `false` means "do not run the scriptlet".
 pub fn confine_current_scriptlet() -> bool {
