@@ -62,3 +62,20 @@ pub trait PackageBackend {
     /// status (passed through by `vrpm`, `vyum`…).
     fn run_tool(&self, tool: Tool, args: &[OsString]) -> Result<ExitStatus>;
 }
+
+/// Gives a host package tool a clean environment: nothing of the administrator's (their
+/// variables would reach the guest's package scripts), only a standard `PATH`, a UTF-8 C locale,
+/// `HOME` and the terminal type.
+pub(crate) fn clean_environment(
+    command: &mut vserver_sandbox::SandboxCommand,
+    home: &std::path::Path,
+) {
+    command
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C.UTF-8")
+        .env("HOME", home);
+    if let Some(term) = std::env::var_os("TERM") {
+        command.env("TERM", term);
+    }
+}

@@ -22,6 +22,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An operation on the guest's package state (`.pkg/G`, opened as an untrusted tree) failed.
+    #[error("guest `{guest}`: package state")]
+    State {
+        /// The guest.
+        guest: String,
+        /// The cause (names the path below `.pkg/G`).
+        #[source]
+        source: Box<vserver_sandbox::Error>,
+    },
     /// The sandbox could not run the package manager (a planted symlink at the database mount
     /// point shows up here).
     #[error("guest `{guest}`: cannot run `{tool}` in the sandbox")]

@@ -1,22 +1,70 @@
 //! The guest's external package state, `/vservers/.pkg/G/`, laid out as util-vserver did: one
-//! directory per program (`rpm`, `yum`), then per purpose (`etc`, `state`, `cache`).
+//! directory per program (`rpm`, `yum`, `apt`, `dpkg`), then per purpose (`etc`, `state`,
+//! `cache`).
 //!
 //! ```text
+//! trusted: written by the host only, read-only in every sandbox
 //! .pkg/G/rpm/etc/macros          generated rpm macros (%_dbpath, %_netsharedpath, the distribution's)
-//! .pkg/G/rpm/state/              the rpm database, bind-mounted at the guest's /.rpmdb per operation
 //! .pkg/G/rpm/home/.rpmmacros     per-operation HOME for rpm and dnf: the macros plus the plugin lines
 //! .pkg/G/rpm/plugins/vserver.so  a copy of the plugin, found by rpm's plugin discovery and loaded
-//! .pkg/G/yum/etc/yum.repos.d/    a per-guest copy of the distribution's repository files
+//! .pkg/G/yum/etc/                dnf.conf, vars/ and yum.repos.d/ (copies of the distribution's)
+//! .pkg/G/apt/etc/                apt.conf (generated), sources.list, trusted.gpg.d/, apt.conf.d/…
+//! .pkg/G/apt/hook/vserver.so     the exec hook preloaded into apt and dpkg
+//! .pkg/G/lock, .pkg/G/internal   the operation lock; the internal-mode record
+//!
+//! hostile: written inside a sandbox, by the tools and whatever runs under them
+//! .pkg/G/rpm/state/              the rpm database, bind-mounted at the guest's /.rpmdb per operation
 //! .pkg/G/yum/cache, yum/lib, yum/log   dnf's cachedir, persistdir (history) and logs
-//! .pkg/G/lock                    held (flock) for the duration of every package operation
+//! .pkg/G/dpkg/state/             the dpkg database, bind-mounted at the guest's /var/lib/dpkg
+//! .pkg/G/dpkg/log/               dpkg's log
+//! .pkg/G/apt/state, apt/cache, apt/log  apt's lists, downloaded packages and logs
 //! ```
 //!
-//! All of it is host state, trusted, outside the guest: plain host paths (the guest never sees
-//! them).
+//! Everything a sandboxed process can write is hostile input forever: a package script (or a
+//! program it replaced in the guest) may have planted symlinks, FIFOs or huge files in any of the
+//! hostile directories. So host code outside a sandbox reaches `.pkg/G` only through
+//! [`PkgLayout::open_state`] (the safe-path layer: resolved beneath `.pkg/G`, no symlink leaving
+//! it, none followed at the final name), never loads code or configuration from a hostile
+//! directory, and keeps what it writes and later trusts in the trusted ones. Inside a sandbox
+//! the state is shown at neutral paths, `/run/vserver-op/REL` for `.pkg/G/REL`
+//! ([`PkgLayout::in_sandbox`]); `.pkg/G` itself is hidden there.
 
 use std::path::{Path, PathBuf};
 
+use vserver_sandbox::{Access, FileKind, GuestRoot, SandboxCommand};
+
 use crate::error::{Error, Result};
+
+/// `rpm/etc`: the generated macros (trusted).
+pub(crate) const RPM_ETC: &str = "rpm/etc";
+/// `rpm/state`: the rpm database (hostile).
+pub(crate) const RPM_STATE: &str = "rpm/state";
+/// `rpm/home`: rpm's and dnf's `HOME` (trusted).
+pub(crate) const RPM_HOME: &str = "rpm/home";
+/// `rpm/plugins`: rpm's `%__plugindir` (trusted).
+pub(crate) const RPM_PLUGINS: &str = "rpm/plugins";
+/// `yum/etc`: dnf's configuration (trusted).
+pub(crate) const YUM_ETC: &str = "yum/etc";
+/// `yum/cache`: dnf's cachedir (hostile).
+pub(crate) const YUM_CACHE: &str = "yum/cache";
+/// `yum/lib`: dnf's persistdir, its history database (hostile).
+pub(crate) const YUM_LIB: &str = "yum/lib";
+/// `yum/log`: dnf's logs (hostile).
+pub(crate) const YUM_LOG: &str = "yum/log";
+/// `apt/etc`: apt's configuration (trusted).
+pub(crate) const APT_ETC: &str = "apt/etc";
+/// `apt/hook`: the exec hook library (trusted).
+pub(crate) const APT_HOOK: &str = "apt/hook";
+/// `apt/state`: apt's lists (hostile).
+pub(crate) const APT_STATE: &str = "apt/state";
+/// `apt/cache`: downloaded packages and apt's caches (hostile).
+pub(crate) const APT_CACHE: &str = "apt/cache";
+/// `apt/log`: apt's logs (hostile).
+pub(crate) const APT_LOG: &str = "apt/log";
+/// `dpkg/state`: the dpkg database (hostile).
+pub(crate) const DPKG_STATE: &str = "dpkg/state";
+/// `dpkg/log`: dpkg's log (hostile).
+pub(crate) const DPKG_LOG: &str = "dpkg/log";
 
 /// Paths of one guest's external package state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,49 +92,44 @@ impl PkgLayout {
         &self.dir
     }
 
+    /// `.pkg/G/REL` on the host (for messages, the sandbox's mounts, and host tools that only
+    /// take paths; host code opens it through [`PkgLayout::open_state`]).
+    pub fn host(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Where a sandbox set up by [`PkgLayout::show_in`] shows `.pkg/G/REL`.
+    pub fn in_sandbox(rel: &str) -> PathBuf {
+        vserver_sandbox::operation_path(rel)
+    }
+
+    /// Shows `.pkg/G/REL` for each `(REL, access)` at [`PkgLayout::in_sandbox`]`(REL)`, and hides
+    /// `.pkg/G` itself (the mounts' sources are resolved beneath it without symlinks).
+    pub(crate) fn show_in(&self, command: &mut SandboxCommand, dirs: &[(&str, Access)]) {
+        command.package_state(&self.dir);
+        for (rel, access) in dirs {
+            command.state(self.host(rel), *rel, *access);
+        }
+    }
+
     /// `.pkg/G/rpm/etc/macros`.
     pub fn macros_file(&self) -> PathBuf {
-        self.dir.join("rpm/etc/macros")
+        self.host("rpm/etc/macros")
     }
 
     /// `.pkg/G/rpm/state`: the rpm database.
     pub fn rpm_state(&self) -> PathBuf {
-        self.dir.join("rpm/state")
-    }
-
-    /// `.pkg/G/rpm/home`: `HOME` of rpm and dnf during an operation.
-    pub fn rpm_home(&self) -> PathBuf {
-        self.dir.join("rpm/home")
-    }
-
-    /// `.pkg/G/rpm/plugins`: the `%__plugindir` of an operation.
-    pub fn plugin_dir(&self) -> PathBuf {
-        self.dir.join("rpm/plugins")
-    }
-
-    /// `.pkg/G/yum`: everything dnf writes.
-    pub fn yum_dir(&self) -> PathBuf {
-        self.dir.join("yum")
-    }
-
-    /// `.pkg/G/yum/etc/yum.repos.d`.
-    pub fn repos_dir(&self) -> PathBuf {
-        self.dir.join("yum/etc/yum.repos.d")
+        self.host(RPM_STATE)
     }
 
     /// `.pkg/G/yum/cache`.
     pub fn yum_cache(&self) -> PathBuf {
-        self.dir.join("yum/cache")
+        self.host(YUM_CACHE)
     }
 
     /// `.pkg/G/yum/lib` (dnf's persistdir: history database).
     pub fn yum_lib(&self) -> PathBuf {
-        self.dir.join("yum/lib")
-    }
-
-    /// `.pkg/G/yum/log`.
-    pub fn yum_log(&self) -> PathBuf {
-        self.dir.join("yum/log")
+        self.host(YUM_LIB)
     }
 
     /// `.pkg/G/lock`.
@@ -94,25 +137,60 @@ impl PkgLayout {
         self.dir.join("lock")
     }
 
-    /// Creates every directory of the layout (mode 0700 for the top: the guest's database is
-    /// nobody's business but root's).
-    pub fn create(&self) -> Result<()> {
-        for dir in [
-            self.dir.clone(),
-            self.dir.join("rpm/etc"),
-            self.rpm_state(),
-            self.rpm_home(),
-            self.plugin_dir(),
-            self.repos_dir(),
-            self.yum_cache(),
-            self.yum_lib(),
-            self.yum_log(),
-        ] {
-            fs_err::create_dir_all(&dir).map_err(|e| self.host_err("create", &dir, e))?;
+    /// Opens `.pkg/G` as an untrusted tree: every path below it is resolved beneath it, and no
+    /// symlink is followed out of it or at the final name ([`GuestRoot`]).
+    pub fn open_state(&self) -> Result<GuestRoot> {
+        GuestRoot::open(&self.dir).map_err(|source| self.state_err(source))
+    }
+
+    pub(crate) fn state_err(&self, source: vserver_sandbox::Error) -> Error {
+        Error::State {
+            guest: self.guest.clone(),
+            source: Box::new(source),
         }
+    }
+
+    /// Creates `.pkg/G` (mode 0700: the guest's database is nobody's business but root's) and
+    /// makes each of `dirs` a plain directory: a symlink or other file where one of them (or a
+    /// directory on the way) belongs is removed first. Such a thing can only have been planted
+    /// (before vserver 0.2 some of these directories were writable to package scripts) and must
+    /// redirect neither the host's writes nor the sandbox's mounts.
+    pub fn ensure_dirs(&self, dirs: &[&str]) -> Result<GuestRoot> {
+        fs_err::create_dir_all(&self.dir).map_err(|e| self.host_err("create", &self.dir, e))?;
         use std::os::unix::fs::PermissionsExt;
         fs_err::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| self.host_err("set permissions of", &self.dir, e))
+            .map_err(|e| self.host_err("set permissions of", &self.dir, e))?;
+        let state = self.open_state()?;
+        for rel in dirs {
+            let mut so_far = PathBuf::new();
+            for component in Path::new(rel).components() {
+                so_far.push(component);
+                match state.symlink_metadata(&so_far) {
+                    Ok(info) if info.kind == FileKind::Dir => continue,
+                    Ok(_) => state
+                        .remove_file(&so_far)
+                        .map_err(|source| self.state_err(source))?,
+                    Err(_) => {}
+                }
+                state
+                    .mkdir(&so_far, 0o755)
+                    .map_err(|source| self.state_err(source))?;
+            }
+        }
+        Ok(state)
+    }
+
+    /// Writes a trusted file below `.pkg/G` atomically (a symlink at its name is replaced, not
+    /// followed).
+    pub(crate) fn write_trusted(
+        &self,
+        state: &GuestRoot,
+        rel: impl AsRef<Path>,
+        content: &[u8],
+    ) -> Result<()> {
+        state
+            .write_atomic(rel, content, 0o644)
+            .map_err(|source| self.state_err(source))
     }
 
     /// Takes `.pkg/G/lock`, which serialises the package operations on one guest; a second
@@ -209,7 +287,7 @@ mod tests {
     fn a_second_operation_on_one_guest_is_refused_until_the_first_ends() {
         let tmp = tempfile::tempdir().unwrap();
         let layout = PkgLayout::new(tmp.path(), "g");
-        layout.create().unwrap();
+        layout.ensure_dirs(&[]).unwrap();
         let held = layout.lock().unwrap();
         assert!(matches!(layout.lock(), Err(Error::Busy { .. })));
         drop(held);

@@ -37,28 +37,45 @@ pub fn find_rpm_plugin() -> Result<PathBuf> {
         .ok_or(Error::PluginMissing { exe: dir })
 }
 
-/// Copies the plugin library into `dir` (host state of the guest) as `vserver.so`, unless an
-/// up-to-date copy is there, and returns the copy's path. A copy, not a link: the library must
-/// be readable inside the sandbox, where the host's `/tmp` (say, a build tree below it) is
-/// replaced by a private one and `/root` and `/home` are hidden.
-pub(crate) fn install_copy(layout: &PkgLayout, plugin: &Path, dir: &Path) -> Result<PathBuf> {
-    let installed = dir.join("vserver.so");
-    let up_to_date = match (
-        fs_err::metadata(plugin),
-        fs_err::symlink_metadata(&installed),
-    ) {
-        (Ok(source), Ok(copy)) => {
-            copy.is_file()
-                && copy.len() == source.len()
-                && copy.modified().ok() >= source.modified().ok()
-        }
-        _ => false,
-    };
-    if !up_to_date {
-        fs_err::create_dir_all(dir).map_err(|e| layout.host_err("create", dir, e))?;
-        let tmp = dir.join(".vserver.so.tmp");
-        fs_err::copy(plugin, &tmp).map_err(|e| layout.host_err("copy", plugin, e))?;
-        fs_err::rename(&tmp, &installed).map_err(|e| layout.host_err("create", &installed, e))?;
+/// Copies the plugin library into the trusted directory `rel` of the guest's package state
+/// (`.pkg/G/REL/vserver.so`), unless the copy there was made from this very library, and returns
+/// the copy's name relative to `.pkg/G`. A copy, not a link: the library must be readable inside
+/// the sandbox, where the host's `/tmp` (say, a build tree below it), `/root` and `/home` are
+/// hidden. Written through the safe-path layer, temporary name then rename, so nothing planted in
+/// the directory (before vserver 0.2 `apt/hook` was writable to maintainer scripts) can redirect
+/// the write; a stamp beside the copy records which library it was made from.
+pub(crate) fn install_copy(
+    layout: &PkgLayout,
+    state: &vserver_sandbox::GuestRoot,
+    plugin: &Path,
+    rel: &str,
+) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let installed = PathBuf::from(rel).join("vserver.so");
+    let stamp_path = PathBuf::from(rel).join("vserver.so.stamp");
+    let source = fs_err::metadata(plugin).map_err(|e| layout.host_err("inspect", plugin, e))?;
+    let stamp = format!(
+        "{} {} {} {}.{}\n",
+        source.dev(),
+        source.ino(),
+        source.size(),
+        source.mtime(),
+        source.mtime_nsec()
+    );
+    let current = state.read(&stamp_path).ok();
+    let copy_intact = matches!(
+        state.symlink_metadata(&installed),
+        Ok(info) if info.kind == vserver_sandbox::FileKind::File && info.size == source.size()
+    );
+    if current.as_deref() != Some(stamp.as_bytes()) || !copy_intact {
+        let mut library =
+            fs_err::File::open(plugin).map_err(|e| layout.host_err("read", plugin, e))?;
+        state
+            .write_atomic_with(&installed, 0o755, |file| {
+                std::io::copy(&mut library, file).map(drop)
+            })
+            .map_err(|source| layout.state_err(source))?;
+        layout.write_trusted(state, &stamp_path, stamp.as_bytes())?;
     }
     Ok(installed)
 }

@@ -4,21 +4,27 @@
 //! # How rpm and dnf get the guest's configuration
 //!
 //! Both read rpm macros from the host's files plus `~/.rpmmacros`, so every call runs with
-//! `HOME=.pkg/G/rpm/home`, whose `.rpmmacros` is the guest's generated macros plus the two plugin
-//! lines (`%__plugindir` = `.pkg/G/rpm/plugins`, and `%__transaction_vserver` = the copy of
-//! the running binary's plugin library there, `vserver.so`), rewritten before each operation.
-//! (As mock does; rpm's `--macros` would replace the host's macro path instead of extending it,
-//! and dnf has no such option.)
+//! `HOME` = the sandbox's view of `.pkg/G/rpm/home` (`/run/vserver-op/rpm/home`), whose
+//! `.rpmmacros` is the guest's generated macros plus the two plugin lines (`%__plugindir` =
+//! `/run/vserver-op/rpm/plugins`, and `%__transaction_vserver` = the copy of the running
+//! binary's plugin library there, `vserver.so`), rewritten before each operation. (As mock does;
+//! rpm's `--macros` would replace the host's macro path instead of extending it, and dnf has no
+//! such option.) Nothing else of the administrator's environment reaches rpm, and so its
+//! scriptlets.
 //!
 //! dnf gets `--installroot`, `--releasever`, `--config` (our own `dnf.conf`: a guest's
-//! `/etc/dnf/dnf.conf` would otherwise win), and `reposdir`, `varsdir`, `persistdir` as host paths
-//! (options given on the command line are not searched inside the install root). dnf 4.14
-//! prefixes `cachedir` and `logdir` with the install root whatever their priority, so those two
-//! are given as `../` × depth of the (canonical) install root followed by the host path: the
-//! result resolves to the host path, and the `..` steps walk up from the guest root directory
-//! itself, which the guest cannot replace. Nothing of dnf's state lands in the guest; the empty
+//! `/etc/dnf/dnf.conf` would otherwise win), and `reposdir`, `varsdir`, `persistdir` as paths
+//! of the sandbox (options given on the command line are not searched inside the install root).
+//! dnf 4.14 prefixes `cachedir` and `logdir` with the install root whatever their priority, so
+//! those two are given as `../` × depth of the (canonical) install root followed by the path: the
+//! result resolves to it, and the `..` steps walk up from the guest root directory itself, which
+//! the guest cannot replace. Nothing of dnf's state lands in the guest; the empty
 //! `/etc/dnf/modules.d` libdnf insists on creating is removed again when it was not there
 //! before.
+//!
+//! The sandbox shows `.pkg/G` only as the operation needs it (module `layout`): the
+//! configuration, `HOME` and the plugin read-only, dnf's cache, history and logs writable, the
+//! database only through its mount at the guest's `/.rpmdb`.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -26,10 +32,36 @@ use std::process::ExitStatus;
 
 use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
 
-use crate::backend::{Family, PackageBackend, Tool};
+use crate::backend::{Family, PackageBackend, Tool, clean_environment};
 use crate::error::{Error, Result, output_tail};
-use crate::layout::PkgLayout;
+use crate::layout::{
+    PkgLayout, RPM_ETC, RPM_HOME, RPM_PLUGINS, RPM_STATE, YUM_CACHE, YUM_ETC, YUM_LIB, YUM_LOG,
+};
 use crate::macros::generate_macros;
+
+/// What an rpm or dnf operation sees of `.pkg/G`, besides the database's mount.
+const RPM_VIEW: &[(&str, Access)] = &[
+    (RPM_HOME, Access::ReadOnly),
+    (RPM_PLUGINS, Access::ReadOnly),
+    (YUM_ETC, Access::ReadOnly),
+    (YUM_CACHE, Access::ReadWrite),
+    (YUM_LIB, Access::ReadWrite),
+    (YUM_LOG, Access::ReadWrite),
+];
+
+/// Every directory of the rpm back end's state.
+const RPM_DIRS: &[&str] = &[
+    RPM_ETC,
+    RPM_STATE,
+    RPM_HOME,
+    RPM_PLUGINS,
+    YUM_ETC,
+    "yum/etc/yum.repos.d",
+    "yum/etc/vars",
+    YUM_CACHE,
+    YUM_LIB,
+    YUM_LOG,
+];
 
 /// What the rpm back end needs to know about the guest's distribution.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,27 +135,30 @@ impl RpmBackend {
         self.layout.guest().to_owned()
     }
 
-    fn host_err(&self, op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    fn state_err(&self) -> impl FnOnce(vserver_sandbox::Error) -> Error {
         let layout = self.layout.clone();
-        let path = path.to_owned();
-        move |e| layout.host_err(op, &path, e)
+        move |source| layout.state_err(source)
     }
 
-    /// Rewrites the per-operation `HOME` and plugin directory for the running binary's plugin.
+    /// Rewrites the per-operation `HOME` and plugin directory for the running binary's plugin
+    /// (and mends the state's directories, should anything have been planted in their place).
     fn write_operation_files(&self) -> Result<()> {
-        let macros_file = self.layout.macros_file();
-        let macros =
-            fs_err::read_to_string(&macros_file).map_err(self.host_err("read", &macros_file))?;
-        let plugin_dir = self.layout.plugin_dir();
-        let installed = crate::plugin::install_copy(&self.layout, &self.plugin, &plugin_dir)?;
-        let text = format!(
-            "{macros}# for this operation: scriptlets are confined by the vserver plugin\n\
-             %__plugindir {}\n%__transaction_vserver {}\n",
-            plugin_dir.display(),
-            installed.display()
+        let state = self.layout.ensure_dirs(RPM_DIRS)?;
+        let macros = state.read("rpm/etc/macros").map_err(self.state_err())?;
+        let installed =
+            crate::plugin::install_copy(&self.layout, &state, &self.plugin, RPM_PLUGINS)?;
+        let mut text = macros;
+        text.extend_from_slice(
+            format!(
+                "# for this operation: scriptlets are confined by the vserver plugin\n\
+                 %__plugindir {}\n%__transaction_vserver {}\n",
+                PkgLayout::in_sandbox(RPM_PLUGINS).display(),
+                vserver_sandbox::operation_path(&installed).display()
+            )
+            .as_bytes(),
         );
-        let home_macros = self.layout.rpm_home().join(".rpmmacros");
-        fs_err::write(&home_macros, text).map_err(self.host_err("write", &home_macros))
+        self.layout
+            .write_trusted(&state, "rpm/home/.rpmmacros", &text)
     }
 
     /// A sandboxed command for `program` on this guest.
@@ -137,17 +172,19 @@ impl RpmBackend {
             Ok(info) if info.kind == vserver_sandbox::FileKind::Dir
         );
         let mut command = SandboxCommand::new(program);
+        clean_environment(&mut command, &PkgLayout::in_sandbox(RPM_HOME));
         command
-            .env("HOME", self.layout.rpm_home())
             .guest_root(&self.root)
             .bind(self.layout.rpm_state(), "/.rpmdb", Access::ReadWrite)
-            .writable(self.layout.yum_dir())
+            // Where the plugin's scriptlet hook leaves the database behind.
+            .scriptlet_namespace(true)
             .guest_proc(has_proc)
             .capabilities(CapabilityProfile::PackageManager)
             .skip_fsync(self.skip_fsync)
             // Other guests and their package state are none of this operation's business.
             .hide_siblings_of(&self.root)
             .hide_siblings_of(self.layout.dir());
+        self.layout.show_in(&mut command, RPM_VIEW);
         if !self.settings.verbose {
             command
                 .stdout(StdioMode::Capture)
@@ -188,16 +225,20 @@ impl RpmBackend {
             option.push(value);
             command.arg(option);
         };
-        setopt("reposdir", self.layout.repos_dir().as_os_str());
+        let etc = PkgLayout::in_sandbox(YUM_ETC);
+        setopt("reposdir", etc.join("yum.repos.d").as_os_str());
+        setopt("varsdir", etc.join("vars").as_os_str());
+        setopt("persistdir", PkgLayout::in_sandbox(YUM_LIB).as_os_str());
         setopt(
-            "varsdir",
-            self.layout.yum_dir().join("etc/vars").as_os_str(),
+            "cachedir",
+            &self.through_root(&PkgLayout::in_sandbox(YUM_CACHE)),
         );
-        setopt("persistdir", self.layout.yum_lib().as_os_str());
-        setopt("cachedir", &self.through_root(&self.layout.yum_cache()));
-        setopt("logdir", &self.through_root(&self.layout.yum_log()));
+        setopt(
+            "logdir",
+            &self.through_root(&PkgLayout::in_sandbox(YUM_LOG)),
+        );
         let mut config = OsString::from("--config=");
-        config.push(self.layout.yum_dir().join("etc/dnf.conf"));
+        config.push(etc.join("dnf.conf"));
         command.arg(config);
         // The host's dnf plugins are host policy, not the guest's; some keep state of their own
         // on the host (dnf-plugins-core's `local` copies every installed package into a host
@@ -284,6 +325,11 @@ impl RpmBackend {
     }
 }
 
+/// A plain file name: no directory part, not `.` or `..`.
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 fn os_args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Vec<OsString> {
     args.into_iter()
         .map(|a| a.as_ref().to_os_string())
@@ -296,42 +342,46 @@ impl PackageBackend for RpmBackend {
     }
 
     fn prepare(&self) -> Result<()> {
-        self.layout.create()?;
-        let macros_file = self.layout.macros_file();
+        let state = self.layout.ensure_dirs(RPM_DIRS)?;
         let text = generate_macros(
             self.layout.guest(),
             &self.settings.netshared,
             &self.settings.macros,
         );
-        fs_err::write(&macros_file, text).map_err(self.host_err("write", &macros_file))?;
-        let home_macros = self.layout.rpm_home().join(".rpmmacros");
-        let _ = fs_err::remove_file(&home_macros);
-        let repos = self.layout.repos_dir();
-        for entry in fs_err::read_dir(&repos).map_err(self.host_err("read", &repos))? {
-            let entry = entry.map_err(self.host_err("read", &repos))?;
-            if entry.path().extension() == Some(OsStr::new("repo")) {
-                fs_err::remove_file(entry.path())
-                    .map_err(self.host_err("remove", &entry.path()))?;
+        self.layout
+            .write_trusted(&state, "rpm/etc/macros", text.as_bytes())?;
+        state
+            .remove_all_if_exists("rpm/home/.rpmmacros")
+            .map_err(self.state_err())?;
+        let repos = Path::new("yum/etc/yum.repos.d");
+        for entry in state.read_dir(repos).map_err(self.state_err())? {
+            if Path::new(&entry.name).extension() == Some(OsStr::new("repo")) {
+                state
+                    .remove_all(repos.join(&entry.name))
+                    .map_err(self.state_err())?;
             }
         }
         for (name, content) in &self.settings.repo_files {
-            let path = repos.join(name);
-            fs_err::write(&path, content).map_err(self.host_err("write", &path))?;
+            if !is_file_name(name) {
+                return Err(Error::Host {
+                    guest: self.guest(),
+                    op: "write the repository file",
+                    path: repos.join(name),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                });
+            }
+            self.layout
+                .write_trusted(&state, repos.join(name), content.as_bytes())?;
         }
-        let vars = self.layout.yum_dir().join("etc/vars");
-        fs_err::create_dir_all(&vars).map_err(self.host_err("create", &vars))?;
-        let conf = self.layout.yum_dir().join("etc/dnf.conf");
         let gpgcheck = u8::from(self.settings.gpgcheck);
-        fs_err::write(
-            &conf,
-            format!(
-                "# dnf configuration of guest {}, generated by vserver\n[main]\ngpgcheck={gpgcheck}\n\
-                 installonly_limit=3\nclean_requirements_on_remove=True\nbest=True\n\
-                 skip_if_unavailable=False\nkeepcache=False\n",
-                self.layout.guest()
-            ),
-        )
-        .map_err(self.host_err("write", &conf))?;
+        let conf = format!(
+            "# dnf configuration of guest {}, generated by vserver\n[main]\ngpgcheck={gpgcheck}\n\
+             installonly_limit=3\nclean_requirements_on_remove=True\nbest=True\n\
+             skip_if_unavailable=False\nkeepcache=False\n",
+            self.layout.guest()
+        );
+        self.layout
+            .write_trusted(&state, "yum/etc/dnf.conf", conf.as_bytes())?;
         let root = GuestRoot::open(&self.root).map_err(|source| Error::Guest {
             guest: self.guest(),
             source: Box::new(source),
@@ -380,11 +430,12 @@ impl PackageBackend for RpmBackend {
 
     fn clean_cache(&self) -> Result<()> {
         let _lock = self.layout.lock_external()?;
-        let cache = self.layout.yum_cache();
-        if cache.exists() {
-            fs_err::remove_dir_all(&cache).map_err(self.host_err("remove", &cache))?;
-        }
-        fs_err::create_dir_all(&cache).map_err(self.host_err("create", &cache))
+        let state = self.layout.open_state()?;
+        // Written by dnf inside the sandbox: removed without following anything planted there.
+        state
+            .remove_all_if_exists(YUM_CACHE)
+            .map_err(self.state_err())?;
+        self.layout.ensure_dirs(&[YUM_CACHE]).map(drop)
     }
 
     fn run_tool(&self, tool: Tool, args: &[OsString]) -> Result<ExitStatus> {

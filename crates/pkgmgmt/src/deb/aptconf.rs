@@ -5,12 +5,15 @@
 //! `Dir::Etc::Main` (see `pkgInitConfig` in apt's `apt-pkg/init.cc`). Pointing both at the guest's
 //! own `.pkg/G/apt/etc` keeps the host's `/etc/apt` out entirely: its sources, its keys, its
 //! `apt.conf.d` hooks (`DPkg::Post-Invoke` and friends would otherwise run the host's commands
-//! on every guest operation). Every path is an absolute host path: the sandbox shows the host at
-//! the same paths, read-only except the guest root and the guest's `.pkg/G` directories.
+//! on every guest operation). Every path is a path of the sandbox: the guest root at its host
+//! path, the guest's state at its neutral path (`/run/vserver-op/apt/…`), so the file is
+//! rewritten before every operation.
 //!
-//! apt runs the **host's** dpkg (`Dir::Bin::dpkg`) with `--root=ROOT`; it never runs a binary
-//! of the guest's except the maintainer scripts dpkg runs chrooted (`DPkg::Chroot-Directory`
-//! would make apt run the guest's own dpkg, which is untrusted code).
+//! apt runs the **host's** dpkg with `--root=ROOT`, through vserver's entry point
+//! (`Dir::Bin::dpkg` is the running vserver binary, which narrows the write boundary and executes
+//! `/usr/bin/dpkg`); it never runs a binary of the guest's except the maintainer scripts dpkg runs
+//! chrooted (`DPkg::Chroot-Directory` would make apt run the guest's own dpkg, which is
+//! untrusted code).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -27,6 +30,10 @@ pub(crate) struct AptPaths<'a> {
     pub cache: &'a Path,
     /// `.pkg/G/apt/log`.
     pub log: &'a Path,
+    /// `.pkg/G/dpkg/log`.
+    pub dpkg_log: &'a Path,
+    /// What apt runs as dpkg.
+    pub dpkg: &'a Path,
 }
 
 /// apt's configuration syntax quotes values in `"`; a path holding `"` or a newline cannot be
@@ -63,7 +70,7 @@ pub(crate) fn render(guest: &str, paths: &AptPaths<'_>, arch: &str) -> String {
         ),
         ("Dir::Cache", format!("{}/", d(paths.cache))),
         ("Dir::Log", format!("{}/", d(paths.log))),
-        ("Dir::Bin::dpkg", "/usr/bin/dpkg".to_owned()),
+        ("Dir::Bin::dpkg", d(paths.dpkg)),
         ("APT::Architecture", arch.to_owned()),
         // The download methods run as root inside the sandbox: `_apt` could not write the
         // guest's cache directories, which belong to root on the host.
@@ -79,7 +86,7 @@ pub(crate) fn render(guest: &str, paths: &AptPaths<'_>, arch: &str) -> String {
         text,
         "DPkg::Options {{ \"--root={}\"; \"--log={}/dpkg.log\"; }};",
         d(paths.root),
-        d(paths.log)
+        d(paths.dpkg_log)
     );
     text
 }

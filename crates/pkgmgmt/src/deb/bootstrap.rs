@@ -35,12 +35,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vserver_repository::deb::control::Stanza;
-use vserver_repository::deb::{DebError, PlainCopy, copy_with_plain_data};
+use vserver_repository::deb::{DebError, PlainCopy, copy_open_with_plain_data};
 use vserver_sandbox::CapabilityProfile;
 
 use super::toolbox::script_toolbox;
 use super::{DebBackend, DebTool, Streams};
 use crate::error::{Error, Result};
+use crate::layout::PkgLayout;
 
 /// Which packages a bootstrap installs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,7 +159,7 @@ impl DebBackend {
             others
                 .iter()
                 .chain(&toolbox)
-                .map(|file| file.as_os_str().to_owned()),
+                .map(|file| self.in_sandbox(file).into_os_string()),
         );
         let mut command = self.tool_command(DebTool::Dpkg, &args)?;
         let installed = self.run_checked("dpkg", &mut command, Streams::Quiet);
@@ -211,7 +212,7 @@ impl DebBackend {
         args.retain(|a| *a != "--print-uris" && *a != "-qq");
         args.insert(0, OsStr::new("--download-only"));
         self.apt_get(&args)?;
-        let archives = self.apt_archives();
+        let archives = self.layout.host("apt/cache/archives");
         let mut files = Vec::new();
         for line in String::from_utf8_lossy(&listing).lines() {
             let Some(uri) = line.strip_prefix('\'').and_then(|l| l.split('\'').next()) else {
@@ -233,13 +234,14 @@ impl DebBackend {
 
     /// Step 5: package contents into the guest, in the sandbox, without dpkg.
     fn extract(&self, debs: &[&PathBuf]) -> Result<()> {
-        let list = self.apt_dir().join("cache/essential.list");
+        let list = "apt/cache/essential.list";
         let mut text = String::new();
         for deb in debs {
-            text.push_str(&deb.to_string_lossy());
+            text.push_str(&self.in_sandbox(deb).to_string_lossy());
             text.push('\n');
         }
-        self.write_host(&list, text.as_bytes())?;
+        let state = self.layout.open_state()?;
+        self.layout.write_trusted(&state, list, text.as_bytes())?;
         let mut command = self.command("/bin/bash", CapabilityProfile::Confined)?;
         // base-files ships `/proc` and `/sys` as directories; tar would try to change the modes
         // of the mounts on them.
@@ -248,7 +250,7 @@ impl DebBackend {
             .guest_dev(false)
             .args(["-c", EXTRACT_SCRIPT, "vserver-extract"])
             .arg(&self.root)
-            .arg(&list);
+            .arg(PkgLayout::in_sandbox(list));
         self.run_checked("tar", &mut command, Streams::Quiet)
             .map(drop)
     }
@@ -260,21 +262,27 @@ struct BootstrapCopies {
     files: Vec<PathBuf>,
     /// Their control stanzas, in the same order.
     controls: Vec<Stanza>,
-    dir: PathBuf,
+    dir: &'static str,
 }
 
 impl BootstrapCopies {
     /// Copies `debs` into a fresh `.pkg/G/apt/cache/bootstrap/`, as many at a time as CPUs,
     /// largest first so that no thread is left with a big one at the end.
     fn make(backend: &DebBackend, debs: &[PathBuf]) -> Result<BootstrapCopies> {
-        let dir = backend.apt_dir().join("cache/bootstrap");
-        remove_dir_if_present(backend, &dir)?;
-        fs_err::create_dir_all(&dir).map_err(backend.host_err("create", &dir))?;
+        // Host code reading and writing apt's cache, which the sandbox can write: through the
+        // safe-path layer, regular files only, nothing followed out of `.pkg/G`.
+        let dir = "apt/cache/bootstrap";
+        let state = backend.layout.open_state()?;
+        remove_dir_if_present(backend, &state, dir)?;
+        state.mkdir(dir, 0o700).map_err(backend.state_err())?;
         let files: Vec<PathBuf> = (0..debs.len())
-            .map(|i| dir.join(format!("{i:04}.deb")))
+            .map(|i| backend.layout.host(dir).join(format!("{i:04}.deb")))
             .collect();
         let mut order: Vec<usize> = (0..debs.len()).collect();
-        let size = |i: &usize| fs_err::metadata(&debs[*i]).map_or(0, |m| m.len());
+        let size = |i: &usize| match debs[*i].strip_prefix(backend.layout.dir()) {
+            Ok(rel) => state.metadata(rel).map_or(0, |m| m.size),
+            Err(_) => fs_err::metadata(&debs[*i]).map_or(0, |m| m.len()),
+        };
         order.sort_by_cached_key(|i| std::cmp::Reverse(size(i)));
 
         let next = AtomicUsize::new(0);
@@ -287,7 +295,7 @@ impl BootstrapCopies {
                     scope.spawn(|| {
                         let mut done = Vec::new();
                         while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            let result = copy_with_plain_data(&debs[i], &files[i]);
+                            let result = copy_safely(backend, &state, &debs[i], &files[i]);
                             let failed = result.is_err();
                             done.push((i, result));
                             if failed {
@@ -326,7 +334,7 @@ impl BootstrapCopies {
         }
         if let Some(source) = failure {
             // The failure matters more than a failed clean-up.
-            let _ = remove_dir_if_present(backend, &dir);
+            let _ = remove_dir_if_present(backend, &state, dir);
             return Err(Error::Package {
                 guest: backend.guest(),
                 source: Box::new(source),
@@ -340,8 +348,42 @@ impl BootstrapCopies {
     }
 
     fn remove(self, backend: &DebBackend) -> Result<()> {
-        remove_dir_if_present(backend, &self.dir)
+        let state = backend.layout.open_state()?;
+        remove_dir_if_present(backend, &state, self.dir)
     }
+}
+
+/// [`copy_open_with_plain_data`] with both files opened through `state` when they lie below
+/// `.pkg/G` (a downloaded package; the copy), or as a trusted host path otherwise (a `file:`
+/// mirror).
+fn copy_safely(
+    backend: &DebBackend,
+    state: &vserver_sandbox::GuestRoot,
+    deb: &Path,
+    copy: &Path,
+) -> Result<PlainCopy, DebError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |e: vserver_sandbox::Error| DebError::Io {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        }
+    };
+    let input = match deb.strip_prefix(backend.layout.dir()) {
+        Ok(rel) => state.open_file(rel).map_err(io_err(deb))?,
+        Err(_) => std::fs::File::open(deb).map_err(|source| DebError::Io {
+            path: deb.to_owned(),
+            source,
+        })?,
+    };
+    let rel = copy
+        .strip_prefix(backend.layout.dir())
+        .map_err(|_| DebError::Io {
+            path: copy.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+    let output = state.create_new(rel, 0o644).map_err(io_err(copy))?;
+    copy_open_with_plain_data(input, deb, output, copy)
 }
 
 /// The error for a package a panicked copying thread left behind.
@@ -352,13 +394,12 @@ fn uncopied(deb: &Path) -> DebError {
     }
 }
 
-fn remove_dir_if_present(backend: &DebBackend, dir: &Path) -> Result<()> {
-    match fs_err::remove_dir_all(dir) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-            Err(backend.host_err("remove", dir)(err))
-        }
-        _ => Ok(()),
-    }
+fn remove_dir_if_present(
+    backend: &DebBackend,
+    state: &vserver_sandbox::GuestRoot,
+    dir: &str,
+) -> Result<()> {
+    state.remove_all_if_exists(dir).map_err(backend.state_err())
 }
 
 /// Decodes `%XX` escapes (apt writes `+` in versions as `%2b`).

@@ -14,15 +14,25 @@
 //!
 //! ```text
 //! .pkg/G/dpkg/state/        the dpkg admin directory (status, info/, triggers/, updates/…)
+//! .pkg/G/dpkg/log/          dpkg's log
 //! .pkg/G/apt/etc/           apt.conf (generated), apt.conf.d/, sources.list, trusted.gpg.d/…
+//! .pkg/G/apt/hook/          the exec hook preloaded into apt and dpkg
 //! .pkg/G/apt/state/         apt's lists and extended_states
 //! .pkg/G/apt/cache/         downloaded packages (archives/) and apt's binary caches
 //! .pkg/G/apt/log/           apt's history and terminal logs
 //! ```
 //!
+//! In the sandbox they appear at neutral paths (`/run/vserver-op/apt/etc`…; module `layout`):
+//! the configuration and the hook read-only, apt's and dpkg's state writable, the database only
+//! through its mount in the guest.
+//!
 //! apt gets its configuration from `APT_CONFIG` (module `aptconf`) and runs the host's dpkg with
-//! `--root`. The bootstrap of a new guest (module `bootstrap`) is our own: no debootstrap or
-//! mmdebstrap, only the host's apt and dpkg.
+//! `--root` — through this binary, as its `Dir::Bin::dpkg`: the entry point
+//! ([`vserver_sandbox::narrow_exec_env`]) narrows the write boundary to the guest root and
+//! dpkg's log before it executes the real dpkg, so dpkg (which does not chroot while it unpacks,
+//! and follows the guest's absolute symlinks) and its maintainer scripts cannot write apt's
+//! state, whatever they do. The bootstrap of a new guest (module `bootstrap`) is our own: no
+//! debootstrap or mmdebstrap, only the host's apt and dpkg.
 
 mod aptconf;
 mod bootstrap;
@@ -34,9 +44,41 @@ use std::process::ExitStatus;
 
 use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
 
-use crate::backend::{Family, PackageBackend, Tool};
+use crate::backend::{Family, PackageBackend, Tool, clean_environment};
 use crate::error::{Error, Result, output_tail};
-use crate::layout::PkgLayout;
+use crate::layout::{
+    APT_CACHE, APT_ETC, APT_HOOK, APT_LOG, APT_STATE, DPKG_LOG, DPKG_STATE, PkgLayout,
+};
+
+/// What an apt or dpkg operation sees of `.pkg/G`, besides the database's mount.
+const DEB_VIEW: &[(&str, Access)] = &[
+    (APT_ETC, Access::ReadOnly),
+    (APT_HOOK, Access::ReadOnly),
+    (APT_STATE, Access::ReadWrite),
+    (APT_CACHE, Access::ReadWrite),
+    (APT_LOG, Access::ReadWrite),
+    (DPKG_LOG, Access::ReadWrite),
+];
+
+/// Every directory of the deb back end's state.
+const DEB_DIRS: &[&str] = &[
+    APT_ETC,
+    "apt/etc/apt.conf.d",
+    "apt/etc/sources.list.d",
+    "apt/etc/preferences.d",
+    "apt/etc/trusted.gpg.d",
+    APT_HOOK,
+    APT_STATE,
+    "apt/state/lists/partial",
+    APT_CACHE,
+    "apt/cache/archives/partial",
+    APT_LOG,
+    DPKG_STATE,
+    DPKG_LOG,
+];
+
+/// The host's dpkg, which the entry point executes.
+const HOST_DPKG: &str = "/usr/bin/dpkg";
 
 pub use bootstrap::Variant;
 
@@ -135,27 +177,21 @@ impl DebBackend {
 
     /// `.pkg/G/dpkg/state`: the dpkg admin directory.
     pub fn dpkg_state(&self) -> PathBuf {
-        self.layout.dir().join("dpkg/state")
-    }
-
-    /// `.pkg/G/apt`: everything apt writes or reads of the guest's.
-    pub fn apt_dir(&self) -> PathBuf {
-        self.layout.dir().join("apt")
-    }
-
-    /// `.pkg/G/apt/etc`.
-    pub fn apt_etc(&self) -> PathBuf {
-        self.apt_dir().join("etc")
+        self.layout.host(DPKG_STATE)
     }
 
     /// `.pkg/G/apt/etc/apt.conf`: the generated configuration (`APT_CONFIG`).
     pub fn apt_config(&self) -> PathBuf {
-        self.apt_etc().join("apt.conf")
+        self.layout.host("apt/etc/apt.conf")
     }
 
-    /// `.pkg/G/apt/cache/archives`: downloaded packages.
-    pub fn apt_archives(&self) -> PathBuf {
-        self.apt_dir().join("cache/archives")
+    /// Where the sandbox shows a host path: below `.pkg/G` at its neutral path, elsewhere (a
+    /// `file:` mirror, say) at its own.
+    fn in_sandbox(&self, host: &Path) -> PathBuf {
+        match host.strip_prefix(self.layout.dir()) {
+            Ok(rel) => vserver_sandbox::operation_path(rel),
+            Err(_) => host.to_owned(),
+        }
     }
 
     fn guest(&self) -> String {
@@ -166,6 +202,50 @@ impl DebBackend {
         let layout = self.layout.clone();
         let path = path.to_owned();
         move |e| layout.host_err(op, &path, e)
+    }
+
+    fn state_err(&self) -> impl FnOnce(vserver_sandbox::Error) -> Error {
+        let layout = self.layout.clone();
+        move |source| layout.state_err(source)
+    }
+
+    /// Where dpkg, and everything it runs, may write: the guest root (the database is mounted
+    /// in it) and dpkg's log.
+    fn dpkg_write_boundary(&self) -> [PathBuf; 2] {
+        [self.root.clone(), PkgLayout::in_sandbox(DPKG_LOG)]
+    }
+
+    /// Writes `apt.conf` for this operation (the paths it names are the sandbox's, and the dpkg
+    /// entry point is the running binary).
+    fn write_apt_config(&self, state: &GuestRoot) -> Result<()> {
+        let arch = self.arch()?;
+        let entry =
+            std::env::current_exe().map_err(self.host_err("find", Path::new("/proc/self/exe")))?;
+        let text = aptconf::render(
+            self.layout.guest(),
+            &aptconf::AptPaths {
+                root: &self.root,
+                etc: &PkgLayout::in_sandbox(APT_ETC),
+                state: &PkgLayout::in_sandbox(APT_STATE),
+                cache: &PkgLayout::in_sandbox(APT_CACHE),
+                log: &PkgLayout::in_sandbox(APT_LOG),
+                dpkg_log: &PkgLayout::in_sandbox(DPKG_LOG),
+                dpkg: &entry,
+            },
+            &arch,
+        );
+        for path in [&self.root, &entry] {
+            if !aptconf::quotable(path) {
+                return Err(Error::Host {
+                    guest: self.guest(),
+                    op: "use (apt cannot quote it)",
+                    path: path.to_path_buf(),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                });
+            }
+        }
+        self.layout
+            .write_trusted(state, "apt/etc/apt.conf", text.as_bytes())
     }
 
     fn guest_err(&self) -> impl FnOnce(vserver_sandbox::Error) -> Error {
@@ -208,20 +288,25 @@ impl DebBackend {
             root.symlink_metadata("/proc"),
             Ok(info) if info.kind == vserver_sandbox::FileKind::Dir
         );
+        let state = self.layout.ensure_dirs(DEB_DIRS)?;
+        self.write_apt_config(&state)?;
         // Preloaded into apt and dpkg, the plugin library confines each maintainer script just
-        // before dpkg executes it (crates/rpm-plugin/src/exec_hook.rs): fail closed without it.
+        // before dpkg executes it (crates/rpm-plugin/src/exec_hook.rs). Without it no script
+        // runs at all: the database they live in is mounted noexec.
         let plugin = crate::find_rpm_plugin()?;
-        let hook =
-            crate::plugin::install_copy(&self.layout, &plugin, &self.apt_dir().join("hook"))?;
+        let hook = crate::plugin::install_copy(&self.layout, &state, &plugin, APT_HOOK)?;
         let mut command = SandboxCommand::new(program);
+        clean_environment(&mut command, Path::new("/root"));
+        let (entry_var, entry_value) =
+            vserver_sandbox::narrow_exec_env(Path::new(HOST_DPKG), &self.dpkg_write_boundary());
         command
-            .env_clear()
-            .env("LD_PRELOAD", hook)
+            .env("LD_PRELOAD", vserver_sandbox::operation_path(&hook))
             .env(CONFINE_MAINTSCRIPTS_VAR, "1")
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", "/root")
-            .env("LC_ALL", "C.UTF-8")
-            .env("APT_CONFIG", self.apt_config())
+            .env(
+                "APT_CONFIG",
+                PkgLayout::in_sandbox(APT_ETC).join("apt.conf"),
+            )
+            .env(entry_var, entry_value)
             .env(
                 "DEBIAN_FRONTEND",
                 std::env::var_os("DEBIAN_FRONTEND").unwrap_or_else(|| "noninteractive".into()),
@@ -229,7 +314,6 @@ impl DebBackend {
             .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
             .guest_root(&self.root)
             .bind(self.dpkg_state(), DPKG_MOUNT_POINT, Access::ReadWrite)
-            .writable(self.apt_dir())
             .guest_proc(has_proc)
             .hostname(self.layout.guest())
             .capabilities(profile)
@@ -238,9 +322,7 @@ impl DebBackend {
             // their package state must not be there to read.
             .hide_siblings_of(&self.root)
             .hide_siblings_of(self.layout.dir());
-        if let Some(term) = std::env::var_os("TERM") {
-            command.env("TERM", term);
-        }
+        self.layout.show_in(&mut command, DEB_VIEW);
         if let Some(guest) = &self.running {
             command.running_guest(guest);
         }
@@ -248,16 +330,18 @@ impl DebBackend {
     }
 
     fn tool_command(&self, tool: DebTool, args: &[OsString]) -> Result<SandboxCommand> {
-        // dpkg chroots into the guest to run maintainer scripts: it needs CAP_SYS_CHROOT.
-        let mut command = self.command(tool.program(), CapabilityProfile::PackageManager)?;
+        // dpkg chroots into the guest to run maintainer scripts: it needs CAP_SYS_CHROOT (and apt,
+        // whose bounding set its dpkg inherits).
+        let mut command = self.command(tool.program(), CapabilityProfile::ChrootingTool)?;
         if tool == DebTool::Dpkg {
+            command.writes_only_beneath(self.dpkg_write_boundary());
             let mut root = OsString::from("--root=");
             root.push(&self.root);
             command.arg(root);
             // dpkg's default log is the host's /var/log/dpkg.log (read-only in the sandbox);
-            // the guest's log is kept beside its database, where the guest cannot rewrite it.
+            // the guest's log is kept outside the guest, where the guest cannot rewrite it.
             let mut log = OsString::from("--log=");
-            log.push(self.apt_dir().join("log/dpkg.log"));
+            log.push(PkgLayout::in_sandbox(DPKG_LOG).join("dpkg.log"));
             command.arg(log);
         }
         command.args(args);
@@ -374,28 +458,22 @@ impl DebBackend {
         }
     }
 
-    fn write_host(&self, path: &Path, content: &[u8]) -> Result<()> {
-        if let Some(parent) = path.parent() {
-            fs_err::create_dir_all(parent).map_err(self.host_err("create", parent))?;
-        }
-        let temp = path.with_extension("vserver-new");
-        fs_err::write(&temp, content).map_err(self.host_err("write", &temp))?;
-        fs_err::rename(&temp, path).map_err(self.host_err("rename into", path))
-    }
-
     /// Copies keyrings into `trusted.gpg.d` (apt accepts only `.gpg` and `.asc` names there).
-    fn copy_keyrings(&self, keys: &[PathBuf]) -> Result<()> {
-        let dir = self.apt_etc().join("trusted.gpg.d");
-        fs_err::create_dir_all(&dir).map_err(self.host_err("create", &dir))?;
+    fn copy_keyrings(&self, state: &GuestRoot, keys: &[PathBuf]) -> Result<()> {
         for key in keys {
             let content = fs_err::read(key).map_err(self.host_err("read", key))?;
             let armoured = content.starts_with(b"-----BEGIN PGP");
             let stem = key
                 .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
+                .map(|s| s.to_string_lossy().replace('/', "_"))
+                .filter(|s| !s.is_empty() && !s.starts_with('.'))
                 .unwrap_or_else(|| "key".into());
             let name = format!("{stem}.{}", if armoured { "asc" } else { "gpg" });
-            self.write_host(&dir.join(name), &content)?;
+            self.layout.write_trusted(
+                state,
+                Path::new("apt/etc/trusted.gpg.d").join(name),
+                &content,
+            )?;
         }
         Ok(())
     }
@@ -417,46 +495,14 @@ impl PackageBackend for DebBackend {
                 });
             }
         }
-        let top = self.layout.dir().to_owned();
-        fs_err::create_dir_all(&top).map_err(self.host_err("create", &top))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs_err::set_permissions(&top, std::fs::Permissions::from_mode(0o700))
-                .map_err(self.host_err("set permissions of", &top))?;
-        }
-        let apt = self.apt_dir();
-        for dir in [
-            self.dpkg_state(),
-            self.apt_etc().join("apt.conf.d"),
-            self.apt_etc().join("sources.list.d"),
-            self.apt_etc().join("preferences.d"),
-            self.apt_etc().join("trusted.gpg.d"),
-            apt.join("state/lists/partial"),
-            self.apt_archives().join("partial"),
-            apt.join("log"),
-        ] {
-            fs_err::create_dir_all(&dir).map_err(self.host_err("create", &dir))?;
-        }
-        let arch = self.arch()?;
-        let etc = self.apt_etc();
-        let (state, cache, log) = (apt.join("state"), apt.join("cache"), apt.join("log"));
-        let text = aptconf::render(
-            self.layout.guest(),
-            &aptconf::AptPaths {
-                root: &self.root,
-                etc: &etc,
-                state: &state,
-                cache: &cache,
-                log: &log,
-            },
-            &arch,
-        );
-        self.write_host(&self.apt_config(), text.as_bytes())?;
-        self.write_host(
-            &etc.join("sources.list"),
+        let state = self.layout.ensure_dirs(DEB_DIRS)?;
+        self.write_apt_config(&state)?;
+        self.layout.write_trusted(
+            &state,
+            "apt/etc/sources.list",
             self.settings.sources_list.as_bytes(),
         )?;
-        self.copy_keyrings(&self.settings.keyrings)?;
+        self.copy_keyrings(&state, &self.settings.keyrings)?;
         let root = self.guest_root()?;
         root.mkdir_all(DPKG_MOUNT_POINT, 0o755)
             .map_err(self.guest_err())?;
@@ -464,15 +510,17 @@ impl PackageBackend for DebBackend {
     }
 
     fn initialize_database(&self) -> Result<()> {
-        let state = self.dpkg_state();
-        for dir in ["info", "updates", "triggers", "alternatives", "parts"] {
-            let path = state.join(dir);
-            fs_err::create_dir_all(&path).map_err(self.host_err("create", &path))?;
-        }
+        let state = self.layout.ensure_dirs(&[
+            "dpkg/state/info",
+            "dpkg/state/updates",
+            "dpkg/state/triggers",
+            "dpkg/state/alternatives",
+            "dpkg/state/parts",
+        ])?;
         for file in ["status", "available"] {
-            let path = state.join(file);
-            if !path.exists() {
-                self.write_host(&path, b"")?;
+            let path = Path::new(DPKG_STATE).join(file);
+            if !state.exists(&path).map_err(self.state_err())? {
+                self.layout.write_trusted(&state, &path, b"")?;
             }
         }
         // dpkg itself checks the result, through the bind mount, inside the sandbox.
@@ -482,9 +530,9 @@ impl PackageBackend for DebBackend {
     }
 
     fn import_keys(&self, keys: &[PathBuf]) -> Result<()> {
-        self.copy_keyrings(keys)
+        let state = self.layout.ensure_dirs(&["apt/etc/trusted.gpg.d"])?;
+        self.copy_keyrings(&state, keys)
     }
-
     fn install(&self, packages: &[String]) -> Result<()> {
         if packages.is_empty() {
             return Ok(());
@@ -507,17 +555,14 @@ impl PackageBackend for DebBackend {
 
     fn clean_cache(&self) -> Result<()> {
         let _lock = self.layout.lock_external()?;
-        let archives = self.apt_archives();
-        let entries = match fs_err::read_dir(&archives) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(self.host_err("read", &archives)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(self.host_err("read", &archives))?;
-            let path = entry.path();
-            if path.extension() == Some(OsStr::new("deb")) {
-                fs_err::remove_file(&path).map_err(self.host_err("remove", &path))?;
+        // Written by apt inside the sandbox: listed and removed without following anything.
+        let state = self.layout.ensure_dirs(&["apt/cache/archives"])?;
+        let archives = Path::new("apt/cache/archives");
+        for entry in state.read_dir(archives).map_err(self.state_err())? {
+            if Path::new(&entry.name).extension() == Some(OsStr::new("deb")) {
+                state
+                    .remove_all(archives.join(&entry.name))
+                    .map_err(self.state_err())?;
             }
         }
         Ok(())

@@ -31,13 +31,14 @@ use vserver_sandbox::{Access, FileKind, GuestRoot, SandboxCommand};
 use super::guestfs::{
     CopyBudget, Journal, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest, read_limited,
 };
-use super::rpm::{InternalRecord, internal_record_file, set_tree_modes, write_host_atomic};
+use super::guestfs::{read_state_file, set_tree_modes};
+use super::rpm::{InternalRecord, internal_record_file, write_host_atomic};
 use super::status::{parse_status, plain_absolute_path, render_status, valid_package_name};
 use super::{
     ExternalizeReport, Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps,
     nothing, text_err,
 };
-use crate::layout::PkgLayout;
+use crate::layout::{APT_ETC, APT_STATE, DPKG_STATE, PkgLayout};
 
 /// The guest's dpkg admin directory.
 const ADMIN_DIR: &str = "/var/lib/dpkg";
@@ -86,24 +87,21 @@ impl DebModeChange {
     }
 
     fn dpkg_state(&self) -> PathBuf {
-        self.target.layout.dir().join("dpkg/state")
-    }
-
-    fn apt_dir(&self) -> PathBuf {
-        self.target.layout.dir().join("apt")
+        self.target.layout.host(DPKG_STATE)
     }
 
     fn convert_dir(&self) -> PathBuf {
-        self.target.layout.dir().join("dpkg/convert")
+        self.target.layout.host("dpkg/convert")
     }
 
     fn remove_convert_dir(&self) -> StepResult {
         self.target.remove_dir(&self.convert_dir())
     }
 
-    /// Installed packages of a host admin directory (trusted: ours).
-    fn host_packages(&self, admin: &Path) -> Result<Vec<String>, StepFailure> {
-        let text = fs_err::read(admin.join("status"))?;
+    /// Installed packages of an admin directory below `.pkg/G` (written by dpkg, and by
+    /// maintainer scripts, in a sandbox: read through the safe-path layer).
+    fn host_packages(&self, state: &GuestRoot, admin: &Path) -> Result<Vec<String>, StepFailure> {
+        let text = read_state_file(state, &admin.join("status"))?.unwrap_or_default();
         let stanzas = parse_status(&text).map_err(|e| text_err(e.to_string()))?;
         let mut packages: Vec<String> = stanzas
             .iter()
@@ -140,8 +138,9 @@ impl DebModeChange {
                 "`{ADMIN_DIR}` in the guest is not empty; the external layout keeps it empty"
             )));
         }
+        let state = self.target.open_state()?;
         let packages = self
-            .host_packages(&self.dpkg_state())
+            .host_packages(&state, Path::new(DPKG_STATE))
             .map_err(|e| self.target.refused(e.to_string()))?;
         let db_journal = RefCell::new(Journal::default());
         let etc_journal = RefCell::new(Journal::default());
@@ -155,7 +154,8 @@ impl DebModeChange {
                 copy_tree_into_guest(
                     &mut db_journal.borrow_mut(),
                     &root,
-                    &self.dpkg_state(),
+                    &state,
+                    Path::new(DPKG_STATE),
                     Path::new(ADMIN_DIR),
                 )
             },
@@ -165,25 +165,27 @@ impl DebModeChange {
             "write apt's sources and keyrings to /etc/apt",
             || {
                 let mut journal = etc_journal.borrow_mut();
-                let etc = self.apt_dir().join("etc");
-                let list = etc.join("sources.list");
-                if list.is_file() {
+                let etc = Path::new(APT_ETC);
+                if let Some(list) = read_state_file(&state, &etc.join("sources.list"))? {
                     let path = PathBuf::from("/etc/apt/sources.list");
-                    journal.write(&root, &path, &fs_err::read(&list)?, 0o644)?;
+                    journal.write(&root, &path, &list, 0o644)?;
                     wrote.borrow_mut().push(path);
                 }
                 for dir in ["sources.list.d", "preferences.d", "trusted.gpg.d"] {
-                    let host = etc.join(dir);
-                    if !host.is_dir() {
+                    let from = etc.join(dir);
+                    if !state.exists(&from)? {
                         continue;
                     }
-                    for entry in fs_err::read_dir(&host)? {
-                        let entry = entry?;
-                        if !entry.file_type()?.is_file() {
+                    for entry in state.read_dir(&from)? {
+                        if entry.kind != FileKind::File {
                             continue;
                         }
-                        let path = Path::new("/etc/apt").join(dir).join(entry.file_name());
-                        journal.write(&root, &path, &fs_err::read(entry.path())?, 0o644)?;
+                        let Some(content) = read_state_file(&state, &from.join(&entry.name))?
+                        else {
+                            continue;
+                        };
+                        let path = Path::new("/etc/apt").join(dir).join(&entry.name);
+                        journal.write(&root, &path, &content, 0o644)?;
                         wrote.borrow_mut().push(path);
                     }
                 }
@@ -197,12 +199,12 @@ impl DebModeChange {
         steps.push(
             "copy apt's state to /var/lib/apt",
             || {
-                let state = self.apt_dir().join("state");
-                if state.is_dir() {
+                if state.exists(APT_STATE)? {
                     copy_tree_into_guest(
                         &mut state_journal.borrow_mut(),
                         &root,
                         &state,
+                        Path::new(APT_STATE),
                         Path::new("/var/lib/apt"),
                     )?;
                 }
@@ -213,8 +215,8 @@ impl DebModeChange {
         steps.push(
             "keep the external state as a read-only archive",
             || {
-                set_tree_modes(&self.dpkg_state(), 0o555, 0o444)?;
-                set_tree_modes(&self.apt_dir().join("state"), 0o555, 0o444)?;
+                set_tree_modes(&state, Path::new(DPKG_STATE), 0o555, 0o444)?;
+                set_tree_modes(&state, Path::new(APT_STATE), 0o555, 0o444)?;
                 let record = InternalRecord {
                     family: "deb".into(),
                     dbpath: PathBuf::from(ADMIN_DIR),
@@ -228,8 +230,8 @@ impl DebModeChange {
                 if record_file.exists() {
                     fs_err::remove_file(&record_file)?;
                 }
-                set_tree_modes(&self.apt_dir().join("state"), 0o755, 0o644)?;
-                set_tree_modes(&self.dpkg_state(), 0o755, 0o644)
+                set_tree_modes(&state, Path::new(APT_STATE), 0o755, 0o644)?;
+                set_tree_modes(&state, Path::new(DPKG_STATE), 0o755, 0o644)
             },
         );
         steps.push(
@@ -239,9 +241,9 @@ impl DebModeChange {
         );
         steps.run(options, on_step)?;
         if options.purge_external {
-            for dir in [self.dpkg_state(), self.apt_dir().join("state")] {
-                let _ = set_tree_modes(&dir, 0o755, 0o644);
-                let _ = fs_err::remove_dir_all(&dir);
+            for dir in [DPKG_STATE, APT_STATE] {
+                let _ = set_tree_modes(&state, Path::new(dir), 0o755, 0o644);
+                let _ = state.remove_all_if_exists(dir);
             }
         }
         Ok(packages)
@@ -273,7 +275,9 @@ impl DebModeChange {
         let config_journal = RefCell::new(Journal::default());
         let swapped = RefCell::new(false);
         let record_mode = RefCell::new(record_mode);
-        let archive = self.target.layout.dir().join("dpkg/state.internalized");
+        let archive_rel = Path::new("dpkg/state.internalized");
+        let archive = self.target.layout.dir().join(archive_rel);
+        let state_dir = self.target.open_state()?;
         let mut steps = Steps::new(self.target.guest(), Mode::Internal);
         steps.push(
             "read and check the guest's dpkg database",
@@ -282,7 +286,8 @@ impl DebModeChange {
                 let admin = self.convert_dir().join("state");
                 let mut report = report.borrow_mut();
                 rebuild_admin_dir(&root, &admin, &mut report.rejected)?;
-                let packages = self.host_packages(&admin)?;
+                let packages =
+                    self.host_packages(&state_dir, &Path::new("dpkg/convert").join("state"))?;
                 let recorded: BTreeSet<&String> = record.packages.iter().collect();
                 let now: BTreeSet<&String> = packages.iter().collect();
                 report.added = now.difference(&recorded).map(|s| (*s).clone()).collect();
@@ -327,15 +332,15 @@ impl DebModeChange {
             || {
                 let state = self.dpkg_state();
                 if archive.exists() {
-                    set_tree_modes(&archive, 0o755, 0o644)?;
-                    fs_err::remove_dir_all(&archive)?;
+                    set_tree_modes(&state_dir, archive_rel, 0o755, 0o644)?;
+                    state_dir.remove_all(archive_rel)?;
                 }
                 if state.exists() {
                     fs_err::rename(&state, &archive)?;
                 }
                 *swapped.borrow_mut() = true;
                 fs_err::rename(self.convert_dir().join("state"), &state)?;
-                set_tree_modes(&self.apt_dir().join("state"), 0o755, 0o644)
+                set_tree_modes(&state_dir, Path::new(APT_STATE), 0o755, 0o644)
             },
             || {
                 if !*swapped.borrow() {
@@ -348,7 +353,7 @@ impl DebModeChange {
                 if archive.exists() {
                     fs_err::rename(&archive, &state)?;
                 }
-                set_tree_modes(&self.apt_dir().join("state"), 0o555, 0o444)
+                set_tree_modes(&state_dir, Path::new(APT_STATE), 0o555, 0o444)
             },
         );
         steps.push(
@@ -360,10 +365,8 @@ impl DebModeChange {
         let _ = state_journal.borrow_mut().commit(&root);
         let _ = config_journal.borrow_mut().commit(&root);
         let _ = self.remove_convert_dir();
-        if archive.exists() {
-            let _ = set_tree_modes(&archive, 0o755, 0o644);
-            let _ = fs_err::remove_dir_all(&archive);
-        }
+        let _ = set_tree_modes(&state_dir, archive_rel, 0o755, 0o644);
+        let _ = state_dir.remove_all_if_exists(archive_rel);
         let _ = fs_err::remove_file(&record_path);
         Ok(report.into_inner())
     }

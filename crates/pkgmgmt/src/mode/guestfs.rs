@@ -325,31 +325,109 @@ fn aside_name(path: &Path) -> PathBuf {
     path.parent().unwrap_or(Path::new("/")).join(aside)
 }
 
-/// Copies the host directory tree `host` (trusted) into the guest at `guest` (which must not
+/// Copies the tree `from` of the guest's package state (`state`: `.pkg/G` opened as an
+/// untrusted tree, since sandboxes write parts of it) into the guest at `guest` (which must not
 /// exist or be empty), recording every created directory and file in `journal`. Only regular
-/// files and directories are copied.
+/// files and directories are copied; symlinks and anything else are skipped, never followed, and
+/// the whole copy is held to [`MAX_COPY_TOTAL`] and [`MAX_COPY_FILES`].
 pub(crate) fn copy_tree_into_guest(
     journal: &mut Journal,
     root: &GuestRoot,
-    host: &Path,
+    state: &GuestRoot,
+    from: &Path,
     guest: &Path,
 ) -> StepResult {
+    copy_tree_limited(
+        journal,
+        root,
+        state,
+        from,
+        guest,
+        &mut CopyBudget::default(),
+    )
+}
+
+fn copy_tree_limited(
+    journal: &mut Journal,
+    root: &GuestRoot,
+    state: &GuestRoot,
+    from: &Path,
+    guest: &Path,
+    budget: &mut CopyBudget,
+) -> StepResult {
     journal.mkdir_all(root, guest)?;
-    let mut entries: Vec<_> = fs_err::read_dir(host)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
+    let mut entries = state.read_dir(from)?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
     for entry in entries {
-        let kind = entry.file_type()?;
-        let target = guest.join(entry.file_name());
-        if kind.is_dir() {
-            copy_tree_into_guest(journal, root, &entry.path(), &target)?;
-        } else if kind.is_file() {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = entry.metadata()?.permissions().mode() & 0o7777;
-            let content = fs_err::read(entry.path())?;
-            journal.write(root, &target, &content, mode)?;
+        let source = from.join(&entry.name);
+        let target = guest.join(&entry.name);
+        match entry.kind {
+            FileKind::Dir => copy_tree_limited(journal, root, state, &source, &target, budget)?,
+            FileKind::File => {
+                let content = read_limited(state, &source)?;
+                budget.charge(&source, content.len())?;
+                let mode = state.symlink_metadata(&source)?.mode & 0o7777;
+                journal.write(root, &target, &content, mode)?;
+            }
+            _ => {}
         }
     }
     Ok(())
+}
+
+/// Sets the modes below `rel` of the guest's package state (`state`, untrusted): directories
+/// `dir_mode`, regular files `file_mode`; symlinks and other files are left alone, never
+/// followed. A missing `rel` is fine.
+pub(crate) fn set_tree_modes(
+    state: &GuestRoot,
+    rel: &Path,
+    dir_mode: u32,
+    file_mode: u32,
+) -> StepResult {
+    let info = match state.symlink_metadata(rel) {
+        Ok(info) => info,
+        Err(vserver_sandbox::Error::Guest { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match info.kind {
+        FileKind::Dir => {
+            // Writable first, so that the entries can be changed.
+            state.set_permissions(rel, 0o755)?;
+            for entry in state.read_dir(rel)? {
+                set_tree_modes(state, &rel.join(&entry.name), dir_mode, file_mode)?;
+            }
+            state.set_permissions(rel, dir_mode)?;
+        }
+        FileKind::File => state.set_permissions(rel, file_mode)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reads a regular file of the guest's package state (`state`, untrusted), or `None` when there
+/// is nothing at `rel`; a symlink or any other kind of file there is an error, never followed.
+pub(crate) fn read_state_file(
+    state: &GuestRoot,
+    rel: &Path,
+) -> Result<Option<Vec<u8>>, StepFailureText> {
+    match state.symlink_metadata(rel) {
+        Ok(info) if info.kind == FileKind::File => read_limited(state, rel).map(Some),
+        Ok(_) => Err(StepFailureText(format!(
+            "`{}` in `{}` is not a regular file",
+            rel.display(),
+            state.host_path().display()
+        ))),
+        Err(vserver_sandbox::Error::Guest { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(StepFailureText(e.to_string())),
+    }
 }
 
 #[cfg(test)]

@@ -280,6 +280,11 @@ impl ModeTarget {
         })
     }
 
+    /// The guest's package state (`.pkg/G`), through the safe-path layer.
+    pub(crate) fn open_state(&self) -> std::result::Result<vserver_sandbox::GuestRoot, ModeError> {
+        self.layout.open_state().map_err(ModeError::Package)
+    }
+
     /// Whether the guest has a `/proc` directory to mount a fresh proc on.
     pub(crate) fn has_proc(root: &vserver_sandbox::GuestRoot) -> bool {
         matches!(

@@ -24,7 +24,9 @@ use self::ar::ArReader;
 use self::checksum::{Checksums, HashingReader};
 use self::control::{ControlError, Stanza};
 
-pub use self::plain_copy::{PlainCopy, copy_with_plain_data, plain_copy_from_bytes};
+pub use self::plain_copy::{
+    PlainCopy, copy_open_with_plain_data, copy_with_plain_data, plain_copy_from_bytes,
+};
 
 /// Size limits applied while reading a .deb; the defaults are far above any real package.
 #[derive(Debug, Clone, Copy)]

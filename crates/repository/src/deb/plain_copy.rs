@@ -46,15 +46,29 @@ pub fn copy_with_plain_data(source: &Path, target: &Path) -> Result<PlainCopy, D
         path: source.to_owned(),
         source: err,
     })?;
-    let write_err = |err: io::Error| DebError::Write {
-        path: target.to_owned(),
-        source: err,
-    };
     let output = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(target)
-        .map_err(write_err)?;
+        .map_err(|err| DebError::Write {
+            path: target.to_owned(),
+            source: err,
+        })?;
+    copy_open_with_plain_data(input, source, output, target)
+}
+
+/// [`copy_with_plain_data`] between files the caller opened (through a safe-path layer, say);
+/// `source` and `target` only name them in errors.
+pub fn copy_open_with_plain_data(
+    input: File,
+    source: &Path,
+    output: File,
+    target: &Path,
+) -> Result<PlainCopy, DebError> {
+    let write_err = |err: io::Error| DebError::Write {
+        path: target.to_owned(),
+        source: err,
+    };
     let copied = copy_to(
         BufReader::with_capacity(READ_BUFFER, input),
         output,
