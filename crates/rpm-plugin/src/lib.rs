@@ -28,11 +28,17 @@
 //! maintainer scripts the same way just before dpkg executes them (`exec_hook`): dpkg has no
 //! plugin interface, so the hook replaces `execv`, `execvp` and `execve`.
 //!
-//! The C ABI lives in the `ffi` and `exec_hook` modules, the only files with `unsafe` outside
+//! Preloaded into dpkg by vserver's dpkg entry point, the library's constructor (`gate`) also
+//! reports in before dpkg's `main` runs; until it does, the entry point holds the dpkg database's
+//! lock, so a dpkg that runs without the library (`ld.so` skips a preload it cannot load) cannot
+//! run a maintainer script.
+//!
+//! The C ABI lives in the `ffi`, `exec_hook` and `gate` modules, the only files with `unsafe` outside
 //! the sandbox crate.
 
 mod exec_hook;
 mod ffi;
+mod gate;
 
 pub use exec_hook::CONFINE_VAR;
 pub use ffi::{RpmPluginHooks, RpmRc, vserver_hooks};

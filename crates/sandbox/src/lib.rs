@@ -39,6 +39,7 @@
 
 mod caps;
 mod cgroup;
+mod entry;
 mod error;
 mod guest_context;
 mod guest_process;
@@ -54,6 +55,7 @@ mod sys;
 
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
+pub use entry::{GATE_LOADED, GATE_OPEN, GATE_VAR, narrow_exec_env};
 pub use error::{Error, Result};
 pub use guest_context::{
     ConfineError, SCRIPTLET_MOUNT_NS_VAR, SCRIPTLET_ROOT_VAR, confine_future_programs,
@@ -74,8 +76,8 @@ pub use namespaces::{
 };
 pub use net::{GuestNetwork, MAX_INTERFACE_NAME};
 pub use process::{
-    Finished, OPERATION_DIR, SandboxChild, SandboxCommand, StdioMode, narrow_exec_env,
-    operation_path, run_if_sandbox_child,
+    Finished, OPERATION_DIR, SandboxChild, SandboxCommand, StdioMode, operation_path,
+    run_if_sandbox_child,
 };
 /// Capability sets as rustix defines them (used by [`restrict_capabilities`]).
 pub use rustix::thread::CapabilitySet;

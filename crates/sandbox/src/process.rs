@@ -39,7 +39,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -106,16 +106,6 @@ pub const OPERATION_DIR: &str = "/run/vserver-op";
 /// The path at which [`SandboxCommand::state`] shows `name` inside the sandbox.
 pub fn operation_path(name: impl AsRef<Path>) -> PathBuf {
     Path::new(OPERATION_DIR).join(name)
-}
-
-/// Marks an entry point that restricts writes further and executes a program: the value is
-/// JSON `{"program": PATH, "writable": [DIR…]}` ([`narrow_exec_env`]).
-const NARROW_EXEC_VAR: &str = "VSERVER_NARROW_EXEC";
-
-#[derive(Debug, Serialize, Deserialize)]
-struct NarrowExec {
-    program: PathBuf,
-    writable: Vec<PathBuf>,
 }
 
 /// Everything the sandbox child needs, sent over the channel as JSON.
@@ -309,11 +299,9 @@ impl SandboxCommand {
     }
 
     /// Bind-mounts the host directory `host` onto the existing directory `guest` inside the guest
-    /// root, securely (the target is resolved as by [`crate::bind_into`]), `nosuid,nodev,noexec`:
-    /// a database is data, and dpkg's maintainer scripts must not be executable straight from it
-    /// (the exec hook runs them through their interpreter once they are confined, so a script
-    /// that the hook did not see cannot run at all). The mount is the only way to `host` in the
-    /// sandbox when it lies below [`SandboxCommand::package_state`].
+    /// root, securely (the target is resolved as by [`crate::bind_into`]), `nosuid,nodev`. The
+    /// mount is the only way to `host` in the sandbox when it lies below
+    /// [`SandboxCommand::package_state`].
     pub fn bind(
         &mut self,
         host: impl Into<PathBuf>,
@@ -779,9 +767,7 @@ impl Channel {
 /// never returns in that case. Call it first thing in `main` of every binary that uses
 /// [`SandboxCommand`], before any thread is started.
 pub fn run_if_sandbox_child() {
-    if let Some(value) = std::env::var_os(NARROW_EXEC_VAR) {
-        run_narrow_exec(&value);
-    }
+    crate::entry::run_if_entry_point();
     let Some(fd) = std::env::var_os(CHANNEL_VAR) else {
         return;
     };
@@ -816,72 +802,6 @@ pub fn run_if_sandbox_child() {
         }
     };
     std::process::exit(code);
-}
-
-/// The environment variable and value that turn a run of this binary (any binary that calls
-/// [`run_if_sandbox_child`] first) into an entry point that restricts writes to beneath
-/// `writable` (plus `/dev`) and then executes `program` with the arguments it was given. This is
-/// how apt runs dpkg in a narrower write boundary than its own: apt's `Dir::Bin::dpkg` names this
-/// binary, and apt passes its environment on.
-pub fn narrow_exec_env(program: &Path, writable: &[PathBuf]) -> (OsString, OsString) {
-    let spec = NarrowExec {
-        program: program.to_path_buf(),
-        writable: writable.to_vec(),
-    };
-    let value = serde_json::to_string(&spec).unwrap_or_default();
-    (NARROW_EXEC_VAR.into(), value.into())
-}
-
-/// The entry point of [`narrow_exec_env`]: never returns. Refuses to run the program (exit 126,
-/// as a shell does for a command it cannot execute) when the boundary cannot be set.
-fn run_narrow_exec(value: &OsStr) -> ! {
-    let refuse = |why: String| -> ! {
-        let _ = writeln!(io::stderr(), "vserver: refusing to run the program: {why}");
-        std::process::exit(126)
-    };
-    let spec: NarrowExec = match serde_json::from_slice(value.as_bytes()) {
-        Ok(spec) => spec,
-        Err(e) => refuse(format!("bad {NARROW_EXEC_VAR}: {e}")),
-    };
-    if crate::landlock::write_boundary_available() {
-        let mut dirs: Vec<PathBuf> = crate::landlock::always_writable()
-            .iter()
-            .map(|p| p.to_path_buf())
-            .collect();
-        dirs.extend(spec.writable.iter().cloned());
-        if let Err(e) = crate::landlock::restrict_writes_beneath(&dirs) {
-            refuse(format!("cannot set its write boundary: {e}"));
-        }
-    } else if !crate::landlock::opted_out() {
-        refuse("this kernel has no Landlock for its write boundary".to_string());
-    }
-    let cstring = |bytes: &[u8]| CString::new(bytes).unwrap_or_default();
-    let program = cstring(spec.program.as_os_str().as_bytes());
-    let name = spec.program.file_name().unwrap_or(spec.program.as_os_str());
-    let argv: Vec<CString> = std::iter::once(cstring(name.as_bytes()))
-        .chain(std::env::args_os().skip(1).map(|a| cstring(a.as_bytes())))
-        .collect();
-    let envp: Vec<CString> = std::env::vars_os()
-        .filter(|(key, _)| key != NARROW_EXEC_VAR)
-        .map(|(key, value)| {
-            let mut entry = key.into_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            cstring(&entry)
-        })
-        .collect();
-    let pointers = |strings: &[CString]| -> Vec<*const libc::c_char> {
-        strings
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect()
-    };
-    let error = sys::execve(&program, &pointers(&argv), &pointers(&envp));
-    refuse(format!(
-        "cannot execute `{}`: {error}",
-        spec.program.display()
-    ))
 }
 
 fn read_spec(channel: &Channel) -> io::Result<Spec> {
@@ -1162,7 +1082,7 @@ fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
         )?;
         step(
             "set the attributes of a database mount",
-            mount::set_bind_attributes(&tree, &bind.host, bind.access, true),
+            mount::set_bind_attributes(&tree, &bind.host, bind.access, false),
         )?;
         bind_trees.push(tree);
     }

@@ -137,6 +137,16 @@ pub(crate) fn chroot_and_chdir(path: &CStr) -> io::Result<()> {
     check(unsafe { libc::chdir(c"/".as_ptr()) } as libc::c_long).map(drop)
 }
 
+/// `fcntl(fd, F_SETLK, {F_WRLCK, whole file})`: the kind of lock dpkg takes on its database.
+pub(crate) fn fcntl_write_lock(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: an all-zero `struct flock` is valid; the fields set below describe the whole file.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: `lock` is a live `struct flock` the kernel only reads.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLK, &lock) } as libc::c_long).map(drop)
+}
+
 /// `_exit(code)`: leave without running atexit handlers or flushing stdio (for forked children).
 pub(crate) fn exit_immediately(code: i32) -> ! {
     // SAFETY: `_exit` is async-signal-safe and never returns.

@@ -215,12 +215,30 @@ impl DebBackend {
         [self.root.clone(), PkgLayout::in_sandbox(DPKG_LOG)]
     }
 
+    /// The environment that makes this binary dpkg's entry point: dpkg's write boundary, and its
+    /// database's lock held until the confinement library in dpkg reports in.
+    fn dpkg_entry_env(&self) -> (OsString, OsString) {
+        let lock = self
+            .root
+            .join(DPKG_MOUNT_POINT.trim_start_matches('/'))
+            .join("lock");
+        vserver_sandbox::narrow_exec_env(
+            Path::new(HOST_DPKG),
+            &self.dpkg_write_boundary(),
+            Some(&lock),
+        )
+    }
+
+    /// The running binary, which is dpkg's entry point.
+    fn entry_point(&self) -> Result<PathBuf> {
+        std::env::current_exe().map_err(self.host_err("find", Path::new("/proc/self/exe")))
+    }
+
     /// Writes `apt.conf` for this operation (the paths it names are the sandbox's, and the dpkg
     /// entry point is the running binary).
     fn write_apt_config(&self, state: &GuestRoot) -> Result<()> {
         let arch = self.arch()?;
-        let entry =
-            std::env::current_exe().map_err(self.host_err("find", Path::new("/proc/self/exe")))?;
+        let entry = self.entry_point()?;
         let text = aptconf::render(
             self.layout.guest(),
             &aptconf::AptPaths {
@@ -282,7 +300,11 @@ impl DebBackend {
     }
 
     /// A sandboxed command running `program` on this guest, database bound in.
-    fn command(&self, program: &str, profile: CapabilityProfile) -> Result<SandboxCommand> {
+    fn command(
+        &self,
+        program: impl AsRef<OsStr>,
+        profile: CapabilityProfile,
+    ) -> Result<SandboxCommand> {
         let root = self.guest_root()?;
         let has_proc = matches!(
             root.symlink_metadata("/proc"),
@@ -297,8 +319,7 @@ impl DebBackend {
         let hook = crate::plugin::install_copy(&self.layout, &state, &plugin, APT_HOOK)?;
         let mut command = SandboxCommand::new(program);
         clean_environment(&mut command, Path::new("/root"));
-        let (entry_var, entry_value) =
-            vserver_sandbox::narrow_exec_env(Path::new(HOST_DPKG), &self.dpkg_write_boundary());
+        let (entry_var, entry_value) = self.dpkg_entry_env();
         command
             .env("LD_PRELOAD", vserver_sandbox::operation_path(&hook))
             .env(CONFINE_MAINTSCRIPTS_VAR, "1")
@@ -332,9 +353,13 @@ impl DebBackend {
     fn tool_command(&self, tool: DebTool, args: &[OsString]) -> Result<SandboxCommand> {
         // dpkg chroots into the guest to run maintainer scripts: it needs CAP_SYS_CHROOT (and apt,
         // whose bounding set its dpkg inherits).
-        let mut command = self.command(tool.program(), CapabilityProfile::ChrootingTool)?;
+        let program = match tool {
+            // dpkg runs through its entry point, as under apt (see `dpkg_entry_env`).
+            DebTool::Dpkg => self.entry_point()?.into_os_string(),
+            _ => tool.program().into(),
+        };
+        let mut command = self.command(&program, CapabilityProfile::ChrootingTool)?;
         if tool == DebTool::Dpkg {
-            command.writes_only_beneath(self.dpkg_write_boundary());
             let mut root = OsString::from("--root=");
             root.push(&self.root);
             command.arg(root);

@@ -265,6 +265,42 @@ pub fn main(args: &[String]) -> ! {
                 errno_of(unsafe { libc::umount2(db.as_ptr(), libc::MNT_DETACH) }.into())
             });
         }
+        // Started through the entry point with a gate lock: optionally does what the
+        // confinement library's constructor does, then tries the lock as dpkg would.
+        "gate" => {
+            let lock = arg(1);
+            if arg(2) == "handshake" {
+                let fd: i32 = std::env::var(vserver_sandbox::GATE_VAR)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(-1);
+                let mut answer = [0u8; 1];
+                // SAFETY: one-byte reads and writes on the inherited socket.
+                let opened = unsafe {
+                    libc::write(fd, [vserver_sandbox::GATE_LOADED].as_ptr().cast(), 1) == 1
+                        && libc::read(fd, answer.as_mut_ptr().cast(), 1) == 1
+                };
+                report(
+                    "gate-opened",
+                    if opened && answer[0] == vserver_sandbox::GATE_OPEN {
+                        0
+                    } else {
+                        1
+                    },
+                );
+            }
+            let path = c(&lock);
+            // SAFETY: valid C string; the descriptor is leaked until exit, holding the lock.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR) };
+            // SAFETY: an all-zero flock is valid; whole-file write lock.
+            let mut flock: libc::flock = unsafe { std::mem::zeroed() };
+            flock.l_type = libc::F_WRLCK as libc::c_short;
+            // SAFETY: `flock` is live for the call.
+            report(
+                "lock",
+                errno_of(unsafe { libc::fcntl(fd, libc::F_SETLK, &flock) }.into()),
+            );
+        }
         // Looks at the size of a file a guest keeps appending to, twice, 300 ms apart.
         "observe" => {
             let file = arg(1);

@@ -18,6 +18,8 @@ crate::tests![
     scriptlet_context_hides_database_and_blocks_escape,
     scriptlet_hook_fails_closed_without_its_namespace,
     write_boundary_holds_beyond_the_mounts,
+    entry_point_gate_holds_the_lock_until_the_library_reports,
+    dpkg_without_its_library_runs_no_script,
     setup_errors_are_reported,
     display_shows_command_and_environment,
     leftover_processes_are_killed,
@@ -318,6 +320,90 @@ fn write_boundary_holds_beyond_the_mounts() -> Outcome {
         assert_eq!(fs::read(outside.join("existing")).unwrap(), b"host data");
         assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
         assert_eq!(fs::read(db.join("Packages")).unwrap(), b"the database");
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// dpkg's entry point holds the database lock until the program's confinement library reports
+/// in: a program that never does (a preload `ld.so` skipped) finds the lock taken, as a real
+/// dpkg does before it runs any maintainer script; one that does gets it.
+fn entry_point_gate_holds_the_lock_until_the_library_reports() -> Outcome {
+    run(|| {
+        require_root()?;
+        require(
+            vserver_sandbox::write_boundary_available(),
+            "needs Landlock (ABI 3)",
+        )?;
+        let world = World::new();
+        let lock = world.guest.join("lock");
+        let exe = std::env::current_exe().unwrap();
+        let through_entry = |mode: &str| {
+            let (key, value) = vserver_sandbox::narrow_exec_env(
+                &exe,
+                std::slice::from_ref(&world.guest),
+                Some(&lock),
+            );
+            let mut command = attack(&["gate", lock.to_str().unwrap(), mode]);
+            command.env(key, value).guest_root(&world.guest);
+            command
+        };
+        let skipped = run_attack(&world, &mut through_entry("no-library"));
+        expect(&skipped, &[("lock", libc::EAGAIN)]);
+        let loaded = run_attack(&world, &mut through_entry("handshake"));
+        expect(&loaded, &[("gate-opened", 0), ("lock", 0)]);
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// The real dpkg, started through the entry point without the confinement library, stops at
+/// its database's lock: nothing is configured, no maintainer script runs.
+fn dpkg_without_its_library_runs_no_script() -> Outcome {
+    run(|| {
+        require_root()?;
+        require(Path::new("/usr/bin/dpkg").exists(), "needs dpkg")?;
+        require(
+            vserver_sandbox::write_boundary_available(),
+            "needs Landlock (ABI 3)",
+        )?;
+        let world = World::new();
+        let admin = world.guest.join("var/lib/dpkg");
+        for dir in ["info", "updates", "triggers"] {
+            fs::create_dir_all(admin.join(dir)).unwrap();
+        }
+        // A half-configured package whose postinst would leave a mark.
+        fs::write(
+            admin.join("status"),
+            "Package: marker\nStatus: install ok unpacked\nVersion: 1\nArchitecture: all\n\
+             Maintainer: test <test@example.invalid>\nDescription: test\n\n",
+        )
+        .unwrap();
+        fs::write(admin.join("info/marker.list"), "").unwrap();
+        let postinst = admin.join("info/marker.postinst");
+        fs::write(&postinst, "#!/bin/sh\ntouch /postinst-ran\n").unwrap();
+        fs::set_permissions(&postinst, fs::Permissions::from_mode(0o755)).unwrap();
+        let (key, value) = vserver_sandbox::narrow_exec_env(
+            Path::new("/usr/bin/dpkg"),
+            std::slice::from_ref(&world.guest),
+            Some(&admin.join("lock")),
+        );
+        let mut root = std::ffi::OsString::from("--root=");
+        root.push(&world.guest);
+        let finished = SandboxCommand::new(std::env::current_exe().unwrap())
+            .env(key, value)
+            .arg(root)
+            .args(["--configure", "-a"])
+            .guest_root(&world.guest)
+            .capabilities(CapabilityProfile::ChrootingTool)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&finished.stderr);
+        println!("  {stderr}");
+        assert!(!finished.status.success(), "{stderr}");
+        assert!(stderr.contains("lock"), "{stderr}");
+        assert!(stderr.contains("did not load"), "{stderr}");
+        assert!(!world.guest.join("postinst-ran").exists());
         world.assert_host_unchanged();
         Ok(())
     })
