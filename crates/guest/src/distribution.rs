@@ -26,7 +26,7 @@ use vserver_pkgmgmt::Family;
 
 use crate::error::{Error, Result, check_name};
 
-mod check;
+pub(crate) mod check;
 
 /// One line of a package list.
 #[derive(Debug, Clone, PartialEq, Eq)]

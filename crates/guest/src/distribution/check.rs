@@ -89,6 +89,21 @@ impl Refusal {
         }))
     }
 
+    /// The error for guest `guest`; `path` is its configuration file when the value was read
+    /// from it, none for a value given to a build.
+    pub(crate) fn into_guest_error(self, guest: &str, path: Option<&Path>) -> Error {
+        let file = path
+            .map(|p| format!(" in `{}`", p.display()))
+            .unwrap_or_default();
+        Error::BadRequest {
+            guest: guest.to_owned(),
+            problem: format!(
+                "invalid {} {:?}{file}: {}",
+                self.field, self.value, self.allowed
+            ),
+        }
+    }
+
     /// The field's name (for tests).
     #[cfg(test)]
     pub(crate) fn field(&self) -> &str {

@@ -14,6 +14,7 @@ crate::tests![
     unknown_name_suggests,
     add_refuses_control_characters_in_every_field,
     read_back_refuses_what_add_would,
+    guest_settings_are_checked_like_a_distribution,
 ];
 
 fn debian_family_builtins_and_registration() -> Outcome {
@@ -511,6 +512,65 @@ fn read_back_refuses_what_add_would() -> Outcome {
             }
             store.get(name).unwrap();
         }
+        Ok(())
+    })
+}
+
+/// A guest's architecture and release version reach apt's and dnf's configuration; a
+/// hand-edited `config.toml` (or a build's `--releasever`) is held to the distribution's rules.
+fn guest_settings_are_checked_like_a_distribution() -> Outcome {
+    run(|| {
+        let world = World::new();
+        let deb = vserver_guest::GuestConfig {
+            name: "g".into(),
+            root: world.roots.rootdir.join("g"),
+            family: "deb".into(),
+            arch: "amd64\";\nDPkg::Options { \"--force-all\"; };".into(),
+            package_management: vserver_guest::PackageManagement::External,
+            ..vserver_guest::GuestConfig::default()
+        };
+        let error = vserver_guest::open_deb_backend(&world.roots, &deb, false).unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, Error::BadRequest { .. }), "{message}");
+        assert!(
+            message.contains("invalid architecture \"amd64\\\""),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message:?}");
+        let rpm = vserver_guest::GuestConfig {
+            family: "rpm".into(),
+            arch: "x86_64".into(),
+            releasever: "../../x".into(),
+            ..deb
+        };
+        let error = vserver_guest::open_backend(&world.roots, &rpm, false).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("invalid release version \"../../x\""),
+            "{error}"
+        );
+
+        let request = vserver_guest::BuildRequest {
+            guest: "g".into(),
+            method: vserver_guest::BuildMethod::Skeleton,
+            distribution: None,
+            releasever: Some("41\n[evil]".into()),
+            hostname: None,
+            force: false,
+            keep: false,
+            packages: Vec::new(),
+            rpm_files: Vec::new(),
+            verbose: false,
+            apt_mirror: None,
+        };
+        let error = vserver_guest::build(&world.roots, &request, &mut |_| {}).unwrap_err();
+        assert!(
+            error.to_string().contains("invalid release version"),
+            "{error}"
+        );
+        assert!(!world.roots.confdir.join("g").exists());
+        assert!(!world.roots.rootdir.join("g").exists());
         Ok(())
     })
 }
