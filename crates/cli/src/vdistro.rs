@@ -107,7 +107,9 @@ struct AddArgs {
     /// deb: the sources are unsigned and trusted explicitly (`[trusted=yes]`).
     #[arg(long)]
     trusted: bool,
-    /// Architecture (`$basearch`; default: the host's).
+    /// Architecture (default: the host's): rpm, dnf's `$basearch` (x86_64, aarch64, i386,
+    /// armhfp, ppc64le, s390x, riscv64); deb, dpkg's (amd64, arm64, i386, armhf, armel,
+    /// ppc64el, s390x, riscv64, mips64el).
     #[arg(long, default_value = "")]
     arch: String,
     /// One line of description.
@@ -117,9 +119,11 @@ struct AddArgs {
     #[arg(long)]
     gpgcheck: bool,
     /// A package list installed in order (repeatable, space-separated; `?NAME` may fail).
+    /// Package names follow rpm's or dpkg's syntax.
     #[arg(long = "pkgs", value_name = "NAMES")]
     package_lists: Vec<String>,
-    /// A file of extra rpm macros.
+    /// A file of extra rpm macros: `%NAME BODY` definitions (no `%(…)`, lua, expand, load,
+    /// define or global; no `%_dbpath`, `%_netsharedpath`, `%__plugindir`, `%__transaction_*`).
     #[arg(long)]
     macros: Option<PathBuf>,
     /// rpm: a public key file imported into every guest's database; deb: a keyring apt verifies
@@ -318,10 +322,12 @@ fn add(store: &DistributionStore, args: &AddArgs, out: &Output) -> vserver_guest
         })?,
         None => String::new(),
     };
+    // Each `--pkgs` value is one line of its list, checked as a whole by the library: splitting
+    // it here would turn a line break inside it into a separator instead of refusing it.
     let package_lists = args
         .package_lists
         .iter()
-        .map(|list| list.split_whitespace().map(str::to_owned).collect())
+        .map(|list| vec![list.clone()])
         .collect();
     let dir = store.add(&NewDistribution {
         name: args.name.clone(),

@@ -96,6 +96,12 @@ pub fn build(
     on_event: &mut dyn FnMut(BuildEvent),
 ) -> Result<GuestConfig> {
     check_name("guest", &request.guest)?;
+    // `--releasever` replaces the distribution's (checked) one in dnf's URLs and the guest's
+    // configuration: the same rule.
+    if let Some(releasever) = &request.releasever {
+        crate::distribution::check::releasever(releasever)
+            .map_err(|r| r.into_guest_error(&request.guest, None))?;
+    }
     let distribution = match (&request.distribution, request.method) {
         (Some(name), _) => Some(DistributionStore::new(roots.distributions_dir()).get(name)?),
         (None, BuildMethod::Skeleton) => None,

@@ -218,6 +218,7 @@ pub fn open_deb_backend(
                 .into(),
         });
     }
+    crate::config::check_package_settings(roots, config)?;
     Ok(DebBackend::new(
         PkgLayout::new(&roots.pkgdir, &config.name),
         &config.root,

@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vserver_pkgmgmt::{PkgLayout, RpmBackend, RpmSettings};
+use vserver_pkgmgmt::{Family, PkgLayout, RpmBackend, RpmSettings};
 
+use crate::distribution::check;
 use crate::error::{Error, Result, check_name};
 use crate::roots::HostRoots;
 use crate::runtime::{InitConfig, LimitsConfig, NetConfig};
@@ -170,6 +171,23 @@ pub fn load_guest(roots: &HostRoots, name: &str) -> Result<GuestConfig> {
     toml::from_str(&text).map_err(|source| Error::Parse { path, source })
 }
 
+/// Checks what of a guest's configuration reaches its package manager's configuration: the
+/// architecture (`APT::Architecture "…";` in the guest's `apt.conf`, dnf's `$basearch`) and the
+/// release version (dnf's `$releasever`, in repository URLs). A build copies them from a
+/// checked distribution; a hand-edited `config.toml` is held to the same rules.
+pub(crate) fn check_package_settings(roots: &HostRoots, config: &GuestConfig) -> Result<()> {
+    let family = if config.family == "deb" {
+        Family::Deb
+    } else {
+        Family::Rpm
+    };
+    check::arch(family, &config.arch)
+        .and_then(|()| check::releasever(&config.releasever))
+        .map_err(|r| {
+            r.into_guest_error(&config.name, Some(&GuestConfig::path(roots, &config.name)))
+        })
+}
+
 /// The rpm back end of an existing guest with external package management.
 pub fn open_backend(roots: &HostRoots, config: &GuestConfig, verbose: bool) -> Result<RpmBackend> {
     if config.family != "rpm" {
@@ -192,6 +210,7 @@ pub fn open_backend(roots: &HostRoots, config: &GuestConfig, verbose: bool) -> R
                 .into(),
         });
     }
+    check_package_settings(roots, config)?;
     let plugin = vserver_pkgmgmt::find_rpm_plugin()?;
     Ok(RpmBackend::new(
         PkgLayout::new(&roots.pkgdir, &config.name),

@@ -14,6 +14,10 @@
 //! `distribution.toml` is optional (a directory written by hand as in the seed: family rpm when
 //! `yum.repos.d` exists). Built-in distributions ship in the binary; a registered directory of
 //! the same name replaces the built-in one.
+//!
+//! Every value `vdistro add` writes, and every file read back from a registered directory, is
+//! checked first (module `check`): builds copy these files into each guest's package state, and
+//! a line break in a value would add repositories, sources or macros nobody registered.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use vserver_pkgmgmt::Family;
 
 use crate::error::{Error, Result, check_name};
+
+pub(crate) mod check;
 
 /// One line of a package list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,6 +239,9 @@ impl DistributionStore {
             },
             Err(e) => return Err(Error::io("read", &toml_path)(e)),
         };
+        let checked = |path: &Path, result: check::Checked| {
+            result.map_err(|refusal| refusal.into_error(name, Some(path)))
+        };
         let family = match meta.family.as_deref() {
             Some("rpm") => Family::Rpm,
             Some("deb") => Family::Deb,
@@ -245,39 +254,22 @@ impl DistributionStore {
             None if dir.join("apt").is_dir() => Family::Deb,
             None => Family::Rpm,
         };
-        let repo_files = read_files(&dir.join("yum.repos.d"), Some("repo"))?
-            .into_iter()
-            .map(|(file, path)| {
-                fs_err::read_to_string(&path)
-                    .map(|text| (file, text))
-                    .map_err(Error::io("read", &path))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        checked(&toml_path, check::description(&meta.description))?;
+        checked(&toml_path, check::releasever(&meta.releasever))?;
+        checked(&toml_path, check::arch(family, &meta.arch))?;
+        let mut repo_files = Vec::new();
+        for (file, path) in read_files(&dir.join("yum.repos.d"), Some("repo"))? {
+            checked(&path, check::repo_file_name(&file))?;
+            let text = fs_err::read_to_string(&path).map_err(Error::io("read", &path))?;
+            checked(&path, check::repo_file(&text))?;
+            repo_files.push((file, text));
+        }
         let mut package_lists = Vec::new();
         for (file, path) in read_files(&dir.join("pkgs"), None)? {
+            checked(&path, check::file_name("package list name", &file))?;
             let text = fs_err::read_to_string(&path).map_err(Error::io("read", &path))?;
-            let entries: Vec<PackageEntry> = text
-                .lines()
-                .map(|l| l.split('#').next().unwrap_or("").trim())
-                .filter(|l| !l.is_empty())
-                .flat_map(|l| {
-                    // A line may hold several names; `--can-fail` applies to the one after it.
-                    let mut out = Vec::new();
-                    let mut can_fail = false;
-                    for word in l.split_whitespace() {
-                        if word == "--can-fail" {
-                            can_fail = true;
-                        } else {
-                            out.push(PackageEntry {
-                                name: word.to_owned(),
-                                can_fail,
-                            });
-                            can_fail = false;
-                        }
-                    }
-                    out
-                })
-                .collect();
+            let entries = check::package_list_file(family, &text)
+                .map_err(|refusal| refusal.into_error(name, Some(&path)))?;
             package_lists.push((file, entries));
         }
         let macros_path = dir.join("rpm/macros");
@@ -286,21 +278,21 @@ impl DistributionStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(Error::io("read", &macros_path)(e)),
         };
-        let mut pubkeys: Vec<PathBuf> = read_files(&dir.join("pubkeys"), None)?
-            .into_iter()
-            .map(|(_, path)| path)
-            .collect();
+        checked(&macros_path, check::macros(&macros))?;
         let apt_sources_path = dir.join("apt/sources.list");
         let apt_sources = match fs_err::read_to_string(&apt_sources_path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(Error::io("read", &apt_sources_path)(e)),
         };
-        pubkeys.extend(
-            read_files(&dir.join("apt/trusted.gpg.d"), None)?
-                .into_iter()
-                .map(|(_, path)| path),
-        );
+        checked(&apt_sources_path, check::sources_list(&apt_sources))?;
+        let mut pubkeys = Vec::new();
+        for keys_dir in [dir.join("pubkeys"), dir.join("apt/trusted.gpg.d")] {
+            for (file, path) in read_files(&keys_dir, None)? {
+                checked(&path, check::file_name("public key file name", &file))?;
+                pubkeys.push(path);
+            }
+        }
         Ok(Distribution {
             name: name.to_owned(),
             description: meta.description,
@@ -321,6 +313,7 @@ impl DistributionStore {
     /// renames it into place, so a failure leaves nothing half-written.
     pub fn add(&self, new: &NewDistribution) -> Result<PathBuf> {
         check_name("distribution", &new.name)?;
+        let files = new.checked_files()?;
         let target = self.dir.join(&new.name);
         if target.exists() && !new.force {
             return Err(Error::DistributionExists {
@@ -347,7 +340,7 @@ impl DistributionStore {
             .dir
             .join(format!(".{}.new-{}", new.name, std::process::id()));
         let _ = fs_err::remove_dir_all(&staging);
-        let result = self.write_distribution(&staging, new);
+        let result = write_distribution(&staging, new, &files);
         if let Err(e) = result {
             let _ = fs_err::remove_dir_all(&staging);
             return Err(e);
@@ -364,122 +357,138 @@ impl DistributionStore {
         }
         Ok(target)
     }
+}
 
-    fn write_distribution(&self, dir: &Path, new: &NewDistribution) -> Result<()> {
-        let write = |path: PathBuf, text: String| -> Result<()> {
-            if let Some(parent) = path.parent() {
-                fs_err::create_dir_all(parent).map_err(Error::io("create", parent))?;
-            }
-            fs_err::write(&path, text).map_err(Error::io("write", &path))
-        };
-        let meta = DistributionToml {
-            description: new.description.clone(),
-            family: Some(
-                match new.family {
-                    Family::Rpm => "rpm",
-                    Family::Deb => "deb",
-                }
-                .into(),
-            ),
-            releasever: new.releasever.clone(),
-            arch: new.arch.clone(),
-            gpgcheck: new.gpgcheck,
-        };
-        let text = toml::to_string(&meta).map_err(|e| Error::BadDistribution {
-            name: new.name.clone(),
-            path: dir.join("distribution.toml"),
-            problem: e.to_string(),
-        })?;
-        write(dir.join("distribution.toml"), text)?;
-        for (id, url) in &new.repos {
-            check_name("repository", id)?;
-            write(
-                dir.join("yum.repos.d").join(format!("{id}.repo")),
+/// What a new registration writes besides `distribution.toml`, the macros and the keys: the
+/// file contents built from the checked values.
+struct NewFiles {
+    /// `yum.repos.d/ID.repo`: file name and content.
+    repo_files: Vec<(String, String)>,
+    /// `pkgs/NN`, in order: one `NAME` or `--can-fail NAME` per line.
+    package_lists: Vec<String>,
+    /// `apt/sources.list` (deb family).
+    apt_sources: Option<String>,
+}
+
+impl NewDistribution {
+    /// Checks every value that lands in a file (module `check`) and builds the files from
+    /// them; nothing is written before all of them pass.
+    fn checked_files(&self) -> Result<NewFiles> {
+        let given = |result: check::Checked| result.map_err(|r| r.into_error(&self.name, None));
+        given(check::description(&self.description))?;
+        given(check::releasever(&self.releasever))?;
+        given(check::arch(self.family, &self.arch))?;
+        let mut repo_files = Vec::new();
+        for (id, url) in &self.repos {
+            given(check::repo_id(id))?;
+            given(check::url("repository URL", url))?;
+            repo_files.push((
+                format!("{id}.repo"),
                 format!(
                     "[{id}]\nname={} $releasever - {id}\nbaseurl={url}\nenabled=1\ngpgcheck={}\n",
-                    new.name,
-                    u8::from(new.gpgcheck)
+                    self.name,
+                    u8::from(self.gpgcheck)
                 ),
-            )?;
+            ));
         }
-        for (i, list) in new.package_lists.iter().enumerate() {
-            // `?NAME` is shorthand for `--can-fail NAME`.
-            let lines: Vec<String> = list
-                .iter()
-                .map(|line| match line.strip_prefix('?') {
-                    Some(optional) => format!("--can-fail {optional}"),
-                    None => line.clone(),
-                })
-                .collect();
-            write(
-                dir.join("pkgs").join(format!("{:02}", i + 1)),
-                lines.join("\n") + "\n",
-            )?;
+        let mut package_lists = Vec::new();
+        for list in &self.package_lists {
+            let mut text = String::new();
+            for line in list {
+                given(check::one_line("package list", line))?;
+                let entries = check::package_line(self.family, line)
+                    .map_err(|r| r.into_error(&self.name, None))?;
+                for entry in entries {
+                    let prefix = if entry.can_fail { "--can-fail " } else { "" };
+                    text.push_str(&format!("{prefix}{}\n", entry.name));
+                }
+            }
+            package_lists.push(text);
         }
-        if !new.macros.is_empty() {
-            write(dir.join("rpm/macros"), new.macros.clone())?;
+        given(check::macros(&self.macros))?;
+        for key in &self.pubkeys {
+            let file = key.file_name().map(|f| f.to_string_lossy().into_owned());
+            given(check::file_name(
+                "public key file name",
+                file.as_deref().unwrap_or_default(),
+            ))?;
         }
-        if new.family == Family::Deb {
-            let lines = new
-                .apt_sources
-                .iter()
-                .map(|source| apt_source_line(&new.name, source, new.trusted))
-                .collect::<Result<Vec<_>>>()?;
-            write(dir.join("apt/sources.list"), lines.join(""))?;
-        }
-        // apt reads keyrings from trusted.gpg.d; rpm keys stay in pubkeys/.
-        let keys_dir = match new.family {
-            Family::Rpm => dir.join("pubkeys"),
-            Family::Deb => dir.join("apt/trusted.gpg.d"),
+        let apt_sources = match self.family {
+            Family::Rpm => None,
+            Family::Deb => Some(
+                self.apt_sources
+                    .iter()
+                    .map(|source| apt_source_line(&self.name, source, self.trusted))
+                    .collect::<Result<Vec<_>>>()?
+                    .concat(),
+            ),
         };
-        for key in &new.pubkeys {
-            let name = key.file_name().ok_or_else(|| Error::BadDistribution {
-                name: new.name.clone(),
-                path: key.clone(),
-                problem: "a public key must be a file".into(),
-            })?;
-            fs_err::create_dir_all(&keys_dir).map_err(Error::io("create", &keys_dir))?;
-            fs_err::copy(key, keys_dir.join(name)).map_err(Error::io("copy", key))?;
-        }
-        Ok(())
+        Ok(NewFiles {
+            repo_files,
+            package_lists,
+            apt_sources,
+        })
     }
 }
 
-/// One `sources.list` line from `URL SUITE [COMPONENT…]`. Each word must be a plain token: a
-/// line break or an option bracket would let the registration smuggle in other sources.
-pub(crate) fn apt_source_line(name: &str, source: &str, trusted: bool) -> Result<String> {
-    let words: Vec<&str> = source.split_whitespace().collect();
-    let bad = |problem: String| Error::BadDistribution {
-        name: name.to_owned(),
-        path: PathBuf::from("apt/sources.list"),
-        problem,
-    };
-    let (url, suite, components) = match words.as_slice() {
-        [url, suite, components @ ..] => (*url, *suite, components),
-        _ => {
-            return Err(bad(format!(
-                "apt source `{source}`: expected URL SUITE [COMPONENT...]"
-            )));
+/// Writes a new registration's directory `dir` from checked values.
+fn write_distribution(dir: &Path, new: &NewDistribution, files: &NewFiles) -> Result<()> {
+    let write = |path: PathBuf, text: &str| -> Result<()> {
+        if let Some(parent) = path.parent() {
+            fs_err::create_dir_all(parent).map_err(Error::io("create", parent))?;
         }
+        fs_err::write(&path, text).map_err(Error::io("write", &path))
     };
-    let plain = |word: &str| {
-        !word.is_empty()
-            && word
-                .chars()
-                .all(|c| c.is_ascii_graphic() && !"[]#\"\'".contains(c))
+    let meta = DistributionToml {
+        description: new.description.clone(),
+        family: Some(new.family.as_str().into()),
+        releasever: new.releasever.clone(),
+        arch: new.arch.clone(),
+        gpgcheck: new.gpgcheck,
     };
-    let one_line = !source.contains(|c: char| c.is_control());
-    if !one_line || !words.iter().all(|w| plain(w)) || !url.contains(':') {
-        return Err(bad(format!(
-            "apt source `{}`: one line, the URL with a scheme (http:, https:, file:), and no \
-             brackets, quotes or `#`",
-            source.escape_debug()
-        )));
+    let text = toml::to_string(&meta).map_err(|e| Error::BadDistribution {
+        name: new.name.clone(),
+        path: dir.join("distribution.toml"),
+        problem: e.to_string(),
+    })?;
+    write(dir.join("distribution.toml"), &text)?;
+    for (file, text) in &files.repo_files {
+        write(dir.join("yum.repos.d").join(file), text)?;
     }
-    let components = if components.is_empty() {
+    for (i, text) in files.package_lists.iter().enumerate() {
+        write(dir.join("pkgs").join(format!("{:02}", i + 1)), text)?;
+    }
+    if !new.macros.is_empty() {
+        write(dir.join("rpm/macros"), &new.macros)?;
+    }
+    if let Some(sources) = &files.apt_sources {
+        write(dir.join("apt/sources.list"), sources)?;
+    }
+    // apt reads keyrings from trusted.gpg.d; rpm keys stay in pubkeys/.
+    let keys_dir = match new.family {
+        Family::Rpm => dir.join("pubkeys"),
+        Family::Deb => dir.join("apt/trusted.gpg.d"),
+    };
+    for key in &new.pubkeys {
+        // Checked: every key has a plain file name.
+        let Some(name) = key.file_name() else {
+            continue;
+        };
+        fs_err::create_dir_all(&keys_dir).map_err(Error::io("create", &keys_dir))?;
+        fs_err::copy(key, keys_dir.join(name)).map_err(Error::io("copy", key))?;
+    }
+    Ok(())
+}
+
+/// One `sources.list` line from `URL SUITE [COMPONENT…]` (module `check`: one line of plain
+/// words, the URL with a scheme).
+pub(crate) fn apt_source_line(name: &str, source: &str, trusted: bool) -> Result<String> {
+    let source = check::apt_source(source).map_err(|r| r.into_error(name, None))?;
+    let (url, suite) = (source.url, source.suite);
+    let components = if source.components.is_empty() {
         "main".to_owned()
     } else {
-        components.join(" ")
+        source.components.join(" ")
     };
     let options = if trusted { "[trusted=yes] " } else { "" };
     Ok(format!("deb {options}{url} {suite} {components}\n"))

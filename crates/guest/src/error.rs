@@ -63,6 +63,10 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A value of a distribution that cannot be written into its files, or a line of a
+    /// registered distribution's file that cannot be used (module `distribution::check`).
+    #[error("{0}")]
+    InvalidField(Box<FieldError>),
     /// The build method needs a distribution of another family, or options it lacks.
     #[error("guest `{guest}`: {problem}")]
     BadRequest {
@@ -118,6 +122,27 @@ pub enum Error {
     },
 }
 
+/// A refused value of a distribution: one line naming the distribution, what the value is, the
+/// value (escaped, so a line break shows as `\n`), what is allowed and, for a registered file,
+/// which file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "distribution `{name}`: invalid {field} {value:?}: {allowed}{}",
+    in_file(.path.as_deref())
+)]
+pub struct FieldError {
+    /// The distribution.
+    pub name: String,
+    /// What the value is (`repository URL`, `architecture`, `rpm macros line 3`…).
+    pub field: String,
+    /// The value as given.
+    pub value: String,
+    /// What is allowed instead.
+    pub allowed: String,
+    /// The registered file it was read from; none for a value given to `vdistro add`.
+    pub path: Option<PathBuf>,
+}
+
 impl Error {
     /// A "did you mean" or "try" hint for the user, when there is one.
     pub fn hint(&self) -> Option<String> {
@@ -148,6 +173,28 @@ impl Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
     }
+}
+
+/// ` (in `PATH`)` after an error about a value read from a file; nothing for a given value.
+/// A control character in the path (a hand-made file name) is shown escaped: the error stays
+/// one line.
+fn in_file(path: Option<&std::path::Path>) -> String {
+    let Some(path) = path else {
+        return String::new();
+    };
+    let shown: String = path
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    format!(" (in `{shown}`)")
 }
 
 /// Checks a guest or distribution name: it becomes a directory name under host roots.

@@ -43,7 +43,7 @@ pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_b
 pub use distribution::{
     Distribution, DistributionSource, DistributionStore, NewDistribution, PackageEntry,
 };
-pub use error::{Error, Result};
+pub use error::{Error, FieldError, Result};
 pub use lifecycle::{
     GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
     StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, running_guest,

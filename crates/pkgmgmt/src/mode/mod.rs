@@ -33,7 +33,7 @@ use std::fmt;
 
 pub use deb::DebModeChange;
 pub use rpm::{DEFAULT_GUEST_DBPATH, RpmModeChange};
-pub use status::{Stanza, StatusError, parse_status, render_status};
+pub use status::{Stanza, StatusError, parse_status, render_status, valid_package_name};
 
 /// Where a guest's package database lives, as a mode change sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
