@@ -86,8 +86,41 @@ pub fn confine_scriptlet(database: Option<&CStr>) -> std::result::Result<(), Con
             });
         }
     }
+    // The script is the guest's code: nothing of the operation's own environment goes with it.
+    forget_environment(&[b"VSERVER_", b"APT_CONFIG="]);
     restrict_capabilities(CapabilityProfile::Confined.kept()).map_err(fail("drop capabilities"))?;
     set_no_new_privs().map_err(fail("set no_new_privs"))
+}
+
+unsafe extern "C" {
+    /// The process environment (`environ(7)`).
+    static mut environ: *mut *mut libc::c_char;
+}
+
+/// Removes the environment entries that start with any of `prefixes`, in place: no allocation
+/// and no lock (`unsetenv` takes one, which another thread of a multi-threaded package manager
+/// may have held when it forked this child), so the scripts the process executes next do not
+/// inherit them.
+fn forget_environment(prefixes: &[&[u8]]) {
+    // SAFETY: `environ` is a null-terminated array of pointers to NUL-terminated strings owned by
+    // this process; only this thread runs in this forked child. Entries are only moved down
+    // within the array and the array is terminated again, as `unsetenv` itself does.
+    unsafe {
+        let start = std::ptr::addr_of_mut!(environ).read();
+        if start.is_null() {
+            return;
+        }
+        let (mut read, mut write) = (start, start);
+        while !(*read).is_null() {
+            let entry = CStr::from_ptr(*read).to_bytes();
+            if !prefixes.iter().any(|p| entry.starts_with(p)) {
+                *write = *read;
+                write = write.add(1);
+            }
+            read = read.add(1);
+        }
+        *write = std::ptr::null_mut();
+    }
 }
 
 /// The scriptlet namespace's descriptor and the guest root, from the environment, read without
@@ -157,10 +190,14 @@ fn detach_database(database: &CStr) -> std::result::Result<(), ConfineError> {
 /// stay, but leave the bounding set, which caps what any later `execve` in this process tree can
 /// have; and sets `no_new_privs`. For the children of rpm's Lua scriptlets (`os.execute`,
 /// `rpm.execute`, `io.popen`, `posix.exec`), which run inside rpm and never reach a scriptlet
-/// hook. Needs `CAP_SETPCAP`. Allocation-free.
+/// hook. Also makes the process not dumpable, so that its scripts cannot reach its open files
+/// (the database) or its root through `/proc`. Needs `CAP_SETPCAP`. Allocation-free.
 pub fn confine_future_programs() -> std::result::Result<(), ConfineError> {
     crate::caps::lower_bounding_set(CapabilityProfile::Confined.kept())
         .map_err(fail("lower the bounding set"))?;
+    // Its scripts run as the same user: without this they could reach the database (and the
+    // sandbox's view of the host) through `/proc/PID/fd` and `/proc/PID/root` of this process.
+    sys::set_not_dumpable().map_err(fail("make the package manager not dumpable"))?;
     set_no_new_privs().map_err(fail("set no_new_privs"))
 }
 

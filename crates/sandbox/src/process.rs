@@ -1379,6 +1379,10 @@ fn run_init(
             }
         }
     }
+    // The init's root is the sandbox's view of the host, and its /proc entry is what a script
+    // that runs as the same user would use to get there (`/proc/1/root`): only CAP_SYS_PTRACE
+    // may follow it now.
+    step_io("make the init not dumpable", sys::set_not_dumpable())?;
     let exec = prepare_exec(spec, channel, &private_tmp, scriptlet_namespace.as_ref())?;
     // SAFETY: single-threaded process (a fork of the single-threaded sandbox process).
     let program = step_io("fork the program", unsafe { sys::fork() })?;

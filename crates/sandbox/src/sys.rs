@@ -186,8 +186,8 @@ pub(crate) fn sethostname(name: &[u8]) -> io::Result<()> {
 }
 
 fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<libc::c_int> {
-    // SAFETY: the prctl options used here (capability bounding set and ambient set) take integer
-    // arguments only; no pointers are passed.
+    // SAFETY: the prctl options used here (capability bounding set, ambient set, dumpable) take
+    // integer arguments only; no pointers are passed.
     let ret = unsafe {
         libc::prctl(
             option,
@@ -202,6 +202,12 @@ fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<libc::c_int> {
     } else {
         Ok(ret)
     }
+}
+
+/// `prctl(PR_SET_DUMPABLE, 0)`: the process's `/proc/PID` entries (its root, its open files,
+/// its memory) become reachable only with `CAP_SYS_PTRACE`, which no script keeps.
+pub(crate) fn set_not_dumpable() -> io::Result<()> {
+    prctl(libc::PR_SET_DUMPABLE, 0).map(drop)
 }
 
 /// `prctl(PR_CAPBSET_READ, cap)`.
