@@ -180,6 +180,36 @@ impl PkgLayout {
         Ok(state)
     }
 
+    /// Removes everything below the trusted directories `dirs` that is neither a regular file nor
+    /// a directory: the host writes nothing else there, so a symlink, FIFO or device node in one
+    /// of them was planted (before vserver 0.2 some were writable to package scripts), and the
+    /// tools in the sandbox, which follow symlinks, must not read configuration through it.
+    pub(crate) fn remove_planted(&self, state: &GuestRoot, dirs: &[&str]) -> Result<()> {
+        let mut pending: Vec<PathBuf> = dirs.iter().map(PathBuf::from).collect();
+        while let Some(dir) = pending.pop() {
+            let entries = match state.read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(vserver_sandbox::Error::Guest { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Err(source) => return Err(self.state_err(source)),
+            };
+            for entry in entries {
+                let path = dir.join(&entry.name);
+                match entry.kind {
+                    FileKind::Dir => pending.push(path),
+                    FileKind::File => {}
+                    _ => state
+                        .remove_file(&path)
+                        .map_err(|source| self.state_err(source))?,
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a trusted file below `.pkg/G` atomically (a symlink at its name is replaced, not
     /// followed).
     pub(crate) fn write_trusted(

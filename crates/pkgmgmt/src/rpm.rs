@@ -49,6 +49,9 @@ const RPM_VIEW: &[(&str, Access)] = &[
     (YUM_LOG, Access::ReadWrite),
 ];
 
+/// The rpm back end's trusted directories (written by the host only).
+const RPM_TRUSTED: &[&str] = &[RPM_ETC, RPM_HOME, RPM_PLUGINS, YUM_ETC];
+
 /// Every directory of the rpm back end's state.
 const RPM_DIRS: &[&str] = &[
     RPM_ETC,
@@ -144,6 +147,7 @@ impl RpmBackend {
     /// (and mends the state's directories, should anything have been planted in their place).
     fn write_operation_files(&self) -> Result<()> {
         let state = self.layout.ensure_dirs(RPM_DIRS)?;
+        self.layout.remove_planted(&state, RPM_TRUSTED)?;
         let macros = state.read("rpm/etc/macros").map_err(self.state_err())?;
         let installed =
             crate::plugin::install_copy(&self.layout, &state, &self.plugin, RPM_PLUGINS)?;

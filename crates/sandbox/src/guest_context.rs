@@ -14,8 +14,9 @@
 //!   running guest's namespaces through a pidfd, or change root into a stopped guest's root;
 //!   then the same capability reduction.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::BorrowedFd;
+use std::sync::OnceLock;
 
 use rustix::thread::UnshareFlags;
 
@@ -123,9 +124,16 @@ fn forget_environment(prefixes: &[&[u8]]) {
     }
 }
 
-/// The scriptlet namespace's descriptor and the guest root, from the environment, read without
-/// allocating (`getenv`).
+/// The scriptlet namespace and guest root that [`confine_future_programs`] took out of the
+/// environment of the package manager (so that what Lua starts does not inherit them).
+static TAKEN_NAMESPACE: OnceLock<(libc::c_int, CString)> = OnceLock::new();
+
+/// The scriptlet namespace's descriptor and the guest root: kept aside by
+/// [`confine_future_programs`], or from the environment. Read without allocating.
 fn prepared_namespace() -> Option<(libc::c_int, &'static CStr)> {
+    if let Some((fd, root)) = TAKEN_NAMESPACE.get() {
+        return Some((*fd, root.as_c_str()));
+    }
     // SAFETY: getenv with NUL-terminated names; the returned strings live in the environment,
     // which nothing in this forked child changes.
     let (fd, root) = unsafe {
@@ -136,18 +144,19 @@ fn prepared_namespace() -> Option<(libc::c_int, &'static CStr)> {
         }
         (CStr::from_ptr(fd), CStr::from_ptr(root))
     };
-    let mut number: libc::c_int = 0;
-    let digits = fd.to_bytes();
-    if digits.is_empty() || digits.len() > 9 || !root.to_bytes().starts_with(b"/") {
+    Some((parse_fd(fd.to_bytes())?, root)).filter(|(_, root)| root.to_bytes().starts_with(b"/"))
+}
+
+/// A descriptor number written in decimal.
+fn parse_fd(digits: &[u8]) -> Option<libc::c_int> {
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    for &digit in digits {
-        if !digit.is_ascii_digit() {
-            return None;
-        }
-        number = number * 10 + libc::c_int::from(digit - b'0');
-    }
-    Some((number, root))
+    Some(
+        digits
+            .iter()
+            .fold(0, |n: libc::c_int, d| n * 10 + libc::c_int::from(d - b'0')),
+    )
 }
 
 /// Unshares the mount namespace and detaches every mount stacked on `database`.
@@ -191,13 +200,26 @@ fn detach_database(database: &CStr) -> std::result::Result<(), ConfineError> {
 /// have; and sets `no_new_privs`. For the children of rpm's Lua scriptlets (`os.execute`,
 /// `rpm.execute`, `io.popen`, `posix.exec`), which run inside rpm and never reach a scriptlet
 /// hook. Also makes the process not dumpable, so that its scripts cannot reach its open files
-/// (the database) or its root through `/proc`. Needs `CAP_SETPCAP`. Allocation-free.
+/// (the database) or its root through `/proc`, and takes the scriptlet namespace's variables out
+/// of its environment (kept aside for [`confine_scriptlet`]). Needs `CAP_SETPCAP`.
 pub fn confine_future_programs() -> std::result::Result<(), ConfineError> {
     crate::caps::lower_bounding_set(CapabilityProfile::Confined.kept())
         .map_err(fail("lower the bounding set"))?;
     // Its scripts run as the same user: without this they could reach the database (and the
     // sandbox's view of the host) through `/proc/PID/fd` and `/proc/PID/root` of this process.
     sys::set_not_dumpable().map_err(fail("make the package manager not dumpable"))?;
+    // The operation's variables are for the scriptlet hook, not for what Lua starts: keep them
+    // aside and take them out of the environment.
+    if let Some((fd, root)) = prepared_namespace() {
+        let _ = TAKEN_NAMESPACE.set((fd, root.to_owned()));
+    }
+    for name in [SCRIPTLET_MOUNT_NS_VAR, SCRIPTLET_ROOT_VAR] {
+        if let Ok(name) = CString::new(name) {
+            // SAFETY: called from rpm's plugin initialisation, before the transaction starts
+            // scriptlets; unsetenv edits this process's environment under glibc's lock.
+            unsafe { libc::unsetenv(name.as_ptr()) };
+        }
+    }
     set_no_new_privs().map_err(fail("set no_new_privs"))
 }
 

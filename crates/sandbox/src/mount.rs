@@ -299,19 +299,33 @@ pub(crate) fn clone_source(package_state: Option<&GuestRoot>, host_path: &Path) 
     }
 }
 
-/// Sets `nosuid,nodev`, and `ro` or `noexec` as asked, on a detached tree.
+/// How a bind or state mount treats what it holds, besides read-only or writable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hostility {
+    /// `noexec`: nothing there is ever executed.
+    pub(crate) noexec: bool,
+    /// `nosymfollow`: no symlink planted there is followed, by anything.
+    pub(crate) nosymfollow: bool,
+}
+
+/// Sets `nosuid,nodev` on a detached tree, `ro` for read-only access, and, for writable access,
+/// what `hostility` asks for.
 pub(crate) fn set_bind_attributes(
     tree: &OwnedFd,
     what: &Path,
     access: Access,
-    noexec: bool,
+    hostility: Hostility,
 ) -> Result<()> {
     let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
     if access == Access::ReadOnly {
         attrs |= sys::MOUNT_ATTR_RDONLY;
-    }
-    if noexec {
-        attrs |= sys::MOUNT_ATTR_NOEXEC;
+    } else {
+        if hostility.noexec {
+            attrs |= sys::MOUNT_ATTR_NOEXEC;
+        }
+        if hostility.nosymfollow {
+            attrs |= sys::MOUNT_ATTR_NOSYMFOLLOW;
+        }
     }
     sys::mount_setattr(tree.as_fd(), c"", libc::AT_EMPTY_PATH as u32, attrs, 0, 0)
         .map_err(|e| Error::host("set attributes of mount of", what, e))

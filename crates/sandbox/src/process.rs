@@ -1082,7 +1082,17 @@ fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
         )?;
         step(
             "set the attributes of a database mount",
-            mount::set_bind_attributes(&tree, &bind.host, bind.access, false),
+            // A database holds no symlink of its own; dpkg's maintainer scripts, which live
+            // in it, are executed by debconf's frontend as well as by dpkg.
+            mount::set_bind_attributes(
+                &tree,
+                &bind.host,
+                bind.access,
+                mount::Hostility {
+                    noexec: false,
+                    nosymfollow: true,
+                },
+            ),
         )?;
         bind_trees.push(tree);
     }
@@ -1099,15 +1109,19 @@ fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
             "clone tool state for mounting",
             mount::clone_source(package_state.as_ref(), &state.host),
         )?;
-        // Writable state is data that the operation's processes wrote: never executable.
-        // Read-only state may hold the libraries the tools load (the rpm plugin, the exec hook).
+        // Writable state is data that the operation's processes wrote: never executed, its
+        // symlinks never followed. Read-only state may hold the libraries the tools load (the
+        // rpm plugin, the exec hook).
         step(
             "set the attributes of a tool state mount",
             mount::set_bind_attributes(
                 &tree,
                 &state.host,
                 state.access,
-                state.access == Access::ReadWrite,
+                mount::Hostility {
+                    noexec: true,
+                    nosymfollow: true,
+                },
             ),
         )?;
         state_trees.push((state, tree));

@@ -25,6 +25,8 @@ pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x0000_0002;
 pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x0000_0004;
 /// `MOUNT_ATTR_NOEXEC`.
 pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x0000_0008;
+/// `MOUNT_ATTR_NOSYMFOLLOW` (Linux 5.10).
+pub(crate) const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 {

@@ -311,6 +311,7 @@ impl DebBackend {
             Ok(info) if info.kind == vserver_sandbox::FileKind::Dir
         );
         let state = self.layout.ensure_dirs(DEB_DIRS)?;
+        self.layout.remove_planted(&state, &[APT_ETC, APT_HOOK])?;
         self.write_apt_config(&state)?;
         // Preloaded into apt and dpkg, the plugin library confines each maintainer script just
         // before dpkg executes it (crates/rpm-plugin/src/exec_hook.rs). Without it no script
