@@ -503,6 +503,89 @@ fn debian_guest_from_a_local_bookworm_mirror() {
         "a maintainer script read host or neighbour secrets: {leaked:?}"
     );
 
+    // Hostile guest 4 (issue 13, chain 1): dpkg does not chroot while it unpacks, so it follows
+    // the guest's absolute symlinks. A maintainer script learns the host path of the package
+    // state from /proc/self/mountinfo and plants links to it (and to the neutral paths, and
+    // through /proc/1/root); the package's own files then land below those links: a fake exec
+    // hook and a symlink the host once copied the plugin through. In the realistic form the
+    // compromised guest plants a link itself and the administrator installs an ordinary package.
+    let victim = top.join("victim");
+    std::fs::write(&victim, "host data\n").unwrap();
+    let state = host.pkg.join("d");
+    let hook_before = snapshot(&state.join("apt/hook"));
+    let trusted_before = snapshot(&state.join("apt/etc"));
+    let targets = [
+        ("vsa", state.join("apt/hook")),
+        ("vsb", PathBuf::from("/run/vserver-op/apt/hook")),
+        ("vsc", PathBuf::from("/run/vserver-op/apt/state")),
+        (
+            "vsd",
+            PathBuf::from("/proc/1/root").join(state.join("apt/state").strip_prefix("/").unwrap()),
+        ),
+        ("vse", state.join("apt/etc")),
+    ];
+    let mut links = String::new();
+    for (name, target) in &targets {
+        links.push_str(&format!("ln -sfn {} /usr/share/{name}\n", target.display()));
+    }
+    let mut learner = DebPackage::new("learner", "1.0");
+    learner.preinst(format!(
+        "#!/bin/sh\ncat /proc/self/mountinfo > /mountinfo-seen\n{links}exit 0\n"
+    ));
+    for (name, _) in &targets {
+        learner
+            .file(
+                format!("/usr/share/{name}/vserver.so"),
+                b"not a library".to_vec(),
+                0o755,
+            )
+            .symlink(
+                format!("/usr/share/{name}/.vserver.so.tmp"),
+                victim.display().to_string(),
+            )
+            .file(
+                format!("/usr/share/{name}/lists/evil_Packages"),
+                b"Package: evil\n".to_vec(),
+                0o644,
+            );
+    }
+    let learner = learner.write_to(top).unwrap();
+    let _ = run(host.command("vdpkg").args(["d", "--", "-i"]).arg(&learner));
+    assert!(
+        std::fs::read_to_string(root.join("mountinfo-seen"))
+            .unwrap()
+            .contains(&state.display().to_string()),
+        "the script did not learn the host path"
+    );
+    // The realistic form: links planted by the guest, an ordinary package.
+    std::fs::create_dir_all(root.join("usr/share")).unwrap();
+    let _ = std::fs::remove_file(root.join("usr/share/vsf"));
+    std::os::unix::fs::symlink(state.join("apt/hook"), root.join("usr/share/vsf")).unwrap();
+    let mut plain = DebPackage::new("plain", "1.0");
+    plain
+        .file(
+            "/usr/share/vsf/vserver.so",
+            b"not a library".to_vec(),
+            0o755,
+        )
+        .symlink(
+            "/usr/share/vsf/.vserver.so.tmp",
+            victim.display().to_string(),
+        );
+    let plain = plain.write_to(top).unwrap();
+    let _ = run(host.command("vdpkg").args(["d", "--", "-i"]).arg(&plain));
+    // The next harmless operation, which used to copy the plugin through the planted link.
+    checked(host.command("vdpkg").args(["d", "--", "-l"]));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"host data\n");
+    assert_eq!(snapshot(&state.join("apt/hook")), hook_before);
+    assert_eq!(snapshot(&state.join("apt/etc")), trusted_before);
+    assert!(
+        snapshot(&state.join("apt/state"))
+            .iter()
+            .all(|(path, _)| !path.ends_with("evil_Packages")),
+        "dpkg wrote into apt's state"
+    );
+
     assert_eq!(snapshot(&canary), canary_before, "the host canary changed");
     assert_eq!(host_files(), host_before, "host files changed");
 }
