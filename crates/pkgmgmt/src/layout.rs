@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use vserver_sandbox::{Access, FileKind, GuestRoot, SandboxCommand};
 
 use crate::error::{Error, Result};
+use crate::host_fs;
 
 /// `rpm/etc`: the generated macros (trusted).
 pub(crate) const RPM_ETC: &str = "rpm/etc";
@@ -156,9 +157,8 @@ impl PkgLayout {
     /// (before vserver 0.2 some of these directories were writable to package scripts) and must
     /// redirect neither the host's writes nor the sandbox's mounts.
     pub fn ensure_dirs(&self, dirs: &[&str]) -> Result<GuestRoot> {
-        fs_err::create_dir_all(&self.dir).map_err(|e| self.host_err("create", &self.dir, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        fs_err::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+        host_fs::create_dir_all(&self.dir).map_err(|e| self.host_err("create", &self.dir, e))?;
+        host_fs::set_mode(&self.dir, 0o700)
             .map_err(|e| self.host_err("set permissions of", &self.dir, e))?;
         let state = self.open_state()?;
         for rel in dirs {
@@ -227,14 +227,7 @@ impl PkgLayout {
     /// operation fails at once with [`Error::Busy`].
     pub(crate) fn lock(&self) -> Result<PkgLock> {
         let path = self.lock_file();
-        let file = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| self.host_err("open", &path, e))?
-            .into_parts()
-            .0;
+        let file = host_fs::open_lock_file(&path).map_err(|e| self.host_err("open", &path, e))?;
         // Retried for a moment: a child that another thread of the previous holder is forking
         // keeps a copy of the descriptor (and so the lock) until it execs.
         let mut attempts = 0;
@@ -264,7 +257,7 @@ impl PkgLayout {
     pub(crate) fn lock_external(&self) -> Result<PkgLock> {
         let lock = self.lock()?;
         let record = self.internal_record();
-        if std::fs::symlink_metadata(&record).is_ok() {
+        if host_fs::exists_no_follow(&record) {
             return Err(Error::Internal {
                 guest: self.guest.clone(),
                 record,
@@ -276,8 +269,7 @@ impl PkgLayout {
     /// Flushes the file system that holds `.pkg/G` (one `syncfs`): after work that ran with
     /// fsync turned off, this and the guest root's file system are what must reach the disk.
     pub(crate) fn sync_state(&self) -> Result<()> {
-        let dir =
-            std::fs::File::open(&self.dir).map_err(|e| self.host_err("open", &self.dir, e))?;
+        let dir = host_fs::open(&self.dir).map_err(|e| self.host_err("open", &self.dir, e))?;
         rustix::fs::syncfs(&dir).map_err(|e| self.host_err("sync", &self.dir, e.into()))
     }
 
@@ -295,6 +287,7 @@ impl PkgLayout {
 pub(crate) struct PkgLock(#[allow(dead_code)] std::fs::File);
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

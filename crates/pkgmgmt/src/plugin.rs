@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::host_fs;
 use crate::layout::PkgLayout;
 
 /// The environment variable naming the plugin library.
@@ -32,8 +33,8 @@ pub fn find_rpm_plugin() -> Result<PathBuf> {
     ];
     candidates
         .into_iter()
-        .find(|candidate| candidate.is_file())
-        .and_then(|found| found.canonicalize().ok())
+        .find(|candidate| host_fs::is_file(candidate))
+        .and_then(|found| host_fs::canonicalize(found).ok())
         .ok_or(Error::PluginMissing { exe: dir })
 }
 
@@ -53,7 +54,7 @@ pub(crate) fn install_copy(
     use std::os::unix::fs::MetadataExt;
     let installed = PathBuf::from(rel).join("vserver.so");
     let stamp_path = PathBuf::from(rel).join("vserver.so.stamp");
-    let source = fs_err::metadata(plugin).map_err(|e| layout.host_err("inspect", plugin, e))?;
+    let source = host_fs::metadata(plugin).map_err(|e| layout.host_err("inspect", plugin, e))?;
     let stamp = format!(
         "{} {} {} {}.{}\n",
         source.dev(),
@@ -68,8 +69,7 @@ pub(crate) fn install_copy(
         Ok(info) if info.kind == vserver_sandbox::FileKind::File && info.size == source.size()
     );
     if current.as_deref() != Some(stamp.as_bytes()) || !copy_intact {
-        let mut library =
-            fs_err::File::open(plugin).map_err(|e| layout.host_err("read", plugin, e))?;
+        let mut library = host_fs::open(plugin).map_err(|e| layout.host_err("read", plugin, e))?;
         state
             .write_atomic_with(&installed, 0o755, |file| {
                 std::io::copy(&mut library, file).map(drop)

@@ -41,6 +41,7 @@ use vserver_sandbox::CapabilityProfile;
 use super::toolbox::script_toolbox;
 use super::{DebBackend, DebTool, Streams};
 use crate::error::{Error, Result};
+use crate::host_fs;
 use crate::layout::PkgLayout;
 
 /// Which packages a bootstrap installs.
@@ -281,7 +282,7 @@ impl BootstrapCopies {
         let mut order: Vec<usize> = (0..debs.len()).collect();
         let size = |i: &usize| match debs[*i].strip_prefix(backend.layout.dir()) {
             Ok(rel) => state.metadata(rel).map_or(0, |m| m.size),
-            Err(_) => fs_err::metadata(&debs[*i]).map_or(0, |m| m.len()),
+            Err(_) => host_fs::metadata(&debs[*i]).map_or(0, |m| m.len()),
         };
         order.sort_by_cached_key(|i| std::cmp::Reverse(size(i)));
 
@@ -371,7 +372,7 @@ fn copy_safely(
     };
     let input = match deb.strip_prefix(backend.layout.dir()) {
         Ok(rel) => state.open_file(rel).map_err(io_err(deb))?,
-        Err(_) => std::fs::File::open(deb).map_err(|source| DebError::Io {
+        Err(_) => host_fs::open(deb).map_err(|source| DebError::Io {
             path: deb.to_owned(),
             source,
         })?,
@@ -425,6 +426,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::percent_decode;
 

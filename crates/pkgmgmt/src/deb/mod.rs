@@ -46,6 +46,7 @@ use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, Stdi
 
 use crate::backend::{Family, PackageBackend, Tool, clean_environment};
 use crate::error::{Error, Result, output_tail};
+use crate::host_fs;
 use crate::layout::{
     APT_CACHE, APT_ETC, APT_HOOK, APT_LOG, APT_STATE, DPKG_LOG, DPKG_STATE, PkgLayout,
 };
@@ -487,7 +488,7 @@ impl DebBackend {
     /// Copies keyrings into `trusted.gpg.d` (apt accepts only `.gpg` and `.asc` names there).
     fn copy_keyrings(&self, state: &GuestRoot, keys: &[PathBuf]) -> Result<()> {
         for key in keys {
-            let content = fs_err::read(key).map_err(self.host_err("read", key))?;
+            let content = host_fs::read(key).map_err(self.host_err("read", key))?;
             let armoured = content.starts_with(b"-----BEGIN PGP");
             let stem = key
                 .file_stem()

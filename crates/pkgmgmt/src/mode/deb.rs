@@ -38,6 +38,7 @@ use super::{
     ExternalizeReport, Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps,
     nothing, text_err,
 };
+use crate::host_fs;
 use crate::layout::{APT_ETC, APT_STATE, DPKG_STATE, PkgLayout};
 
 /// The guest's dpkg admin directory.
@@ -120,7 +121,7 @@ impl DebModeChange {
         on_step: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<String>, ModeError> {
         let record_file = internal_record_file(&self.target.layout);
-        if record_file.exists() {
+        if host_fs::exists(&record_file) {
             return Err(self.target.refused(format!(
                 "`{}` says package management is already internal",
                 record_file.display()
@@ -227,8 +228,8 @@ impl DebModeChange {
                 write_host_atomic(&record_file, record.render().as_bytes())
             },
             || {
-                if record_file.exists() {
-                    fs_err::remove_file(&record_file)?;
+                if host_fs::exists(&record_file) {
+                    host_fs::remove_file(&record_file)?;
                 }
                 set_tree_modes(&state, Path::new(APT_STATE), 0o755, 0o644)?;
                 set_tree_modes(&state, Path::new(DPKG_STATE), 0o755, 0o644)
@@ -257,7 +258,7 @@ impl DebModeChange {
         on_step: &mut dyn FnMut(usize, &str),
     ) -> Result<ExternalizeReport, ModeError> {
         let record_path = internal_record_file(&self.target.layout);
-        let record = fs_err::read_to_string(&record_path)
+        let record = host_fs::read_to_string(&record_path)
             .ok()
             .and_then(|t| InternalRecord::parse(&t))
             .filter(|r| r.family == "deb")
@@ -331,15 +332,15 @@ impl DebModeChange {
             "install the rebuilt database in .pkg",
             || {
                 let state = self.dpkg_state();
-                if archive.exists() {
+                if host_fs::exists(&archive) {
                     set_tree_modes(&state_dir, archive_rel, 0o755, 0o644)?;
                     state_dir.remove_all(archive_rel)?;
                 }
-                if state.exists() {
-                    fs_err::rename(&state, &archive)?;
+                if host_fs::exists(&state) {
+                    host_fs::rename(&state, &archive)?;
                 }
                 *swapped.borrow_mut() = true;
-                fs_err::rename(self.convert_dir().join("state"), &state)?;
+                host_fs::rename(self.convert_dir().join("state"), &state)?;
                 set_tree_modes(&state_dir, Path::new(APT_STATE), 0o755, 0o644)
             },
             || {
@@ -347,11 +348,11 @@ impl DebModeChange {
                     return Ok(());
                 }
                 let state = self.dpkg_state();
-                if state.exists() {
-                    fs_err::rename(&state, self.convert_dir().join("state"))?;
+                if host_fs::exists(&state) {
+                    host_fs::rename(&state, self.convert_dir().join("state"))?;
                 }
-                if archive.exists() {
-                    fs_err::rename(&archive, &state)?;
+                if host_fs::exists(&archive) {
+                    host_fs::rename(&archive, &state)?;
                 }
                 set_tree_modes(&state_dir, Path::new(APT_STATE), 0o555, 0o444)
             },
@@ -367,7 +368,7 @@ impl DebModeChange {
         let _ = self.remove_convert_dir();
         let _ = set_tree_modes(&state_dir, archive_rel, 0o755, 0o644);
         let _ = state_dir.remove_all_if_exists(archive_rel);
-        let _ = fs_err::remove_file(&record_path);
+        let _ = host_fs::remove_file(&record_path);
         Ok(report.into_inner())
     }
 
@@ -399,13 +400,13 @@ impl DebModeChange {
 /// `rejected`).
 fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>) -> StepResult {
     for dir in ["info", "updates", "triggers", "alternatives", "parts"] {
-        fs_err::create_dir_all(admin.join(dir))?;
+        host_fs::create_dir_all(admin.join(dir))?;
     }
     let guest_admin = Path::new(ADMIN_DIR);
     let status = read_limited(root, &guest_admin.join("status"))?;
     let stanzas = parse_status(&status).map_err(|e| text_err(e.to_string()))?;
-    fs_err::write(admin.join("status"), render_status(&stanzas))?;
-    fs_err::write(admin.join("available"), "")?;
+    host_fs::write(admin.join("status"), render_status(&stanzas))?;
+    host_fs::write(admin.join("available"), "")?;
     let names: BTreeSet<&str> = stanzas.iter().map(|s| s.package()).collect();
     let mut budget = CopyBudget::default();
     budget.charge(&guest_admin.join("status"), status.len())?;
@@ -421,7 +422,7 @@ fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>)
             if name == "format" {
                 let content = read_limited(root, &info.join(&entry.name))?;
                 if content == b"0\n" || content == b"1\n" {
-                    fs_err::write(admin.join("info/format"), content)?;
+                    host_fs::write(admin.join("info/format"), content)?;
                 }
                 continue;
             }
@@ -466,15 +467,14 @@ fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>)
                 rejected.push(format!("info/{name}"));
                 continue;
             }
-            use std::os::unix::fs::PermissionsExt;
             let path = admin.join("info").join(&name);
-            fs_err::write(&path, content)?;
+            host_fs::write(&path, content)?;
             let mode = if ["preinst", "postinst", "prerm", "postrm", "config"].contains(&suffix) {
                 0o755
             } else {
                 0o644
             };
-            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            host_fs::set_mode(&path, mode)?;
         }
     }
     for (file, fields) in [("diversions", 0usize), ("statoverride", 4)] {
@@ -500,7 +500,7 @@ fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>)
             }
         });
         if ok {
-            fs_err::write(admin.join(file), content)?;
+            host_fs::write(admin.join(file), content)?;
         } else {
             rejected.push(file.to_owned());
         }
@@ -526,7 +526,7 @@ fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>)
                         .all(|b| b.is_ascii_alphanumeric() || b"._+-@".contains(&b))
             });
             if ok {
-                fs_err::write(admin.join("alternatives").join(&name), content)?;
+                host_fs::write(admin.join("alternatives").join(&name), content)?;
             } else {
                 rejected.push(format!("alternatives/{name}"));
             }
@@ -542,7 +542,7 @@ fn rebuild_admin_dir(root: &GuestRoot, admin: &Path, rejected: &mut Vec<String>)
             })
         });
         if ok {
-            fs_err::write(admin.join("triggers/File"), content)?;
+            host_fs::write(admin.join("triggers/File"), content)?;
         } else {
             rejected.push("triggers/File".into());
         }

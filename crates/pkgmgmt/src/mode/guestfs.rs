@@ -431,6 +431,7 @@ pub(crate) fn read_state_file(
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;

@@ -29,6 +29,7 @@ mod guestfs;
 mod rpm;
 mod status;
 
+use crate::host_fs;
 use std::fmt;
 
 pub use deb::DebModeChange;
@@ -333,8 +334,8 @@ impl ModeTarget {
 
     /// Removes a conversion work directory, if it is there.
     pub(crate) fn remove_dir(&self, dir: &std::path::Path) -> StepResult {
-        if dir.exists() {
-            fs_err::remove_dir_all(dir)?;
+        if host_fs::exists(dir) {
+            host_fs::remove_dir_all(dir)?;
         }
         Ok(())
     }
@@ -350,6 +351,7 @@ pub(crate) fn nothing() -> StepResult {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
     use std::cell::RefCell;

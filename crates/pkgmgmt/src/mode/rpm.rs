@@ -46,6 +46,7 @@ use super::{
     nothing, text_err,
 };
 use crate::error::{Error, output_tail};
+use crate::host_fs;
 use crate::layout::{PkgLayout, RPM_STATE, YUM_CACHE, YUM_LIB};
 
 /// `.pkg/G/rpm/convert`, relative to `.pkg/G`: the work directory of a conversion.
@@ -296,14 +297,13 @@ impl RpmModeChange {
 
     fn fresh_convert_dir(&self) -> StepResult {
         let dir = self.convert_dir();
-        if dir.exists() {
-            fs_err::remove_dir_all(&dir)?;
+        if host_fs::exists(&dir) {
+            host_fs::remove_dir_all(&dir)?;
         }
         for sub in ["home", "db", "dump"] {
-            fs_err::create_dir_all(dir.join(sub))?;
+            host_fs::create_dir_all(dir.join(sub))?;
         }
-        use std::os::unix::fs::PermissionsExt;
-        fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        host_fs::set_mode(&dir, 0o700)?;
         Ok(())
     }
 
@@ -327,7 +327,7 @@ impl RpmModeChange {
         let dump = self.run_checked(&self.host_rpm("rpmdb", &[source], &export_args))?;
         let dump_dir = self.convert_dir().join("dump");
         let dump_file = dump_dir.join("headers");
-        fs_err::write(&dump_file, &dump)?;
+        host_fs::write(&dump_file, &dump)?;
         drop(dump);
         let db = self.convert_dir().join("db");
         let mut import = SandboxCommand::new("sh");
@@ -349,7 +349,7 @@ impl RpmModeChange {
             .stdout(StdioMode::Capture)
             .stderr(StdioMode::Capture);
         self.run_checked(&import)?;
-        let _ = fs_err::remove_file(&dump_file);
+        let _ = host_fs::remove_file(&dump_file);
         self.list_packages(&db)
     }
 
@@ -434,7 +434,7 @@ impl RpmModeChange {
         record_mode: &mut dyn FnMut(Mode) -> StepResult,
         on_step: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<String>, ModeError> {
-        if self.record_file().exists() {
+        if host_fs::exists(self.record_file()) {
             return Err(self.target.refused(format!(
                 "`{}` says package management is already internal",
                 self.record_file().display()
@@ -584,8 +584,8 @@ impl RpmModeChange {
             },
             || {
                 let record = self.record_file();
-                if record.exists() {
-                    fs_err::remove_file(&record)?;
+                if host_fs::exists(&record) {
+                    host_fs::remove_file(&record)?;
                 }
                 set_tree_modes(&state, Path::new(RPM_STATE), 0o755, 0o644)
             },
@@ -617,7 +617,7 @@ impl RpmModeChange {
         on_step: &mut dyn FnMut(usize, &str),
     ) -> Result<ExternalizeReport, ModeError> {
         let record_path = self.record_file();
-        let record = fs_err::read_to_string(&record_path)
+        let record = host_fs::read_to_string(&record_path)
             .ok()
             .and_then(|t| InternalRecord::parse(&t))
             .filter(|r| r.family == "rpm")
@@ -660,7 +660,7 @@ impl RpmModeChange {
             || {
                 self.fresh_convert_dir()?;
                 let copy = self.convert_dir().join("guest");
-                fs_err::create_dir_all(&copy)?;
+                host_fs::create_dir_all(&copy)?;
                 let mut budget = CopyBudget::default();
                 for entry in root.read_dir(&dbpath)? {
                     if entry.kind != FileKind::File {
@@ -669,7 +669,7 @@ impl RpmModeChange {
                     let path = dbpath.join(&entry.name);
                     let content = read_limited(&root, &path)?;
                     budget.charge(&path, content.len())?;
-                    fs_err::write(copy.join(&entry.name), content)?;
+                    host_fs::write(copy.join(&entry.name), content)?;
                 }
                 Ok(())
             },
@@ -737,15 +737,15 @@ impl RpmModeChange {
             "install the rebuilt database in .pkg",
             || {
                 let state = self.target.layout.rpm_state();
-                if archive.exists() {
+                if host_fs::exists(&archive) {
                     set_tree_modes(&state_dir, archive_rel, 0o755, 0o644)?;
                     state_dir.remove_all(archive_rel)?;
                 }
-                if state.exists() {
-                    fs_err::rename(&state, &archive)?;
+                if host_fs::exists(&state) {
+                    host_fs::rename(&state, &archive)?;
                 }
                 *state_swapped.borrow_mut() = true;
-                fs_err::rename(self.convert_dir().join("db"), &state)?;
+                host_fs::rename(self.convert_dir().join("db"), &state)?;
                 Ok(())
             },
             || {
@@ -753,11 +753,11 @@ impl RpmModeChange {
                     return Ok(());
                 }
                 let state = self.target.layout.rpm_state();
-                if state.exists() {
-                    fs_err::rename(&state, self.convert_dir().join("db"))?;
+                if host_fs::exists(&state) {
+                    host_fs::rename(&state, self.convert_dir().join("db"))?;
                 }
-                if archive.exists() {
-                    fs_err::rename(&archive, &state)?;
+                if host_fs::exists(&archive) {
+                    host_fs::rename(&archive, &state)?;
                 }
                 Ok(())
             },
@@ -783,7 +783,7 @@ impl RpmModeChange {
         let _ = self.remove_convert_dir();
         let _ = set_tree_modes(&state_dir, archive_rel, 0o755, 0o644);
         let _ = state_dir.remove_all_if_exists(archive_rel);
-        let _ = fs_err::remove_file(&record_path);
+        let _ = host_fs::remove_file(&record_path);
         Ok(report.into_inner())
     }
 
@@ -821,12 +821,13 @@ fn is_definition(line: &str, name: &str) -> bool {
 /// Writes a host file by temporary file and rename.
 pub(crate) fn write_host_atomic(path: &Path, content: &[u8]) -> StepResult {
     let temp = path.with_extension("vserver-new");
-    fs_err::write(&temp, content)?;
-    fs_err::rename(&temp, path)?;
+    host_fs::write(&temp, content)?;
+    host_fs::rename(&temp, path)?;
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 

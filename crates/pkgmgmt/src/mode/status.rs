@@ -324,6 +324,7 @@ pub fn render_status(stanzas: &[Stanza]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
