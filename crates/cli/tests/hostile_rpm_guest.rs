@@ -431,6 +431,19 @@ end"#
     check_host("pkgmgmt externalize");
     host.ok(&["vrpm", "t", "--", "-q", "fx-lua"]);
     check_host("vrpm -q");
+    // A rebuild over the compromised guest, its links planted again in the guest and the state.
+    for (link, target) in [
+        ("etc/dnf", canary.display().to_string()),
+        ("var/lib/dnf", canary.display().to_string()),
+    ] {
+        let path = guest.join(link);
+        let _ = std::fs::remove_dir_all(&path);
+        std::os::unix::fs::symlink(target, &path).unwrap();
+    }
+    std::os::unix::fs::symlink(&victim, pkg.join("yum/etc/yum.repos.d/zz.repo")).unwrap();
+    std::os::unix::fs::symlink(&canary, pkg.join("yum/cache/again")).unwrap();
+    host.ok(&["t", "build", "--force", "-m", "yum", "--", "-d", "fixture"]);
+    check_host("build --force");
     host.ok(&["t", "delete", "--yes"]);
     assert_eq!(
         snapshot(&canary),
