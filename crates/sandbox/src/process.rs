@@ -1221,7 +1221,8 @@ fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
         return Err(Failure {
             step: "show tool state",
             errno: libc::EBUSY,
-            message: "a path the operation needs lies below /run, so /run cannot be replaced"
+            message: "the host has no /run, or a path the operation needs lies below it, so the \
+                      sandbox cannot put a fresh /run in its place"
                 .to_string(),
         });
     }
