@@ -24,9 +24,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{available, rpm_guest_prerequisites, snapshot, work_dir};
+use common::{TestHost, available, checked, rpm_guest_prerequisites, snapshot};
 use vserver_fixtures::{RpmPackage, RpmSetOptions, Scriptlets};
 
 /// What the attack program tries; each line of its report is `CHECK ERRNO` (0: it worked).
@@ -78,44 +78,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-struct Host {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    plugin: PathBuf,
-}
-
-impl Host {
-    fn vserver(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vserver"));
-        command
-            .args(args)
-            .env("VSERVER_CONFDIR", self.dir.join("etc"))
-            .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
-            .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
-            .env("VSERVER_RPM_PLUGIN", &self.plugin);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        command.output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with(args, &[])
-    }
-
-    fn ok_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        let out = self.vserver(args, env);
-        assert!(
-            out.status.success(),
-            "vserver {args:?} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
 /// Every regular file below `dir` that contains `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     snapshot(dir)
@@ -160,9 +122,9 @@ const CAP_SYS_ADMIN: u64 = 1 << 21;
 
 #[test]
 fn a_compromised_rpm_guest_cannot_reach_the_host_through_any_command() {
-    let Some(plugin) = rpm_guest_prerequisites() else {
+    if rpm_guest_prerequisites().is_none() {
         return;
-    };
+    }
     let gcc = Path::new("/usr/bin/gcc").exists()
         && Path::new("/usr/lib/x86_64-linux-gnu/libc.a").exists();
     if !available(
@@ -171,12 +133,7 @@ fn a_compromised_rpm_guest_cannot_reach_the_host_through_any_command() {
     ) {
         return;
     }
-    let tmp = work_dir("vserver-hostile-rpm");
-    let host = Host {
-        dir: tmp.path().to_path_buf(),
-        _tmp: tmp,
-        plugin,
-    };
+    let host = TestHost::new("vserver-hostile-rpm");
     let pkg = host.dir.join("vservers/.pkg/t");
     let guest = host.dir.join("vservers/t");
 
@@ -265,18 +222,7 @@ end"#
         ))
         .write_to(&repo)
         .unwrap();
-    host.ok(&["vrepo", "index", "-q", repo.to_str().unwrap()]);
-    host.ok(&[
-        "vdistro",
-        "add",
-        "fixture",
-        "--releasever",
-        "1",
-        "--repo",
-        &format!("fx=file://{}/", repo.display()),
-        "--pkgs",
-        "fx-shell",
-    ]);
+    host.register_fixture(&repo, "fx-shell");
     host.ok(&["t", "build", "-m", "yum", "--", "-d", "fixture"]);
 
     // The compromise, as root inside the guest would do it between operations.
@@ -341,9 +287,9 @@ end"#
 
     host.ok(&["vrpm", "t", "--", "-qa"]);
     check_host("vrpm -qa");
-    host.ok_with(
-        &["vyum", "t", "--", "-q", "-y", "install", "fx-lua", "fx-sh"],
-        &[("SECRET", "HOST-SECRET-7d1f")],
+    checked(
+        host.command(&["vyum", "t", "--", "-q", "-y", "install", "fx-lua", "fx-sh"])
+            .env("SECRET", "HOST-SECRET-7d1f"),
     );
     check_host("vyum install");
 
@@ -412,7 +358,7 @@ end"#
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::os::unix::fs::symlink(target, &path).unwrap();
     }
-    let refused = host.vserver(&["t", "pkgmgmt", "internalize"], &[]);
+    let refused = host.vserver(&["t", "pkgmgmt", "internalize"]);
     assert!(!refused.status.success());
     check_host("refused internalize");
     for link in [

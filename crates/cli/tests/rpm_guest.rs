@@ -11,42 +11,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-use common::{rpm_guest_prerequisites, serve, work_dir};
+use common::{TestHost, rpm_guest_prerequisites, serve};
 use vserver_fixtures::{RpmSetOptions, Scriptlets};
-
-struct Host {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    plugin: PathBuf,
-}
-
-impl Host {
-    fn vserver(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vserver"))
-            .args(args)
-            .env("VSERVER_CONFDIR", self.dir.join("etc"))
-            .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
-            .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
-            .env("VSERVER_RPM_PLUGIN", &self.plugin)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.vserver(args);
-        assert!(
-            out.status.success(),
-            "vserver {args:?} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -61,15 +29,10 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn rpm_guest_as_a_new_user_makes_it() {
-    let Some(plugin) = rpm_guest_prerequisites() else {
+    if rpm_guest_prerequisites().is_none() {
         return;
-    };
-    let tmp = work_dir("vserver-cli-rpm");
-    let host = Host {
-        dir: tmp.path().to_path_buf(),
-        _tmp: tmp,
-        plugin,
-    };
+    }
+    let host = TestHost::new("vserver-cli-rpm");
     let repo = host.dir.join("repo");
     vserver_fixtures::write_rpm_set_with_busybox(
         &repo,

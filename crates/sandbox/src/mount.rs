@@ -245,13 +245,7 @@ pub fn make_all_private() -> Result<()> {
 /// Makes `host_path` and every mount below it read-only and `nosuid` (`mount_setattr` with
 /// `AT_RECURSIVE`).
 pub fn make_read_only_recursive(host_path: &Path) -> Result<()> {
-    let path = CString::new(host_path.as_os_str().as_encoded_bytes()).map_err(|_| {
-        Error::host(
-            "make read-only",
-            host_path,
-            std::io::Error::from_raw_os_error(libc::EINVAL),
-        )
-    })?;
+    let path = c_path("make read-only", host_path)?;
     sys::mount_setattr(
         CWD,
         &path,
@@ -343,15 +337,15 @@ pub(crate) fn attach_into(
     attach_and_verify(root, tree, &target, guest_target, source)
 }
 
+/// `path` as a C string (`EINVAL` for one with a NUL byte).
+fn c_path(op: &'static str, path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::host(op, path, std::io::Error::from_raw_os_error(libc::EINVAL)))
+}
+
 /// Makes the mount at `host_path` read-only, leaving the mounts below it as they are.
 pub(crate) fn make_top_read_only(host_path: &Path) -> Result<()> {
-    let path = CString::new(host_path.as_os_str().as_encoded_bytes()).map_err(|_| {
-        Error::host(
-            "make read-only",
-            host_path,
-            std::io::Error::from_raw_os_error(libc::EINVAL),
-        )
-    })?;
+    let path = c_path("make read-only", host_path)?;
     sys::mount_setattr(CWD, &path, 0, sys::MOUNT_ATTR_RDONLY, 0, 0)
         .map_err(|e| Error::host("make read-only", host_path, e))
 }

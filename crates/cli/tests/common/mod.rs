@@ -152,3 +152,64 @@ pub fn work_dir(prefix: &str) -> tempfile::TempDir {
         .tempdir_in(WORK_BASE)
         .unwrap()
 }
+
+/// Host roots (configuration, guest roots, package state, run records) below a fresh work
+/// directory, and the `vserver` binary pointed at them with the built rpm plugin.
+pub struct TestHost {
+    _tmp: tempfile::TempDir,
+    /// The work directory.
+    pub dir: PathBuf,
+}
+
+impl TestHost {
+    /// Roots below a new [`work_dir`] named after `prefix`.
+    pub fn new(prefix: &str) -> TestHost {
+        let tmp = work_dir(prefix);
+        TestHost {
+            dir: tmp.path().to_path_buf(),
+            _tmp: tmp,
+        }
+    }
+
+    /// `vserver ARGS` with this host's roots.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vserver"));
+        command
+            .args(args)
+            .env("VSERVER_CONFDIR", self.dir.join("etc"))
+            .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
+            .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
+            .env("VSERVER_RUNDIR", self.dir.join("run"));
+        if let Some(plugin) = built_plugin() {
+            command.env("VSERVER_RPM_PLUGIN", plugin);
+        }
+        command
+    }
+
+    /// Runs `vserver ARGS` to completion.
+    pub fn vserver(&self, args: &[&str]) -> Output {
+        run(&mut self.command(args))
+    }
+
+    /// Runs `vserver ARGS`, which must succeed; returns its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        checked(&mut self.command(args))
+    }
+
+    /// Indexes the RPM repository `repo` and registers it as the distribution `fixture`, whose
+    /// guests get `pkgs` (a space-separated list).
+    pub fn register_fixture(&self, repo: &Path, pkgs: &str) {
+        self.ok(&["vrepo", "index", "-q", &repo.display().to_string()]);
+        self.ok(&[
+            "vdistro",
+            "add",
+            "fixture",
+            "--releasever",
+            "1",
+            "--repo",
+            &format!("fx=file://{}/", repo.display()),
+            "--pkgs",
+            pkgs,
+        ]);
+    }
+}

@@ -230,6 +230,19 @@ impl DebBackend {
         )
     }
 
+    /// Refuses paths that apt's configuration syntax cannot quote.
+    fn check_quotable(&self, paths: &[&Path]) -> Result<()> {
+        match paths.iter().find(|path| !aptconf::quotable(path)) {
+            Some(path) => Err(Error::Host {
+                guest: self.guest(),
+                op: "use (apt cannot quote it)",
+                path: path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The running binary, which is dpkg's entry point.
     fn entry_point(&self) -> Result<PathBuf> {
         std::env::current_exe().map_err(self.host_err("find", Path::new("/proc/self/exe")))
@@ -253,16 +266,7 @@ impl DebBackend {
             },
             &arch,
         );
-        for path in [&self.root, &entry] {
-            if !aptconf::quotable(path) {
-                return Err(Error::Host {
-                    guest: self.guest(),
-                    op: "use (apt cannot quote it)",
-                    path: path.to_path_buf(),
-                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-                });
-            }
-        }
+        self.check_quotable(&[&self.root, &entry])?;
         self.layout
             .write_trusted(state, "apt/etc/apt.conf", text.as_bytes())
     }
@@ -512,16 +516,7 @@ impl PackageBackend for DebBackend {
     }
 
     fn prepare(&self) -> Result<()> {
-        for path in [&self.root, self.layout.dir()] {
-            if !aptconf::quotable(path) {
-                return Err(Error::Host {
-                    guest: self.guest(),
-                    op: "use (apt cannot quote it)",
-                    path: path.to_path_buf(),
-                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-                });
-            }
-        }
+        self.check_quotable(&[&self.root, self.layout.dir()])?;
         let state = self.layout.ensure_dirs(DEB_DIRS)?;
         self.write_apt_config(&state)?;
         self.layout.write_trusted(
