@@ -34,8 +34,8 @@
 //!   (Debian bookworm's `Release`: main `Packages.gz` 4.1, `Packages.xz` 5.7, `Sources.xz`
 //!   5.3, `Contents-amd64.gz` 12.8 to 15.5), so the ratio stops only bombs (gzip reaches
 //!   about 1,000, xz and zstd far more);
-//! - in every case at most [`MirrorOptions::max_inflated`] ([`DEFAULT_MAX_INFLATED`], 2 GiB),
-//!   and a declared open-size is believed only up to the ratio.
+//! - in every case at most [`MAX_INFLATED`] (2 GiB), and a declared open-size is believed
+//!   only up to the ratio.
 //!
 //! The readers stream, and refuse single records (an XML event, a deb822 stanza, a package
 //! element) past a few MiB, so memory stays bounded well below the cap (a zeros bomb has no
@@ -109,16 +109,14 @@ pub struct MirrorOptions {
     pub wait_for_lock: bool,
     /// Mirror only these packages and their dependency closure, re-indexed (`--packages`).
     pub subset: Option<crate::closure::SubsetOptions>,
-    /// The most any metadata file the mirror reads may inflate to, whatever the source
-    /// declares; [`DEFAULT_MAX_INFLATED`] by default. See
-    /// [`inflate limits`](crate::mirror#inflate-limits).
-    pub max_inflated: u64,
 }
 
-/// The default of [`MirrorOptions::max_inflated`]: 2 GiB, over ten times the largest index a
-/// mirror reads today (Debian bookworm's main `Packages` for amd64 inflates to 48 MiB; the
-/// largest file of its `Release`, `Contents-amd64`, to 142 MiB).
-pub const DEFAULT_MAX_INFLATED: u64 = 2 << 30;
+/// The most any metadata file the mirror reads may inflate to, whatever the source declares:
+/// 2 GiB, over ten times the largest index a mirror reads today (Debian bookworm's main
+/// `Packages` for amd64 inflates to 48 MiB; the largest file its `Release` lists,
+/// `Contents-amd64`, to 142 MiB). A constant rather than an option: no real repository comes
+/// near it, and the other limits bite first on anything hostile.
+pub const MAX_INFLATED: u64 = 2 << 30;
 
 /// Without a declared inflated size, an index may inflate to this many times its compressed
 /// size: about three times the most that real metadata compresses (see the module
@@ -141,7 +139,6 @@ impl Default for MirrorOptions {
             signature: SignaturePolicy::Unverified,
             wait_for_lock: false,
             subset: None,
-            max_inflated: DEFAULT_MAX_INFLATED,
         }
     }
 }
@@ -372,7 +369,7 @@ pub enum InflateLimitKind {
     OpenSize,
     /// A multiple of the compressed size, for metadata that declares no size.
     Ratio,
-    /// [`MirrorOptions::max_inflated`].
+    /// [`MAX_INFLATED`].
     Ceiling,
 }
 
@@ -384,9 +381,35 @@ impl std::fmt::Display for InflateLimitKind {
                 f,
                 "{INFLATE_RATIO} times its compressed size, more than real metadata inflates"
             ),
-            InflateLimitKind::Ceiling => write!(f, "the mirror's ceiling for inflated metadata"),
+            InflateLimitKind::Ceiling => write!(
+                f,
+                "the ceiling of {} GiB for any metadata",
+                MAX_INFLATED >> 30
+            ),
         }
     }
+}
+
+/// The inflate limit of an index of `compressed` bytes: its declared `open_size` when the
+/// metadata gives one, else [`INFLATE_RATIO`] times its compressed size (at least
+/// [`INFLATE_FLOOR`]); never more than [`MAX_INFLATED`], nor than the ratio allows (a declared
+/// size is believed only as far as real metadata compresses).
+fn inflate_limit(compressed: u64, open_size: Option<u64>) -> InflateLimit {
+    let by_ratio = compressed.saturating_mul(INFLATE_RATIO).max(INFLATE_FLOOR);
+    let mut limit = InflateLimit {
+        bytes: MAX_INFLATED,
+        why: InflateLimitKind::Ceiling,
+    };
+    // Ties go to the later, more specific reason.
+    for (bytes, why) in [
+        (by_ratio, InflateLimitKind::Ratio),
+        (open_size.unwrap_or(u64::MAX), InflateLimitKind::OpenSize),
+    ] {
+        if bytes <= limit.bytes {
+            limit = InflateLimit { bytes, why };
+        }
+    }
+    limit
 }
 
 /// Set while a capped index is read; turns what the parser made of the cap's error into
@@ -458,27 +481,10 @@ impl Context<'_> {
         }
     }
 
-    /// The inflate limit of an index staged at `staged`: its declared `open_size` when the
-    /// metadata gives one, else [`INFLATE_RATIO`] times its compressed size (at least
-    /// [`INFLATE_FLOOR`]); never more than [`MirrorOptions::max_inflated`], nor than the ratio
-    /// allows (a declared size is believed only as far as real metadata compresses).
+    /// The inflate limit of an index staged at `staged`; see [`inflate_limit`].
     pub(crate) fn inflate_limit(&self, staged: &Path, open_size: Option<u64>) -> InflateLimit {
         let compressed = std::fs::metadata(staged).map_or(0, |m| m.len());
-        let by_ratio = compressed.saturating_mul(INFLATE_RATIO).max(INFLATE_FLOOR);
-        let mut limit = InflateLimit {
-            bytes: self.options.max_inflated,
-            why: InflateLimitKind::Ceiling,
-        };
-        // Ties go to the later, more specific reason.
-        for (bytes, why) in [
-            (by_ratio, InflateLimitKind::Ratio),
-            (open_size.unwrap_or(u64::MAX), InflateLimitKind::OpenSize),
-        ] {
-            if bytes <= limit.bytes {
-                limit = InflateLimit { bytes, why };
-            }
-        }
-        limit
+        inflate_limit(compressed, open_size)
     }
 
     /// Checks a path from the source that will name a file under DEST.
@@ -916,4 +922,32 @@ fn write_cache(dest: &Path, packages: &[Wanted]) {
 pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
     let mut file = File::create(path).map_err(io_err("create", path))?;
     file.write_all(bytes).map_err(io_err("write", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inflate_limits() {
+        let limit = |compressed, open_size| {
+            let l = inflate_limit(compressed, open_size);
+            (l.bytes, l.why)
+        };
+        // A declared size, exactly; none: the ratio, at least the floor.
+        assert_eq!(limit(1000, Some(5000)), (5000, InflateLimitKind::OpenSize));
+        assert_eq!(limit(1000, None), (INFLATE_FLOOR, InflateLimitKind::Ratio));
+        assert_eq!(limit(10 << 20, None), (500 << 20, InflateLimitKind::Ratio));
+        // A declared size is believed only as far as the ratio.
+        assert_eq!(limit(1000, Some(1 << 40)).1, InflateLimitKind::Ratio);
+        // And nothing goes past the ceiling.
+        assert_eq!(
+            limit(1 << 30, None),
+            (MAX_INFLATED, InflateLimitKind::Ceiling)
+        );
+        assert_eq!(
+            limit(1 << 30, Some(3 << 30)),
+            (MAX_INFLATED, InflateLimitKind::Ceiling)
+        );
+    }
 }
