@@ -25,7 +25,7 @@
 mod http;
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -578,16 +578,39 @@ fn send_file(
         return Ok((status, 0));
     }
     out.flush()?;
-    let mut file = std::fs::File::from(fd);
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start))?;
-    // Straight to the socket: std then moves the bytes with sendfile(2), without copying them
-    // through user space.
-    let sent = io::copy(&mut file.take(length), out.get_mut())?;
+    let sent = send_range(out.get_ref(), &fd, start, length)?;
     if sent < length {
         // The file shrank under us: the client must not take the short body as complete.
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
     }
     Ok((status, sent))
+}
+
+/// Sends `length` bytes of `file` from `start` with sendfile(2), which moves them from the page
+/// cache to the socket without copying them through user space; fewer only if the file
+/// shrank meanwhile.
+///
+/// `io::copy` does not do this: std uses sendfile from a file only to a pipe or file, since
+/// the data of a socket send may still be read from the page cache after the call returns, so
+/// a change to the file right after it could reach the client (rust-lang/rust, `kernel_copy`).
+/// A served tree changes by renaming new files in (`vrepo index` and `vrepo mirror` never
+/// rewrite a published file in place), and copying through a buffer would not make a file
+/// rewritten during the send consistent either.
+fn send_range(socket: &TcpStream, file: &OwnedFd, start: u64, length: u64) -> io::Result<u64> {
+    // Linux sends at most 0x7ffff000 bytes per call.
+    const MAX_CHUNK: u64 = 1 << 30;
+    let mut offset = start;
+    let end = start + length;
+    while offset < end {
+        let chunk = usize::try_from((end - offset).min(MAX_CHUNK)).unwrap_or(1 << 20);
+        match rustix::fs::sendfile(socket, file, Some(&mut offset), chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(offset - start)
 }
 
 fn secs(time: SystemTime) -> u64 {
