@@ -6,7 +6,7 @@
 //! See deb822(5).
 
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 /// Why a stanza could not be parsed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,6 +51,14 @@ pub enum ControlError {
     /// The text is not UTF-8.
     #[error("not valid UTF-8")]
     NotUtf8,
+    /// A stanza longer than [`MAX_STANZA`] bytes (see [`StanzaReader`]).
+    #[error("line {line}: a stanza longer than {limit} bytes")]
+    StanzaTooLarge {
+        /// 1-based line number where the stanza starts.
+        line: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Reading the underlying stream failed.
     #[error("failed to read")]
     Read(#[source] std::sync::Arc<std::io::Error>),
@@ -238,7 +246,15 @@ fn is_valid_field_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
+/// The longest stanza [`StanzaReader`] accepts. The largest real ones (a `Packages` entry
+/// with a long description, `Conffiles` or `Provides`) are tens of KiB.
+pub const MAX_STANZA: usize = 16 << 20;
+
 /// Reads the stanzas of a `Packages`-style file one at a time, without loading it whole.
+///
+/// A stanza, and so each of its lines, is refused past [`MAX_STANZA`] bytes: the file may come
+/// from another server, and one line of a few GiB (a decompression bomb of zeros has no line
+/// ends at all) must not be read into memory whole.
 pub struct StanzaReader<R> {
     input: R,
     line_number: usize,
@@ -261,21 +277,32 @@ impl<R: BufRead> StanzaReader<R> {
         // Collect the lines of one paragraph, then parse them; line numbers stay file-relative.
         self.buffer.clear();
         let mut first_line = 0;
-        let mut line = String::new();
+        let mut raw = Vec::new();
         loop {
-            line.clear();
-            let got = self
-                .input
-                .read_line(&mut line)
-                .map_err(|err| match err.kind() {
-                    std::io::ErrorKind::InvalidData => ControlError::NotUtf8,
-                    _ => ControlError::Read(std::sync::Arc::new(err)),
-                })?;
+            raw.clear();
+            // Two bytes more than may still come: room for a blank `\r\n` line that ends a
+            // stanza of exactly the limit, and for telling a longer line.
+            let left = MAX_STANZA - self.buffer.len();
+            let got = (&mut self.input)
+                .take(left as u64 + 2)
+                .read_until(b'\n', &mut raw)
+                .map_err(|err| ControlError::Read(std::sync::Arc::new(err)))?;
             if got == 0 {
                 break;
             }
             self.line_number += 1;
-            if is_blank(&line) {
+            if got > left && !raw.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                return Err(ControlError::StanzaTooLarge {
+                    line: if self.buffer.is_empty() {
+                        self.line_number
+                    } else {
+                        first_line
+                    },
+                    limit: MAX_STANZA,
+                });
+            }
+            let line = std::str::from_utf8(&raw).map_err(|_| ControlError::NotUtf8)?;
+            if is_blank(line) {
                 if self.buffer.is_empty() {
                     continue;
                 }
@@ -284,7 +311,7 @@ impl<R: BufRead> StanzaReader<R> {
             if self.buffer.is_empty() {
                 first_line = self.line_number;
             }
-            self.buffer.push_str(&line);
+            self.buffer.push_str(line);
         }
         if self.buffer.is_empty() {
             return Ok(None);
@@ -390,5 +417,33 @@ mod tests {
             .nth(1)
             .unwrap();
         assert!(matches!(err, Err(ControlError::NotAField { line: 3 })));
+    }
+
+    #[test]
+    fn refuses_a_stanza_past_the_limit_without_reading_it_whole() {
+        // Exactly the limit is fine.
+        let value = "a".repeat(MAX_STANZA - "X: \n".len());
+        let text = format!("X: {value}\n\nY: b\n");
+        let stanzas: Vec<_> = StanzaReader::new(text.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stanzas.len(), 2);
+        // One byte more is not, in one line or spread over several.
+        let text = format!("A: 1\n\nX: {value}b\n");
+        let err = StanzaReader::new(text.as_bytes()).nth(1).unwrap();
+        assert!(matches!(
+            err,
+            Err(ControlError::StanzaTooLarge { line: 3, .. })
+        ));
+        let text = format!("X: {value}\nY: 1\n");
+        let err = StanzaReader::new(text.as_bytes()).next().unwrap();
+        assert!(matches!(
+            err,
+            Err(ControlError::StanzaTooLarge { line: 1, .. })
+        ));
+        // An endless line stops at the limit: the reader asks for at most one byte more.
+        let mut endless = std::io::BufReader::new(std::io::repeat(0));
+        let err = StanzaReader::new(&mut endless).next().unwrap();
+        assert!(matches!(err, Err(ControlError::StanzaTooLarge { .. })));
     }
 }

@@ -7,17 +7,15 @@
 //! component and architecture still needs one `Packages` variant.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use super::check::{Algorithm, Digest};
 use super::signature::{
     SignatureError, SignaturePolicy, strip_clearsign, verify_clearsigned, verify_detached,
 };
 use super::{
-    Context, MAX_ROOT_FILE, MAX_SIGNATURE, MirrorError, Plan, StagedTree, Wanted, io_err,
+    Context, MAX_ROOT_FILE, MAX_SIGNATURE, MirrorError, Plan, StagedIndex, StagedTree, Wanted,
     make_parents, write_new,
 };
-use crate::compress::Compression;
 use crate::deb::control::Stanza;
 use crate::publish::Staging;
 
@@ -237,7 +235,7 @@ fn plan_suite(
     for component in &components {
         for arch in &architectures {
             let dir = format!("{component}/binary-{arch}");
-            let mut best: Option<std::path::PathBuf> = None;
+            let mut best: Option<StagedIndex> = None;
             for name in PACKAGES_VARIANTS.iter().chain(&["Release"]) {
                 let rel = format!("{dir}/{name}");
                 let Some(listed) = release.files.get(&rel) else {
@@ -246,15 +244,20 @@ fn plan_suite(
                 super::check::check_relative_path(&rel)
                     .map_err(|r| hostile(&rel, &release_name, r))?;
                 let staged = make_parents(staging.path(), &rel)?;
+                let source_rel = format!("{base}/{rel}");
                 let found = context.stage_file(
-                    &format!("{base}/{rel}"),
+                    &source_rel,
                     &current.join(&rel),
                     &staged,
                     listed.size,
                     &listed.digest,
                 )?;
-                if found && *name != "Release" {
-                    best.get_or_insert(staged);
+                if found && *name != "Release" && best.is_none() {
+                    best = Some(StagedIndex {
+                        limit: context.inflate_limit(&staged, None),
+                        url: context.fetcher.source().display(&source_rel),
+                        path: staged,
+                    });
                 }
             }
             match best {
@@ -266,7 +269,7 @@ fn plan_suite(
                         &mut packages,
                     )?;
                     indexes.push(super::SourceIndex::Packages {
-                        path: index,
+                        index,
                         suite: Some(suite.to_owned()),
                         component: component.clone(),
                     });
@@ -335,7 +338,13 @@ pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
             &listed.digest,
         )? {
             order.push(name.to_owned());
-            best.get_or_insert(staged);
+            if best.is_none() {
+                best = Some(StagedIndex {
+                    limit: context.inflate_limit(&staged, None),
+                    url: context.fetcher.source().display(name),
+                    path: staged,
+                });
+            }
         }
     }
     let Some(index) = best else {
@@ -364,7 +373,7 @@ pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
         }],
         packages,
         indexes: vec![super::SourceIndex::Packages {
-            path: index,
+            index,
             suite: None,
             component: String::new(),
         }],
@@ -373,7 +382,17 @@ pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
 
 fn read_index(
     context: &Context<'_>,
-    index: &Path,
+    index: &StagedIndex,
+    name: &str,
+    packages: &mut Vec<Wanted>,
+) -> Result<(), MirrorError> {
+    let (input, guard) = index.open()?;
+    guard.check(read_stanzas(context, input, name, packages))
+}
+
+fn read_stanzas(
+    context: &Context<'_>,
+    input: impl std::io::BufRead,
     name: &str,
     packages: &mut Vec<Wanted>,
 ) -> Result<(), MirrorError> {
@@ -381,7 +400,6 @@ fn read_index(
         file: name.to_owned(),
         reason,
     };
-    let input = Compression::open(index).map_err(io_err("read", index))?;
     for stanza in crate::apt::read_packages(input) {
         let stanza = stanza.map_err(|e| malformed(e.to_string()))?;
         let package = stanza.get("Package").unwrap_or("?");

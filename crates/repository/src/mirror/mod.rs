@@ -20,6 +20,29 @@
 //! 6. Then remove the packages the source dropped (those this mirror placed earlier and the new
 //!    metadata no longer names), unless `--keep-removed`.
 //!
+//! # Inflate limits
+//!
+//! Every compressed index the mirror reads (rpm-md primary, apt `Packages` in any compression;
+//! the other files are only checked against their digests, never inflated) is read through a
+//! cap on its inflated size, so a small file cannot make a run inflate gigabytes (security
+//! review, issue 13: an 18 MB primary.xml.gz of zeros took 8.4 GB). The cap is:
+//!
+//! - for rpm-md, the `open-size` repomd.xml declares, exactly: one byte more is refused;
+//! - without a declared size, 50 times the compressed size, at least 64 MiB. A ratio rather
+//!   than a fixed size, because what makes a bomb is the amplification: what a source can
+//!   make us inflate is then tied to what it must send. Real indexes compress 4 to 16 times
+//!   (Debian bookworm's `Release`: main `Packages.gz` 4.1, `Packages.xz` 5.7, `Sources.xz`
+//!   5.3, `Contents-amd64.gz` 12.8 to 15.5), so the ratio stops only bombs (gzip reaches
+//!   about 1,000, xz and zstd far more);
+//! - in every case at most [`MAX_INFLATED`] (2 GiB), and a declared open-size is believed
+//!   only up to the ratio.
+//!
+//! The readers stream, and refuse single records (an XML event, a deb822 stanza, a package
+//! element) past a few MiB, so memory stays bounded well below the cap (a zeros bomb has no
+//! record boundary at all); see [`crate::rpmmd`] and [`crate::deb::control::StanzaReader`].
+//! A refused file fails the run with [`MirrorError::InflatedTooLarge`] before anything is
+//! published.
+//!
 //! One window is inherent to repositories that change a file's content under the same name:
 //! such a file is replaced right after the metadata switch, so for that moment the metadata
 //! names content not yet in place (a client then sees a checksum error and retries). New names,
@@ -87,6 +110,21 @@ pub struct MirrorOptions {
     /// Mirror only these packages and their dependency closure, re-indexed (`--packages`).
     pub subset: Option<crate::closure::SubsetOptions>,
 }
+
+/// The most any metadata file the mirror reads may inflate to, whatever the source declares:
+/// 2 GiB, over ten times the largest index a mirror reads today (Debian bookworm's main
+/// `Packages` for amd64 inflates to 48 MiB; the largest file its `Release` lists,
+/// `Contents-amd64`, to 142 MiB). A constant rather than an option: no real repository comes
+/// near it, and the other limits bite first on anything hostile.
+pub const MAX_INFLATED: u64 = 2 << 30;
+
+/// Without a declared inflated size, an index may inflate to this many times its compressed
+/// size: about three times the most that real metadata compresses (see the module
+/// documentation), and a small multiple of what a bomb's source must send.
+const INFLATE_RATIO: u64 = 50;
+
+/// The ratio's floor: a small index may always inflate to this, which costs little.
+const INFLATE_FLOOR: u64 = 64 << 20;
 
 impl Default for MirrorOptions {
     fn default() -> Self {
@@ -202,6 +240,18 @@ pub enum MirrorError {
         /// All of them.
         missing: Vec<crate::closure::Missing>,
     },
+    /// A metadata file inflates past its limit: a decompression bomb, or a wrong open-size.
+    #[error(
+        "`{url}` inflates to more than {limit} bytes ({why}); refusing it, the previous mirror is unchanged"
+    )]
+    InflatedTooLarge {
+        /// The file on the source.
+        url: String,
+        /// The limit, in inflated bytes.
+        limit: u64,
+        /// Where the limit comes from.
+        why: InflateLimitKind,
+    },
     /// The subset could not be indexed.
     #[error("cannot index the package subset in `{}`", path.display())]
     Reindex {
@@ -286,13 +336,120 @@ pub(crate) struct Plan {
 /// A package index of the source, as staged by a planner.
 pub(crate) enum SourceIndex {
     /// rpm-md primary.
-    Primary(PathBuf),
+    Primary(StagedIndex),
     /// An apt `Packages` (any compression); `suite` is `None` for a flat repository.
     Packages {
-        path: PathBuf,
+        index: StagedIndex,
         suite: Option<String>,
         component: String,
     },
+}
+
+/// A staged copy of an index of the source, and how far it may inflate.
+pub(crate) struct StagedIndex {
+    /// The staged file.
+    pub(crate) path: PathBuf,
+    /// Its address on the source, for messages.
+    pub(crate) url: String,
+    pub(crate) limit: InflateLimit,
+}
+
+/// How many bytes a metadata file may inflate to, and why.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InflateLimit {
+    bytes: u64,
+    why: InflateLimitKind,
+}
+
+/// Where the inflate limit of a metadata file comes from (see
+/// [`inflate limits`](crate::mirror#inflate-limits)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflateLimitKind {
+    /// The size repomd.xml declares (`open-size`).
+    OpenSize,
+    /// A multiple of the compressed size, for metadata that declares no size.
+    Ratio,
+    /// [`MAX_INFLATED`].
+    Ceiling,
+}
+
+impl std::fmt::Display for InflateLimitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InflateLimitKind::OpenSize => write!(f, "its open-size in repomd.xml"),
+            InflateLimitKind::Ratio => write!(
+                f,
+                "{INFLATE_RATIO} times its compressed size, more than real metadata inflates"
+            ),
+            InflateLimitKind::Ceiling => write!(
+                f,
+                "the ceiling of {} GiB for any metadata",
+                MAX_INFLATED >> 30
+            ),
+        }
+    }
+}
+
+/// The inflate limit of an index of `compressed` bytes: its declared `open_size` when the
+/// metadata gives one, else [`INFLATE_RATIO`] times its compressed size (at least
+/// [`INFLATE_FLOOR`]); never more than [`MAX_INFLATED`], nor than the ratio allows (a declared
+/// size is believed only as far as real metadata compresses).
+fn inflate_limit(compressed: u64, open_size: Option<u64>) -> InflateLimit {
+    let by_ratio = compressed.saturating_mul(INFLATE_RATIO).max(INFLATE_FLOOR);
+    let mut limit = InflateLimit {
+        bytes: MAX_INFLATED,
+        why: InflateLimitKind::Ceiling,
+    };
+    // Ties go to the later, more specific reason.
+    for (bytes, why) in [
+        (by_ratio, InflateLimitKind::Ratio),
+        (open_size.unwrap_or(u64::MAX), InflateLimitKind::OpenSize),
+    ] {
+        if bytes <= limit.bytes {
+            limit = InflateLimit { bytes, why };
+        }
+    }
+    limit
+}
+
+/// Set while a capped index is read; turns what the parser made of the cap's error into
+/// [`MirrorError::InflatedTooLarge`].
+pub(crate) struct InflateGuard<'a> {
+    tripped: crate::compress::CapTripped,
+    index: &'a StagedIndex,
+}
+
+impl StagedIndex {
+    /// Opens the staged file, decompressed and capped at its limit.
+    pub(crate) fn open(
+        &self,
+    ) -> Result<(Box<dyn std::io::BufRead>, InflateGuard<'_>), MirrorError> {
+        let (input, tripped) =
+            crate::compress::Compression::open_capped(&self.path, self.limit.bytes)
+                .map_err(io_err("read", &self.path))?;
+        Ok((
+            input,
+            InflateGuard {
+                tripped,
+                index: self,
+            },
+        ))
+    }
+}
+
+impl InflateGuard<'_> {
+    /// `result`, unless the cap stopped the reading: then the cap's error, whatever the parser
+    /// reported (a wrapped I/O error, or a complaint about the truncated document).
+    pub(crate) fn check<T>(&self, result: Result<T, MirrorError>) -> Result<T, MirrorError> {
+        if self.tripped.tripped() {
+            return Err(MirrorError::InflatedTooLarge {
+                url: self.index.url.clone(),
+                limit: self.index.limit.bytes,
+                why: self.index.limit.why,
+            });
+        }
+        result
+    }
 }
 
 /// Shared state of one run, handed to the format-specific planners.
@@ -322,6 +479,12 @@ impl Context<'_> {
             Some(_) => self.state_dir.join(subset::SOURCE_COPY_DIR).join(rel),
             None => self.dest.join(rel),
         }
+    }
+
+    /// The inflate limit of an index staged at `staged`; see [`inflate_limit`].
+    pub(crate) fn inflate_limit(&self, staged: &Path, open_size: Option<u64>) -> InflateLimit {
+        let compressed = std::fs::metadata(staged).map_or(0, |m| m.len());
+        inflate_limit(compressed, open_size)
     }
 
     /// Checks a path from the source that will name a file under DEST.
@@ -759,4 +922,32 @@ fn write_cache(dest: &Path, packages: &[Wanted]) {
 pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
     let mut file = File::create(path).map_err(io_err("create", path))?;
     file.write_all(bytes).map_err(io_err("write", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inflate_limits() {
+        let limit = |compressed, open_size| {
+            let l = inflate_limit(compressed, open_size);
+            (l.bytes, l.why)
+        };
+        // A declared size, exactly; none: the ratio, at least the floor.
+        assert_eq!(limit(1000, Some(5000)), (5000, InflateLimitKind::OpenSize));
+        assert_eq!(limit(1000, None), (INFLATE_FLOOR, InflateLimitKind::Ratio));
+        assert_eq!(limit(10 << 20, None), (500 << 20, InflateLimitKind::Ratio));
+        // A declared size is believed only as far as the ratio.
+        assert_eq!(limit(1000, Some(1 << 40)).1, InflateLimitKind::Ratio);
+        // And nothing goes past the ceiling.
+        assert_eq!(
+            limit(1 << 30, None),
+            (MAX_INFLATED, InflateLimitKind::Ceiling)
+        );
+        assert_eq!(
+            limit(1 << 30, Some(3 << 30)),
+            (MAX_INFLATED, InflateLimitKind::Ceiling)
+        );
+    }
 }

@@ -4,9 +4,9 @@
 use super::check::{Algorithm, Digest};
 use super::signature::{SignatureError, SignaturePolicy, verify_detached};
 use super::{
-    Context, MAX_ROOT_FILE, MAX_SIGNATURE, MirrorError, Plan, StagedTree, Wanted, io_err, write_new,
+    Context, MAX_ROOT_FILE, MAX_SIGNATURE, MirrorError, Plan, StagedIndex, StagedTree, Wanted,
+    write_new,
 };
-use crate::compress::Compression;
 use crate::publish::Staging;
 use crate::rpmmd::{ReadError, Repomd, read_primary};
 
@@ -47,7 +47,7 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
         || std::fs::read(current.join("repomd.xml.asc")).ok() != signature;
 
     let staging = Staging::new(context.dest, "repodata")?;
-    let mut primary = None;
+    let mut primary: Option<StagedIndex> = None;
     for record in &repomd.records {
         let hostile = |reason: &str| MirrorError::HostilePath {
             path: record.href.clone(),
@@ -86,7 +86,11 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
             .into());
         }
         if record.kind == "primary" {
-            primary = Some(staged);
+            primary = Some(StagedIndex {
+                limit: context.inflate_limit(&staged, record.open_size),
+                url: fetcher.source().display(&record.href),
+                path: staged,
+            });
         }
     }
     write_new(&staging.path().join("repomd.xml"), &repomd_bytes)?;
@@ -96,7 +100,7 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
     let primary = primary.ok_or_else(|| malformed("it lists no primary".into()))?;
 
     let mut packages = Vec::new();
-    let input = Compression::open(&primary).map_err(io_err("read", &primary))?;
+    let (input, guard) = primary.open()?;
     let primary_name = "repodata primary";
     // A refusal is kept whole here; the reader only needs to know that it must stop.
     let mut refusal = None;
@@ -130,7 +134,7 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
     if let Some(refusal) = refusal {
         return Err(refusal);
     }
-    result.map_err(|e| match e {
+    guard.check(result.map_err(|e| match e {
         ReadError::Malformed(reason) => MirrorError::Malformed {
             file: primary_name.into(),
             reason,
@@ -140,7 +144,7 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
             path,
             source,
         },
-    })?;
+    }))?;
     Ok(Some(Plan {
         format: "rpm-md",
         trees: vec![StagedTree {

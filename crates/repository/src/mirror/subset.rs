@@ -35,7 +35,6 @@ use crate::apt::{
     AptIndexOptions, AptLayout, ReleaseEntry, ReleaseFields, index_apt, write_release,
 };
 use crate::closure::{DebEntry, Missing, SubsetOptions, missing_line, resolve_deb, resolve_rpm};
-use crate::compress::Compression;
 use crate::deb::checksum::MultiHasher;
 use crate::progress::NoProgress;
 use crate::publish::Staging;
@@ -144,12 +143,12 @@ fn selection_key(plan: &Plan, wanted: &SubsetOptions) -> Option<String> {
     hasher.update(format!("selection v1\n{wanted:?}\n"));
     for index in &plan.indexes {
         let (path, label) = match index {
-            SourceIndex::Primary(path) => (path, "primary".to_owned()),
+            SourceIndex::Primary(index) => (&index.path, "primary".to_owned()),
             SourceIndex::Packages {
-                path,
+                index,
                 suite,
                 component,
-            } => (path, format!("packages {suite:?} {component}")),
+            } => (&index.path, format!("packages {suite:?} {component}")),
         };
         let mut file = File::open(path).ok()?;
         let mut content = Sha256::new();
@@ -246,13 +245,15 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
     let missing = if plan.format == "rpm-md" {
         let mut packages = Vec::new();
         for index in &plan.indexes {
-            if let SourceIndex::Primary(path) = index {
-                let input = Compression::open(path).map_err(io_err("read", path))?;
-                read_primary(input, |p| {
-                    packages.push(dependency_fields(p));
-                    Ok(())
-                })
-                .map_err(read_error("repodata primary"))?;
+            if let SourceIndex::Primary(index) = index {
+                let (input, guard) = index.open()?;
+                guard.check(
+                    read_primary(input, |p| {
+                        packages.push(dependency_fields(p));
+                        Ok(())
+                    })
+                    .map_err(read_error("repodata primary")),
+                )?;
             }
         }
         let selection = resolve_rpm(&packages, &wanted.packages, wanted);
@@ -269,13 +270,14 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
         let mut origin = Vec::new();
         for index in &plan.indexes {
             let SourceIndex::Packages {
-                path,
+                index,
                 suite,
                 component,
             } = index
             else {
                 continue;
             };
+            let path = &index.path;
             let target = match suite {
                 Some(suite) => Target::AptDists {
                     suite: suite.clone(),
@@ -304,9 +306,9 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
                 file: name.clone(),
                 reason,
             };
-            let input = Compression::open(path).map_err(io_err("read", path))?;
+            let (input, guard) = index.open()?;
             for stanza in crate::apt::read_packages(input) {
-                let stanza = stanza.map_err(|e| malformed(e.to_string()))?;
+                let stanza = guard.check(stanza.map_err(|e| malformed(e.to_string())))?;
                 let entry = DebEntry::from_stanza(&stanza).map_err(malformed)?;
                 let filename = stanza.get("Filename").unwrap_or("");
                 let filename = filename.strip_prefix("./").unwrap_or(filename).to_owned();

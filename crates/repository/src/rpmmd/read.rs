@@ -2,9 +2,19 @@
 //!
 //! Used to compare with other producers, by `--update` and by the mirror. The readers stream:
 //! each package is handed to a callback as soon as its element closes.
+//!
+//! # Bounded memory
+//!
+//! The mirror reads metadata another server wrote, so streaming alone is not enough: quick-xml
+//! buffers a whole event (a tag, or a run of text up to the next `<`) before returning it, and
+//! a package's lists grow until the package closes. A file of zeros would be one text event
+//! as large as the file. So the readers refuse an event or the text of an element longer than
+//! 16 MiB, and a package element longer than 16 MiB in primary (64 MiB in filelists): memory
+//! stays bounded by those limits whatever the size of the file (which the mirror caps too, see
+//! [`crate::compress::Compression::open_capped`]).
 
 use std::collections::HashMap;
-use std::io::BufRead;
+use std::io::{self, BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use quick_xml::Reader;
@@ -35,6 +45,83 @@ fn malformed(e: impl std::fmt::Display) -> ReadError {
     ReadError::Malformed(e.to_string())
 }
 
+/// What the readers accept; see the module documentation.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The longest XML event: the largest real ones (a description, a changelog entry, a
+    /// `<package>` tag of filelists with its attributes) are a few KiB.
+    event: u64,
+    /// The most text one element may gather from several text, CDATA and reference events.
+    text: usize,
+    /// The longest `<package>` element. Its lists are built before the package is handed on,
+    /// at up to eight times the size of their XML (a 22-byte `<rpm:entry name="a"/>` becomes a
+    /// [`Dependency`] of about 150 bytes).
+    package: u64,
+}
+
+/// For primary.xml, the file the mirror reads. Its largest real packages (thousands of
+/// Provides) take about 1 MiB; 16 MiB keeps one package below about 130 MiB of memory.
+const PRIMARY_LIMITS: Limits = Limits {
+    event: 16 << 20,
+    text: 16 << 20,
+    package: 16 << 20,
+};
+
+/// For filelists.xml and other.xml, read only from local repositories: a package with
+/// 100,000 files takes about 10 MiB of filelists.
+const CHILDREN_LIMITS: Limits = Limits {
+    package: 64 << 20,
+    ..PRIMARY_LIMITS
+};
+
+/// Passes on at most `limit` bytes per event: [`Items`] calls [`EventBudget::reset`] after each
+/// event, and a read beyond the limit fails, so quick-xml's event buffer cannot grow past it.
+struct EventBudget<R> {
+    inner: R,
+    used: u64,
+    limit: u64,
+    exhausted: bool,
+}
+
+impl<R: BufRead> EventBudget<R> {
+    fn reset(&mut self) {
+        self.used = 0;
+    }
+}
+
+impl<R: BufRead> Read for EventBudget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for EventBudget<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let left = self.limit.saturating_sub(self.used);
+        let available = self.inner.fill_buf()?;
+        if left == 0 && !available.is_empty() {
+            self.exhausted = true;
+            return Err(io::Error::other(format!(
+                "an XML tag or text longer than {} bytes",
+                self.limit
+            )));
+        }
+        let n = available
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        Ok(&available[..n])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.used += amount as u64;
+        self.inner.consume(amount);
+    }
+}
+
 fn attrs(e: &BytesStart<'_>) -> Result<HashMap<Vec<u8>, String>, ReadError> {
     let mut map = HashMap::new();
     for a in e.attributes() {
@@ -52,20 +139,32 @@ enum Item {
 }
 
 struct Items<R: BufRead> {
-    reader: Reader<R>,
+    reader: Reader<EventBudget<R>>,
+    limits: Limits,
     buf: Vec<u8>,
     text: String,
     pending_close: Option<Vec<u8>>,
 }
 
 impl<R: BufRead> Items<R> {
-    fn new(input: R) -> Self {
+    fn new(input: R, limits: Limits) -> Self {
         Items {
-            reader: Reader::from_reader(input),
+            reader: Reader::from_reader(EventBudget {
+                inner: input,
+                used: 0,
+                limit: limits.event,
+                exhausted: false,
+            }),
+            limits,
             buf: Vec::new(),
             text: String::new(),
             pending_close: None,
         }
+    }
+
+    /// Bytes read so far.
+    fn position(&self) -> u64 {
+        self.reader.buffer_position()
     }
 
     fn next(&mut self) -> Result<Option<Item>, ReadError> {
@@ -73,12 +172,26 @@ impl<R: BufRead> Items<R> {
             return Ok(Some(Item::Close(name, String::new())));
         }
         loop {
+            if self.text.len() > self.limits.text {
+                return Err(malformed(format!(
+                    "an element with more than {} bytes of text",
+                    self.limits.text
+                )));
+            }
             self.buf.clear();
-            match self
-                .reader
-                .read_event_into(&mut self.buf)
-                .map_err(malformed)?
-            {
+            self.reader.get_mut().reset();
+            let event = match self.reader.read_event_into(&mut self.buf) {
+                Ok(event) => event,
+                // Said plainly, not as quick-xml's wrapped I/O error.
+                Err(_) if self.reader.get_ref().exhausted => {
+                    return Err(malformed(format!(
+                        "an XML tag or text longer than {} bytes",
+                        self.limits.event
+                    )));
+                }
+                Err(e) => return Err(malformed(e)),
+            };
+            match event {
                 Event::Start(e) => {
                     self.text.clear();
                     let name = e.local_name().as_ref().to_vec();
@@ -137,22 +250,48 @@ fn version_into(pkg: &mut Package, map: &HashMap<Vec<u8>, String>) {
     pkg.release = get(map, "rel");
 }
 
+/// Refuses a package element that has grown past its limit since `start`.
+fn check_package_size<R: BufRead>(items: &Items<R>, start: u64) -> Result<(), ReadError> {
+    if items.position().saturating_sub(start) > items.limits.package {
+        return Err(malformed(format!(
+            "a <package> element longer than {} bytes",
+            items.limits.package
+        )));
+    }
+    Ok(())
+}
+
 /// Streams the packages of primary.xml.
 pub fn read_primary(
     input: impl BufRead,
+    each: impl FnMut(Package) -> Result<(), ReadError>,
+) -> Result<u64, ReadError> {
+    read_primary_within(input, PRIMARY_LIMITS, each)
+}
+
+fn read_primary_within(
+    input: impl BufRead,
+    limits: Limits,
     mut each: impl FnMut(Package) -> Result<(), ReadError>,
 ) -> Result<u64, ReadError> {
-    let mut items = Items::new(input);
+    let mut items = Items::new(input, limits);
     let mut pkg: Option<Package> = None;
     let mut dep_list: Option<Vec<u8>> = None;
     let mut file_attrs = HashMap::new();
     let mut count = 0;
     let mut root = false;
+    let mut package_start = 0;
     while let Some(item) = items.next()? {
+        if pkg.is_some() {
+            check_package_size(&items, package_start)?;
+        }
         match item {
             Item::Open(name, map) => match name.as_slice() {
                 b"metadata" => root = true,
-                b"package" => pkg = Some(Package::default()),
+                b"package" => {
+                    pkg = Some(Package::default());
+                    package_start = items.position();
+                }
                 _ => {
                     let Some(p) = pkg.as_mut() else { continue };
                     match name.as_slice() {
@@ -313,14 +452,21 @@ fn read_package_children<T>(
     make_child: impl Fn(&HashMap<Vec<u8>, String>, String) -> T,
     mut each: impl FnMut(PackageRef, Vec<T>) -> Result<(), ReadError>,
 ) -> Result<u64, ReadError> {
-    let mut items = Items::new(input);
+    let mut items = Items::new(input, CHILDREN_LIMITS);
     let mut current: Option<(PackageRef, Vec<T>)> = None;
     let mut child_attrs = HashMap::new();
     let mut count = 0;
+    let mut package_start = 0;
     while let Some(item) = items.next()? {
+        if current.is_some() {
+            check_package_size(&items, package_start)?;
+        }
         match item {
             Item::Open(name, map) => match (name.as_slice(), current.as_mut()) {
-                (b"package", _) => current = Some((package_ref(&map), Vec::new())),
+                (b"package", _) => {
+                    current = Some((package_ref(&map), Vec::new()));
+                    package_start = items.position();
+                }
                 (b"version", Some((r, _))) => {
                     r.epoch = number(&map, "epoch");
                     r.version = get(&map, "ver");
@@ -387,4 +533,55 @@ pub fn read_repository(dir: &Path) -> Result<Vec<Package>, ReadError> {
         Ok(())
     })?;
     Ok(packages)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_endless_events_text_and_packages() {
+        // Small limits keep the test fast; the defaults work the same way.
+        let limits = Limits {
+            event: 1 << 16,
+            text: 1 << 16,
+            package: 1 << 16,
+        };
+        let read = |input: &mut dyn BufRead| {
+            read_primary_within(input, limits, |_| Ok(()))
+                .unwrap_err()
+                .to_string()
+        };
+
+        // Text without a `<` after it: the event buffer stops at the limit.
+        let mut zeros = std::io::BufReader::new(b"<metadata>".chain(std::io::repeat(0)));
+        let err = read(&mut zeros);
+        assert!(
+            err.contains("an XML tag or text longer than 65536 bytes"),
+            "{err}"
+        );
+
+        // Text split by comments into many events, gathered for one element.
+        let chunk = format!("{}<!---->", "x".repeat(1 << 10));
+        let many = format!("<metadata><package><name>{}", chunk.repeat(65));
+        let err = read(&mut many.as_bytes());
+        assert!(err.contains("more than 65536 bytes of text"), "{err}");
+
+        // A package with endless dependencies.
+        let entries = "<rpm:entry name=\"a\"/>".repeat(4000);
+        let endless = format!("<metadata><package><format><rpm:requires>{entries}");
+        let err = read(&mut endless.as_bytes());
+        assert!(
+            err.contains("a <package> element longer than 65536 bytes"),
+            "{err}"
+        );
+
+        // Within the limits, the same reader reads.
+        let fine = "<metadata><package><name>a</name></package></metadata>";
+        assert_eq!(
+            read_primary_within(fine.as_bytes(), limits, |_| Ok(())).unwrap(),
+            1
+        );
+    }
 }

@@ -115,6 +115,47 @@ pub(crate) fn read_request(
     Ok(Some(request))
 }
 
+/// Finds where a request head ends in the bytes received so far, by the line rules of
+/// [`read_request`]: lines end at `\n`, trailing `\r`s do not count, empty lines before the
+/// request line are skipped, and the first empty line after it ends the head.
+///
+/// Each byte is looked at once however the head trickles in (a client may send one byte per
+/// packet), so a slow head costs the server no more than a fast one.
+#[derive(Debug, Default)]
+pub(crate) struct HeadScan {
+    /// Where the line being received starts.
+    line_start: usize,
+    /// How far the search for its end has looked.
+    searched: usize,
+    /// Whether a non-empty line (the request line) has been seen.
+    seen_line: bool,
+}
+
+impl HeadScan {
+    /// The length of the complete head at the start of `buf`; `None` while it is incomplete.
+    /// `buf` must only grow between calls; once a head is found, the scan starts over (for
+    /// the bytes after it, once the caller has removed the head).
+    pub(crate) fn find(&mut self, buf: &[u8]) -> Option<usize> {
+        while let Some(offset) = buf
+            .get(self.searched..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+        {
+            let end = self.searched + offset;
+            let empty = buf[self.line_start..end].iter().all(|&b| b == b'\r');
+            self.line_start = end + 1;
+            self.searched = end + 1;
+            if !empty {
+                self.seen_line = true;
+            } else if self.seen_line {
+                *self = HeadScan::default();
+                return Some(end + 1);
+            }
+        }
+        self.searched = buf.len();
+        None
+    }
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -125,6 +166,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
@@ -380,5 +422,34 @@ mod tests {
             read_request(&mut raw.as_bytes(), 1024),
             Err(RequestError::Bad("header too large"))
         ));
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head_however_it_trickles_in() {
+        let raw = b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\r\n\r\nGET /next";
+        let head = raw.len() - b"GET /next".len();
+        for step in [1, 2, 7, raw.len()] {
+            let mut scan = HeadScan::default();
+            let mut found = None;
+            for end in (step..=raw.len()).step_by(step).chain([raw.len()]) {
+                if let Some(n) = scan.find(&raw[..end]) {
+                    found = Some(n);
+                    break;
+                }
+            }
+            assert_eq!(found, Some(head), "step {step}");
+            // The head found is the one read_request reads, to the byte.
+            let mut rest = &raw[..head];
+            let request = read_request(&mut rest, 1024).ok().flatten().unwrap();
+            assert_eq!(request.header("host"), Some("x"));
+            assert!(rest.is_empty());
+        }
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.find(b"GET / HTTP/1.1\r\nHost: x\r\n"), None);
+        assert_eq!(
+            HeadScan::default().find(b"\r\n\r\n"),
+            None,
+            "blank lines alone are no head"
+        );
     }
 }
