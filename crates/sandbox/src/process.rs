@@ -608,11 +608,15 @@ impl SandboxCommand {
         }
         // The limit is enforced through a pidfd: the sandbox process may end and be reaped by
         // the time it expires, and its pid must not then name another process.
-        let time_limit = match self.time_limit {
-            Some(limit) => match namespaces::open_pidfd(child.id()) {
+        // A limit too far away to be a point in time is none.
+        let deadline = self
+            .time_limit
+            .and_then(|limit| Some((limit, started.checked_add(limit)?)));
+        let time_limit = match deadline {
+            Some((limit, deadline)) => match namespaces::open_pidfd(child.id()) {
                 Ok(pidfd) => Some(TimeLimit {
                     limit,
-                    deadline: started + limit,
+                    deadline,
                     pidfd,
                 }),
                 Err(e) => {

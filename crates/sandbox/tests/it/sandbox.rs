@@ -818,6 +818,19 @@ fn time_limit_kills_a_stopped_process_tree() -> Outcome {
         require_root()?;
         let world = World::new();
         prepare(&world);
+        // A run that ends in time is not disturbed: its status and output come back (a limit
+        // too far away to be a point in time is none).
+        for limit in [Duration::from_secs(10), Duration::MAX] {
+            let finished = SandboxCommand::new("/bin/sh")
+                .args(["-c", "echo out; echo err >&2; exit 3"])
+                .guest_root(&world.guest)
+                .time_limit(Some(limit))
+                .output()
+                .unwrap();
+            assert_eq!(finished.status.code(), Some(3));
+            assert_eq!(finished.stdout, b"out\n");
+            assert_eq!(finished.stderr, b"err\n");
+        }
         let marker = format!("time-limit-{}", std::process::id());
         expect_stop_parent_timed_out(
             attack(&["stop-parent", &marker]).guest_root(&world.guest),
