@@ -700,7 +700,7 @@ impl SandboxChild {
     ///
     /// Both pipes are read, the sandbox process waited for and its messages collected in threads
     /// of their own, so none of them can hold this past the limit: at the limit this names what
-    /// runs, kills the sandbox process and then waits at most [`KILL_GRACE`] more.
+    /// runs, kills the sandbox process and then waits at most 15 s more for the clean-up.
     pub fn wait(mut self) -> Result<Finished> {
         let spawn_err = |source| Error::Spawn {
             command: self.display.clone(),
