@@ -9,7 +9,8 @@
 //!
 //! A second test runs `vrpm G -- -i PKG` on a running rpm guest (built with `-m yum`; needs rpm,
 //! dnf and createrepo_c too): the guest is frozen during the transaction and the scriptlet runs
-//! in its pid namespace.
+//! in its pid namespace; a scriptlet that stops rpm is killed at the time limit, and the guest
+//! thawed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -402,6 +403,55 @@ fn vrpm_on_a_running_guest_freezes_it() {
     }
     let query = host.ok(&["vrpm", "g", "--", "-q", "--qf", "%{NAME}\n", "frozen-probe"]);
     assert_eq!(query, "frozen-probe\n");
+
+    // A %post that stops rpm and sleeps, in the guest's pid namespace (which does not die with
+    // the sandbox): killed at the time limit, nothing of it left, the guest thawed and running.
+    let sleep_arg = format!("{}", 200_000 + std::process::id());
+    let mut hung = vserver_fixtures::RpmPackage::new("hung-post", "1.0");
+    hung.release("1")
+        .file("/usr/share/hung-post/README", b"hung\n".to_vec(), 0o644)
+        .post_install(format!(
+            "kill -STOP $PPID\n/bin/busybox sleep {sleep_arg}\n"
+        ));
+    let hung = hung.write_to(&root.join("var/tmp")).unwrap();
+    let started = Instant::now();
+    let out = host
+        .command(&["vrpm", "g", "--", "-i", hung.to_str().unwrap()])
+        .env("VSERVER_OPERATION_TIME_LIMIT", "2s")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "did not finish within 2s; killed it while it ran `/bin/sh /var/tmp/rpm-tmp."
+        ) && stderr.contains(&format!(", which ran `/bin/busybox sleep {sleep_arg}`\n")),
+        "{stderr}"
+    );
+    assert!(elapsed < Duration::from_secs(7), "{elapsed:?}");
+    let leftovers: Vec<String> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!("sleep\0{sleep_arg}")))
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
+    let thawed_at = counter();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counter() <= thawed_at {
+        assert!(
+            Instant::now() < deadline,
+            "the guest stayed frozen after the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let query = host.ok(&["vrpm", "g", "--", "-q", "--qf", "%{NAME}\n", "hung-post"]);
+    assert_eq!(query, "hung-post\n");
     host.ok(&["g", "stop"]);
     host.ok(&["g", "delete", "--yes"]);
 }

@@ -295,6 +295,7 @@ fn run_build(
             packages: &request.packages,
             verbose: request.verbose,
             mirror: request.apt_mirror.as_ref(),
+            time_limit: crate::config::operation_time_limit(&config)?,
         };
         let warnings = crate::build_apt::build_deb(layout, distribution, &deb, &mut |name| {
             set_phase(phase, name, on_event)
@@ -316,6 +317,7 @@ fn run_build(
             netshared: Vec::new(),
             repo_files: distribution.repo_files.clone(),
             verbose: request.verbose,
+            time_limit: crate::config::operation_time_limit(&config)?,
         },
         plugin,
     )

@@ -37,6 +37,8 @@ pub(crate) struct DebBuild<'a> {
     pub verbose: bool,
     /// Build from this mirror instead of the distribution's sources.
     pub mirror: Option<&'a AptMirror>,
+    /// The time limit of each run of apt or dpkg (`None`: the back end's default).
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// The distribution's `sources.list` and keyrings, or the one mirror that replaces its sources.
@@ -155,6 +157,7 @@ pub(crate) fn build_deb(
             verbose: request.verbose,
             // A new guest: synced once at the end, removed if the build fails.
             skip_fsync: true,
+            time_limit: request.time_limit,
         },
     );
     backend.prepare()?;
@@ -226,6 +229,7 @@ pub fn open_deb_backend(
             arch: config.arch.clone(),
             merged_usr: true,
             verbose,
+            time_limit: crate::config::operation_time_limit(config)?,
             ..DebSettings::default()
         },
     )

@@ -1,6 +1,7 @@
 //! A guest's configuration, `/etc/vservers/G/config.toml`, and opening its package back end.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vserver_pkgmgmt::{Family, PkgLayout, RpmBackend, RpmSettings};
@@ -75,6 +76,15 @@ pub struct GuestConfig {
     /// 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
+    /// `operation_time_limit`: how long one run of its package manager (`vrpm`, `vyum`,
+    /// `vapt-get`…) may take before it is killed (default
+    /// [`vserver_pkgmgmt::DEFAULT_TIME_LIMIT`]); `VSERVER_OPERATION_TIME_LIMIT` overrides it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::runtime::time_limit_field"
+    )]
+    pub operation_time_limit: Option<Duration>,
     /// `[limits]`: its cgroup's limits; see [`LimitsConfig`].
     #[serde(default, skip_serializing_if = "LimitsConfig::is_empty")]
     pub limits: LimitsConfig,
@@ -107,6 +117,7 @@ impl Default for GuestConfig {
             runlevel: None,
             stop_signal: None,
             stop_timeout: None,
+            operation_time_limit: None,
             limits: LimitsConfig::default(),
         }
     }
@@ -188,6 +199,27 @@ pub(crate) fn check_package_settings(roots: &HostRoots, config: &GuestConfig) ->
         })
 }
 
+/// The time limit of package operations on the guest: `VSERVER_OPERATION_TIME_LIMIT` when it
+/// is set, else the guest's `operation_time_limit`; `None` leaves the back end's default.
+pub(crate) fn operation_time_limit(config: &GuestConfig) -> Result<Option<Duration>> {
+    let Some(value) = std::env::var_os(crate::runtime::TIME_LIMIT_VAR).filter(|v| !v.is_empty())
+    else {
+        return Ok(config.operation_time_limit);
+    };
+    let text = value.to_string_lossy();
+    crate::runtime::parse_duration(&text)
+        .map(Some)
+        .ok_or_else(|| Error::BadRequest {
+            guest: config.name.clone(),
+            problem: format!(
+                "bad {} `{}`: {}",
+                crate::runtime::TIME_LIMIT_VAR,
+                text.escape_debug(),
+                crate::runtime::DURATION_FORMAT
+            ),
+        })
+}
+
 /// The rpm back end of an existing guest with external package management.
 pub fn open_backend(roots: &HostRoots, config: &GuestConfig, verbose: bool) -> Result<RpmBackend> {
     if config.family != "rpm" {
@@ -220,6 +252,7 @@ pub fn open_backend(roots: &HostRoots, config: &GuestConfig, verbose: bool) -> R
             arch: config.arch.clone(),
             gpgcheck: config.gpgcheck,
             verbose,
+            time_limit: operation_time_limit(config)?,
             ..RpmSettings::default()
         },
         plugin,

@@ -162,6 +162,12 @@ impl Error {
                 Some("build it first: `vserver NAME build -m yum -- -d DIST`".into())
             }
             Error::BuildFailed { source, .. } => source.hint(),
+            Error::Package(vserver_pkgmgmt::Error::TimedOut { guest, .. }) => Some(format!(
+                "if the operation needs longer, raise `operation_time_limit` in \
+                 `CONFDIR/{guest}/config.toml` (default {}), or set {} for one command",
+                crate::runtime::format_duration(vserver_pkgmgmt::DEFAULT_TIME_LIMIT),
+                crate::runtime::TIME_LIMIT_VAR
+            )),
             _ => None,
         }
     }

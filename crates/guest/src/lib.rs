@@ -55,7 +55,7 @@ pub use pkgmode::{
 };
 pub use roots::HostRoots;
 pub use runtime::{
-    DEFAULT_RUNLEVEL, DEFAULT_STOP_TIMEOUT, InitConfig, LimitsConfig, NetConfig, parse_cpus,
-    parse_signal, parse_size,
+    DEFAULT_RUNLEVEL, DEFAULT_STOP_TIMEOUT, InitConfig, LimitsConfig, NetConfig, TIME_LIMIT_VAR,
+    format_duration, parse_cpus, parse_duration, parse_signal, parse_size,
 };
 pub use suggest::closest;

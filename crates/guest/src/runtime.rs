@@ -1,6 +1,7 @@
 //! How a guest runs: the settings of `config.toml` that `start` and `stop` read — its network
 //! (`net`), its init (`init`, `runlevel`), its cgroup limits (`[limits]`) and how it is stopped
-//! (`stop_signal`, `stop_timeout`).
+//! (`stop_signal`, `stop_timeout`) — and how long a package operation on it may take
+//! (`operation_time_limit`).
 //!
 //! ```toml
 //! net = "none"                  # default: a network namespace with only loopback
@@ -12,6 +13,7 @@
 //! runlevel = 3                  # for init = "sysv"
 //! stop_signal = "TERM"          # what asks the init to stop (RTMIN+3 for systemd)
 //! stop_timeout = 10             # seconds before everything left is killed
+//! operation_time_limit = "2h"   # per run of rpm, dnf, dpkg or apt-get (also "90s", "30m")
 //!
 //! [limits]
 //! memory = "256M"               # bytes, or with a k/M/G suffix
@@ -404,6 +406,82 @@ pub const DEFAULT_RUNLEVEL: u8 = 3;
 /// The default `stop_timeout`.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The environment variable that sets the time limit of package operations for one command,
+/// over any guest's `operation_time_limit` (`VSERVER_OPERATION_TIME_LIMIT=30m vyum …`).
+pub const TIME_LIMIT_VAR: &str = "VSERVER_OPERATION_TIME_LIMIT";
+
+/// Parses a time limit: a positive whole number of seconds, minutes or hours (`90s`, `30m`,
+/// `2h`; digits alone are seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (at, 's') => (&text[..at], 1),
+        (at, 'm') => (&text[..at], 60),
+        (at, 'h') => (&text[..at], 3600),
+        _ => (text, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seconds = digits.parse::<u64>().ok()?.checked_mul(unit)?;
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+/// A duration as [`parse_duration`] reads it back: in hours or minutes when it is a whole
+/// number of them, else in seconds.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    if seconds != 0 && seconds.is_multiple_of(3600) {
+        format!("{}h", seconds / 3600)
+    } else if seconds != 0 && seconds.is_multiple_of(60) {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// What `operation_time_limit` accepts, for error messages.
+pub(crate) const DURATION_FORMAT: &str =
+    "a positive number of seconds, minutes or hours, such as \"90s\", \"30m\" or \"2h\"";
+
+pub(crate) mod time_limit_field {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => s.serialize_str(&format_duration(*duration)),
+            None => s.serialize_none(),
+        }
+    }
+
+    struct Limit;
+
+    impl Visitor<'_> for Limit {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(DURATION_FORMAT)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            self.visit_str(&v.to_string())
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse_duration(v).ok_or_else(|| {
+                E::custom(format!(
+                    "bad operation_time_limit `{}`: {DURATION_FORMAT}",
+                    v.escape_debug()
+                ))
+            })
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        d.deserialize_any(Limit).map(Some)
+    }
+}
+
 /// Parses a signal name (`TERM`, `SIGTERM`, `RTMIN+3`) or number, as `stop_signal` takes it.
 pub fn parse_signal(text: &str) -> Option<rustix::process::Signal> {
     vserver_sandbox::signal_by_name(text)
@@ -472,5 +550,55 @@ mod tests {
         assert_eq!(parse_cpus("2"), Some(2000));
         assert_eq!(parse_cpus("0"), None);
         assert_eq!(parse_cpus("nan"), None);
+    }
+
+    #[test]
+    fn time_limits() {
+        let secs = Duration::from_secs;
+        assert_eq!(parse_duration("90s"), Some(secs(90)));
+        assert_eq!(parse_duration("30m"), Some(secs(1800)));
+        assert_eq!(parse_duration(" 2h "), Some(secs(7200)));
+        assert_eq!(parse_duration("45"), Some(secs(45)));
+        for bad in [
+            "",
+            "h",
+            "0",
+            "0s",
+            "-5m",
+            "1.5h",
+            "1h30m",
+            "2d",
+            "2 h",
+            "٣s",
+            "99999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+        for limit in [secs(7200), secs(1800), secs(90), secs(3660)] {
+            assert_eq!(parse_duration(&format_duration(limit)), Some(limit));
+        }
+
+        #[derive(Debug, Deserialize, Serialize)]
+        struct Limit {
+            #[serde(default, with = "time_limit_field")]
+            operation_time_limit: Option<Duration>,
+        }
+        let read = |text: &str| toml::from_str::<Limit>(text).map(|l| l.operation_time_limit);
+        assert_eq!(
+            read("operation_time_limit = \"30m\"").unwrap(),
+            Some(secs(1800))
+        );
+        assert_eq!(read("operation_time_limit = 600").unwrap(), Some(secs(600)));
+        assert_eq!(read("").unwrap(), None);
+        let error = read("operation_time_limit = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("bad operation_time_limit `soon`"), "{error}");
+        assert!(read("operation_time_limit = -1").is_err());
+        let written = toml::to_string(&Limit {
+            operation_time_limit: Some(secs(5400)),
+        })
+        .unwrap();
+        assert_eq!(written.trim(), "operation_time_limit = \"90m\"");
     }
 }

@@ -3,8 +3,21 @@
 
 use std::ffi::OsString;
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use crate::error::Result;
+
+/// How long one run of a package tool on a guest (one `vrpm`, `vyum` or `vapt-get` call, each
+/// step of a build) may take before it is killed, unless the guest's settings say otherwise:
+/// two hours.
+///
+/// The limit exists because a package script is guest code: one that hangs, or stops its own
+/// package manager (`kill -STOP $PPID`), would otherwise hold the guest's lock — and keep a
+/// frozen guest frozen — for ever. Honest work ends long before: building a guest of a few
+/// hundred packages, or upgrading all of them, downloads and installs in minutes, and under an
+/// hour on a slow mirror. Two hours leaves room for that many times over, so the limit never
+/// cuts off a working operation, yet a hung one still releases the guest the same day.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// A distribution family, and so the back end that manages it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -43,6 +43,16 @@ pub enum Error {
         #[source]
         source: Box<vserver_sandbox::Error>,
     },
+    /// The package manager did not finish within its time limit and was killed, with everything
+    /// it started (the cause names the command, the limit and what was running).
+    #[error("guest `{guest}`")]
+    TimedOut {
+        /// The guest.
+        guest: String,
+        /// The sandbox's [`vserver_sandbox::Error::TimedOut`].
+        #[source]
+        source: Box<vserver_sandbox::Error>,
+    },
     /// The package manager ran and failed.
     #[error("guest `{guest}`: `{command}` failed ({status}){stderr_tail}")]
     ToolFailed {
@@ -108,6 +118,23 @@ pub enum Error {
         /// What is missing and where to look.
         problem: String,
     },
+}
+
+impl Error {
+    /// The error of a sandboxed run of `tool` on `guest` that did not give a status: killed at
+    /// its time limit, or not run at all.
+    pub(crate) fn sandbox(guest: &str, tool: &str, source: vserver_sandbox::Error) -> Error {
+        let guest = guest.to_owned();
+        let source = Box::new(source);
+        match *source {
+            vserver_sandbox::Error::TimedOut { .. } => Error::TimedOut { guest, source },
+            _ => Error::Sandbox {
+                guest,
+                tool: tool.to_owned(),
+                source,
+            },
+        }
+    }
 }
 
 /// The last `count` non-empty lines of a tool's output, as `: line; line` for the end of an

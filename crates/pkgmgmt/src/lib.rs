@@ -16,6 +16,9 @@
 //! - [`DebBackend`] (module `deb`): the same for dpkg and apt, with our own Debian bootstrap; the
 //!   dpkg admin directory `.pkg/G/dpkg/state` is bind-mounted on the guest's `/var/lib/dpkg` per
 //!   operation, and the plugin library, preloaded, confines the maintainer scripts.
+//! - Every run of a package tool has a time limit ([`DEFAULT_TIME_LIMIT`], or the settings'
+//!   `time_limit`): at the limit the sandbox and everything in it are killed, the guest's lock
+//!   is released with the error, and [`Error::TimedOut`] names the script that was running.
 //! - [`mode`]: `pkgmgmt internalize|externalize`, moving the database into the guest and back as
 //!   reversible steps, the guest's database treated as untrusted input on the way back.
 //!
@@ -38,7 +41,7 @@ pub mod mode;
 mod plugin;
 mod rpm;
 
-pub use backend::{Family, PackageBackend, Tool};
+pub use backend::{DEFAULT_TIME_LIMIT, Family, PackageBackend, Tool};
 pub use deb::{DPKG_MOUNT_POINT, DebBackend, DebSettings, DebTool, Variant};
 pub use error::{Error, Result};
 pub use layout::PkgLayout;

@@ -29,6 +29,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
 
@@ -84,6 +85,8 @@ pub struct RpmSettings {
     pub repo_files: Vec<(String, String)>,
     /// Let the package manager's output through (otherwise it is captured and shown on failure).
     pub verbose: bool,
+    /// How long each run of rpm or dnf may take (`None`: [`crate::DEFAULT_TIME_LIMIT`]).
+    pub time_limit: Option<Duration>,
 }
 
 /// The rpm/dnf back end of one guest.
@@ -185,6 +188,11 @@ impl RpmBackend {
             .guest_proc(has_proc)
             .capabilities(CapabilityProfile::PackageManager)
             .skip_fsync(self.skip_fsync)
+            .time_limit(Some(
+                self.settings
+                    .time_limit
+                    .unwrap_or(crate::DEFAULT_TIME_LIMIT),
+            ))
             // Other guests and their package state are none of this operation's business.
             .hide_siblings_of(&self.root)
             .hide_siblings_of(self.layout.dir());
@@ -267,11 +275,10 @@ impl RpmBackend {
         let _lock = self.layout.lock_external()?;
         self.write_operation_files()?;
         let dnf_dir_before = self.guest_has("/etc/dnf");
-        let finished = command.status().map_err(|source| Error::Sandbox {
-            guest: self.guest(),
-            tool: tool.to_owned(),
-            source: Box::new(source),
-        })?;
+        // On every error, the lock is released on the way out (`_lock` drops).
+        let finished = command
+            .status()
+            .map_err(|source| Error::sandbox(self.layout.guest(), tool, source))?;
         if tool == "dnf" && !dnf_dir_before {
             self.remove_empty_dnf_dirs();
         }
@@ -472,11 +479,9 @@ impl RpmBackend {
         let _lock = self.layout.lock_external()?;
         self.write_operation_files()?;
         let dnf_dir_before = self.guest_has("/etc/dnf");
-        let finished = command.status().map_err(|source| Error::Sandbox {
-            guest: self.guest(),
-            tool: name.to_owned(),
-            source: Box::new(source),
-        })?;
+        let finished = command
+            .status()
+            .map_err(|source| Error::sandbox(self.layout.guest(), name, source))?;
         if name == "dnf" && !dnf_dir_before {
             self.remove_empty_dnf_dirs();
         }

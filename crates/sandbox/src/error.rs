@@ -90,6 +90,25 @@ pub enum Error {
         /// The end of its standard error.
         stderr: String,
     },
+    /// The program did not finish within its time limit ([`crate::SandboxCommand::time_limit`]);
+    /// the sandbox and everything in it were killed.
+    #[error(
+        "`{command}` did not finish within {}; killed it{}",
+        crate::time_limit::short_duration(*.limit),
+        while_running(.running)
+    )]
+    TimedOut {
+        /// The program and its arguments.
+        command: String,
+        /// The limit.
+        limit: std::time::Duration,
+        /// What ran below the program at the limit, outermost first, each shell-quoted with
+        /// control characters escaped and cut short: the deepest process the program started
+        /// and, when that is not the program's own child, its parent — for a package manager,
+        /// the script that hung (`/bin/sh /var/tmp/rpm-tmp.XXXX 1`, then `sleep 600`). Empty
+        /// when the program ran nothing else.
+        running: Vec<String>,
+    },
     /// The sandbox child could not be started, or talked nonsense over its channel.
     #[error("cannot run sandbox for `{command}`")]
     Spawn {
@@ -99,6 +118,21 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// The end of an [`Error::TimedOut`] message: what was running, outermost first.
+fn while_running(running: &[String]) -> String {
+    let mut text = String::new();
+    for (i, command) in running.iter().enumerate() {
+        text.push_str(if i == 0 {
+            " while it ran `"
+        } else {
+            ", which ran `"
+        });
+        text.push_str(command);
+        text.push('`');
+    }
+    text
 }
 
 impl Error {

@@ -12,7 +12,9 @@
 //!   guest in fresh namespaces with the host read-only, the guest's database bound in for this
 //!   operation only, reduced capabilities, `no_new_privs`, and a frozen guest. Every binary that
 //!   uses it calls [`run_if_sandbox_child`] first thing in `main`. For building a new guest,
-//!   [`SandboxCommand::skip_fsync`] turns the program's fsyncs into no-ops (module `seccomp`).
+//!   [`SandboxCommand::skip_fsync`] turns the program's fsyncs into no-ops (module `seccomp`);
+//!   [`SandboxCommand::time_limit`] kills a run that takes too long and names what hung
+//!   (module `time_limit`).
 //! - [`confine_scriptlet`], [`enter_guest_context`] (module `guest_context`): what a package
 //!   script's process does before it runs guest code.
 //! - [`Freezer`], [`SandboxCgroup`], [`CgroupSupport`] (module `cgroup`).
@@ -52,6 +54,7 @@ mod process;
 mod safe_path;
 mod seccomp;
 mod sys;
+mod time_limit;
 
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};

@@ -32,6 +32,16 @@
 //! so that the rpm plugin's scriptlet hook is able to unmount it again in its own namespace. The
 //! program runs with the [`CapabilityProfile`] given, `no_new_privs`, default signal handling.
 //!
+//! # Time limit
+//!
+//! A run may be given a time limit ([`SandboxCommand::time_limit`]). The caller enforces it, not
+//! a sandbox process: everything in the sandbox may be stopped or hostile. At the limit,
+//! [`SandboxChild::wait`] reads from `/proc` what runs below the program (module
+//! `time_limit`), sends `SIGKILL` to S through a pidfd and lets the layout above do the rest:
+//! the init's parent-death signal takes it, the pid namespace dies with its init, and the
+//! guardian, seeing the pipe's end, kills the sandbox cgroup (which also holds what the program
+//! started in a joined guest's pid namespace) and thaws the guest.
+//!
 //! [`bind_into`]: crate::bind_into
 
 use std::collections::BTreeMap;
@@ -44,7 +54,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::thread::UnshareFlags;
 use serde::{Deserialize, Serialize};
@@ -214,6 +224,7 @@ pub struct SandboxCommand {
     stdin: StdioMode,
     stdout: StdioMode,
     stderr: StdioMode,
+    time_limit: Option<Duration>,
 }
 
 impl SandboxCommand {
@@ -246,6 +257,7 @@ impl SandboxCommand {
             stdin: StdioMode::Inherit,
             stdout: StdioMode::Inherit,
             stderr: StdioMode::Inherit,
+            time_limit: None,
         }
     }
 
@@ -474,6 +486,18 @@ impl SandboxCommand {
         self
     }
 
+    /// How long the run may take, from [`SandboxCommand::spawn`] until the program and the
+    /// sandbox's clean-up are done (default: no limit). When it expires, [`SandboxChild::wait`]
+    /// names what was running, kills the sandbox process — its init dies with it (parent-death
+    /// signal), and with the init every process of the sandbox's pid namespace; the guardian
+    /// then kills what is left in the sandbox cgroup (the processes of a joined guest's pid
+    /// namespace) and thaws a frozen guest — and returns [`Error::TimedOut`]. `SIGKILL` ends
+    /// stopped processes too, so a script that stops its parent cannot hold the run.
+    pub fn time_limit(&mut self, limit: Option<Duration>) -> &mut Self {
+        self.time_limit = limit;
+        self
+    }
+
     /// The program.
     pub fn get_program(&self) -> &OsStr {
         &self.program
@@ -539,8 +563,18 @@ impl SandboxCommand {
         }
     }
 
+    /// The program and its arguments, shell-quoted, without the environment.
+    fn command_line(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|word| quote(word))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Starts the sandbox; [`SandboxChild::wait`] collects the result.
     pub fn spawn(&self) -> Result<SandboxChild> {
+        let started = Instant::now();
         let display = self.to_string();
         let spawn_err = |source| Error::Spawn {
             command: display.clone(),
@@ -572,13 +606,58 @@ impl SandboxCommand {
             let _ = child.wait();
             return Err(spawn_err(e));
         }
+        // The limit is enforced through a pidfd: the sandbox process may end and be reaped by
+        // the time it expires, and its pid must not then name another process.
+        // A limit too far away to be a point in time is none.
+        let deadline = self
+            .time_limit
+            .and_then(|limit| Some((limit, started.checked_add(limit)?)));
+        let time_limit = match deadline {
+            Some((limit, deadline)) => match namespaces::open_pidfd(child.id()) {
+                Ok(pidfd) => Some(TimeLimit {
+                    limit,
+                    deadline,
+                    pidfd,
+                }),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(spawn_err(io::Error::other(e.to_string())));
+                }
+            },
+            None => None,
+        };
         let reader = std::thread::spawn(move || read_messages(ours));
         Ok(SandboxChild {
             child,
             reader: Some(reader),
             display,
+            command_line: self.command_line(),
+            time_limit,
         })
     }
+}
+
+/// A run's time limit, as [`SandboxChild::wait`] enforces it.
+#[derive(Debug)]
+struct TimeLimit {
+    limit: Duration,
+    deadline: Instant,
+    /// The sandbox process.
+    pidfd: OwnedFd,
+}
+
+/// How long [`SandboxChild::wait`] waits, after it killed the sandbox at the time limit, for the
+/// guardian's clean-up (which waits up to [`FREEZE_TIMEOUT`] for the cgroup to empty) and the
+/// pipes' end; what has not come by then is given up on.
+const KILL_GRACE: Duration = Duration::from_secs(15);
+
+/// What the threads of [`SandboxChild::wait`] report.
+enum Event {
+    Stdout(io::Result<Vec<u8>>),
+    Stderr(io::Result<Vec<u8>>),
+    /// The sandbox process ended; then every holder of the channel (the guardian last).
+    Ended(io::Result<ExitStatus>, io::Result<Vec<Message>>),
 }
 
 fn stdio(mode: StdioMode) -> Stdio {
@@ -605,6 +684,9 @@ pub struct SandboxChild {
     child: std::process::Child,
     reader: Option<std::thread::JoinHandle<io::Result<Vec<Message>>>>,
     display: String,
+    /// The program and its arguments (for [`Error::TimedOut`]).
+    command_line: String,
+    time_limit: Option<TimeLimit>,
 }
 
 impl SandboxChild {
@@ -613,42 +695,105 @@ impl SandboxChild {
         self.child.id()
     }
 
-    /// Waits for the program and the sandbox's clean-up (thaw, cgroup removal).
+    /// Waits for the program and the sandbox's clean-up (thaw, cgroup removal), and enforces the
+    /// time limit ([`SandboxCommand::time_limit`]).
+    ///
+    /// Both pipes are read, the sandbox process waited for and its messages collected in threads
+    /// of their own, so none of them can hold this past the limit: at the limit this names what
+    /// runs, kills the sandbox process and then waits at most 15 s more for the clean-up.
     pub fn wait(mut self) -> Result<Finished> {
         let spawn_err = |source| Error::Spawn {
             command: self.display.clone(),
             source,
         };
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
+        let (events, received) = std::sync::mpsc::channel();
+        let mut pending = 1;
         // Read both pipes while waiting, as `Command::output` does, so neither can fill up.
-        let out_pipe = self.child.stdout.take();
-        let err_pipe = self.child.stderr.take();
-        let err_reader = err_pipe.map(|mut pipe| {
-            std::thread::spawn(move || {
-                let mut buffer = Vec::new();
-                pipe.read_to_end(&mut buffer).map(|_| buffer)
-            })
+        if let Some(pipe) = self.child.stdout.take() {
+            pending += 1;
+            let events = events.clone();
+            std::thread::spawn(move || events.send(Event::Stdout(read_all(pipe))));
+        }
+        if let Some(pipe) = self.child.stderr.take() {
+            pending += 1;
+            let events = events.clone();
+            std::thread::spawn(move || events.send(Event::Stderr(read_all(pipe))));
+        }
+        let sandbox_pid = self.child.id();
+        let mut child = self.child;
+        let reader = self.reader.take();
+        std::thread::spawn(move || {
+            let status = child.wait();
+            let messages = match reader.map(|r| r.join()) {
+                Some(Ok(messages)) => messages,
+                _ => Ok(Vec::new()),
+            };
+            events.send(Event::Ended(status, messages))
         });
-        if let Some(mut pipe) = out_pipe {
-            pipe.read_to_end(&mut stdout).map_err(spawn_err)?;
+
+        let mut stdout = Ok(Vec::new());
+        let mut stderr = Ok(Vec::new());
+        let mut ended = None;
+        let mut cutoff = self.time_limit.as_ref().map(|t| t.deadline);
+        // What was running when the limit expired (set when it did).
+        let mut killed: Option<Vec<String>> = None;
+        while pending > 0 {
+            let event = match cutoff {
+                None => received.recv().ok(),
+                Some(at) => {
+                    match received.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                        Ok(event) => Some(event),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if killed.is_some() {
+                                break;
+                            }
+                            if let Some(limit) = &self.time_limit {
+                                killed = Some(crate::time_limit::running_below(sandbox_pid));
+                                // `ESRCH`: it has just ended by itself.
+                                let _ = rustix::process::pidfd_send_signal(
+                                    &limit.pidfd,
+                                    rustix::process::Signal::KILL,
+                                );
+                            }
+                            cutoff = Some(Instant::now() + KILL_GRACE);
+                            continue;
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                    }
+                }
+            };
+            let Some(event) = event else { break };
+            pending -= 1;
+            match event {
+                Event::Stdout(result) => stdout = result,
+                Event::Stderr(result) => stderr = result,
+                Event::Ended(status, messages) => ended = Some((status, messages)),
+            }
         }
-        if let Some(reader) = err_reader {
-            stderr = reader
-                .join()
-                .unwrap_or_else(|_| Ok(Vec::new()))
-                .map_err(spawn_err)?;
-        }
-        let sandbox_status = self.child.wait().map_err(spawn_err)?;
-        let messages = match self.reader.take().map(|r| r.join()) {
-            Some(Ok(messages)) => messages.map_err(spawn_err)?,
-            _ => Vec::new(),
+        let timed_out = |running: Vec<String>| {
+            let limit = self.time_limit.as_ref().map_or(Duration::ZERO, |t| t.limit);
+            Error::TimedOut {
+                command: self.command_line.clone(),
+                limit,
+                running,
+            }
         };
+        let Some((sandbox_status, messages)) = ended else {
+            return Err(match killed {
+                // Given up on after the kill (the sandbox process is stuck in the kernel).
+                Some(running) => timed_out(running),
+                None => spawn_err(io::Error::other("lost track of the sandbox process")),
+            });
+        };
+        let sandbox_status = sandbox_status.map_err(spawn_err)?;
+        let messages = messages.map_err(spawn_err)?;
         let mut notes = Vec::new();
         let mut status = None;
         for message in messages {
             match message {
                 Message::Note(note) => notes.push(note),
+                // After a kill at the limit, only the guardian's clean-up can still fail: that
+                // (a guest left frozen) matters more than the limit.
                 Message::Failed {
                     step,
                     errno,
@@ -664,18 +809,28 @@ impl SandboxChild {
                 Message::Exited(raw) => status = Some(ExitStatus::from_raw(raw)),
             }
         }
-        let status = status.ok_or_else(|| {
-            spawn_err(io::Error::other(format!(
-                "the sandbox ended without reporting the program's status ({sandbox_status})"
-            )))
-        })?;
+        // Killed at the limit, unless the program had ended just before (its status came).
+        let status = match (status, killed) {
+            (Some(status), _) => status,
+            (None, Some(running)) => return Err(timed_out(running)),
+            (None, None) => {
+                return Err(spawn_err(io::Error::other(format!(
+                    "the sandbox ended without reporting the program's status ({sandbox_status})"
+                ))));
+            }
+        };
         Ok(Finished {
             status,
-            stdout,
-            stderr,
+            stdout: stdout.map_err(spawn_err)?,
+            stderr: stderr.map_err(spawn_err)?,
             notes,
         })
     }
+}
+
+fn read_all(mut pipe: impl Read) -> io::Result<Vec<u8>> {
+    let mut buffer = Vec::new();
+    pipe.read_to_end(&mut buffer).map(|_| buffer)
 }
 
 impl fmt::Display for SandboxCommand {
@@ -695,13 +850,17 @@ impl fmt::Display for SandboxCommand {
 
 /// Shell-quotes `word` when it needs it.
 fn quote(word: &OsStr) -> String {
-    let text = word.to_string_lossy();
+    quote_text(&word.to_string_lossy())
+}
+
+/// Shell-quotes `text` when it needs it.
+pub(crate) fn quote_text(text: &str) -> String {
     let plain = !text.is_empty()
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
     if plain {
-        text.into_owned()
+        text.to_owned()
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))
     }

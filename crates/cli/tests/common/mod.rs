@@ -179,7 +179,8 @@ impl TestHost {
             .env("VSERVER_CONFDIR", self.dir.join("etc"))
             .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
             .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
-            .env("VSERVER_RUNDIR", self.dir.join("run"));
+            .env("VSERVER_RUNDIR", self.dir.join("run"))
+            .env_remove("VSERVER_OPERATION_TIME_LIMIT");
         if let Some(plugin) = built_plugin() {
             command.env("VSERVER_RPM_PLUGIN", plugin);
         }
@@ -189,6 +190,11 @@ impl TestHost {
     /// Runs `vserver ARGS` to completion.
     pub fn vserver(&self, args: &[&str]) -> Output {
         run(&mut self.command(args))
+    }
+
+    /// Runs `vserver ARGS` with extra environment variables.
+    pub fn vserver_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        run(self.command(args).envs(env.iter().copied()))
     }
 
     /// Runs `vserver ARGS`, which must succeed; returns its standard output.

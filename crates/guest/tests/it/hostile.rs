@@ -12,7 +12,8 @@ use crate::support::{HOST_TARGET_NAME, Outcome, World, require_tools, run, tool}
 crate::tests![
     rpmdb_symlink_to_host_is_refused,
     var_lib_to_root_stays_inside,
-    hostile_shell_and_scriptlets_stay_inside
+    hostile_shell_and_scriptlets_stay_inside,
+    hung_scriptlet_is_killed_and_the_lock_released
 ];
 
 fn built(world: &World, guest: &str) {
@@ -138,6 +139,44 @@ fn hostile_shell_and_scriptlets_stay_inside() -> Outcome {
         // The database is untouched by the guest and still answers from the host.
         assert_eq!(tool(&backend, Tool::Low, &["-q", "escape"]).0, 0);
         backend.clean_cache().unwrap();
+        Ok(())
+    })
+}
+
+/// A `%post` that stops rpm and sleeps: with the guest's `operation_time_limit` at 2 s,
+/// installing it fails with `TimedOut` naming the scriptlet, and the same back end, in the same
+/// process, takes the guest's lock again at once.
+fn hung_scriptlet_is_killed_and_the_lock_released() -> Outcome {
+    run(|| {
+        require_tools()?;
+        let world = World::new();
+        built(&world, "h");
+        let mut config = vserver_guest::load_guest(&world.roots, "h").unwrap();
+        config.operation_time_limit = Some(std::time::Duration::from_secs(2));
+        config.save(&world.roots).unwrap();
+        let mut hung = vserver_fixtures::RpmPackage::new("hung", "1.0");
+        hung.release("1")
+            .file("/usr/share/hung/README", b"hung\n".to_vec(), 0o644)
+            .post_install("kill -STOP $PPID\n/bin/busybox sleep 600\n");
+        let package = hung.write_to(world.temp.path()).unwrap();
+        let backend = world.backend("h");
+        let started = std::time::Instant::now();
+        let error = backend.install_files(&[package]).unwrap_err();
+        println!("  {:?} later: {error}", started.elapsed());
+        let PkgError::TimedOut { guest, source } = &error else {
+            panic!("not a time-out: {error:?}");
+        };
+        assert_eq!(guest, "h");
+        let cause = source.to_string();
+        assert!(
+            cause.contains(
+                "did not finish within 2s; killed it while it ran `/bin/sh /var/tmp/rpm-tmp."
+            ) && cause.ends_with(", which ran `/bin/busybox sleep 600`"),
+            "{cause}"
+        );
+        let (code, out, err) = tool(&backend, Tool::Low, &["-q", "--qf", "%{NAME}\n", "hung"]);
+        assert_eq!((code, out.as_str()), (0, "hung\n"), "{err}");
+        world.assert_host_unchanged();
         Ok(())
     })
 }

@@ -41,6 +41,7 @@ mod toolbox;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
 
@@ -105,6 +106,8 @@ pub struct DebSettings {
     /// ([`SandboxCommand::skip_fsync`]): only for building a new guest, which ends with
     /// [`DebBackend::sync`] and is thrown away if it fails.
     pub skip_fsync: bool,
+    /// How long each run of apt or dpkg may take (`None`: [`crate::DEFAULT_TIME_LIMIT`]).
+    pub time_limit: Option<Duration>,
 }
 
 /// Set for apt and dpkg so that the preloaded hook confines maintainer scripts (the hook's
@@ -345,6 +348,11 @@ impl DebBackend {
             .hostname(self.layout.guest())
             .capabilities(profile)
             .skip_fsync(self.settings.skip_fsync)
+            .time_limit(Some(
+                self.settings
+                    .time_limit
+                    .unwrap_or(crate::DEFAULT_TIME_LIMIT),
+            ))
             // A maintainer script can leave dpkg's chroot (see docs/security.md): other guests and
             // their package state must not be there to read.
             .hide_siblings_of(&self.root)
@@ -408,11 +416,10 @@ impl DebBackend {
                 .stdout(StdioMode::Capture)
                 .stderr(StdioMode::Capture),
         };
-        let finished = command.status().map_err(|source| Error::Sandbox {
-            guest: self.guest(),
-            tool: tool.to_owned(),
-            source: Box::new(source),
-        })?;
+        // On every error, the caller's lock is released on the way out.
+        let finished = command
+            .status()
+            .map_err(|source| Error::sandbox(self.layout.guest(), tool, source))?;
         Ok((finished.status, finished.stdout, finished.stderr))
     }
 

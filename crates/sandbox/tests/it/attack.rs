@@ -320,6 +320,18 @@ pub fn main(args: &[String]) -> ! {
             }
             report("forked", i32::from(pid <= 0));
         }
+        // A script that stops its parent (this program) and then runs on: a package manager
+        // whose scriptlet does `kill -STOP $PPID` never ends by itself. Everything it starts
+        // carries the marker in its environment; the shell also as its `$0`.
+        "stop-parent" => {
+            let marker = arg(1);
+            let mut child = std::process::Command::new("/bin/sh")
+                .args(["-c", "kill -STOP $PPID; sleep 600; :", &marker])
+                .env("VSERVER_IT_MARKER", &marker)
+                .spawn()
+                .unwrap();
+            let _ = child.wait();
+        }
         other => {
             eprintln!("unknown attack {other:?}");
             std::process::exit(2);

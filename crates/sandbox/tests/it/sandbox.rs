@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use vserver_sandbox::{Access, CapabilityProfile, Freezer, SandboxCommand};
+use vserver_sandbox::{Access, CapabilityProfile, Error, Freezer, SandboxCommand};
 
 use crate::support::{Outcome, World, require, require_root, run};
 
@@ -26,6 +26,8 @@ crate::tests![
     running_guest_is_frozen_and_thawed,
     guest_is_thawed_when_sandbox_is_killed,
     joined_guest_namespaces,
+    time_limit_kills_a_stopped_process_tree,
+    time_limit_kills_what_runs_in_a_joined_guest,
     real_rpm_writes_its_database_outside_the_guest,
     host_secrets_and_neighbours_are_hidden,
     no_network_leaves_only_loopback,
@@ -685,28 +687,7 @@ fn joined_guest_namespaces() -> Outcome {
         unified()?;
         let world = World::new();
         let db = prepare(&world);
-        let mut holder = Command::new("/usr/bin/unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--uts",
-                "--ipc",
-                "--net",
-                "/bin/sleep",
-                "60",
-            ])
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let guest_init = loop {
-            let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.id()))
-                .unwrap_or_default();
-            if let Some(pid) = children.split_whitespace().next() {
-                break pid.parse::<u32>().unwrap();
-            }
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let (mut holder, guest_init) = guest_namespaces_holder();
         let me = std::process::id().to_string();
         let results = run_attack(
             &world,
@@ -746,6 +727,146 @@ fn joined_guest_namespaces() -> Outcome {
         assert_no_sandbox_cgroups();
         let _ = fs::metadata(&world.guest).unwrap().permissions().mode();
         world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// A stand-in for a running guest's namespaces: `unshare` with a `sleep` as pid 1 of its own
+/// pid, uts, ipc and net namespaces; returns `unshare` and the sleep's (host) pid.
+fn guest_namespaces_holder() -> (Child, u32) {
+    let holder = Command::new("/usr/bin/unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--uts",
+            "--ipc",
+            "--net",
+            "/bin/sleep",
+            "60",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let guest_init = loop {
+        let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", holder.id()))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            break pid.parse::<u32>().unwrap();
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (holder, guest_init)
+}
+
+/// The processes whose environment holds `VSERVER_IT_MARKER=marker`.
+fn marked_processes(marker: &str) -> Vec<u32> {
+    let needle = format!("VSERVER_IT_MARKER={marker}");
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let environ = fs::read(entry.path().join("environ")).unwrap_or_default();
+        if environ.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Runs the `stop-parent` attack under a 2 s limit: the run must end with `TimedOut` naming
+/// the shell (by its marker) and the `sleep` it ran, within a few seconds of the limit.
+fn expect_stop_parent_timed_out(command: &mut SandboxCommand, marker: &str) {
+    let limit = Duration::from_secs(2);
+    let started = Instant::now();
+    let error = command.time_limit(Some(limit)).output().unwrap_err();
+    let elapsed = started.elapsed();
+    println!("  {error}");
+    println!(
+        "  error {:.0} ms after the limit",
+        (elapsed - limit).as_secs_f64() * 1000.0
+    );
+    let Error::TimedOut {
+        limit: reported,
+        running,
+        ..
+    } = &error
+    else {
+        panic!("not a time-out: {error:?}");
+    };
+    assert_eq!(*reported, limit);
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(running[0].starts_with("/bin/sh -c"), "{running:?}");
+    assert!(running[0].ends_with(marker), "{running:?}");
+    assert_eq!(running[1], "sleep 600");
+    let text = error.to_string();
+    assert!(
+        text.contains("--attack stop-parent")
+            && text.contains("did not finish within 2s; killed it while it ran `/bin/sh -c")
+            && text.ends_with(", which ran `sleep 600`"),
+        "{text}"
+    );
+    assert!(elapsed < limit + Duration::from_secs(3), "{elapsed:?}");
+    assert_eq!(marked_processes(marker), Vec::<u32>::new());
+}
+
+/// A program whose child stops it (`kill -STOP $PPID`) and sleeps: the time limit kills the
+/// stopped program and its child, and says what ran.
+fn time_limit_kills_a_stopped_process_tree() -> Outcome {
+    run(|| {
+        require_root()?;
+        let world = World::new();
+        prepare(&world);
+        // A run that ends in time is not disturbed: its status and output come back (a limit
+        // too far away to be a point in time is none).
+        for limit in [Duration::from_secs(10), Duration::MAX] {
+            let finished = SandboxCommand::new("/bin/sh")
+                .args(["-c", "echo out; echo err >&2; exit 3"])
+                .guest_root(&world.guest)
+                .time_limit(Some(limit))
+                .output()
+                .unwrap();
+            assert_eq!(finished.status.code(), Some(3));
+            assert_eq!(finished.stdout, b"out\n");
+            assert_eq!(finished.stderr, b"err\n");
+        }
+        let marker = format!("time-limit-{}", std::process::id());
+        expect_stop_parent_timed_out(
+            attack(&["stop-parent", &marker]).guest_root(&world.guest),
+            &marker,
+        );
+        assert_no_sandbox_cgroups();
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// The same in a running guest's pid namespace, which does not die with the sandbox's init:
+/// the sandbox cgroup's kill takes the shell and its sleep; the frozen guest is thawed.
+fn time_limit_kills_what_runs_in_a_joined_guest() -> Outcome {
+    run(|| {
+        require_root()?;
+        require(Path::new("/usr/bin/unshare").exists(), "needs unshare(1)")?;
+        let unified = unified()?;
+        let world = World::new();
+        prepare(&world);
+        let (mut holder, guest_init) = guest_namespaces_holder();
+        let guest = FakeGuest::start(&world, &unified);
+        let freezer = Freezer::for_cgroup(&guest.cgroup).unwrap();
+        let marker = format!("time-limit-joined-{}", std::process::id());
+        expect_stop_parent_timed_out(
+            attack(&["stop-parent", &marker])
+                .guest_root(&world.guest)
+                .join_guest(guest_init)
+                .freeze(freezer.clone()),
+            &marker,
+        );
+        assert!(!freezer.is_frozen().unwrap());
+        assert!(guest.advancing(), "guest was not thawed");
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert_no_sandbox_cgroups();
         Ok(())
     })
 }
