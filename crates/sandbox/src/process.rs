@@ -1268,9 +1268,11 @@ fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
             "clone tool state for mounting",
             mount::clone_source(package_state.as_ref(), &state.host),
         )?;
-        // Writable state is data that the operation's processes wrote: never executed, its
-        // symlinks never followed. Read-only state may hold the libraries the tools load (the
-        // rpm plugin, the exec hook).
+        // Writable state is data that the operation's processes wrote: never executed. Its
+        // symlinks stay usable: apt links the indexes of `file:` repositories into its lists
+        // instead of copying them (what a planted link could make a tool read is the sandbox's
+        // view, which holds no secret; writes stay inside the write boundary). Read-only state
+        // may hold the libraries the tools load (the rpm plugin, the exec hook).
         step(
             "set the attributes of a tool state mount",
             mount::set_bind_attributes(
@@ -1279,7 +1281,7 @@ fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
                 state.access,
                 mount::Hostility {
                     noexec: true,
-                    nosymfollow: true,
+                    nosymfollow: false,
                 },
             ),
         )?;
