@@ -5,8 +5,7 @@
 //! says, in `/etc/apt`, which archive (or mirror, or proxy) it may reach. [`HostAptSources`]
 //! reads the entries apt itself would read — `sources.list` (one-line format), then
 //! `sources.list.d/*.list` (one-line) and `sources.list.d/*.sources` (deb822), in name order
-//! ([sources.list(5)](https://manpages.debian.org/sources.list.5)) — and keeps the `deb`
-//! entries:
+//! (apt's `sources.list(5)` man page) — and keeps the `deb` entries:
 //!
 //! - a commented-out line, a stanza with `Enabled: no`, a file apt ignores (another extension,
 //!   such as `.list.disabled`, or a name with other characters than letters, digits, `_`, `-`
