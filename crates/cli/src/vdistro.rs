@@ -230,6 +230,10 @@ fn show(out: &Output, d: &Distribution, json: bool) {
         );
         value["package_lists"] = json!(lists);
         value["apt_sources"] = json!(d.apt_sources);
+        value["missing_archive"] = match &d.missing_archive {
+            Some(m) => json!({"suite": m.suite, "components": m.components, "apt_dir": m.apt_dir}),
+            None => serde_json::Value::Null,
+        };
         value["macros"] = json!(d.macros);
         value["pubkeys"] = json!(d.pubkeys);
         out.json(&value);
@@ -250,6 +254,14 @@ fn show(out: &Output, d: &Distribution, json: bool) {
         for line in text.lines() {
             println!("    {line}");
         }
+    }
+    if let Some(m) = &d.missing_archive {
+        println!(
+            "apt sources: none (no archive for `{}` in the host's apt sources, `{}`: build with \
+             --mirror URL or register it with vdistro add)",
+            m.suite,
+            m.apt_dir.display()
+        );
     }
     if !d.apt_sources.is_empty() {
         println!("apt sources:");

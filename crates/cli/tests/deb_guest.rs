@@ -6,8 +6,8 @@
 //! Then a hostile guest: symlinks planted at `/var/lib/dpkg` and `/var/lib`, and a maintainer
 //! script that tries to write to the host.
 //!
-//! Needs root and the host's apt lists (or the cache); skips with a reason otherwise, fails
-//! instead when VSERVER_TEST_REQUIRE_ALL=1.
+//! Needs root, host apt sources that name a bookworm archive and the host's apt lists (or the
+//! cache); skips with a reason otherwise, fails instead when VSERVER_TEST_REQUIRE_ALL=1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,16 +25,21 @@ const CACHE: &str = "/var/tmp/vserver-test-debs";
 /// files are in the cache.
 const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
 const EXTRAS: &[&str] = &["hello"];
-const SOURCES: &str = "deb http://deb.debian.org/debian bookworm main\n\
-     deb http://deb.debian.org/debian bookworm-updates main\n\
-     deb http://deb.debian.org/debian-security bookworm-security main\n";
+
+/// bookworm's suites at the archives the host's apt sources serve them from, found as the
+/// built-in `debian-12` finds them; `None` when the host names no bookworm archive.
+fn host_sources() -> Option<String> {
+    let host = vserver_guest::HostAptSources::read(vserver_guest::HostAptSources::default_dir());
+    host.release_sources("bookworm", &["main"])
+}
 
 /// The host's apt, isolated: Debian's sources only, an empty status, our own cache; the host's
 /// lists are read, nothing of the host's apt state is written.
 fn host_apt(program: &str, work: &Path) -> Command {
     std::fs::create_dir_all(work.join("cache/archives/partial")).unwrap();
     std::fs::create_dir_all(work.join("empty")).unwrap();
-    std::fs::write(work.join("sources.list"), SOURCES).unwrap();
+    let sources = host_sources().expect("checked before the first use");
+    std::fs::write(work.join("sources.list"), sources).unwrap();
     if !work.join("status").exists() {
         std::fs::write(work.join("status"), "").unwrap();
     }
@@ -243,6 +248,12 @@ fn debian_guest_from_a_local_bookworm_mirror() {
             return;
         }
     }
+    if !available(
+        host_sources().is_some(),
+        "the host's apt sources name no archive for bookworm",
+    ) {
+        return;
+    }
     // Never below /tmp, wherever the checkout is: the per-operation sandbox cannot give apt a
     // private /tmp when the guest lies below it, and /tmp then stays read-only.
     std::fs::create_dir_all(WORK_BASE).unwrap();
@@ -317,18 +328,51 @@ fn debian_guest_from_a_local_bookworm_mirror() {
     assert!(!smuggled.status.success());
     assert!(!host.conf.join(".distributions/evil").exists());
 
-    // The built-in debian-12 built from the same mirror without `--trusted`: apt verifies the
-    // unsigned Release against Debian's keyring and refuses it; the failed build leaves nothing.
-    let refused = run(host.command("u").args([
-        "build",
-        "-m",
-        "apt",
-        "--",
-        "-d",
-        "debian-12",
-        "--mirror",
-        &mirror_url,
-    ]));
+    // A host whose apt sources name no bookworm archive: the built-in debian-12 still lists,
+    // and a build without `--mirror` stops in one line before it creates anything.
+    let no_apt = top.join("no-apt");
+    std::fs::create_dir_all(no_apt.join("sources.list.d")).unwrap();
+    let listed = checked(
+        host.command("vdistro")
+            .arg("list")
+            .env(vserver_guest::APT_SOURCES_DIR_VAR, &no_apt),
+    );
+    assert!(
+        listed.lines().any(|l| l.starts_with("debian-12 ")),
+        "{listed}"
+    );
+    let no_archive = run(host
+        .command("u")
+        .args(["build", "-m", "apt", "--", "-d", "debian-12"])
+        .env(vserver_guest::APT_SOURCES_DIR_VAR, &no_apt));
+    let stderr = String::from_utf8_lossy(&no_archive.stderr);
+    assert!(!no_archive.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no archive for suite `bookworm`")
+            && stderr.contains("--mirror URL")
+            && stderr.contains("vdistro add"),
+        "{stderr}"
+    );
+    assert!(!host.roots.join("u").exists() && !host.pkg.join("u").exists());
+    assert!(!host.conf.join("u").exists());
+
+    // The built-in debian-12 built from the same mirror without `--trusted` (its suite known
+    // without the host's archive): apt verifies the unsigned Release against Debian's keyring
+    // and refuses it; the failed build leaves nothing.
+    let refused = run(host
+        .command("u")
+        .args([
+            "build",
+            "-m",
+            "apt",
+            "--",
+            "-d",
+            "debian-12",
+            "--mirror",
+            &mirror_url,
+        ])
+        .env(vserver_guest::APT_SOURCES_DIR_VAR, &no_apt));
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("is not signed"),

@@ -1,6 +1,7 @@
-//! `vdistro add` through the real binary: a value with a line break in it (finding 7 of the
+//! `vdistro` through the real binary: a value with a line break in it (finding 7 of the
 //! security review, issue 13) is refused with one error line and exit status 1, and nothing is
-//! written. Needs nothing but the binary.
+//! written; the built-in Debian-family distributions take their archives from the host's apt
+//! sources, and without one a build stops in one line. Needs nothing but the binary.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,14 +9,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn vdistro(confdir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vserver"))
-        .arg("vdistro")
-        .args(args)
+    vserver(confdir, "vdistro").args(args).output().unwrap()
+}
+
+fn vserver(confdir: &Path, applet: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vserver"));
+    command
+        .arg(applet)
         .env("VSERVER_CONFDIR", confdir)
         .env("VSERVER_ROOTDIR", confdir.join("vservers"))
-        .env("VSERVER_PKGDIR", confdir.join("vservers/.pkg"))
-        .output()
-        .unwrap()
+        .env("VSERVER_PKGDIR", confdir.join("vservers/.pkg"));
+    command
 }
 
 /// The refusal: exit status 1 (a failure, as for any other bad value of `add`), nothing on
@@ -110,4 +114,64 @@ fn add_refuses_a_line_break_in_a_value_and_writes_nothing() {
         repo,
         "[base]\nname=local $releasever - base\nbaseurl=file:///x\nenabled=1\ngpgcheck=0\n"
     );
+}
+
+/// A temporary `/etc/apt` naming a bookworm archive (deb822, its security suite elsewhere) and
+/// nothing for trixie: `debian-12` shows the host's archives, `debian-13` lists without sources
+/// and its build stops, before it creates anything, with one line saying how to give one.
+#[test]
+fn builtins_take_their_archives_from_the_hosts_apt_sources() {
+    let temp = tempfile::tempdir().unwrap();
+    let confdir = temp.path().join("etc");
+    let apt = temp.path().join("apt");
+    std::fs::create_dir_all(apt.join("sources.list.d")).unwrap();
+    std::fs::write(
+        apt.join("sources.list.d/debian.sources"),
+        "Types: deb\nURIs: http://archive.test/debian\nSuites: bookworm bookworm-updates\n\
+         Components: main\n\n\
+         Types: deb\nURIs: http://security.test/debian-security\nSuites: bookworm-security\n\
+         Components: main\n",
+    )
+    .unwrap();
+    let run = |applet: &str, args: &[&str]| {
+        vserver(&confdir, applet)
+            .args(args)
+            .env("VSERVER_APT_SOURCES_DIR", &apt)
+            .output()
+            .unwrap()
+    };
+    let shown = run("vdistro", &["show", "debian-12"]);
+    let stdout = String::from_utf8(shown.stdout).unwrap();
+    assert!(shown.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "apt sources:\n    deb http://archive.test/debian bookworm main\n    \
+             deb http://archive.test/debian bookworm-updates main\n    \
+             deb http://security.test/debian-security bookworm-security main\n"
+        ),
+        "{stdout}"
+    );
+
+    let listed = String::from_utf8(run("vdistro", &["list"]).stdout).unwrap();
+    assert!(
+        listed.lines().any(|l| l.starts_with("debian-13 ")),
+        "{listed}"
+    );
+    let shown = run("vdistro", &["show", "debian-13", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(value["apt_sources"], "");
+    assert_eq!(value["missing_archive"]["suite"], "trixie");
+
+    let build = run("g", &["build", "-m", "apt", "--", "-d", "debian-13"]);
+    let stderr = String::from_utf8(build.stderr).unwrap();
+    assert_eq!(build.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("guest `g`: no archive for suite `trixie` of distribution `debian-13`")
+            && stderr.contains(&format!("(`{}`)", apt.display()))
+            && stderr.contains("--mirror URL")
+            && stderr.contains("vdistro add debian-13"),
+        "{stderr}"
+    );
+    assert!(!confdir.join("g").exists() && !confdir.join("vservers/g").exists());
 }

@@ -130,6 +130,9 @@ pub fn build(
             ),
         });
     }
+    if let (Some(dist), BuildMethod::Apt(_)) = (&distribution, request.method) {
+        crate::build_apt::check_archive(&request.guest, dist, request.apt_mirror.as_ref())?;
+    }
     let config_dir = roots.confdir.join(&request.guest);
     let root = roots.rootdir.join(&request.guest);
     let pkg = roots.pkgdir.join(&request.guest);

@@ -50,6 +50,7 @@ fn apt_sources(
         guest: String::new(),
         problem,
     };
+    check_archive("", distribution, mirror)?;
     let sources = match mirror {
         Some(mirror) => mirror.sources_line(distribution)?,
         None => distribution.apt_sources.clone(),
@@ -78,6 +79,32 @@ fn apt_sources(
     Ok((sources, keyrings))
 }
 
+/// Refuses, before anything is built, a built-in distribution whose archive the host's apt
+/// sources do not name when no `--mirror` replaces it.
+pub(crate) fn check_archive(
+    guest: &str,
+    distribution: &Distribution,
+    mirror: Option<&AptMirror>,
+) -> Result<()> {
+    match (&distribution.missing_archive, mirror) {
+        (Some(missing), None) => Err(Error::BadRequest {
+            guest: guest.to_owned(),
+            problem: format!(
+                "no archive for suite `{suite}` of distribution `{name}` found in the host's apt \
+                 sources (`{dir}`); give one with `vserver {shown} build -m apt -- -d {name} \
+                 --mirror URL` or register one with `vdistro add {name} --family deb \
+                 --apt-source 'URL {suite} {components}'`",
+                suite = missing.suite,
+                name = distribution.name,
+                dir = missing.apt_dir.display(),
+                shown = if guest.is_empty() { "GUEST" } else { guest },
+                components = missing.components.join(" "),
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// `--mirror URL [--trusted]`: build from one mirror of the distribution's release suite instead
 /// of its sources, as debootstrap and mmdebstrap do with their mirror argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,11 +119,17 @@ impl AptMirror {
     /// The one `sources.list` line: the distribution's release suite and components at this
     /// mirror.
     fn sources_line(&self, distribution: &Distribution) -> Result<String> {
+        // A built-in distribution without the host's archive still knows its suite.
+        let missing = distribution
+            .missing_archive
+            .as_ref()
+            .map(|m| format!("deb - {} {}", m.suite, m.components.join(" ")));
         let first = distribution
             .apt_sources
             .lines()
             .map(str::trim)
             .find(|l| l.starts_with("deb "))
+            .or(missing.as_deref())
             .unwrap_or_default();
         // `deb [options] URL SUITE COMPONENT…`: keep SUITE and the components.
         let words: Vec<&str> = first.split_whitespace().skip(1).collect();

@@ -3,10 +3,15 @@
 //! their release, updates and security suites, verified with the host's archive keyrings
 //! (packages `debian-archive-keyring`, `ubuntu-keyring`). A registered directory of the same
 //! name overrides one of these.
+//!
+//! A Debian-family release names no archive of its own: it takes the archives the host's apt
+//! sources serve its suites from (module `host_apt`). When they serve none, the distribution
+//! still lists, with no sources and a [`MissingArchive`] that a build without `--mirror` reports.
 
 use std::path::PathBuf;
 
-use crate::distribution::{Distribution, DistributionSource, PackageEntry};
+use crate::distribution::{Distribution, DistributionSource, MissingArchive, PackageEntry};
+use crate::host_apt::HostAptSources;
 use vserver_pkgmgmt::Family;
 
 struct Builtin {
@@ -122,16 +127,13 @@ const BUILTINS: &[Builtin] = &[
     },
 ];
 
-/// A Debian-family release: its archive, suites and keyring.
+/// A Debian-family release: its suites and keyring; the archives come from the host.
 struct DebBuiltin {
     name: &'static str,
     description: &'static str,
     releasever: &'static str,
     codename: &'static str,
-    archive: &'static str,
-    /// The security archive, which serves `CODENAME-security`.
-    security: &'static str,
-    components: &'static str,
+    components: &'static [&'static str],
     keyring: &'static str,
 }
 
@@ -144,9 +146,7 @@ const DEB_BUILTINS: &[DebBuiltin] = &[
         description: "Debian 12 (bookworm)",
         releasever: "12",
         codename: "bookworm",
-        archive: "http://deb.debian.org/debian",
-        security: "http://deb.debian.org/debian-security",
-        components: "main",
+        components: &["main"],
         keyring: DEBIAN_KEYRING,
     },
     DebBuiltin {
@@ -154,52 +154,49 @@ const DEB_BUILTINS: &[DebBuiltin] = &[
         description: "Debian 13 (trixie)",
         releasever: "13",
         codename: "trixie",
-        archive: "http://deb.debian.org/debian",
-        security: "http://deb.debian.org/debian-security",
-        components: "main",
+        components: &["main"],
         keyring: DEBIAN_KEYRING,
     },
     DebBuiltin {
         name: "ubuntu-22.04",
-        description: "Ubuntu 22.04 LTS (jammy), amd64",
+        description: "Ubuntu 22.04 LTS (jammy)",
         releasever: "22.04",
         codename: "jammy",
-        archive: "http://archive.ubuntu.com/ubuntu",
-        security: "http://security.ubuntu.com/ubuntu",
-        components: "main universe",
+        components: &["main", "universe"],
         keyring: UBUNTU_KEYRING,
     },
     DebBuiltin {
         name: "ubuntu-24.04",
-        description: "Ubuntu 24.04 LTS (noble), amd64",
+        description: "Ubuntu 24.04 LTS (noble)",
         releasever: "24.04",
         codename: "noble",
-        archive: "http://archive.ubuntu.com/ubuntu",
-        security: "http://security.ubuntu.com/ubuntu",
-        components: "main universe",
+        components: &["main", "universe"],
         keyring: UBUNTU_KEYRING,
     },
 ];
 
-/// Every built-in distribution.
-pub(crate) fn builtins() -> Vec<Distribution> {
+/// Every built-in distribution, the Debian-family ones with the archives of `host`'s apt
+/// sources.
+pub(crate) fn builtins(host: &HostAptSources) -> Vec<Distribution> {
     BUILTINS
         .iter()
         .map(to_distribution)
-        .chain(DEB_BUILTINS.iter().map(deb_distribution))
+        .chain(DEB_BUILTINS.iter().map(|b| deb_distribution(b, host)))
         .collect()
 }
 
-/// apt verifies the Release files' signatures (the sources carry no `trusted` option), so
-/// plain http is what Debian's own installer uses too.
-fn deb_distribution(b: &DebBuiltin) -> Distribution {
-    let DebBuiltin {
-        codename,
-        archive,
-        security,
-        components,
-        ..
-    } = b;
+/// apt verifies the Release files' signatures (the sources carry no `trusted` option, and the
+/// host's options are not copied), so plain http is as good as what the host uses.
+fn deb_distribution(b: &DebBuiltin, host: &HostAptSources) -> Distribution {
+    let apt_sources = host.release_sources(b.codename, b.components);
+    let missing_archive = match apt_sources {
+        Some(_) => None,
+        None => Some(MissingArchive {
+            suite: b.codename.to_owned(),
+            components: b.components.iter().map(|c| (*c).to_owned()).collect(),
+            apt_dir: host.dir().to_owned(),
+        }),
+    };
     Distribution {
         name: b.name.to_owned(),
         description: b.description.to_owned(),
@@ -208,11 +205,8 @@ fn deb_distribution(b: &DebBuiltin) -> Distribution {
         arch: String::new(),
         gpgcheck: true,
         repo_files: Vec::new(),
-        apt_sources: format!(
-            "deb {archive} {codename} {components}\n\
-             deb {archive} {codename}-updates {components}\n\
-             deb {security} {codename}-security {components}\n"
-        ),
+        apt_sources: apt_sources.unwrap_or_default(),
+        missing_archive,
         package_lists: Vec::new(),
         macros: String::new(),
         pubkeys: vec![PathBuf::from(b.keyring)],
@@ -243,6 +237,7 @@ fn to_distribution(b: &Builtin) -> Distribution {
         gpgcheck: true,
         repo_files,
         apt_sources: String::new(),
+        missing_archive: None,
         package_lists: b
             .lists
             .iter()

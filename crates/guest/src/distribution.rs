@@ -82,6 +82,9 @@ pub struct Distribution {
     pub repo_files: Vec<(String, String)>,
     /// apt's `sources.list` (deb family): one-line sources.
     pub apt_sources: String,
+    /// A built-in Debian-family distribution whose release suite the host's apt sources serve
+    /// from no archive: its `apt_sources` is empty, and a build needs `--mirror`.
+    pub missing_archive: Option<MissingArchive>,
     /// Package lists `pkgs/NN`, in order.
     pub package_lists: Vec<(String, Vec<PackageEntry>)>,
     /// Extra rpm macros.
@@ -90,6 +93,18 @@ pub struct Distribution {
     pub pubkeys: Vec<PathBuf>,
     /// Built-in or registered.
     pub source: DistributionSource,
+}
+
+/// The release a built-in Debian-family distribution found no archive for in the host's apt
+/// sources (see [`HostAptSources`](crate::HostAptSources)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingArchive {
+    /// The release suite (`bookworm`).
+    pub suite: String,
+    /// Its components (`main`).
+    pub components: Vec<String>,
+    /// The apt configuration directory searched (`/etc/apt`).
+    pub apt_dir: PathBuf,
 }
 
 /// `distribution.toml`.
@@ -167,17 +182,30 @@ impl Default for NewDistribution {
 #[derive(Debug, Clone)]
 pub struct DistributionStore {
     dir: PathBuf,
+    apt_dir: PathBuf,
 }
 
 impl DistributionStore {
-    /// The store whose registered distributions live in `dir` (`confdir/.distributions`).
+    /// The store whose registered distributions live in `dir` (`confdir/.distributions`); the
+    /// built-in Debian-family ones take their archives from the host's apt sources in
+    /// [`HostAptSources::default_dir`](crate::HostAptSources::default_dir).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        DistributionStore { dir: dir.into() }
+        DistributionStore {
+            dir: dir.into(),
+            apt_dir: crate::HostAptSources::default_dir(),
+        }
+    }
+
+    /// Reads the host's apt sources from `apt_dir` instead (`/etc/apt` by default).
+    pub fn with_apt_dir(mut self, apt_dir: impl Into<PathBuf>) -> Self {
+        self.apt_dir = apt_dir.into();
+        self
     }
 
     /// Every distribution, registered ones replacing built-ins of the same name, sorted.
     pub fn list(&self) -> Result<Vec<Distribution>> {
-        let mut all = crate::builtin::builtins();
+        let host = crate::HostAptSources::read(&self.apt_dir);
+        let mut all = crate::builtin::builtins(&host);
         for name in self.registered_names()? {
             let registered = self.load_registered(&name)?;
             all.retain(|d| d.name != name);
@@ -302,6 +330,7 @@ impl DistributionStore {
             gpgcheck: meta.gpgcheck,
             repo_files,
             apt_sources,
+            missing_archive: None,
             package_lists,
             macros,
             pubkeys,

@@ -7,6 +7,8 @@
 //! - [`Distribution`], [`DistributionStore`] (module `distribution`): built-in distributions
 //!   (Fedora, Rocky, Alma, Debian, Ubuntu) and registered ones in `/etc/vservers/.distributions/D/` — repository
 //!   files, package lists `pkgs/NN`, extra rpm macros, public keys, `distribution.toml`.
+//! - [`HostAptSources`] (module `host_apt`): the host's `/etc/apt` sources, where the built-in
+//!   Debian and Ubuntu distributions find their archives.
 //! - [`GuestConfig`] (module `config`): `/etc/vservers/G/config.toml`.
 //! - [`build`] (modules `build`, `build_apt`): `vserver G build -m skeleton|yum|dnf|rpm|apt`,
 //!   with clean-up on failure, `--force` and `--keep`.
@@ -31,6 +33,7 @@ mod builtin;
 mod config;
 mod distribution;
 mod error;
+mod host_apt;
 mod lifecycle;
 mod pkgmode;
 mod roots;
@@ -41,9 +44,11 @@ pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
 pub use build_apt::{AptMirror, open_deb_backend};
 pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_backend};
 pub use distribution::{
-    Distribution, DistributionSource, DistributionStore, NewDistribution, PackageEntry,
+    Distribution, DistributionSource, DistributionStore, MissingArchive, NewDistribution,
+    PackageEntry,
 };
 pub use error::{Error, FieldError, Result};
+pub use host_apt::{APT_SOURCES_DIR_VAR, HostAptSources};
 pub use lifecycle::{
     GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
     StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, running_guest,

@@ -11,7 +11,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use vserver_fixtures::{DebPackage, DebSetOptions, write_deb_set};
 use vserver_repository::apt::{AptLayout, read_packages};
@@ -283,9 +283,32 @@ fn closures_of_random_requests_install_with_apt() {
     }
 }
 
-/// The host's apt lists hold the real Debian archive's index (compressed with lz4).
-const HOST_BOOKWORM_INDEX: &str =
-    "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4";
+/// The host's apt lists directory, where `apt-get update` keeps the archives' indexes.
+const HOST_APT_LISTS: &str = "/var/lib/apt/lists";
+
+/// The real Debian archive's bookworm `main` index for amd64 in the host's apt lists, named
+/// after whatever archive the host's sources use (`HOST_PATH_dists_bookworm_main_binary-amd64_
+/// Packages`, possibly compressed): the largest such index, as a third-party repository that
+/// also publishes `bookworm main` holds far fewer packages.
+fn host_bookworm_index() -> Option<PathBuf> {
+    const SUFFIX: &str = "_dists_bookworm_main_binary-amd64_Packages";
+    std::fs::read_dir(HOST_APT_LISTS)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            match name.split_once(SUFFIX) {
+                Some((host_path, ext)) => {
+                    !host_path.is_empty() && (ext.is_empty() || ext.starts_with('.'))
+                }
+                None => false,
+            }
+        })
+        .filter_map(|entry| Some((entry.metadata().ok()?.len(), entry.path())))
+        .max()
+        .map(|(_, path)| path)
+}
 
 /// Real metadata: the closure of a few large packages over the Debian archive's own bookworm
 /// index (60,000+ packages: `:any`, Multi-Arch, virtual packages, epochs, `~` versions),
@@ -301,17 +324,18 @@ fn closure_over_the_real_debian_index_satisfies_apt() {
     if !common::require_tool("apt-get") {
         return;
     }
-    if !Path::new(HOST_BOOKWORM_INDEX).is_file() {
+    let Some(index) = host_bookworm_index() else {
         assert!(
             std::env::var_os("VSERVER_TEST_REQUIRE_ALL").is_none(),
-            "{HOST_BOOKWORM_INDEX} is required (run apt-get update)"
+            "a bookworm main amd64 index in {HOST_APT_LISTS} is required (run apt-get update)"
         );
-        eprintln!("skipped: no {HOST_BOOKWORM_INDEX} (run apt-get update)");
+        eprintln!("skipped: no bookworm main amd64 index in {HOST_APT_LISTS} (run apt-get update)");
         return;
-    }
+    };
     let text = common::run(
         std::process::Command::new("/usr/lib/apt/apt-helper")
-            .args(["cat-file", HOST_BOOKWORM_INDEX]),
+            .arg("cat-file")
+            .arg(&index),
     )
     .stdout;
     let stanzas: Vec<_> = read_packages(&text[..]).map(|s| s.unwrap()).collect();

@@ -877,7 +877,20 @@ mod tests {
 
     #[test]
     fn builtins_pass_the_checks() {
-        for d in crate::builtin::builtins() {
+        // With the host's archives found and without.
+        let apt = tempfile::tempdir().unwrap();
+        std::fs::write(
+            apt.path().join("sources.list"),
+            "deb http://archive.test/debian bookworm main\n\
+             deb http://security.test/debian-security bookworm-security main\n",
+        )
+        .unwrap();
+        let found = crate::builtin::builtins(&crate::HostAptSources::read(apt.path()));
+        assert!(found.iter().any(|d| d.name == "debian-12"
+            && d.missing_archive.is_none()
+            && d.apt_sources.contains("bookworm-security")));
+        let missing = crate::builtin::builtins(&crate::HostAptSources::read(apt.path().join("x")));
+        for d in found.into_iter().chain(missing) {
             let name = &d.name;
             assert_eq!(description(&d.description), Ok(()), "{name}");
             assert_eq!(releasever(&d.releasever), Ok(()), "{name}");

@@ -20,25 +20,66 @@ crate::tests![
 fn debian_family_builtins_and_registration() -> Outcome {
     run(|| {
         let world = World::new();
-        let store = DistributionStore::new(world.roots.distributions_dir());
+        // The built-ins take their archives from the host's apt sources: here a temporary
+        // `/etc/apt` with a deb822 Debian archive, its security suite on another URI, a
+        // third-party repository and a classic one-line Ubuntu `sources.list`.
+        let apt = world.temp.path().join("etc-apt");
+        fs::create_dir_all(apt.join("sources.list.d")).unwrap();
+        fs::write(
+            apt.join("sources.list.d/debian.sources"),
+            "Types: deb\nURIs: http://archive.test/debian\nSuites: bookworm bookworm-updates\n\
+             Components: main\n\n\
+             Types: deb\nURIs: http://security.test/debian-security\n\
+             Suites: bookworm-security\nComponents: main\n",
+        )
+        .unwrap();
+        fs::write(
+            apt.join("sources.list.d/vendor.sources"),
+            "Types: deb\nURIs: https://vendor.test/apt\nSuites: nodistro\nComponents: main\n",
+        )
+        .unwrap();
+        fs::write(
+            apt.join("sources.list"),
+            "deb http://ubuntu.test/ubuntu jammy main restricted\n\
+             deb http://ubuntu.test/ubuntu jammy universe\n\
+             deb http://ubuntu.test/ubuntu jammy-security main universe\n",
+        )
+        .unwrap();
+        let store = DistributionStore::new(world.roots.distributions_dir()).with_apt_dir(&apt);
         let bookworm = store.get("debian-12").unwrap();
         assert_eq!(bookworm.family, Family::Deb);
         assert_eq!(
             bookworm.apt_sources,
-            "deb http://deb.debian.org/debian bookworm main\n\
-             deb http://deb.debian.org/debian bookworm-updates main\n\
-             deb http://deb.debian.org/debian-security bookworm-security main\n"
+            "deb http://archive.test/debian bookworm main\n\
+             deb http://archive.test/debian bookworm-updates main\n\
+             deb http://security.test/debian-security bookworm-security main\n"
         );
+        assert_eq!(bookworm.missing_archive, None);
         assert_eq!(
             bookworm.pubkeys,
             ["/usr/share/keyrings/debian-archive-keyring.gpg"]
                 .map(std::path::PathBuf::from)
                 .to_vec()
         );
-        for name in ["debian-13", "ubuntu-22.04", "ubuntu-24.04"] {
+        assert_eq!(
+            store.get("ubuntu-22.04").unwrap().apt_sources,
+            "deb http://ubuntu.test/ubuntu jammy main universe\n\
+             deb http://ubuntu.test/ubuntu jammy-security main universe\n"
+        );
+        // No archive for these suites: listed all the same, without sources.
+        let listed = store.list().unwrap();
+        for name in ["debian-13", "ubuntu-24.04"] {
             let d = store.get(name).unwrap();
-            assert!(d.apt_sources.contains("-security"), "{name}");
+            assert!(listed.contains(&d), "{name}");
+            assert_eq!(d.apt_sources, "", "{name}");
+            let missing = d.missing_archive.expect(name);
+            assert_eq!(missing.apt_dir, apt, "{name}");
         }
+        let trixie = store.get("debian-13").unwrap().missing_archive.unwrap();
+        assert_eq!(
+            (trixie.suite.as_str(), &trixie.components[..]),
+            ("trixie", &["main".to_owned()][..])
+        );
 
         let keyring = world.roots.distributions_dir().join("../local.gpg");
         fs::create_dir_all(keyring.parent().unwrap()).unwrap();
