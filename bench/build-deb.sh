@@ -21,6 +21,9 @@
 #                   96 / 96 / 87 packages; ratio to mmdebstrap 0.53 / 0.53.
 #   root fs:        first run of the session 8.5 s vs 15.2 s (0.56); back to back 12.0-14.8 s vs
 #                   18.5-22.6 s (0.65-0.66).
+# With the write boundary, dpkg's entry point and its gate (issue 13), BENCH_FS=loop, release,
+# alternating with the binary from before: vserver 7.6 / 7.4 s, before 7.6 / 6.6 s; mmdebstrap
+# 12.1-15.8 s (0.56-0.58x now).
 # Before each package was decompressed only once and only the maintainer scripts' toolbox was
 # extracted beforehand, the same machine measured 11.8-13.8 s vs 12.6-13.8 s (0.93-1.00).
 set -euo pipefail
