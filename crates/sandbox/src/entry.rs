@@ -147,6 +147,11 @@ fn run(value: &OsStr) -> ! {
         sys::exit_immediately(127);
     }
     drop(theirs);
+    // The program gets the terminal's signals itself (same process group) and decides what they
+    // mean; this process only waits for it, and must not take it down with a SIGKILL by dying.
+    for signal in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
+        sys::set_signal_ignored(signal, true);
+    }
     let mut byte = [0u8; 1];
     let loaded = matches!(rustix::io::read(&ours, &mut byte), Ok(1) if byte[0] == GATE_LOADED);
     if loaded {
