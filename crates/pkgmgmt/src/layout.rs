@@ -113,24 +113,9 @@ impl PkgLayout {
         }
     }
 
-    /// `.pkg/G/rpm/etc/macros`.
-    pub fn macros_file(&self) -> PathBuf {
-        self.host("rpm/etc/macros")
-    }
-
     /// `.pkg/G/rpm/state`: the rpm database.
     pub fn rpm_state(&self) -> PathBuf {
         self.host(RPM_STATE)
-    }
-
-    /// `.pkg/G/yum/cache`.
-    pub fn yum_cache(&self) -> PathBuf {
-        self.host(YUM_CACHE)
-    }
-
-    /// `.pkg/G/yum/lib` (dnf's persistdir: history database).
-    pub fn yum_lib(&self) -> PathBuf {
-        self.host(YUM_LIB)
     }
 
     /// `.pkg/G/lock`.

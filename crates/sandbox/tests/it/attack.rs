@@ -301,6 +301,21 @@ pub fn main(args: &[String]) -> ! {
                 errno_of(unsafe { libc::fcntl(fd, libc::F_SETLK, &flock) }.into()),
             );
         }
+        // Connects to a host daemon's socket by path (ARG1) and to an abstract one (ARG2).
+        "sockets" => {
+            use std::os::linux::net::SocketAddrExt;
+            let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(-1);
+            report(
+                "connect-path",
+                std::os::unix::net::UnixStream::connect(arg(1)).map_or_else(errno, |_| 0),
+            );
+            let abstract_name = std::os::unix::net::SocketAddr::from_abstract_name(arg(2)).unwrap();
+            report(
+                "connect-abstract",
+                std::os::unix::net::UnixStream::connect_addr(&abstract_name)
+                    .map_or_else(errno, |_| 0),
+            );
+        }
         // Looks at the size of a file a guest keeps appending to, twice, 300 ms apart.
         "observe" => {
             let file = arg(1);

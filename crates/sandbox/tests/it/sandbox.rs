@@ -20,6 +20,7 @@ crate::tests![
     write_boundary_holds_beyond_the_mounts,
     entry_point_gate_holds_the_lock_until_the_library_reports,
     dpkg_without_its_library_runs_no_script,
+    host_daemon_sockets_are_out_of_reach,
     setup_errors_are_reported,
     display_shows_command_and_environment,
     leftover_processes_are_killed,
@@ -407,6 +408,47 @@ fn dpkg_without_its_library_runs_no_script() -> Outcome {
         assert!(stderr.contains("did not load"), "{stderr}");
         assert!(!world.guest.join("postinst-ran").exists());
         world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// The host's daemons listen on sockets below /run (systemd, D-Bus, container engines) and in
+/// the abstract namespace; a socket on a read-only mount still takes connections from host uid 0.
+/// The sandbox's /run is a fresh one, and the write boundary scopes abstract sockets.
+fn host_daemon_sockets_are_out_of_reach() -> Outcome {
+    run(|| {
+        require_root()?;
+        require(
+            vserver_sandbox::write_boundary_available(),
+            "needs Landlock (ABI 6 for abstract sockets)",
+        )?;
+        let world = World::new();
+        let name = format!("vserver-test-{}", std::process::id());
+        let path = PathBuf::from("/run").join(format!("{name}.sock"));
+        let _ = fs::remove_file(&path);
+        let by_path = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let abstract_address = {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap()
+        };
+        let by_name = std::os::unix::net::UnixListener::bind_addr(&abstract_address).unwrap();
+        // Both answer outside the sandbox.
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        let results = run_attack(
+            &world,
+            attack(&["sockets", path.to_str().unwrap(), &name])
+                .guest_root(&world.guest)
+                .capabilities(CapabilityProfile::PackageManager),
+        );
+        let _ = fs::remove_file(&path);
+        drop((by_path, by_name));
+        expect(
+            &results,
+            &[
+                ("connect-path", libc::ENOENT),
+                ("connect-abstract", libc::EPERM),
+            ],
+        );
         Ok(())
     })
 }
