@@ -10,7 +10,6 @@ mod common;
 use common::require_tool;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,59 +24,38 @@ use vserver_repository::mirror::{
 };
 use vserver_repository::progress::NoProgress;
 use vserver_repository::rpmmd::{Repomd, RpmIndexOptions, index_rpm, read_repository};
-use vserver_repository::serve::{RequestLog, ServeOptions, Server, ServerHandle};
+use vserver_repository::serve::{RequestLog, ServeOptions};
 
 /// `serve` on an ephemeral loopback port, recording every request.
 struct TestServer {
-    addr: SocketAddr,
-    handle: ServerHandle,
+    served: common::Served,
     log: Arc<Mutex<Vec<RequestLog>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TestServer {
     fn start(dir: &Path) -> TestServer {
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&log);
-        let server = Server::bind(
+        let served = common::Served::start(
             dir,
             ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
                 workers: 8,
                 logger: Some(Arc::new(move |r: &RequestLog| {
                     sink.lock().unwrap().push(r.clone())
                 })),
                 ..ServeOptions::default()
             },
-        )
-        .unwrap();
-        let addr = server.local_addr();
-        let handle = server.handle();
-        let thread = std::thread::spawn(move || server.run().unwrap());
-        TestServer {
-            addr,
-            handle,
-            log,
-            thread: Some(thread),
-        }
+        );
+        TestServer { served, log }
     }
 
     fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        self.served.url()
     }
 
     /// The requests since the last call.
     fn take_log(&self) -> Vec<RequestLog> {
         std::mem::take(&mut *self.log.lock().unwrap())
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
     }
 }
 

@@ -8,65 +8,27 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::Served;
 use sha2::{Digest as _, Sha256};
 use vserver_fixtures::{DebSetOptions, RpmSetOptions, write_deb_set, write_rpm_set};
-use vserver_repository::apt::{AptIndexOptions, AptLayout, index_apt};
+use vserver_repository::apt::AptLayout;
 use vserver_repository::mirror::{FetchOptions, MirrorOptions, SignaturePolicy, mirror};
 use vserver_repository::progress::NoProgress;
 use vserver_repository::rpmmd::{Repomd, RpmIndexOptions, index_rpm};
-use vserver_repository::serve::{ServeOptions, Server, ServerHandle};
+use vserver_repository::serve::ServeOptions;
 
 /// What every bomb inflates to.
 const BOMB: u64 = 200 << 20;
 
 /// The child runs `mirror` with the arguments in this variable and prints its peak memory.
 const CHILD_ENV: &str = "VREPO_TEST_BOMB_CHILD";
-
-struct TestServer {
-    addr: SocketAddr,
-    handle: ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TestServer {
-    fn start(dir: &Path) -> TestServer {
-        let server = Server::bind(
-            dir,
-            ServeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..ServeOptions::default()
-            },
-        )
-        .unwrap();
-        let addr = server.local_addr();
-        let handle = server.handle();
-        let thread = std::thread::spawn(move || server.run().unwrap());
-        TestServer {
-            addr,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
 
 /// How the child is to mirror.
 struct Run<'a> {
@@ -260,7 +222,7 @@ fn rpm_md_primary_bombs_are_refused_with_bounded_memory() {
     let src = tmp.path().join("src");
     let dest = tmp.path().join("dest");
     rpm_source(&src);
-    let server = TestServer::start(&src);
+    let server = Served::start(&src, ServeOptions::default());
     let url = server.url();
     let run = Run {
         url: &url,
@@ -309,19 +271,14 @@ fn apt_packages_bombs_are_refused_with_bounded_memory() {
         },
     )
     .unwrap();
-    index_apt(
+    common::index(
         &src,
-        &AptIndexOptions {
-            layout: AptLayout::Dists {
-                suite: "stable".into(),
-                component: "main".into(),
-            },
-            ..AptIndexOptions::default()
+        AptLayout::Dists {
+            suite: "stable".into(),
+            component: "main".into(),
         },
-        &NoProgress,
-    )
-    .unwrap();
-    let server = TestServer::start(&src);
+    );
+    let server = Served::start(&src, ServeOptions::default());
     let url = server.url();
     let run = Run {
         url: &url,

@@ -4,44 +4,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use vserver_repository::serve::{ServeOptions, Server, ServerHandle, format_http_date};
+use common::Served;
+use vserver_repository::serve::{ServeOptions, format_http_date};
 
-struct Running {
-    addr: SocketAddr,
-    handle: ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        self.thread.take().unwrap().join().unwrap();
-    }
-}
-
-fn start(dir: &Path, options: ServeOptions) -> Running {
-    let server = Server::bind(
-        dir,
-        ServeOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..options
-        },
-    )
-    .unwrap();
-    let addr = server.local_addr();
-    let handle = server.handle();
-    let thread = Some(std::thread::spawn(move || server.run().unwrap()));
-    Running {
-        addr,
-        handle,
-        thread,
-    }
+fn start(dir: &Path, options: ServeOptions) -> Served {
+    Served::start(dir, options)
 }
 
 struct Response {

@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::Path;
@@ -18,39 +20,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::Served;
 use rustix::net::{AddressFamily, SocketType};
-use vserver_repository::serve::{ServeOptions, Server, ServerHandle};
+use vserver_repository::serve::ServeOptions;
 
-struct Running {
-    addr: SocketAddr,
-    handle: ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        self.thread.take().unwrap().join().unwrap();
-    }
-}
-
-fn start(dir: &Path, options: ServeOptions) -> Running {
-    let server = Server::bind(
-        dir,
-        ServeOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..options
-        },
-    )
-    .unwrap();
-    let addr = server.local_addr();
-    let handle = server.handle();
-    let thread = Some(std::thread::spawn(move || server.run().unwrap()));
-    Running {
-        addr,
-        handle,
-        thread,
-    }
+fn start(dir: &Path, options: ServeOptions) -> Served {
+    Served::start(dir, options)
 }
 
 fn tree() -> tempfile::TempDir {

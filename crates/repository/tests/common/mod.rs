@@ -171,3 +171,47 @@ pub fn assert_success(output: &Output, what: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `serve` of a directory on an ephemeral loopback port, shut down when dropped.
+pub struct Served {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    handle: vserver_repository::serve::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// Serves `dir` with `options` (their listen address is replaced by 127.0.0.1:0).
+    pub fn start(dir: &Path, options: vserver_repository::serve::ServeOptions) -> Served {
+        let server = vserver_repository::serve::Server::bind(
+            dir,
+            vserver_repository::serve::ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..options
+            },
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let thread = Some(std::thread::spawn(move || server.run().unwrap()));
+        Served {
+            addr,
+            handle,
+            thread,
+        }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
