@@ -24,11 +24,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{WORK_BASE, available, built_plugin, is_root};
+use common::{TestHost, available, built_plugin, is_root};
 
-struct Host {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
+/// A [`TestHost`] whose guest `g` is stopped when the test ends.
+struct Host(TestHost);
+
+impl std::ops::Deref for Host {
+    type Target = TestHost;
+
+    fn deref(&self) -> &TestHost {
+        &self.0
+    }
 }
 
 impl Drop for Host {
@@ -45,20 +51,6 @@ impl Drop for Host {
 }
 
 impl Host {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vserver"));
-        command
-            .args(args)
-            .env("VSERVER_CONFDIR", self.dir.join("etc"))
-            .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
-            .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
-            .env("VSERVER_RUNDIR", self.dir.join("run"));
-        if let Some(plugin) = built_plugin() {
-            command.env("VSERVER_RPM_PLUGIN", plugin);
-        }
-        command
-    }
-
     fn vserver(&self, args: &[&str]) -> Output {
         self.command(args).stdin(Stdio::null()).output().unwrap()
     }
@@ -147,15 +139,7 @@ fn guest_lifecycle_through_the_binary() {
     {
         return;
     }
-    fs::create_dir_all(WORK_BASE).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("vserver-cli-life")
-        .tempdir_in(WORK_BASE)
-        .unwrap();
-    let host = Host {
-        dir: tmp.path().to_path_buf(),
-        _tmp: tmp,
-    };
+    let host = Host(TestHost::new("vserver-cli-life"));
 
     // A skeleton guest with busybox, and an init that ends on SIGTERM.
     host.ok(&["g", "build", "-m", "skeleton", "--hostname", "g.example"]);
@@ -313,29 +297,10 @@ fn vrpm_on_a_running_guest_freezes_it() {
     {
         return;
     }
-    fs::create_dir_all(WORK_BASE).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("vserver-cli-vrpm")
-        .tempdir_in(WORK_BASE)
-        .unwrap();
-    let host = Host {
-        dir: tmp.path().to_path_buf(),
-        _tmp: tmp,
-    };
+    let host = Host(TestHost::new("vserver-cli-vrpm"));
     let repo = host.dir.join("repo");
     vserver_fixtures::busybox_shell_rpm(&repo, Path::new("/bin/busybox")).unwrap();
-    host.ok(&["vrepo", "index", "-q", repo.to_str().unwrap()]);
-    host.ok(&[
-        "vdistro",
-        "add",
-        "fixture",
-        "--releasever",
-        "1",
-        "--repo",
-        &format!("fx=file://{}/", repo.display()),
-        "--pkgs",
-        "fx-shell",
-    ]);
+    host.register_fixture(&repo, "fx-shell");
     host.ok(&["g", "build", "-m", "yum", "--", "-d", "fixture"]);
     let root = host.dir.join("vservers/g");
     for applet in ["sleep", "readlink", "hostname"] {

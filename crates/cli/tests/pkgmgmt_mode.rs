@@ -20,29 +20,20 @@ const EXTERNALIZE_STEPS: usize = 7;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{rpm_guest_prerequisites, snapshot, work_dir};
+use common::{TestHost, rpm_guest_prerequisites, snapshot};
 use vserver_fixtures::{RpmSetOptions, Scriptlets};
 
-struct Host {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    plugin: PathBuf,
+struct Host(TestHost);
+
+impl std::ops::Deref for Host {
+    type Target = TestHost;
+
+    fn deref(&self) -> &TestHost {
+        &self.0
+    }
 }
 
 impl Host {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vserver"));
-        command
-            .args(args)
-            .env("VSERVER_CONFDIR", self.dir.join("etc"))
-            .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
-            .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
-            .env("VSERVER_RUNDIR", self.dir.join("run"))
-            .env("VSERVER_RPM_PLUGIN", &self.plugin)
-            .env_remove("VSERVER_TEST_FAIL_AT_STEP");
-        command
-    }
-
     fn vserver(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
@@ -203,15 +194,10 @@ fn hidden_leftovers(root: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn rpm_guest_internalize_externalize_round_trip_rollback_tamper_and_hostile_links() {
-    let Some(plugin) = rpm_guest_prerequisites() else {
+    if rpm_guest_prerequisites().is_none() {
         return;
-    };
-    let tmp = work_dir("vserver-pkgmode");
-    let host = Host {
-        dir: tmp.path().to_path_buf(),
-        _tmp: tmp,
-        plugin,
-    };
+    }
+    let host = Host(TestHost::new("vserver-pkgmode"));
     std::fs::create_dir_all(host.dir.join("home")).unwrap();
     let repo = host.dir.join("repo");
     vserver_fixtures::write_rpm_set_with_busybox(

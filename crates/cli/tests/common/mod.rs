@@ -180,7 +180,8 @@ impl TestHost {
             .env("VSERVER_ROOTDIR", self.dir.join("vservers"))
             .env("VSERVER_PKGDIR", self.dir.join("vservers/.pkg"))
             .env("VSERVER_RUNDIR", self.dir.join("run"))
-            .env_remove("VSERVER_OPERATION_TIME_LIMIT");
+            .env_remove("VSERVER_OPERATION_TIME_LIMIT")
+            .env_remove("VSERVER_TEST_FAIL_AT_STEP");
         if let Some(plugin) = built_plugin() {
             command.env("VSERVER_RPM_PLUGIN", plugin);
         }
