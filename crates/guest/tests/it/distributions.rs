@@ -593,17 +593,9 @@ fn guest_settings_are_checked_like_a_distribution() -> Outcome {
         );
 
         let request = vserver_guest::BuildRequest {
-            guest: "g".into(),
-            method: vserver_guest::BuildMethod::Skeleton,
             distribution: None,
             releasever: Some("41\n[evil]".into()),
-            hostname: None,
-            force: false,
-            keep: false,
-            packages: Vec::new(),
-            rpm_files: Vec::new(),
-            verbose: false,
-            apt_mirror: None,
+            ..world.request("g", vserver_guest::BuildMethod::Skeleton)
         };
         let error = vserver_guest::build(&world.roots, &request, &mut |_| {}).unwrap_err();
         assert!(
