@@ -122,3 +122,30 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+/// Finishes or undoes whatever was interrupted on `guest` (on every guest when `None`) and says
+/// so, one line each, before the command does what was asked. A failure is the command's error.
+pub fn recover_first(
+    applet: &'static str,
+    roots: &vserver_guest::HostRoots,
+    guest: Option<&str>,
+) -> Result<(), std::process::ExitCode> {
+    let done = match guest {
+        Some(guest) => vserver_guest::recover(roots, guest),
+        None => vserver_guest::recover_all(roots),
+    };
+    match done {
+        Ok(lines) => {
+            for line in lines {
+                eprintln!("{applet}: {line}");
+            }
+            Ok(())
+        }
+        // A name that cannot be a guest's has nothing to recover; the command reports it.
+        Err(vserver_guest::Error::InvalidName { .. }) => Ok(()),
+        Err(error) => {
+            Output::new(applet, Verbosity::Normal).error(&anyhow::Error::new(error));
+            Err(std::process::ExitCode::from(crate::exit::FAILURE))
+        }
+    }
+}

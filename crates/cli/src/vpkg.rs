@@ -139,6 +139,10 @@ pub fn run_on_guests(
         if guests.len() > 1 {
             out.status(&format!("guest `{guest}`"));
         }
+        if let Err(failed) = crate::output::recover_first(applet, &roots, Some(guest)) {
+            code = failed;
+            continue;
+        }
         let status = vserver_guest::load_guest(&roots, guest)
             .map_err(GuestToolError::from)
             .and_then(|config| run(&roots, &config, &cli.args));

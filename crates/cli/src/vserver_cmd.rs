@@ -97,6 +97,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return exit::command_line(&err),
     };
+    if let Err(code) = crate::output::recover_first("vserver", &cli.roots.roots(), Some(&cli.guest))
+    {
+        return code;
+    }
     match cli.command.as_str() {
         "build" => build(&cli),
         "start" | "stop" | "restart" | "status" | "exec" | "enter" | "delete" => lifecycle(&cli),
@@ -183,6 +187,7 @@ fn build(cli: &Cli) -> ExitCode {
     let result = vserver_guest::build(&roots, &request, &mut |event| match event {
         BuildEvent::Phase(phase) => out.status(&format!("{}: {phase}", cli.guest)),
         BuildEvent::Warning(warning) => out.warn(&format!("{}: {warning}", cli.guest)),
+        BuildEvent::Recovered(line) => eprintln!("vserver: guest `{}`: {line}", cli.guest),
     });
     match result {
         Ok(config) => {
@@ -297,7 +302,16 @@ fn status_line(status: &vserver_guest::GuestStatus) -> String {
                 .map(|m| format!("\t{} KiB", m / 1024))
                 .unwrap_or_default()
         ),
-        None => format!("{}\tstopped", status.guest),
+        None => format!(
+            "{}\t{}{}",
+            status.guest,
+            status.state,
+            status
+                .operation
+                .as_ref()
+                .map(|o| format!("\t{o}"))
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -313,6 +327,9 @@ fn list(args: Vec<OsString>) -> ExitCode {
     };
     let out = Output::new("vserver", verbosity);
     let run_dir = vserver_guest::default_run_dir();
+    if let Err(code) = crate::output::recover_first("vserver", &parsed.roots.roots(), None) {
+        return code;
+    }
     match vserver_guest::list(&parsed.roots.roots(), &run_dir) {
         Ok(guests) => {
             if parsed.json {

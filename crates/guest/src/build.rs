@@ -3,9 +3,13 @@
 //! Methods: `skeleton` (directories, minimal `/dev`, `/etc/hosts`, `/etc/resolv.conf`, the
 //! configuration), `yum`/`dnf` (skeleton, then the external rpm state, an empty database, the
 //! distribution's keys, each `pkgs/NN` list and the extra packages through dnf), and `rpm`
-//! (package files installed by rpm without a resolver). Everything the build creates is recorded;
-//! a failure removes it again unless `--keep`. `--force` first moves an existing guest's root,
-//! configuration and package state aside (`NAME.old-PID`) and puts them back if the build fails.
+//! (package files installed by rpm without a resolver). The build is a transaction (module
+//! `transaction`): each path is recorded in the guest's journal before it is created, so a
+//! failure — or, through the next command, a kill — removes it again; `--keep` keeps a failed
+//! build, listed as incomplete until a new build or a delete of that name undoes it. `--force`
+//! first sets an existing guest's root, configuration and package state aside under hidden names
+//! (`.NAME.vserver-replaced`, never a guest) and puts them back if the build does not complete.
+//! Every guest gets an identity (module `identity`) that `delete` checks.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +20,7 @@ use crate::config::{GuestConfig, PackageManagement};
 use crate::distribution::{Distribution, DistributionStore};
 use crate::error::{Error, Result, check_name};
 use crate::roots::HostRoots;
+use crate::transaction::{Operation, Transaction};
 
 /// How to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,13 +85,8 @@ pub enum BuildEvent {
     Phase(String),
     /// Something that did not stop the build.
     Warning(String),
-}
-
-/// Paths the build created or moved, for clean-up.
-#[derive(Default)]
-struct Undo {
-    created: Vec<PathBuf>,
-    moved: Vec<(PathBuf, PathBuf)>,
+    /// An earlier build of the same name was undone first (one line saying what was done).
+    Recovered(String),
 }
 
 /// Builds a guest; see the module documentation.
@@ -133,24 +133,42 @@ pub fn build(
     if let (Some(dist), BuildMethod::Apt(_)) = (&distribution, request.method) {
         crate::build_apt::check_archive(&request.guest, dist, request.apt_mirror.as_ref())?;
     }
+    // An earlier build of this name that failed and was kept (`--keep`) is undone first: a
+    // new build starts over.
+    if let Some((_, message)) = crate::transaction::recover_journal(roots, &request.guest, true)? {
+        on_event(BuildEvent::Recovered(message));
+    }
+    let mut transaction = Transaction::begin(roots, &request.guest, Operation::Build)?;
     let config_dir = roots.confdir.join(&request.guest);
     let root = roots.rootdir.join(&request.guest);
     let pkg = roots.pkgdir.join(&request.guest);
-    let mut undo = Undo::default();
-    for path in [&config_dir, &root, &pkg] {
-        if path.exists() || path.is_symlink() {
-            if !request.force {
-                return Err(Error::GuestExists {
-                    name: request.guest.clone(),
-                    path: path.clone(),
-                });
-            }
-            let aside = PathBuf::from(format!("{}.old-{}", path.display(), std::process::id()));
-            if let Err(e) = fs_err::rename(path, &aside) {
-                restore(&mut undo);
-                return Err(Error::io("move aside", path)(e));
-            }
-            undo.moved.push((path.clone(), aside));
+    let existing: Vec<&PathBuf> = [&config_dir, &root, &pkg]
+        .into_iter()
+        .filter(|path| path.exists() || path.is_symlink())
+        .collect();
+    if let Some(path) = existing.first() {
+        let refusal = if !request.force {
+            Some(Error::GuestExists {
+                name: request.guest.clone(),
+                path: (*path).clone(),
+            })
+        } else if crate::lifecycle::running_guest_for_backend(&request.guest)?.is_some() {
+            Some(Error::BadRequest {
+                guest: request.guest.clone(),
+                problem: "it is running; stop it before building a new guest in its place".into(),
+            })
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            transaction.finish()?;
+            return Err(refusal);
+        }
+    }
+    for path in existing {
+        if let Err(error) = transaction.move_aside(path) {
+            transaction.undo()?;
+            return Err(error);
         }
     }
     let mut phase = String::from("setup");
@@ -159,41 +177,44 @@ pub fn build(
         request,
         distribution.as_ref(),
         &root,
-        &mut undo,
+        &mut transaction,
         &mut phase,
         on_event,
     );
+    let replaced = transaction.replaces();
     match result {
         Ok(config) => {
-            for (_, aside) in undo.moved.drain(..) {
-                if let Err(e) = remove_tree(&aside) {
-                    on_event(BuildEvent::Warning(format!(
-                        "cannot remove the old guest moved aside to `{}`: {e}",
-                        aside.display()
-                    )));
-                }
+            for left in transaction.commit()? {
+                on_event(BuildEvent::Warning(format!(
+                    "cannot remove the guest this build replaced: {left}"
+                )));
             }
             Ok(config)
         }
         Err(error) => {
             let cleanup = if request.keep {
-                format!(
-                    "kept what was built (--keep): `{}`, `{}`",
-                    root.display(),
-                    pkg.display()
-                )
-            } else {
-                let mut left = Vec::new();
-                for path in undo.created.iter().rev() {
-                    if let Err(e) = remove_tree(path) {
-                        left.push(format!("{} ({e})", path.display()));
-                    }
+                match transaction.keep() {
+                    Ok(()) => format!(
+                        "kept what was built (--keep): `{}`, `{}`; it is listed as incomplete until `vserver {} delete` or a new build removes it{}",
+                        root.display(),
+                        pkg.display(),
+                        request.guest,
+                        if replaced {
+                            ", which puts the guest it replaces back"
+                        } else {
+                            ""
+                        }
+                    ),
+                    Err(e) => format!("cannot mark the kept build incomplete: {e}"),
                 }
-                restore(&mut undo);
-                if left.is_empty() {
-                    "removed everything it created".to_owned()
-                } else {
-                    format!("could not remove {}", left.join(", "))
+            } else {
+                match transaction.undo() {
+                    Ok(_) if replaced => {
+                        "removed everything it created; the guest it was replacing is back"
+                            .to_owned()
+                    }
+                    Ok(_) => "removed everything it created".to_owned(),
+                    Err(e) => format!("{e}; the next command on the guest retries the clean-up"),
                 }
             };
             Err(Error::BuildFailed {
@@ -206,45 +227,31 @@ pub fn build(
     }
 }
 
-fn restore(undo: &mut Undo) {
-    for (path, aside) in undo.moved.drain(..) {
-        let _ = fs_err::rename(&aside, &path);
-    }
-}
-
-fn remove_tree(path: &Path) -> std::io::Result<()> {
-    // std's remove_dir_all does not follow symlinks (it opens each directory O_NOFOLLOW).
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
 fn run_build(
     roots: &HostRoots,
     request: &BuildRequest,
     distribution: Option<&Distribution>,
     root: &Path,
-    undo: &mut Undo,
+    transaction: &mut Transaction,
     phase: &mut String,
     on_event: &mut dyn FnMut(BuildEvent),
 ) -> Result<GuestConfig> {
     let guest = request.guest.clone();
-    let set_phase = |phase: &mut String, name: &str, on_event: &mut dyn FnMut(BuildEvent)| {
+    // The phase goes to the journal too, for `--list` while the build runs; failing to note it
+    // does not stop the build.
+    let set_phase = |phase: &mut String,
+                     transaction: &mut Transaction,
+                     name: &str,
+                     on_event: &mut dyn FnMut(BuildEvent)| {
         *phase = name.to_owned();
+        let _ = transaction.set_phase(name);
         on_event(BuildEvent::Phase(name.to_owned()));
     };
-    set_phase(phase, "skeleton", on_event);
+    set_phase(phase, transaction, "skeleton", on_event);
     fs_err::create_dir_all(&roots.rootdir).map_err(Error::io("create", &roots.rootdir))?;
+    transaction.will_create(root)?;
     fs_err::create_dir(root).map_err(Error::io("create", root))?;
-    undo.created.push(root.to_owned());
     let root = root.canonicalize().map_err(Error::io("resolve", root))?;
-    make_skeleton(
-        &guest,
-        &root,
-        request.hostname.as_deref().unwrap_or(&guest),
-        method_family(request.method),
-    )?;
 
     let family = match (request.method, distribution) {
         (BuildMethod::Skeleton, None) => String::new(),
@@ -258,6 +265,7 @@ fn run_build(
         .unwrap_or_default();
     let config = GuestConfig {
         name: guest.clone(),
+        id: crate::identity::new_id()?,
         root: root.clone(),
         distribution: distribution.map(|d| d.name.clone()).unwrap_or_default(),
         family,
@@ -279,17 +287,24 @@ fn run_build(
         .to_owned(),
         ..GuestConfig::default()
     };
-    set_phase(phase, "configuration", on_event);
-    undo.created.push(roots.confdir.join(&guest));
+    transaction.will_create(&roots.pkgdir.join(&guest))?;
+    crate::identity::record(roots, &config)?;
+    make_skeleton(
+        &guest,
+        &root,
+        request.hostname.as_deref().unwrap_or(&guest),
+        method_family(request.method),
+    )?;
+    set_phase(phase, transaction, "configuration", on_event);
+    transaction.will_create(&roots.confdir.join(&guest))?;
     config.save(roots)?;
 
     let Some(distribution) = distribution.filter(|_| request.method != BuildMethod::Skeleton)
     else {
         return Ok(config);
     };
-    set_phase(phase, "package state", on_event);
+    set_phase(phase, transaction, "package state", on_event);
     let layout = PkgLayout::new(&roots.pkgdir, &guest);
-    undo.created.push(layout.dir().to_owned());
     if let BuildMethod::Apt(variant) = request.method {
         let deb = crate::build_apt::DebBuild {
             guest: &guest,
@@ -301,7 +316,7 @@ fn run_build(
             time_limit: crate::config::operation_time_limit(&config)?,
         };
         let warnings = crate::build_apt::build_deb(layout, distribution, &deb, &mut |name| {
-            set_phase(phase, name, on_event)
+            set_phase(phase, transaction, name, on_event)
         })?;
         for warning in warnings {
             on_event(BuildEvent::Warning(warning));
@@ -334,16 +349,21 @@ fn run_build(
     // guest keep their syncs.
     .skip_fsync(true);
     backend.prepare()?;
-    set_phase(phase, "database", on_event);
+    set_phase(phase, transaction, "database", on_event);
     backend.initialize_database()?;
     if !distribution.pubkeys.is_empty() {
-        set_phase(phase, "keys", on_event);
+        set_phase(phase, transaction, "keys", on_event);
         backend.import_keys(&distribution.pubkeys)?;
     }
     match request.method {
         BuildMethod::Yum => {
             for (list, entries) in &distribution.package_lists {
-                set_phase(phase, &format!("package list {list}"), on_event);
+                set_phase(
+                    phase,
+                    transaction,
+                    &format!("package list {list}"),
+                    on_event,
+                );
                 let required: Vec<String> = entries
                     .iter()
                     .filter(|e| !e.can_fail)
@@ -360,18 +380,18 @@ fn run_build(
                 }
             }
             if !request.packages.is_empty() {
-                set_phase(phase, "extra packages", on_event);
+                set_phase(phase, transaction, "extra packages", on_event);
                 backend.install(&request.packages)?;
             }
         }
         BuildMethod::Rpm => {
-            set_phase(phase, "package files", on_event);
+            set_phase(phase, transaction, "package files", on_event);
             let files = expand_manifests(&guest, &request.rpm_files)?;
             backend.install_files(&files)?;
         }
         BuildMethod::Skeleton | BuildMethod::Apt(_) => {}
     }
-    set_phase(phase, "clean-up", on_event);
+    set_phase(phase, transaction, "clean-up", on_event);
     backend.clean_cache()?;
     backend.sync()?;
     Ok(config)

@@ -30,6 +30,10 @@ pub enum PackageManagement {
 pub struct GuestConfig {
     /// The guest's name.
     pub name: String,
+    /// Its identity, given at build (empty for guests built before identities existed); see
+    /// module `identity`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// Its root directory on the host.
     pub root: PathBuf,
     /// The distribution it was built from (empty for a bare skeleton).
@@ -103,6 +107,7 @@ impl Default for GuestConfig {
     fn default() -> Self {
         GuestConfig {
             name: String::new(),
+            id: String::new(),
             root: PathBuf::new(),
             distribution: String::new(),
             family: String::new(),

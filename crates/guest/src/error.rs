@@ -107,6 +107,27 @@ pub enum Error {
     /// A package operation failed.
     #[error(transparent)]
     Package(#[from] vserver_pkgmgmt::Error),
+    /// Finishing or undoing an interrupted package-management move failed.
+    #[error(transparent)]
+    ModeChange(#[from] vserver_pkgmgmt::mode::ModeError),
+    /// Another guest operation holds the guest.
+    #[error("guest `{guest}`: a {operation} is running on it (pid {pid})")]
+    Busy {
+        /// The guest.
+        guest: String,
+        /// What is running (`build`, `delete`, `pkgmgmt`).
+        operation: String,
+        /// Its process.
+        pid: u32,
+    },
+    /// What a destructive command would remove does not belong to the guest named.
+    #[error("guest `{guest}`: refusing to remove anything: {problem}")]
+    NotTheGuest {
+        /// The guest.
+        guest: String,
+        /// Which piece does not match, and how.
+        problem: String,
+    },
     /// A build failed; what it created was removed (or kept with `--keep`).
     #[error("building guest `{guest}` failed during {phase}; {cleanup}")]
     BuildFailed {

@@ -18,6 +18,9 @@
 //! - module `pkgmode`: `vserver G pkgmgmt internalize|externalize` around
 //!   [`vserver_pkgmgmt::mode`]: refuses a running guest unless forced (then freezes it), records
 //!   the mode in the configuration.
+//! - [`recover`], [`recover_all`] (modules `transaction`, `recovery`, `identity`): build, delete
+//!   and package-management moves are journaled in host-only state; the next command finishes or
+//!   undoes one that was killed. `delete` checks the guest's recorded identity first.
 //! - [`NetConfig`], [`InitConfig`], [`LimitsConfig`] (module `runtime`): how a guest runs — its
 //!   network, init, cgroup limits and stop sequence, from `config.toml`.
 //!
@@ -34,11 +37,14 @@ mod config;
 mod distribution;
 mod error;
 mod host_apt;
+mod identity;
 mod lifecycle;
 mod pkgmode;
+mod recovery;
 mod roots;
 mod runtime;
 mod suggest;
+mod transaction;
 
 pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
 pub use build_apt::{AptMirror, open_deb_backend};
@@ -58,6 +64,7 @@ pub use pkgmode::{
     ExternalizeReport, PkgModeDirection, PkgModeError, PkgModeOutcome, PkgModeRequest,
     change_package_management, run_guest_tool,
 };
+pub use recovery::{recover, recover_all};
 pub use roots::HostRoots;
 pub use runtime::{
     DEFAULT_RUNLEVEL, DEFAULT_STOP_TIMEOUT, InitConfig, LimitsConfig, NetConfig, TIME_LIMIT_VAR,

@@ -24,9 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 pub use vserver_sandbox::GuestLimits;
-use vserver_sandbox::{
-    CapabilityProfile, CgroupSupport, GuestCgroup, GuestLaunch, GuestNetwork, GuestRoot,
-};
+use vserver_sandbox::{CapabilityProfile, CgroupSupport, GuestCgroup, GuestLaunch, GuestNetwork};
 
 use crate::config::{GuestConfig, PackageManagement, list_guests, load_guest};
 use crate::roots::HostRoots;
@@ -611,10 +609,41 @@ pub struct GuestStatus {
     pub distribution: String,
     /// Where its package database is.
     pub package_management: PackageManagement,
-    /// `running` or `stopped`.
+    /// `running`, `stopped`, or `incomplete` (a build runs, or failed and was kept).
     pub state: &'static str,
     /// Details when running.
     pub running: Option<RunningInfo>,
+    /// A guest operation running on it, or the kept build that makes it incomplete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+}
+
+/// `state` and `operation` of a guest with a pending journal.
+fn pending_state(roots: &HostRoots, name: &str) -> LifecycleResult<Option<(bool, String)>> {
+    use crate::transaction::Pending;
+    Ok(
+        crate::transaction::pending(roots, name)?.map(|pending| match pending {
+            Pending::Running {
+                operation,
+                pid,
+                phase,
+            } => {
+                let phase = if phase.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {phase}")
+                };
+                (
+                    operation == "build",
+                    format!("{operation} running (pid {pid}{phase})"),
+                )
+            }
+            Pending::Incomplete { phase } => (
+                true,
+                format!("build failed during {phase}, kept with --keep"),
+            ),
+        }),
+    )
 }
 
 /// The state of guest `name`.
@@ -636,58 +665,87 @@ pub fn status(roots: &HostRoots, run_dir: &Path, name: &str) -> LifecycleResult<
             cgroups: record.cgroups.clone(),
         }
     });
+    let pending = pending_state(roots, name)?;
     Ok(GuestStatus {
         guest: config.name,
         distribution: config.distribution,
         package_management: config.package_management,
-        state: if running.is_some() {
-            "running"
-        } else {
-            "stopped"
+        state: match (&running, &pending) {
+            (Some(_), _) => "running",
+            (None, Some((true, _))) => "incomplete",
+            (None, _) => "stopped",
         },
         running,
+        operation: pending.map(|(_, operation)| operation),
     })
 }
 
-/// The state of every configured guest, sorted by name.
+/// The state of every configured guest, and of every guest a build is making, sorted by name.
 pub fn list(roots: &HostRoots, run_dir: &Path) -> LifecycleResult<Vec<GuestStatus>> {
-    list_guests(roots)?
+    let configured = list_guests(roots)?;
+    let mut statuses = configured
         .iter()
         .map(|name| status(roots, run_dir, name))
-        .collect()
+        .collect::<LifecycleResult<Vec<_>>>()?;
+    // A build that has not written the configuration yet.
+    for name in crate::transaction::journaled_guests(roots)? {
+        if configured.contains(&name) {
+            continue;
+        }
+        if let Some((true, operation)) = pending_state(roots, &name)? {
+            statuses.push(GuestStatus {
+                guest: name,
+                distribution: String::new(),
+                package_management: PackageManagement::None,
+                state: "incomplete",
+                running: None,
+                operation: Some(operation),
+            });
+        }
+    }
+    statuses.sort_by(|a, b| a.guest.cmp(&b.guest));
+    Ok(statuses)
 }
 
-/// Deletes guest `name`: stops it, then removes its root, its configuration directory, its
-/// `.pkg` state, its run record and log — each through [`GuestRoot::remove_all`], which follows
-/// no symlink, so a link the guest planted is removed as a link and its target stays.
+/// Deletes guest `name`: checks that its configuration, root and `.pkg` state belong to it
+/// (module `identity`), stops it, then removes its root, its `.pkg` state, its run record and
+/// log and its configuration, in that order, under a journal that lets the next command finish
+/// a delete that was killed. Each removal goes through [`vserver_sandbox::GuestRoot::remove_all`], which follows
+/// no symlink, so a link the guest planted is removed as a link and its target stays. A failed
+/// build kept with `--keep` is undone instead (the guest it replaced, if any, comes back).
 pub fn delete(roots: &HostRoots, run_dir: &Path, name: &str) -> LifecycleResult<()> {
+    crate::error::check_name("guest", name)?;
+    // A failed build kept with `--keep` is undone, not deleted: a guest it replaced comes back.
+    if let Some(crate::transaction::Pending::Incomplete { .. }) =
+        crate::transaction::pending(roots, name)?
+    {
+        crate::transaction::recover_journal(roots, name, true)?;
+        return Ok(());
+    }
     let config = load_guest(roots, name)?;
+    crate::identity::check(roots, name, &config)?;
+    if !config.root.is_absolute() || config.root.parent().is_none_or(|p| p == Path::new("/")) {
+        return Err(LifecycleError::UnsafeRoot {
+            guest: name.to_string(),
+            root: config.root.clone(),
+        });
+    }
+    let mut transaction =
+        crate::transaction::Transaction::begin(roots, name, crate::transaction::Operation::Delete)?;
     stop(roots, run_dir, name, StopOptions::default())?;
-    let (Some(parent), Some(base)) = (config.root.parent(), config.root.file_name()) else {
-        return Err(LifecycleError::UnsafeRoot {
-            guest: name.to_string(),
-            root: config.root.clone(),
-        });
-    };
-    if !config.root.is_absolute() || parent == Path::new("/") {
-        return Err(LifecycleError::UnsafeRoot {
-            guest: name.to_string(),
-            root: config.root.clone(),
-        });
+    // The configuration last: until then, a delete that failed can be retried by name.
+    let paths = [
+        config.root.clone(),
+        roots.pkgdir.join(name),
+        run_dir.join(format!("{name}.toml")),
+        run_dir.join(format!("{name}.log")),
+        roots.confdir.join(name),
+    ];
+    transaction.will_remove(&paths)?;
+    for path in &paths {
+        crate::transaction::remove_host_tree(path)?;
+        vserver_pkgmgmt::checkpoint();
     }
-    let remove_below = |dir: &Path, entry: &Path| -> LifecycleResult<()> {
-        if !dir.is_dir() {
-            return Ok(());
-        }
-        GuestRoot::open(dir)
-            .and_then(|d| d.remove_all_if_exists(entry))
-            .map_err(sandbox_err(name, "remove the guest's files"))
-    };
-    remove_below(parent, Path::new(base))?;
-    remove_below(&roots.pkgdir, Path::new(name))?;
-    for file in [format!("{name}.toml"), format!("{name}.log")] {
-        remove_below(run_dir, Path::new(&file))?;
-    }
-    // The configuration last: until then, a failed delete can be retried by name.
-    remove_below(&roots.confdir, Path::new(name))
+    transaction.finish()?;
+    Ok(())
 }

@@ -90,32 +90,6 @@ pub enum PkgModeError {
         /// Its family.
         family: String,
     },
-    /// A previous mode change of this guest did not finish (its process was killed): no
-    /// roll-back ran, and nothing more is changed until someone has looked.
-    #[error(
-        "guest `{guest}`: a previous `pkgmgmt {direction}` did not finish (`{marker}` is still there); check the guest and `.pkg` (`.NAME.vserver-aside` entries, `internal`, `convert/`), then remove the marker"
-    )]
-    Interrupted {
-        /// The guest.
-        guest: String,
-        /// What the interrupted change was doing.
-        direction: String,
-        /// The marker file.
-        marker: std::path::PathBuf,
-    },
-    /// The marker of a running mode change could not be written or removed.
-    #[error("guest `{guest}`: cannot {op} `{path}`")]
-    Marker {
-        /// The guest.
-        guest: String,
-        /// What we tried.
-        op: &'static str,
-        /// The marker file.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
     /// Freezing the running guest failed.
     #[error("guest `{guest}`: cannot freeze it for the change")]
     Freeze {
@@ -191,6 +165,27 @@ pub fn change_package_management(
     request: &PkgModeRequest,
     on_step: &mut dyn FnMut(usize, &str),
 ) -> Result<PkgModeOutcome, PkgModeError> {
+    // A move that was killed is finished or undone first: the mode checks below then see where
+    // the database really is.
+    crate::recovery::recover(roots, name)?;
+    let transaction = crate::transaction::Transaction::begin(
+        roots,
+        name,
+        crate::transaction::Operation::Pkgmgmt,
+    )?;
+    let result = change_locked(roots, run_dir, name, request, on_step);
+    // A roll-back that did not finish leaves the move's own log, which the next command reads.
+    transaction.finish()?;
+    result
+}
+
+fn change_locked(
+    roots: &HostRoots,
+    run_dir: &Path,
+    name: &str,
+    request: &PkgModeRequest,
+    on_step: &mut dyn FnMut(usize, &str),
+) -> Result<PkgModeOutcome, PkgModeError> {
     let config = load_guest(roots, name)?;
     let (wanted, current_ok) = match request.direction {
         PkgModeDirection::Internalize => (PackageManagement::Internal, PackageManagement::External),
@@ -215,7 +210,6 @@ pub fn change_package_management(
     }
     let _frozen = freeze_if_running(roots, run_dir, name, request.force)?;
     let layout = PkgLayout::new(&roots.pkgdir, name);
-    let _marker = ChangeMarker::create(&layout, request.direction)?;
     let mut record = |mode: Mode| -> StepResult {
         let mut updated: GuestConfig = config.clone();
         updated.package_management = match mode {
@@ -254,57 +248,6 @@ pub fn change_package_management(
             }
         }
     })
-}
-
-/// `.pkg/G/mode-change`: present while a mode change runs. The steps roll themselves back on
-/// every failure they see; only a killed process leaves the marker behind, and the next change
-/// then refuses instead of building on a half-done one.
-struct ChangeMarker {
-    path: std::path::PathBuf,
-}
-
-impl ChangeMarker {
-    fn create(layout: &PkgLayout, direction: PkgModeDirection) -> Result<Self, PkgModeError> {
-        let path = layout.dir().join("mode-change");
-        let what = match direction {
-            PkgModeDirection::Internalize => "internalize",
-            PkgModeDirection::Externalize => "externalize",
-        };
-        let created = fs_err::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path);
-        match created {
-            Ok(mut file) => {
-                use std::io::Write;
-                let _ = writeln!(file, "{what} {}", std::process::id());
-                Ok(ChangeMarker { path })
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let direction = fs_err::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| t.split_whitespace().next().map(str::to_owned))
-                    .unwrap_or_else(|| "change".into());
-                Err(PkgModeError::Interrupted {
-                    guest: layout.guest().to_owned(),
-                    direction,
-                    marker: path,
-                })
-            }
-            Err(source) => Err(PkgModeError::Marker {
-                guest: layout.guest().to_owned(),
-                op: "create",
-                path,
-                source,
-            }),
-        }
-    }
-}
-
-impl Drop for ChangeMarker {
-    fn drop(&mut self) {
-        let _ = fs_err::remove_file(&self.path);
-    }
 }
 
 fn mode_name(mode: PackageManagement) -> &'static str {

@@ -92,3 +92,18 @@ pub(crate) fn is_file(path: impl AsRef<Path>) -> bool {
 pub(crate) fn canonicalize(path: impl AsRef<Path>) -> io::Result<std::path::PathBuf> {
     fs_err::canonicalize(path.as_ref())
 }
+
+/// Creates `path`, which must not exist, for appending.
+pub(crate) fn create_new_append(path: impl AsRef<Path>) -> io::Result<std::fs::File> {
+    Ok(fs_err::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path.as_ref())?
+        .into_parts()
+        .0)
+}
+
+/// `fsync` of the directory `path`, so that names created or removed in it are durable.
+pub(crate) fn sync_dir(path: impl AsRef<Path>) -> io::Result<()> {
+    fs_err::File::open(path.as_ref())?.sync_all()
+}

@@ -32,6 +32,7 @@
 #![warn(clippy::disallowed_methods)]
 
 mod backend;
+mod checkpoint;
 mod deb;
 mod error;
 mod host_fs;
@@ -42,6 +43,7 @@ mod plugin;
 mod rpm;
 
 pub use backend::{DEFAULT_TIME_LIMIT, Family, PackageBackend, Tool};
+pub use checkpoint::{KILL_AT_VAR, checkpoint};
 pub use deb::{DPKG_MOUNT_POINT, DebBackend, DebSettings, DebTool, Variant};
 pub use error::{Error, Result};
 pub use layout::PkgLayout;

@@ -60,7 +60,12 @@ fn skeleton() -> Outcome {
             text.contains("name = \"sk\"") && text.contains("package_management = \"none\""),
             "{text}"
         );
-        assert!(!world.roots.pkgdir.join("sk").exists());
+        // A skeleton has no package state, only the identity `delete` checks.
+        let state: Vec<String> = fs::read_dir(world.roots.pkgdir.join("sk"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(state, ["identity"]);
         // A second build without --force refuses.
         assert!(matches!(
             world.build(&request),

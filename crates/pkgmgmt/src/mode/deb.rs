@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use vserver_sandbox::{Access, FileKind, GuestRoot, SandboxCommand};
 
+use super::changelog::{self, Logged};
 use super::guestfs::{
     CopyBudget, Journal, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest, read_limited,
 };
@@ -143,9 +144,10 @@ impl DebModeChange {
         let packages = self
             .host_packages(&state, Path::new(DPKG_STATE))
             .map_err(|e| self.target.refused(e.to_string()))?;
-        let db_journal = RefCell::new(Journal::default());
-        let etc_journal = RefCell::new(Journal::default());
-        let state_journal = RefCell::new(Journal::default());
+        let log = self.target.begin_log(Mode::Internal, "deb")?;
+        let db_journal = RefCell::new(Journal::logged(&log));
+        let etc_journal = RefCell::new(Journal::logged(&log));
+        let state_journal = RefCell::new(Journal::logged(&log));
         let wrote = RefCell::new(Vec::<PathBuf>::new());
         let record_mode = RefCell::new(record_mode);
         let mut steps = Steps::new(self.target.guest(), Mode::External);
@@ -240,13 +242,15 @@ impl DebModeChange {
             || (record_mode.borrow_mut())(Mode::Internal),
             || (record_mode.borrow_mut())(Mode::External),
         );
-        steps.run(options, on_step)?;
+        steps.durable(&log);
+        self.target.run_logged(steps, options, on_step)?;
         if options.purge_external {
             for dir in [DPKG_STATE, APT_STATE] {
                 let _ = set_tree_modes(&state, Path::new(dir), 0o755, 0o644);
                 let _ = state.remove_all_if_exists(dir);
             }
         }
+        let _ = changelog::remove(&self.target.layout);
         Ok(packages)
     }
 
@@ -272,8 +276,9 @@ impl DebModeChange {
         let root = self.target.open_root()?;
         check_plain_dirs(&root, Path::new(ADMIN_DIR)).map_err(|p| self.target.refused(p))?;
         let report = RefCell::new(ExternalizeReport::default());
-        let state_journal = RefCell::new(Journal::default());
-        let config_journal = RefCell::new(Journal::default());
+        let log = self.target.begin_log(Mode::External, "deb")?;
+        let state_journal = RefCell::new(Journal::logged(&log));
+        let config_journal = RefCell::new(Journal::logged(&log));
         let swapped = RefCell::new(false);
         let record_mode = RefCell::new(record_mode);
         let archive_rel = Path::new("dpkg/state.internalized");
@@ -336,6 +341,7 @@ impl DebModeChange {
                     set_tree_modes(&state_dir, archive_rel, 0o755, 0o644)?;
                     state_dir.remove_all(archive_rel)?;
                 }
+                log.append(&Logged::StateSwap)?;
                 if host_fs::exists(&state) {
                     host_fs::rename(&state, &archive)?;
                 }
@@ -362,13 +368,15 @@ impl DebModeChange {
             || (record_mode.borrow_mut())(Mode::External),
             || (record_mode.borrow_mut())(Mode::Internal),
         );
-        steps.run(options, on_step)?;
+        steps.durable(&log);
+        self.target.run_logged(steps, options, on_step)?;
         let _ = state_journal.borrow_mut().commit(&root);
         let _ = config_journal.borrow_mut().commit(&root);
         let _ = self.remove_convert_dir();
         let _ = set_tree_modes(&state_dir, archive_rel, 0o755, 0o644);
         let _ = state_dir.remove_all_if_exists(archive_rel);
         let _ = host_fs::remove_file(&record_path);
+        let _ = changelog::remove(&self.target.layout);
         Ok(report.into_inner())
     }
 

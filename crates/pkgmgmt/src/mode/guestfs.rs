@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use vserver_sandbox::{FileKind, GuestRoot};
 
 use super::StepResult;
+use super::changelog::{ChangeLog, Logged};
 
 /// The largest guest file a mode change reads into memory (configuration, a status file).
 pub(crate) const MAX_READ: u64 = 256 << 20;
@@ -158,13 +159,30 @@ enum Change {
     MovedAside { path: PathBuf, aside: PathBuf },
 }
 
-/// The guest-side changes of one step, undone newest first.
+/// The guest-side changes of one step, undone newest first. With a [`ChangeLog`], each change is
+/// also logged before it is made, for the recovery of a killed change.
 #[derive(Debug, Default)]
-pub(crate) struct Journal {
+pub(crate) struct Journal<'log> {
     changes: Vec<Change>,
+    log: Option<&'log ChangeLog>,
 }
 
-impl Journal {
+impl<'log> Journal<'log> {
+    /// A journal that logs each change to `log` before making it.
+    pub(crate) fn logged(log: &'log ChangeLog) -> Self {
+        Journal {
+            changes: Vec::new(),
+            log: Some(log),
+        }
+    }
+
+    fn log(&self, entry: Logged) -> StepResult {
+        match self.log {
+            Some(log) => log.append(&entry),
+            None => Ok(()),
+        }
+    }
+
     /// Sets aside the files internalize wrote (`wrote` of the internal record), skipping any whose
     /// directories the guest has since turned into something else than plain directories.
     pub(crate) fn move_aside_written(&mut self, root: &GuestRoot, wrote: &[PathBuf]) -> StepResult {
@@ -186,6 +204,7 @@ impl Journal {
             };
             so_far.push(name);
             if !root.exists(&so_far)? {
+                self.log(Logged::CreatedDir(so_far.clone()))?;
                 root.mkdir(&so_far, 0o755)?;
                 self.changes.push(Change::CreatedDir(so_far.clone()));
             }
@@ -220,6 +239,14 @@ impl Journal {
             }
             Err(_) => None,
         };
+        let saved = match (&previous, self.log) {
+            (Some((content, mode)), Some(log)) => Some((log.save_previous(content)?, *mode)),
+            _ => None,
+        };
+        self.log(Logged::Wrote {
+            path: path.to_owned(),
+            saved,
+        })?;
         root.write_atomic(path, content, mode)?;
         self.changes.push(Change::Wrote {
             path: path.to_owned(),
@@ -236,6 +263,10 @@ impl Journal {
         }
         let aside = aside_name(path);
         root.remove_all_if_exists(&aside)?;
+        self.log(Logged::MovedAside {
+            path: path.to_owned(),
+            aside: aside.clone(),
+        })?;
         root.rename(path, &aside)?;
         self.changes.push(Change::MovedAside {
             path: path.to_owned(),
@@ -331,7 +362,7 @@ fn aside_name(path: &Path) -> PathBuf {
 /// files and directories are copied; symlinks and anything else are skipped, never followed, and
 /// the whole copy is held to [`MAX_COPY_TOTAL`] and [`MAX_COPY_FILES`].
 pub(crate) fn copy_tree_into_guest(
-    journal: &mut Journal,
+    journal: &mut Journal<'_>,
     root: &GuestRoot,
     state: &GuestRoot,
     from: &Path,
@@ -348,7 +379,7 @@ pub(crate) fn copy_tree_into_guest(
 }
 
 fn copy_tree_limited(
-    journal: &mut Journal,
+    journal: &mut Journal<'_>,
     root: &GuestRoot,
     state: &GuestRoot,
     from: &Path,

@@ -24,8 +24,10 @@
 //! parser inside the sandbox, and a fresh host-side database is built from what they extract
 //! (module `rpm`, module `deb`).
 
+mod changelog;
 mod deb;
 mod guestfs;
+mod recover;
 mod rpm;
 mod status;
 
@@ -33,6 +35,7 @@ use crate::host_fs;
 use std::fmt;
 
 pub use deb::DebModeChange;
+pub use recover::{InterruptedChange, Recovery, interrupted_change, recover};
 pub use rpm::{DEFAULT_GUEST_DBPATH, RpmModeChange};
 pub use status::{Stanza, StatusError, parse_status, render_status, valid_package_name};
 
@@ -118,6 +121,16 @@ pub enum ModeError {
         #[source]
         source: StepFailure,
     },
+    /// A killed change could not be finished or undone from its log; the log stays, and the
+    /// next command tries again.
+    #[error("guest `{guest}`: cannot recover the interrupted mode change")]
+    Recovery {
+        /// The guest.
+        guest: String,
+        /// What failed.
+        #[source]
+        source: StepFailure,
+    },
     /// A package-management operation outside the steps failed.
     #[error(transparent)]
     Package(#[from] crate::Error),
@@ -147,6 +160,7 @@ pub struct Steps<'a> {
     guest: String,
     previous: Mode,
     steps: Vec<Step<'a>>,
+    log: Option<&'a changelog::ChangeLog>,
 }
 
 impl<'a> Steps<'a> {
@@ -156,7 +170,13 @@ impl<'a> Steps<'a> {
             guest: guest.to_owned(),
             previous,
             steps: Vec::new(),
+            log: None,
         }
+    }
+
+    /// Makes each step's logged changes durable (`fsync` of `log`) once the step ran.
+    pub(crate) fn durable(&mut self, log: &'a changelog::ChangeLog) {
+        self.log = Some(log);
     }
 
     /// Appends a step.
@@ -189,6 +209,10 @@ impl<'a> Steps<'a> {
             let number = index + 1;
             on_step(number, &self.steps[index].name);
             let mut result = (self.steps[index].apply)();
+            if let (Ok(()), Some(log)) = (&result, self.log) {
+                result = log.sync();
+                crate::checkpoint();
+            }
             if result.is_ok() && options.fail_after_step == Some(number) {
                 result = Err(Box::new(InjectedFailure(number)));
             }
@@ -330,6 +354,42 @@ impl ModeTarget {
             }));
         }
         Ok(lines)
+    }
+
+    /// Starts the write-ahead log of a change to mode `to` (the caller holds the package lock).
+    pub(crate) fn begin_log(
+        &self,
+        to: Mode,
+        family: &str,
+    ) -> std::result::Result<changelog::ChangeLog, ModeError> {
+        changelog::ChangeLog::begin(&self.layout, to, family).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                self.refused(
+                    "a previous mode change was interrupted and is not recovered yet (`mode-change` in its package state)",
+                )
+            } else {
+                ModeError::Package(self.layout.host_err(
+                    "start the log of the change in",
+                    self.layout.dir(),
+                    source,
+                ))
+            }
+        })
+    }
+
+    /// Runs `steps`; the log goes once the steps are undone in this process. An incomplete
+    /// roll-back keeps it, so the next command finishes the roll-back from it.
+    pub(crate) fn run_logged(
+        &self,
+        steps: Steps<'_>,
+        options: &ModeOptions,
+        on_step: &mut dyn FnMut(usize, &str),
+    ) -> std::result::Result<(), ModeError> {
+        let result = steps.run(options, on_step);
+        if let Err(ModeError::RolledBack { .. }) = result {
+            let _ = changelog::remove(&self.layout);
+        }
+        result
     }
 
     /// Removes a conversion work directory, if it is there.

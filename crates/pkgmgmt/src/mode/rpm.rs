@@ -37,6 +37,7 @@ use std::path::{Component, Path, PathBuf};
 
 use vserver_sandbox::{Access, FileKind, GuestRoot, SandboxCommand, StdioMode};
 
+use super::changelog::{self, Logged};
 use super::guestfs::{
     CopyBudget, Journal, absent_or_empty_dir, check_plain_dirs, copy_tree_into_guest, read_limited,
     read_optional, read_state_file, set_tree_modes,
@@ -455,9 +456,10 @@ impl RpmModeChange {
             )));
         }
         let packages = RefCell::new(Vec::new());
-        let db_journal = RefCell::new(Journal::default());
-        let config_journal = RefCell::new(Journal::default());
-        let mount_journal = RefCell::new(Journal::default());
+        let log = self.target.begin_log(Mode::Internal, "rpm")?;
+        let db_journal = RefCell::new(Journal::logged(&log));
+        let config_journal = RefCell::new(Journal::logged(&log));
+        let mount_journal = RefCell::new(Journal::logged(&log));
         let wrote = RefCell::new(Vec::<PathBuf>::new());
         let record_mode = RefCell::new(record_mode);
         let mut steps = Steps::new(self.target.guest(), Mode::External);
@@ -595,7 +597,8 @@ impl RpmModeChange {
             || (record_mode.borrow_mut())(Mode::Internal),
             || (record_mode.borrow_mut())(Mode::External),
         );
-        steps.run(options, on_step)?;
+        steps.durable(&log);
+        self.target.run_logged(steps, options, on_step)?;
         // Committed: nothing below can make the guest external again; failures are only
         // leftovers.
         let _ = mount_journal.borrow_mut().commit(&root);
@@ -605,6 +608,7 @@ impl RpmModeChange {
             let _ = state.remove_all_if_exists(RPM_STATE);
             let _ = state.remove_all_if_exists(YUM_CACHE);
         }
+        let _ = changelog::remove(&self.target.layout);
         Ok(packages.into_inner())
     }
 
@@ -646,9 +650,10 @@ impl RpmModeChange {
                 .refused("`/.rpmdb` in the guest is not an empty directory; remove it first"));
         }
         let report = RefCell::new(ExternalizeReport::default());
-        let mount_journal = RefCell::new(Journal::default());
-        let state_journal = RefCell::new(Journal::default());
-        let config_journal = RefCell::new(Journal::default());
+        let log = self.target.begin_log(Mode::External, "rpm")?;
+        let mount_journal = RefCell::new(Journal::logged(&log));
+        let state_journal = RefCell::new(Journal::logged(&log));
+        let config_journal = RefCell::new(Journal::logged(&log));
         let state_swapped = RefCell::new(false);
         let record_mode = RefCell::new(record_mode);
         let archive_rel = Path::new("rpm/state.internalized");
@@ -741,6 +746,7 @@ impl RpmModeChange {
                     set_tree_modes(&state_dir, archive_rel, 0o755, 0o644)?;
                     state_dir.remove_all(archive_rel)?;
                 }
+                log.append(&Logged::StateSwap)?;
                 if host_fs::exists(&state) {
                     host_fs::rename(&state, &archive)?;
                 }
@@ -770,7 +776,8 @@ impl RpmModeChange {
             },
             || (record_mode.borrow_mut())(Mode::Internal),
         );
-        steps.run(options, on_step)?;
+        steps.durable(&log);
+        self.target.run_logged(steps, options, on_step)?;
         let _ = state_journal.borrow_mut().commit(&root);
         let _ = config_journal.borrow_mut().commit(&root);
         // Directories internalize made and that are empty now go too, deepest first.
@@ -784,6 +791,7 @@ impl RpmModeChange {
         let _ = set_tree_modes(&state_dir, archive_rel, 0o755, 0o644);
         let _ = state_dir.remove_all_if_exists(archive_rel);
         let _ = host_fs::remove_file(&record_path);
+        let _ = changelog::remove(&self.target.layout);
         Ok(report.into_inner())
     }
 
