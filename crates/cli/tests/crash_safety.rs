@@ -26,9 +26,17 @@ use std::time::{Duration, Instant};
 use common::{TestHost, rpm_guest_prerequisites};
 use vserver_fixtures::{RpmSetOptions, Scriptlets};
 
-/// Random-time trials per operation, on top of one trial per checkpoint; each operation gets
-/// at least [`MIN_TRIALS`] in all.
+/// Trials per operation at least: one per checkpoint, then random-time ones up to this count
+/// (and at least five). `VSERVER_CRASH_TRIALS` raises it (`bench/crash.sh`).
 const MIN_TRIALS: usize = 20;
+
+fn min_trials() -> usize {
+    std::env::var("VSERVER_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MIN_TRIALS)
+        .max(MIN_TRIALS)
+}
 
 struct World {
     host: TestHost,
@@ -299,7 +307,7 @@ impl World {
             }
         }
         let mut random = 0;
-        while trials < MIN_TRIALS || random < 5 {
+        while trials < min_trials() || random < 5 {
             prepare(self);
             self.killed_randomly(duration, args);
             trials += 1;

@@ -15,6 +15,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -149,6 +150,30 @@ fn installed_lines(bytes: &[u8]) -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+/// Entries a move set aside (`.NAME.vserver-aside`) anywhere in the guest.
+fn set_aside(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .contains("vserver-aside")
+            {
+                found.push(entry.path());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
 }
 
 fn in_guest(root: &Path, args: &[&str]) -> Output {
@@ -303,6 +328,53 @@ fn debian_guest_internalize_externalize_round_trip_rollback_and_tamper() {
     assert_eq!(sorted(&out.stdout), verify_before);
     host.assert_external(&list);
     assert_eq!(host.external_verify(), verify_before);
+
+    // Killed at growing checkpoints (the log has an entry per file copied, so every step
+    // would be thousands of trials): the next command finishes or undoes the move.
+    for (operation, from_internal) in [("internalize", false), ("externalize", true)] {
+        let mut at = 1;
+        let mut trials = 0;
+        loop {
+            let internal = host.config().contains("package_management = \"internal\"");
+            if internal != from_internal {
+                let back = if internal {
+                    "externalize"
+                } else {
+                    "internalize"
+                };
+                host.ok(&["d", "pkgmgmt", back]);
+            }
+            let out = host
+                .command(&["d", "pkgmgmt", operation])
+                .env(vserver_pkgmgmt::KILL_AT_VAR, at.to_string())
+                .output()
+                .unwrap();
+            trials += 1;
+            let killed = out.status.signal() == Some(9);
+            assert!(killed || out.status.success(), "{}", text(&out.stderr));
+            host.ok(&["--list"]);
+            if host.config().contains("package_management = \"internal\"") {
+                host.assert_internal(&list);
+            } else {
+                host.assert_external(&list);
+                assert_eq!(host.external_verify(), verify_before);
+            }
+            assert!(!host.pkg().join("mode-change").exists());
+            let left = set_aside(&host.root());
+            assert!(left.is_empty(), "{operation} killed at {at}: {left:?}");
+            if !killed {
+                break;
+            }
+            at = at * 3 / 2 + 1;
+        }
+        eprintln!(
+            "{operation}: killed {} times, every time recovered",
+            trials - 1
+        );
+    }
+    if host.config().contains("package_management = \"internal\"") {
+        host.ok(&["d", "pkgmgmt", "externalize"]);
+    }
 
     // Internal again: the guest's own dpkg installs a package and a packaged file changes.
     host.ok(&["d", "pkgmgmt", "internalize"]);
