@@ -255,6 +255,7 @@ pub fn open_deb_backend(
         });
     }
     crate::config::check_package_settings(roots, config)?;
+    crate::transaction::refuse_if_not_whole(roots, &config.name)?;
     Ok(DebBackend::new(
         PkgLayout::new(&roots.pkgdir, &config.name),
         &config.root,

@@ -248,6 +248,7 @@ pub fn open_backend(roots: &HostRoots, config: &GuestConfig, verbose: bool) -> R
         });
     }
     check_package_settings(roots, config)?;
+    crate::transaction::refuse_if_not_whole(roots, &config.name)?;
     let plugin = vserver_pkgmgmt::find_rpm_plugin()?;
     Ok(RpmBackend::new(
         PkgLayout::new(&roots.pkgdir, &config.name),

@@ -378,6 +378,7 @@ pub fn start(
     options: &StartOptions,
 ) -> LifecycleResult<Started> {
     let config = load_guest(roots, name)?;
+    crate::transaction::refuse_if_not_whole(roots, name)?;
     fs_err::create_dir_all(run_dir).map_err(io_err("create", run_dir))?;
     match find_running(run_dir, name)? {
         (_, Some(running)) => {
@@ -641,6 +642,10 @@ fn pending_state(roots: &HostRoots, name: &str) -> LifecycleResult<Option<(bool,
             Pending::Incomplete { phase } => (
                 true,
                 format!("build failed during {phase}, kept with --keep"),
+            ),
+            Pending::Interrupted { operation } => (
+                operation == "build",
+                format!("{operation} interrupted, recovered by the next command"),
             ),
         }),
     )

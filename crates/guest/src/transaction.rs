@@ -373,6 +373,11 @@ pub(crate) enum Pending {
         /// The phase it failed in.
         phase: String,
     },
+    /// An operation whose process is gone, not recovered yet ([`recover_journal`] does).
+    Interrupted {
+        /// The operation.
+        operation: String,
+    },
 }
 
 /// Whether an operation is pending on guest `guest` (after [`recover`], only a running one or
@@ -387,11 +392,36 @@ pub(crate) fn pending(roots: &HostRoots, guest: &str) -> Result<Option<Pending>>
             phase: journal.phase,
         }));
     }
+    let operation = journal.operation.as_str().to_owned();
+    if try_lock(&dir, guest)?.is_some() {
+        return Ok(Some(Pending::Interrupted { operation }));
+    }
     Ok(Some(Pending::Running {
-        operation: journal.operation.as_str().to_owned(),
+        operation,
         pid: journal.pid,
         phase: journal.phase,
     }))
+}
+
+/// Refuses a package operation on guest `guest` while a build or delete holds it, or one of
+/// them was interrupted and not recovered yet: the guest is not whole.
+pub(crate) fn refuse_if_not_whole(roots: &HostRoots, guest: &str) -> Result<()> {
+    match pending(roots, guest)? {
+        Some(Pending::Running { operation, pid, .. }) if operation != "pkgmgmt" => {
+            Err(Error::Busy {
+                guest: guest.to_owned(),
+                operation,
+                pid,
+            })
+        }
+        Some(Pending::Interrupted { operation }) => Err(Error::BadRequest {
+            guest: guest.to_owned(),
+            problem: format!(
+                "an interrupted {operation} is not recovered yet; any `vserver {guest} …` command recovers it"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Finishes or undoes an interrupted operation on `guest` found in its journal; returns one
