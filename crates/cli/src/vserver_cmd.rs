@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Debug, Parser)]
 #[command(name = "vserver GUEST build", no_binary_name = true)]
 struct BuildArgs {
-    /// Build method: skeleton, yum, dnf or rpm.
+    /// Build method: skeleton, yum, dnf, rpm, apt, debootstrap or clone.
     #[arg(short = 'm', long, default_value = "skeleton")]
     method: String,
     /// The guest's host name (default: its name).
@@ -81,6 +81,9 @@ struct MethodArgs {
     /// `-m apt|debootstrap`: the mirror is unsigned and trusted explicitly.
     #[arg(long, requires = "mirror")]
     trusted: bool,
+    /// `-m clone`: the guest to copy.
+    #[arg(long, value_name = "GUEST")]
+    source: Option<String>,
     /// `-m rpm`: install no package files (database only).
     #[arg(long)]
     empty: bool,
@@ -181,6 +184,7 @@ fn build(cli: &Cli) -> ExitCode {
             url,
             trusted: method.trusted,
         }),
+        source: method.source.clone(),
     };
     let roots = cli.roots.roots();
     let started = std::time::Instant::now();

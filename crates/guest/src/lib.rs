@@ -33,6 +33,7 @@
 mod build;
 mod build_apt;
 mod builtin;
+mod clone;
 mod config;
 mod distribution;
 mod error;

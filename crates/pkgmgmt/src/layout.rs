@@ -236,6 +236,12 @@ impl PkgLayout {
         self.dir.join("internal")
     }
 
+    /// Holds the guest's package lock while its state is copied (a clone): no package
+    /// operation of ours changes the database meanwhile.
+    pub fn lock_for_copy(&self) -> Result<PkgLock> {
+        self.lock()
+    }
+
     /// Takes the lock for an operation on the external database: refused while package
     /// management is internal. Checked under the lock, so an operation that loaded the guest's
     /// configuration just before an internalize finished cannot act on the archived database.
@@ -269,7 +275,8 @@ impl PkgLayout {
 }
 
 /// A held `.pkg/G/lock`, released when dropped.
-pub(crate) struct PkgLock(#[allow(dead_code)] std::fs::File);
+#[derive(Debug)]
+pub struct PkgLock(#[allow(dead_code)] std::fs::File);
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)]

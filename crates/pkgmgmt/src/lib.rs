@@ -46,7 +46,7 @@ pub use backend::{DEFAULT_TIME_LIMIT, Family, PackageBackend, Tool};
 pub use checkpoint::{KILL_AT_VAR, checkpoint};
 pub use deb::{DPKG_MOUNT_POINT, DebBackend, DebSettings, DebTool, Variant};
 pub use error::{Error, Result};
-pub use layout::PkgLayout;
+pub use layout::{PkgLayout, PkgLock};
 pub use macros::{DEFAULT_NETSHARED_PATHS, generate_macros};
 pub use plugin::{PLUGIN_ENV, PLUGIN_FILE_NAME, find_rpm_plugin};
 pub use rpm::{RpmBackend, RpmSettings};

@@ -55,6 +55,7 @@ mod safe_path;
 mod seccomp;
 mod sys;
 mod time_limit;
+mod tree_copy;
 
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
@@ -85,3 +86,4 @@ pub use process::{
 /// Capability sets as rustix defines them (used by [`restrict_capabilities`]).
 pub use rustix::thread::CapabilitySet;
 pub use safe_path::{DeviceNode, DirEntry, FileInfo, FileKind, GuestRoot};
+pub use tree_copy::CopyStats;

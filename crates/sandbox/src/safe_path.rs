@@ -347,6 +347,19 @@ impl GuestRoot {
         .map_err(self.err(op, path))
     }
 
+    /// Opens a directory inside the root for reading its entries, without following any
+    /// symlink on the way (the tree copy walks from there by descriptor).
+    pub(crate) fn open_dir_no_symlinks(&self, op: &'static str, path: &Path) -> Result<OwnedFd> {
+        openat2_retry(
+            self.fd.as_fd(),
+            &relative(path),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            Mode::empty(),
+            IN_ROOT_NO_SYMLINKS,
+        )
+        .map_err(self.err(op, path))
+    }
+
     /// Opens a regular file for reading. Symlinks are followed, inside the root; anything but a
     /// regular file (FIFO, device, socket, directory) is refused with `EINVAL` before it is opened.
     pub fn open_file(&self, path: impl AsRef<Path>) -> Result<File> {
