@@ -96,6 +96,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     if args.iter().skip(1).any(|a| a == "--list") {
         return list(args);
     }
+    if args.iter().skip(1).any(|a| a == "--all") {
+        return crate::verify_cmd::all(args);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => return exit::command_line(&err),
@@ -110,13 +113,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         // Also reached as `vserver G -- pkgmgmt …` (util-vserver's form): clap takes `--` as the
         // end of options.
         "pkgmgmt" => crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest),
+        "verify" => crate::verify_cmd::one(&cli.roots.roots(), &cli.guest, &cli.rest),
         other => {
             eprintln!(
                 "vserver: error: unknown command `{other}` for guest `{}`",
                 cli.guest
             );
             eprintln!(
-                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt"
+                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt, verify"
             );
             ExitCode::from(exit::USAGE)
         }

@@ -46,6 +46,7 @@ mod roots;
 mod runtime;
 mod suggest;
 mod transaction;
+mod verify;
 
 pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
 pub use build_apt::{AptMirror, open_deb_backend};
@@ -72,3 +73,4 @@ pub use runtime::{
     format_duration, parse_cpus, parse_duration, parse_signal, parse_size,
 };
 pub use suggest::closest;
+pub use verify::{FileClass, Finding, VerifyReport, verify};

@@ -75,6 +75,10 @@ pub struct PkgLayout {
 }
 
 impl PkgLayout {
+    /// `dpkg/state`, relative to `.pkg/G`: the dpkg admin directory (hostile: dpkg and the
+    /// maintainer scripts write it in a sandbox; read it through [`PkgLayout::open_state`]).
+    pub const DPKG_STATE_DIR: &'static str = DPKG_STATE;
+
     /// The layout of `guest` under the package-state root `pkgdir` (`/vservers/.pkg`).
     pub fn new(pkgdir: &Path, guest: &str) -> Self {
         PkgLayout {

@@ -116,6 +116,8 @@ pub struct FileInfo {
     pub ino: u64,
     /// Device number, for device nodes.
     pub rdev: u64,
+    /// Modification time (seconds since the epoch).
+    pub mtime: i64,
 }
 
 impl FileInfo {
@@ -129,6 +131,7 @@ impl FileInfo {
             dev: stat.st_dev,
             ino: stat.st_ino,
             rdev: stat.st_rdev,
+            mtime: stat.st_mtime,
         }
     }
 }
