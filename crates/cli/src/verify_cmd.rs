@@ -1,5 +1,6 @@
 //! `vserver G verify` and `vserver --all verify`: the tamper report, as a table for people,
-//! `--json` for programs, or `--format prometheus` for node_exporter's textfile collector.
+//! `--json` for programs, or `--format prometheus` for node_exporter's textfile collector; and
+//! `vserver --all unify`, which shares identical packaged files' extents across guests.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -51,9 +52,9 @@ pub fn all(args: Vec<OsString>) -> ExitCode {
         Ok(parsed) => parsed,
         Err(err) => return exit::command_line(&err),
     };
-    if parsed.command != "verify" {
+    if parsed.command != "verify" && parsed.command != "unify" {
         eprintln!(
-            "vserver: error: `--all` works with `verify` only, not `{}`",
+            "vserver: error: `--all` works with `verify` and `unify`, not `{}`",
             parsed.command
         );
         return ExitCode::from(exit::USAGE);
@@ -63,10 +64,72 @@ pub fn all(args: Vec<OsString>) -> ExitCode {
         return code;
     }
     match vserver_guest::list_guests(&roots) {
+        Ok(names) if parsed.command == "unify" => unify(&roots, &names, &parsed.rest),
         Ok(names) => run(&roots, &names, &parsed.rest),
         Err(error) => {
             crate::vdistro::report(&Output::new("vserver", Verbosity::Normal), "vserver", error)
         }
+    }
+}
+
+/// `unify`'s options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vserver --all unify",
+    about = "Share the extents of identical packaged files across all guests (xfs, btrfs)",
+    after_help = "Examples:\n  vserver --all unify --dry-run\n  vserver --all unify --json",
+    no_binary_name = true
+)]
+struct UnifyArgs {
+    /// Only report what would be shared.
+    #[arg(long)]
+    dry_run: bool,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn unify(roots: &vserver_guest::HostRoots, names: &[String], args: &[OsString]) -> ExitCode {
+    let parsed = match UnifyArgs::try_parse_from(args) {
+        Ok(parsed) => parsed,
+        Err(err) => return exit::command_line(&err),
+    };
+    let out = Output::new(
+        "vserver",
+        if parsed.json {
+            Verbosity::Json
+        } else {
+            Verbosity::Normal
+        },
+    );
+    match vserver_guest::unify(roots, names, parsed.dry_run) {
+        Ok(report) => {
+            out.json(&serde_json::to_value(&report).unwrap_or(serde_json::Value::Null));
+            for skipped in &report.skipped_guests {
+                out.status(&format!("skipped {skipped}"));
+            }
+            let mib = |bytes: u64| bytes as f64 / 1048576.0;
+            out.status(&format!(
+                "{} guests, {} unchanged packaged files in {} groups of identical files; shared {} files ({:.1} MiB), {} already shared, {} changed since the database said{}",
+                report.guests,
+                report.candidates,
+                report.groups,
+                report.shared_files,
+                mib(report.shared_bytes),
+                report.known_files,
+                report.differed,
+                if report.possible_bytes > 0 {
+                    format!("; {:.1} MiB could be saved", mib(report.possible_bytes))
+                } else {
+                    String::new()
+                }
+            ));
+            if let Some(note) = &report.note {
+                out.warn(note);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => crate::vdistro::report(&out, "vserver", error),
     }
 }
 

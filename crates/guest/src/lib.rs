@@ -46,6 +46,7 @@ mod roots;
 mod runtime;
 mod suggest;
 mod transaction;
+mod unify;
 mod verify;
 
 pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
@@ -73,4 +74,5 @@ pub use runtime::{
     format_duration, parse_cpus, parse_duration, parse_signal, parse_size,
 };
 pub use suggest::closest;
+pub use unify::{UnifyReport, unify};
 pub use verify::{FileClass, Finding, VerifyReport, verify};

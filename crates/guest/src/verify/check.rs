@@ -17,14 +17,14 @@ use super::expected::{Algo, Expected, checks};
 /// guest would see them.
 #[derive(Debug, Default)]
 pub(crate) struct Names {
-    users: HashMap<u32, String>,
-    groups: HashMap<u32, String>,
+    pub(crate) users: HashMap<u32, String>,
+    pub(crate) groups: HashMap<u32, String>,
 }
 
 impl Names {
     /// Whether the owner `id` is the recorded `name`: by the guest's name for `id`, or by the id
     /// of `name` (rpm knows `root` as 0 without any table), as rpm decides.
-    fn matches(table: &HashMap<u32, String>, id: u32, name: &str) -> bool {
+    pub(crate) fn matches(table: &HashMap<u32, String>, id: u32, name: &str) -> bool {
         table.get(&id).is_some_and(|n| n == name)
             || (name == "root" && id == 0)
             || table.iter().any(|(i, n)| n == name && *i == id)
@@ -142,7 +142,7 @@ pub(crate) fn check(
 }
 
 /// `st_mode` with its file-type bits, as rpm records it.
-fn full_mode(info: &FileInfo) -> u32 {
+pub(crate) fn full_mode(info: &FileInfo) -> u32 {
     let kind = match info.kind {
         FileKind::File => 0o100000,
         FileKind::Dir => 0o040000,
@@ -154,6 +154,23 @@ fn full_mode(info: &FileInfo) -> u32 {
         _ => 0,
     };
     kind | info.mode
+}
+
+/// The digest of the regular file at `path` of `root`, by `algo`.
+pub(crate) fn digest_of(root: &GuestRoot, path: &std::path::Path, algo: Algo) -> Option<String> {
+    let file = root.open_file(path).ok()?;
+    digest_file(file, algo).ok()
+}
+
+fn digest_file(file: std::fs::File, algo: Algo) -> std::io::Result<String> {
+    match algo {
+        Algo::Md5 => hash::<md5::Md5>(file),
+        Algo::Sha1 => hash::<sha1::Sha1>(file),
+        Algo::Sha224 => hash::<sha2::Sha224>(file),
+        Algo::Sha256 => hash::<sha2::Sha256>(file),
+        Algo::Sha384 => hash::<sha2::Sha384>(file),
+        Algo::Sha512 => hash::<sha2::Sha512>(file),
+    }
 }
 
 fn file_digest(
@@ -168,15 +185,7 @@ fn file_digest(
         return Some(known);
     }
     let file = root.open_file(&expected.path).ok()?;
-    let digest = match algo {
-        Algo::Md5 => hash::<md5::Md5>(file),
-        Algo::Sha1 => hash::<sha1::Sha1>(file),
-        Algo::Sha224 => hash::<sha2::Sha224>(file),
-        Algo::Sha256 => hash::<sha2::Sha256>(file),
-        Algo::Sha384 => hash::<sha2::Sha384>(file),
-        Algo::Sha512 => hash::<sha2::Sha512>(file),
-    }
-    .ok()?;
+    let digest = digest_file(file, algo).ok()?;
     if let Ok(mut cache) = cache.lock() {
         cache.insert(key, digest.clone());
     }

@@ -11,8 +11,8 @@
 //! guest are one). A guest whose package management is internal keeps its own database, which
 //! the host cannot trust: it is listed as not verifiable.
 
-mod check;
-mod expected;
+pub(crate) mod check;
+pub(crate) mod expected;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -233,7 +233,7 @@ fn class_of(expected: &Expected) -> FileClass {
 }
 
 /// The database's file list of an rpm guest: a query of the host's rpm, in the sandbox.
-fn rpm_files(roots: &HostRoots, config: &GuestConfig) -> Result<(Vec<Expected>, usize)> {
+pub(crate) fn rpm_files(roots: &HostRoots, config: &GuestConfig) -> Result<(Vec<Expected>, usize)> {
     let backend = crate::config::open_backend(roots, config, false)?;
     let args: Vec<OsString> = ["-qa", "--qf", expected::RPM_QUERY_FORMAT]
         .iter()
@@ -253,7 +253,7 @@ fn rpm_files(roots: &HostRoots, config: &GuestConfig) -> Result<(Vec<Expected>, 
 }
 
 /// The database's file list of a Debian guest: its `md5sums` and conffiles.
-fn deb_files(roots: &HostRoots, config: &GuestConfig) -> Result<Vec<Expected>> {
+pub(crate) fn deb_files(roots: &HostRoots, config: &GuestConfig) -> Result<Vec<Expected>> {
     let layout = PkgLayout::new(&roots.pkgdir, &config.name);
     let state = layout.open_state()?;
     Ok(expected::dpkg_files(
