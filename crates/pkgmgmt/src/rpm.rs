@@ -50,6 +50,16 @@ const RPM_VIEW: &[(&str, Access)] = &[
     (YUM_LOG, Access::ReadWrite),
 ];
 
+/// dnf's lock files in our state: in its persistdir and cachedir (dnf 4, `dnf/lock.py` and
+/// `dnf/base.py`). Each holds the pid of its owner and is taken over only when `/proc/PID` is
+/// gone; see [`RpmBackend::remove_stale_dnf_locks`]. (Its fourth, `log_lock.pid`, goes to
+/// `/var/log` whatever `logdir` says: read-only in the sandbox, so never written.)
+const DNF_LOCK_FILES: &[(&str, &str)] = &[
+    (YUM_LIB, "rpmdb_lock.pid"),
+    (YUM_CACHE, "metadata_lock.pid"),
+    (YUM_CACHE, "download_lock.pid"),
+];
+
 /// The rpm back end's trusted directories (written by the host only).
 const RPM_TRUSTED: &[&str] = &[RPM_ETC, RPM_HOME, RPM_PLUGINS, YUM_ETC];
 
@@ -151,6 +161,7 @@ impl RpmBackend {
     fn write_operation_files(&self) -> Result<()> {
         let state = self.layout.ensure_dirs(RPM_DIRS)?;
         self.layout.remove_planted(&state, RPM_TRUSTED)?;
+        self.remove_stale_dnf_locks(&state)?;
         let macros = state.read("rpm/etc/macros").map_err(self.state_err())?;
         let installed =
             crate::plugin::install_copy(&self.layout, &state, &self.plugin, RPM_PLUGINS)?;
@@ -166,6 +177,29 @@ impl RpmBackend {
         );
         self.layout
             .write_trusted(&state, "rpm/home/.rpmmacros", &text)
+    }
+
+    /// Removes the lock files a dnf of an earlier operation left behind. Called only under the
+    /// guest's operation lock ([`PkgLayout::lock`]), which every dnf of ours runs under: while
+    /// we hold it no dnf can be running on this guest's state, so any such file is stale.
+    ///
+    /// dnf's locks are not kernel locks that die with their owner: dnf writes its pid into the
+    /// file and a later dnf waits ("Waiting for process with pid N to finish", silently with
+    /// `-q`) for as long as `/proc/N` exists. A dnf killed with its operation on a running guest
+    /// whose init never reaps stays a zombie in the guest's pid namespace, and so `/proc/N` stays
+    /// for the guest's lifetime; with a reaping init, N may be reused by any guest process. Either
+    /// way every later dnf would wait for ever. (apt and dpkg lock with `fcntl`, whose locks the
+    /// kernel drops when the holder exits, zombie or not: nothing to do for them.)
+    ///
+    /// The directories are hostile (dnf wrote them inside a sandbox): the files are removed
+    /// through the safe-path layer, whatever they are, without following anything.
+    fn remove_stale_dnf_locks(&self, state: &GuestRoot) -> Result<()> {
+        for (dir, name) in DNF_LOCK_FILES {
+            state
+                .remove_all_if_exists(Path::new(dir).join(name))
+                .map_err(self.state_err())?;
+        }
+        Ok(())
     }
 
     /// A sandboxed command for `program` on this guest.
