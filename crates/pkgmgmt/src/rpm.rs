@@ -31,10 +31,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
+use vserver_sandbox::{Access, CapabilityProfile, Finished, GuestRoot, SandboxCommand, StdioMode};
 
 use crate::backend::{Family, PackageBackend, Tool, clean_environment};
-use crate::error::{Error, Result, output_tail};
+use crate::error::{Error, Result};
 use crate::layout::{
     PkgLayout, RPM_ETC, RPM_HOME, RPM_PLUGINS, RPM_STATE, YUM_CACHE, YUM_ETC, YUM_LIB, YUM_LOG,
 };
@@ -304,12 +304,17 @@ impl RpmBackend {
         Ok(command)
     }
 
-    /// Runs a prepared command under the lock; `Ok` holds its status and captured stderr.
-    fn run(&self, tool: &str, command: &SandboxCommand) -> Result<(ExitStatus, Vec<u8>)> {
+    /// Runs a prepared command under the lock; `Ok` holds its status and captured output.
+    fn run(&self, tool: &str, command: &SandboxCommand) -> Result<Finished> {
         let _lock = self.layout.lock_external()?;
+        // On every error, the lock is released on the way out (`_lock` drops).
+        self.run_locked(tool, command)
+    }
+
+    /// [`RpmBackend::run`] for a caller that holds the lock.
+    fn run_locked(&self, tool: &str, command: &SandboxCommand) -> Result<Finished> {
         self.write_operation_files()?;
         let dnf_dir_before = self.guest_has("/etc/dnf");
-        // On every error, the lock is released on the way out (`_lock` drops).
         let finished = command
             .status()
             .map_err(|source| Error::sandbox(self.layout.guest(), tool, source))?;
@@ -320,7 +325,7 @@ impl RpmBackend {
             use std::io::Write;
             let _ = std::io::stdout().write_all(&finished.stdout);
         }
-        Ok((finished.status, finished.stderr))
+        Ok(finished)
     }
 
     fn guest_has(&self, path: &str) -> bool {
@@ -343,18 +348,29 @@ impl RpmBackend {
         }
     }
 
-    /// Runs a command that must succeed.
+    /// Runs a command that must succeed. A failure's error leads with the cause; the command
+    /// line goes to the operation log it names (module `oplog`), and to stderr first with
+    /// `verbose`.
     fn run_checked(&self, tool: &str, command: &SandboxCommand) -> Result<()> {
-        let (status, stderr) = self.run(tool, command)?;
-        if status.success() {
+        let _lock = self.layout.lock_external()?;
+        if self.settings.verbose {
+            eprintln!("guest `{}`: running {command}", self.layout.guest());
+        }
+        let finished = self.run_locked(tool, command)?;
+        if finished.status.success() {
             return Ok(());
         }
-        Err(Error::ToolFailed {
-            guest: self.guest(),
-            command: command.to_string(),
-            status,
-            stderr_tail: output_tail(&stderr, 3),
-        })
+        // Written under the lock, which keeps the log's name ours.
+        Err(crate::oplog::tool_failure(
+            &self.layout,
+            &crate::oplog::FailedRun {
+                tool,
+                command,
+                status: finished.status,
+                stdout: &finished.stdout,
+                stderr: &finished.stderr,
+            },
+        ))
     }
 
     /// Flushes, once, the file systems a build wrote to: the guest's and the one holding its
@@ -491,7 +507,7 @@ impl PackageBackend for RpmBackend {
         command
             .stdout(StdioMode::Inherit)
             .stderr(StdioMode::Inherit);
-        Ok(self.run(name, &command)?.0)
+        Ok(self.run(name, &command)?.status)
     }
 }
 
