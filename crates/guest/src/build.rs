@@ -138,7 +138,9 @@ pub fn build(
     let pkg = roots.pkgdir.join(&request.guest);
     let mut undo = Undo::default();
     for path in [&config_dir, &root, &pkg] {
-        if path.exists() || path.is_symlink() {
+        // A failed build leaves its operation logs in `.pkg/G/log`, and no guest.
+        let only_logs = *path == pkg && vserver_pkgmgmt::holds_only_logs(path);
+        if (path.exists() || path.is_symlink()) && !only_logs {
             if !request.force {
                 return Err(Error::GuestExists {
                     name: request.guest.clone(),
@@ -185,12 +187,20 @@ pub fn build(
             } else {
                 let mut left = Vec::new();
                 for path in undo.created.iter().rev() {
-                    if let Err(e) = remove_tree(path) {
+                    // The operation logs the error names stay (`.pkg/G/log`).
+                    let removed = if *path == pkg {
+                        vserver_pkgmgmt::remove_all_but_logs(path).map_err(std::io::Error::other)
+                    } else {
+                        remove_tree(path)
+                    };
+                    if let Err(e) = removed {
                         left.push(format!("{} ({e})", path.display()));
                     }
                 }
                 restore(&mut undo);
-                if left.is_empty() {
+                if left.is_empty() && vserver_pkgmgmt::holds_only_logs(&pkg) {
+                    "removed everything it created but its log".to_owned()
+                } else if left.is_empty() {
                     "removed everything it created".to_owned()
                 } else {
                     format!("could not remove {}", left.join(", "))
@@ -208,6 +218,8 @@ pub fn build(
 
 fn restore(undo: &mut Undo) {
     for (path, aside) in undo.moved.drain(..) {
+        // A failed build's operation logs, all that is left of its `.pkg/G`, join the old ones.
+        let _ = vserver_pkgmgmt::move_logs(&path, &aside);
         let _ = fs_err::rename(&aside, &path);
     }
 }
