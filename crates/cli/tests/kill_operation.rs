@@ -1,6 +1,7 @@
 //! Killing a package command kills its whole operation (issue 14, item 4): `vyum` is SIGKILLed
 //! while a `%post` scriptlet sleeps, on a stopped guest and on a running one whose init is
-//! busybox `sleep` (an init that never reaps). Afterwards no process of the operation may be
+//! busybox `sleep` (an init that never reaps), and then its whole process group is (as
+//! `kill -9 -PGID` or `timeout -s KILL` do). Afterwards no process of the operation may be
 //! left — not the sandbox, not dnf, not the scriptlet, and not even a zombie in the guest's pid
 //! namespace — its cgroup is gone, and the next `vyum` completes instead of waiting for ever on
 //! the lock files dnf left behind ("Waiting for process with pid N to finish"), even lock files
@@ -15,6 +16,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -127,27 +129,52 @@ fn wait_limited(mut child: Child, limit: Duration, what: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// How the test kills `vserver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// SIGKILL to the `vserver` process.
+    Process,
+    /// SIGKILL to its whole process group (`kill -9 -PGID`, `timeout -s KILL`).
+    Group,
+}
+
 /// Starts `vyum g -- -y install PACKAGE` whose `%post` writes `marker` in the guest and then
 /// sleeps; SIGKILLs `vserver` once the scriptlet runs. Returns what ran below `vserver` then.
-fn kill_mid_scriptlet(host: &TestHost, package: &str, marker: &Path) -> BTreeSet<Proc> {
+fn kill_mid_scriptlet(host: &TestHost, package: &str, marker: &Path, how: Kill) -> BTreeSet<Proc> {
     let _ = fs::remove_file(marker);
     let mut child = host
         .command(&["vyum", "g", "--", "-y", "-q", "install", package])
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !marker.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("vyum ended ({status}) before its scriptlet ran");
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "vyum ended ({}) before its scriptlet ran:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         assert!(Instant::now() < deadline, "the scriptlet never started");
         std::thread::sleep(Duration::from_millis(20));
     }
     let running = tree(child.id());
-    child.kill().unwrap();
+    match how {
+        Kill::Process => child.kill().unwrap(),
+        Kill::Group => {
+            // kill(1): the test crate has no `unsafe` for kill(2).
+            let status = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
     child.wait().unwrap();
     running
 }
@@ -250,8 +277,10 @@ fn killing_vyum_kills_its_whole_operation() {
     for name in [
         "slow-stopped",
         "slow-running",
+        "slow-group",
         "after-stopped",
         "after-running",
+        "after-group",
     ] {
         let mut package = vserver_fixtures::RpmPackage::new(name, "1.0");
         package
@@ -270,7 +299,12 @@ fn killing_vyum_kills_its_whole_operation() {
     fs::create_dir_all(root.join("var/tmp")).unwrap();
 
     // A stopped guest: the operation has a pid namespace of its own.
-    let running = kill_mid_scriptlet(&host, "slow-stopped", &root.join("var/tmp/slow-stopped"));
+    let running = kill_mid_scriptlet(
+        &host,
+        "slow-stopped",
+        &root.join("var/tmp/slow-stopped"),
+        Kill::Process,
+    );
     assert_nothing_survives(&running, None);
     plant_stale_dnf_locks(&host);
     next_vyum_completes(&host, "after-stopped");
@@ -293,11 +327,28 @@ fn killing_vyum_kills_its_whole_operation() {
         .and_then(|pid| pid.trim().parse().ok())
         .unwrap_or_else(|| panic!("no pid in {status}"));
     let ns = fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
-    let running = kill_mid_scriptlet(&host, "slow-running", &root.join("var/tmp/slow-running"));
+    let running = kill_mid_scriptlet(
+        &host,
+        "slow-running",
+        &root.join("var/tmp/slow-running"),
+        Kill::Process,
+    );
     assert_nothing_survives(&running, Some((&ns, init)));
     plant_stale_dnf_locks(&host);
     next_vyum_completes(&host, "after-running");
     assert_eq!(in_namespace(&ns, init), Vec::new(), "left by the next vyum");
+
+    // The whole process group killed at once: no process of ours is left to reap, but the
+    // guardian (a process group of its own) still kills the cgroup, and the next vyum goes on.
+    let running = kill_mid_scriptlet(
+        &host,
+        "slow-group",
+        &root.join("var/tmp/slow-group"),
+        Kill::Group,
+    );
+    assert_nothing_survives(&running, Some((&ns, init)));
+    plant_stale_dnf_locks(&host);
+    next_vyum_completes(&host, "after-group");
     host.ok(&["g", "stop"]);
     host.ok(&["g", "delete", "--yes"]);
 }

@@ -27,9 +27,10 @@
 //! The init's is a blocked signal it waits for: it then kills the program's own cgroup (a child
 //! of the sandbox cgroup holding the program and all it starts) and reaps everything before it
 //! exits. It is a child subreaper, so in a joined guest's pid namespace nothing of the operation
-//! ends up under the guest's pid 1, which may never reap (see `end_operation`). The guardian,
-//! in a process group of its own, then kills whatever is left in the sandbox cgroup and thaws
-//! the guest; and should it have been killed too, the next sandbox removes the orphaned cgroup
+//! ends up under the guest's pid 1, which may never reap (see `end_operation`). The guardian
+//! then kills whatever is left in the sandbox cgroup and thaws the guest. Both leave the
+//! caller's process group, so a SIGKILL to the whole group does not take the clean-up with it;
+//! should the guardian be killed all the same, the next sandbox removes the orphaned cgroup
 //! ([`SandboxCgroup::remove_orphans`]).
 //!
 //! S unshares mount, uts, ipc and pid namespaces, makes every mount private, clones the guest
@@ -1626,6 +1627,12 @@ fn run_init(
         channel.fail(failure);
         sys::exit_immediately(127);
     }
+    // The program stays in the caller's process group (a terminal's signals and job control are
+    // its business); the init leaves it, so that a SIGKILL to that whole group (`kill -9 -PGID`,
+    // `timeout -s KILL`) leaves it alive to kill and reap what the program started. Were it
+    // killed together with them, whatever died after it would be left as a zombie under a
+    // joined guest's pid 1. Best effort: without it the guardian still kills the cgroup.
+    let _ = sys::leave_process_group();
     let Some(program_cgroup) = program_cgroup else {
         // No cgroup to kill through: reap until the program ends, then leave (as pid 1, taking
         // the rest of the namespace with us; in a joined guest's, leftovers stay).
