@@ -188,7 +188,13 @@ fn write_log(layout: &PkgLayout, run: &FailedRun<'_>, now: SystemTime) -> crate:
     let tool: String = run
         .tool
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut name = format!("{time}-{tool}.log");
     let mut n = 1;
