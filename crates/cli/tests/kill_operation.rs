@@ -7,6 +7,9 @@
 //! the lock files dnf left behind ("Waiting for process with pid N to finish"), even lock files
 //! that name a live process.
 //!
+//! A second test kills `vyum` at seeded random times (`VSERVER_TEST_SEED`), 20 trials, by
+//! process or by process group, with the same checks after each.
+//!
 //! Needs root, rpm, dnf, a static busybox and a cgroup v2 tree; skips with a reason otherwise,
 //! fails instead when VSERVER_TEST_REQUIRE_ALL=1.
 
@@ -351,4 +354,120 @@ fn killing_vyum_kills_its_whole_operation() {
     next_vyum_completes(&host, "after-group");
     host.ok(&["g", "stop"]);
     host.ok(&["g", "delete", "--yes"]);
+}
+
+/// The trials of [`vyum_killed_at_random_times_on_a_running_guest`].
+const RANDOM_TRIALS: usize = 20;
+
+/// A small deterministic generator (64-bit LCG) for the kill times.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound
+    }
+}
+
+/// `vyum install` killed at a random time (seeded: `VSERVER_TEST_SEED`, printed) on a running
+/// guest whose init never reaps, [`RANDOM_TRIALS`] times, by process or by process group: each
+/// time nothing of the operation is left, and the next `vyum` completes.
+#[test]
+fn vyum_killed_at_random_times_on_a_running_guest() {
+    if rpm_guest_prerequisites().is_none() {
+        return;
+    }
+    if sandbox_cgroups().is_none() {
+        available(false, "needs a cgroup v2 tree (the sandbox's own cgroup)");
+        return;
+    }
+    let seed = std::env::var("VSERVER_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(14_004);
+    println!("seed {seed} (VSERVER_TEST_SEED)");
+    let mut random = Lcg(seed);
+    let host = TestHost::new("vserver-cli-kill-random");
+    let repo = host.dir.join("repo");
+    vserver_fixtures::busybox_shell_rpm(&repo, Path::new("/bin/busybox")).unwrap();
+    for i in 0..RANDOM_TRIALS {
+        for (name, post) in [
+            (format!("killed-{i}"), Some("/bin/busybox sleep 1\n")),
+            (format!("next-{i}"), None),
+        ] {
+            let mut package = vserver_fixtures::RpmPackage::new(name.as_str(), "1.0");
+            package
+                .release("1")
+                .file(format!("/usr/share/{name}/README"), b"x\n".to_vec(), 0o644);
+            if let Some(post) = post {
+                package.post_install(post);
+            }
+            package.write_to(&repo).unwrap();
+        }
+    }
+    host.register_fixture(&repo, "fx-shell");
+    host.ok(&["g", "build", "-m", "yum", "--", "-d", "fixture"]);
+    let config = host.dir.join("etc/g/config.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        format!("init = [\"/bin/busybox\", \"sleep\", \"1000000\"]\nstop_timeout = 1\n{text}"),
+    )
+    .unwrap();
+    host.ok(&["g", "start"]);
+    let _stop = StopOnDrop(&host);
+    let status = host.ok(&["g", "status", "--json"]);
+    let init: u32 = status
+        .split("\"pid\":")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {status}"));
+    let ns = fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
+
+    let mut killed_running = 0;
+    for i in 0..RANDOM_TRIALS {
+        let delay = Duration::from_millis(random.below(1600));
+        let how = if random.below(4) == 0 {
+            Kill::Group
+        } else {
+            Kill::Process
+        };
+        let package = format!("killed-{i}");
+        let mut child = host
+            .command(&["vyum", "g", "--", "-y", "-q", "install", &package])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let running = tree(child.id());
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+            match how {
+                Kill::Process => child.kill().unwrap(),
+                Kill::Group => {
+                    let status = std::process::Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{}", child.id())])
+                        .status()
+                        .unwrap();
+                    assert!(status.success());
+                }
+            }
+        }
+        child.wait().unwrap();
+        println!(
+            "trial {i}: {how:?} after {delay:?}, {} processes then",
+            running.len()
+        );
+        assert_nothing_survives(&running, Some((&ns, init)));
+        next_vyum_completes(&host, &format!("next-{i}"));
+    }
+    println!("{killed_running} of {RANDOM_TRIALS} killed while running");
+    assert_eq!(in_namespace(&ns, init), Vec::new());
 }
