@@ -153,7 +153,11 @@ pub fn build(
     let pkg = roots.pkgdir.join(&request.guest);
     let existing: Vec<&PathBuf> = [&config_dir, &root, &pkg]
         .into_iter()
-        .filter(|path| path.exists() || path.is_symlink())
+        // A failed build leaves its operation logs in `.pkg/G/log`, and no guest.
+        .filter(|path| {
+            (path.exists() || path.is_symlink())
+                && !(**path == pkg && vserver_pkgmgmt::holds_only_logs(path))
+        })
         .collect();
     if let Some(path) = existing.first() {
         let refusal = if !request.force {
@@ -222,8 +226,11 @@ pub fn build(
             } else {
                 match transaction.undo() {
                     Ok(_) if replaced => {
-                        "removed everything it created; the guest it was replacing is back"
+                        "removed everything it created but its log; the guest it was replacing is back"
                             .to_owned()
+                    }
+                    Ok(_) if vserver_pkgmgmt::holds_only_logs(&pkg) => {
+                        "removed everything it created but its log".to_owned()
                     }
                     Ok(_) => "removed everything it created".to_owned(),
                     Err(e) => format!("{e}; the next command on the guest retries the clean-up"),

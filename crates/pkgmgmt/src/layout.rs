@@ -11,6 +11,7 @@
 //! .pkg/G/apt/etc/                apt.conf (generated), sources.list, trusted.gpg.d/, apt.conf.d/…
 //! .pkg/G/apt/hook/vserver.so     the exec hook preloaded into apt and dpkg
 //! .pkg/G/lock, .pkg/G/internal   the operation lock; the internal-mode record
+//! .pkg/G/log/                    operation logs of failed tool runs (module `oplog`), in no sandbox
 //!
 //! hostile: written inside a sandbox, by the tools and whatever runs under them
 //! .pkg/G/rpm/state/              the rpm database, bind-mounted at the guest's /.rpmdb per operation
