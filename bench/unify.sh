@@ -67,7 +67,7 @@ t1=$(now)
 after_dup=$(used)
 sync; echo 3 > /proc/sys/vm/drop_caches
 t2=$(now)
-"$vserver" --all unify 2>&1 | tail -2
+"$vserver" --all unify --json > "$dir/unify.json"; python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(\"unify: scan %.2f s of %.2f s\" % (r[\"scan_seconds\"], r[\"seconds\"]))" "$dir/unify.json"
 t3=$(now)
 after_vs=$(used)
 verify=$("$vserver" --all verify >/dev/null 2>&1 && echo clean || echo CHANGED)

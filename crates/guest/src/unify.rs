@@ -18,7 +18,7 @@
 //! new or changed since. It is written at the end (temporary name, rename): a run that is killed
 //! leaves every file shared or untouched, and the next run redoes what it did not record.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,6 +31,9 @@ use crate::error::{Error, Result};
 use crate::roots::HostRoots;
 use crate::verify::check::{Names, digest_of, full_mode};
 use crate::verify::expected::{Algo, Expected};
+
+/// Deduplication requests in flight at once.
+const IO_THREADS: usize = 8;
 
 /// What a unification did (or, without shared extents, would do).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -61,6 +64,8 @@ pub struct UnifyReport {
     pub note: Option<String>,
     /// Seconds it took.
     pub seconds: f64,
+    /// Of those, reading the databases and looking at the candidates.
+    pub scan_seconds: f64,
 }
 
 /// One candidate file.
@@ -74,7 +79,7 @@ struct Candidate {
 }
 
 /// The content index: inodes known to share their extents with their group's source.
-type Index = HashSet<(u64, u64, u64, i64, String)>;
+type Index = HashSet<IndexKey>;
 
 fn index_path(roots: &HostRoots) -> PathBuf {
     roots.pkgdir.join(".unify").join("index")
@@ -115,75 +120,196 @@ fn write_index(roots: &HostRoots, index: &Index) -> Result<()> {
     fs_err::rename(&temp, &path).map_err(Error::io("rename into", &path))
 }
 
-/// Unifies the files of the guests `names` (see the module documentation); `dry_run` only
-/// reports.
-pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<UnifyReport> {
-    let started = Instant::now();
-    let mut report = UnifyReport::default();
-    let mut guest_roots = Vec::new();
-    // (algo, digest, size, dev) → candidates
-    let mut groups: BTreeMap<(String, u64, u64), Vec<Candidate>> = BTreeMap::new();
-    let mut algos: HashMap<String, Algo> = HashMap::new();
-    for name in names {
-        let config = load_guest(roots, name)?;
-        if config.package_management != PackageManagement::External {
-            report
-                .skipped_guests
-                .push(format!("{name}: package management is not external"));
+/// What one guest contributes: its root and its candidates, each with its group key.
+struct GuestScan {
+    root: GuestRoot,
+    candidates: Vec<((String, u64, u64), Algo, Candidate)>,
+    changed: u64,
+}
+
+/// The candidates of guest `name` (see the module documentation); `Ok(None)` with a reason
+/// when the guest has none to offer.
+fn scan_guest(roots: &HostRoots, name: &str) -> Result<std::result::Result<GuestScan, String>> {
+    let config = load_guest(roots, name)?;
+    if config.package_management != PackageManagement::External {
+        return Ok(Err(format!("{name}: package management is not external")));
+    }
+    let files = match config.family.as_str() {
+        "rpm" => crate::verify::rpm_files(roots, &config)?.0,
+        "deb" => crate::verify::deb_files(roots, &config)?,
+        _ => return Ok(Err(format!("{name}: no packages"))),
+    };
+    let root = GuestRoot::open(&config.root).map_err(|source| Error::Guest {
+        guest: name.to_owned(),
+        source,
+    })?;
+    let names_table = Names::of(&root);
+    let mut scan = GuestScan {
+        root,
+        candidates: Vec::new(),
+        changed: 0,
+    };
+    for expected in &files {
+        let Some((algo, digest)) = qualifies(expected) else {
+            continue;
+        };
+        let Ok(info) = scan.root.symlink_metadata(&expected.path) else {
+            continue;
+        };
+        let unchanged = info.kind == FileKind::File
+            && info.size == expected.size
+            && (expected.mode == 0 || full_mode(&info) == expected.mode)
+            && (expected.user.is_empty()
+                || Names::matches(&names_table.users, info.uid, &expected.user))
+            && (expected.group.is_empty()
+                || Names::matches(&names_table.groups, info.gid, &expected.group));
+        if !unchanged {
+            scan.changed += 1;
             continue;
         }
-        let files = match config.family.as_str() {
-            "rpm" => crate::verify::rpm_files(roots, &config)?.0,
-            "deb" => crate::verify::deb_files(roots, &config)?,
-            _ => {
-                report.skipped_guests.push(format!("{name}: no packages"));
+        scan.candidates.push((
+            (digest, info.size, info.dev),
+            algo,
+            Candidate {
+                guest: 0,
+                path: expected.path.clone(),
+                dev: info.dev,
+                ino: info.ino,
+                size: info.size,
+                mtime: info.mtime,
+            },
+        ));
+    }
+    Ok(Ok(scan))
+}
+
+/// What one group of identical files gave.
+#[derive(Default)]
+struct GroupOutcome {
+    shared_files: u64,
+    shared_bytes: u64,
+    known_files: u64,
+    differed: u64,
+    possible_bytes: u64,
+    unsupported: bool,
+    supported: bool,
+    indexed: Vec<IndexKey>,
+}
+
+type IndexKey = (u64, u64, u64, i64, String);
+
+/// Shares the extents of one group's members with its source.
+fn unify_group(
+    guest_roots: &[GuestRoot],
+    index: &Index,
+    digest: &str,
+    algo: Algo,
+    size: u64,
+    members: &[Candidate],
+) -> GroupOutcome {
+    let mut outcome = GroupOutcome::default();
+    let key = |c: &Candidate| (c.dev, c.ino, c.size, c.mtime, digest.to_owned());
+    if members.iter().all(|c| index.contains(&key(c))) {
+        outcome.known_files = members.len() as u64 - 1;
+        outcome.indexed = members.iter().map(key).collect();
+        return outcome;
+    }
+    // The source: the first member whose content is the database's.
+    let Some(source) = members
+        .iter()
+        .find(|c| digest_of(&guest_roots[c.guest], &c.path, algo).as_deref() == Some(digest))
+    else {
+        return outcome;
+    };
+    let Ok(source_file) = guest_roots[source.guest].open_file(&source.path) else {
+        return outcome;
+    };
+    outcome.indexed.push(key(source));
+    let mut batch: Vec<(&Candidate, std::fs::File)> = Vec::new();
+    for member in members.iter().filter(|m| m.ino != source.ino) {
+        if index.contains(&key(member)) && index.contains(&key(source)) {
+            outcome.known_files += 1;
+            outcome.indexed.push(key(member));
+            continue;
+        }
+        let Ok(file) = guest_roots[member.guest].open_file(&member.path) else {
+            continue;
+        };
+        batch.push((member, file));
+    }
+    for batch in batch.chunks(vserver_sandbox::MAX_DESTINATIONS) {
+        let files: Vec<&std::fs::File> = batch.iter().map(|(_, f)| f).collect();
+        let results = match vserver_sandbox::dedupe_files(&source_file, &files, size) {
+            Ok(results) => results,
+            Err(error)
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc_errno::EOPNOTSUPP | libc_errno::EINVAL | libc_errno::ENOTTY)
+                ) =>
+            {
+                outcome.unsupported = true;
+                outcome.possible_bytes = size * (members.len() as u64 - 1);
+                outcome.indexed.clear();
+                return outcome;
+            }
+            Err(_) => {
+                outcome.differed += batch.len() as u64;
                 continue;
             }
         };
-        let root = GuestRoot::open(&config.root).map_err(|source| Error::Guest {
-            guest: name.clone(),
-            source,
-        })?;
-        let names_table = Names::of(&root);
-        let index = guest_roots.len();
-        for expected in &files {
-            let Some((algo, digest)) = qualifies(expected) else {
-                continue;
-            };
-            let Ok(info) = root.symlink_metadata(&expected.path) else {
-                continue;
-            };
-            let unchanged = info.kind == FileKind::File
-                && info.size == expected.size
-                && (expected.mode == 0 || full_mode(&info) == expected.mode)
-                && (expected.user.is_empty()
-                    || Names::matches(&names_table.users, info.uid, &expected.user))
-                && (expected.group.is_empty()
-                    || Names::matches(&names_table.groups, info.gid, &expected.group));
-            if !unchanged {
-                report.changed += 1;
+        for ((member, _), result) in batch.iter().zip(results) {
+            match result {
+                Ok(Dedupe::Shared) => {
+                    outcome.shared_files += 1;
+                    outcome.shared_bytes += size;
+                    outcome.supported = true;
+                    outcome.indexed.push(key(member));
+                }
+                Ok(Dedupe::Differs) | Err(_) => outcome.differed += 1,
+            }
+        }
+    }
+    outcome
+}
+
+/// Unifies the files of the guests `names` (see the module documentation); `dry_run` only
+/// reports. Guests are scanned, and groups unified, in parallel.
+pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<UnifyReport> {
+    use rayon::prelude::*;
+    let started = Instant::now();
+    let mut report = UnifyReport::default();
+    let scans: Vec<Result<std::result::Result<GuestScan, String>>> = names
+        .par_iter()
+        .map(|name| scan_guest(roots, name))
+        .collect();
+    let mut guest_roots = Vec::new();
+    // (digest, size, device) → members
+    let mut groups: BTreeMap<(String, u64, u64), (Algo, Vec<Candidate>)> = BTreeMap::new();
+    for scan in scans {
+        let scan = match scan? {
+            Ok(scan) => scan,
+            Err(reason) => {
+                report.skipped_guests.push(reason);
                 continue;
             }
+        };
+        let index = guest_roots.len();
+        report.changed += scan.changed;
+        for (key, algo, mut candidate) in scan.candidates {
             report.candidates += 1;
-            algos.insert(digest.clone(), algo);
+            candidate.guest = index;
             groups
-                .entry((digest.clone(), info.size, info.dev))
-                .or_default()
-                .push(Candidate {
-                    guest: index,
-                    path: expected.path.clone(),
-                    dev: info.dev,
-                    ino: info.ino,
-                    size: info.size,
-                    mtime: info.mtime,
-                });
+                .entry(key)
+                .or_insert_with(|| (algo, Vec::new()))
+                .1
+                .push(candidate);
         }
-        guest_roots.push(root);
+        guest_roots.push(scan.root);
         report.guests += 1;
     }
-    let mut index = read_index(roots);
-    let mut updated = Index::new();
-    for ((digest, size, _), mut members) in groups {
+    report.scan_seconds = started.elapsed().as_secs_f64();
+    let mut work = Vec::new();
+    for ((digest, size, _), (algo, mut members)) in groups {
         // One member per inode: hard links are one file already.
         let mut seen = HashSet::new();
         members.retain(|c| seen.insert(c.ino));
@@ -191,77 +317,48 @@ pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<Unify
             continue;
         }
         report.groups += 1;
-        if report.supported == Some(false) || dry_run {
+        if dry_run {
             report.possible_bytes += size * (members.len() as u64 - 1);
             continue;
         }
-        let key = |c: &Candidate| (c.dev, c.ino, c.size, c.mtime, digest.clone());
-        let pending: Vec<&Candidate> = members
-            .iter()
-            .filter(|c| !index.contains(&key(c)))
-            .collect();
-        if pending.is_empty() {
-            report.known_files += members.len() as u64 - 1;
-            members.iter().for_each(|c| {
-                updated.insert(key(c));
-            });
-            continue;
+        work.push((digest, algo, size, members));
+    }
+    let index = read_index(roots);
+    // The kernel reads every member to compare it: the work waits on the disk more than on the
+    // processor, so more requests in flight than there are cores.
+    let run = || -> Vec<GroupOutcome> {
+        work.par_iter()
+            .map(|(digest, algo, size, members)| {
+                unify_group(&guest_roots, &index, digest, *algo, *size, members)
+            })
+            .collect()
+    };
+    let outcomes = match rayon::ThreadPoolBuilder::new()
+        .num_threads(IO_THREADS)
+        .build()
+    {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    };
+    let mut updated = Index::new();
+    for outcome in outcomes {
+        report.shared_files += outcome.shared_files;
+        report.shared_bytes += outcome.shared_bytes;
+        report.known_files += outcome.known_files;
+        report.differed += outcome.differed;
+        report.possible_bytes += outcome.possible_bytes;
+        if outcome.unsupported {
+            report.supported = Some(false);
+        } else if outcome.supported && report.supported.is_none() {
+            report.supported = Some(true);
         }
-        // The source: the first member whose content is the database's.
-        let Some(algo) = algos.get(&digest).copied() else {
-            continue;
-        };
-        let Some(source_index) = members.iter().position(|c| {
-            digest_of(&guest_roots[c.guest], &c.path, algo).as_deref() == Some(digest.as_str())
-        }) else {
-            continue;
-        };
-        let source = &members[source_index];
-        let Ok(source_file) = guest_roots[source.guest].open_file(&source.path) else {
-            continue;
-        };
-        updated.insert(key(source));
-        for member in &members {
-            if member.ino == source.ino {
-                continue;
-            }
-            if index.contains(&key(member)) && index.contains(&key(source)) {
-                report.known_files += 1;
-                updated.insert(key(member));
-                continue;
-            }
-            let Ok(file) = guest_roots[member.guest].open_file(&member.path) else {
-                continue;
-            };
-            match vserver_sandbox::dedupe_file(&source_file, &file, size) {
-                Ok(Dedupe::Shared) => {
-                    report.shared_files += 1;
-                    report.shared_bytes += size;
-                    report.supported = Some(true);
-                    updated.insert(key(member));
-                }
-                Ok(Dedupe::Differs) => report.differed += 1,
-                Err(error)
-                    if matches!(
-                        error.raw_os_error(),
-                        Some(libc_errno::EOPNOTSUPP | libc_errno::EINVAL | libc_errno::ENOTTY)
-                    ) =>
-                {
-                    report.supported = Some(false);
-                    report.possible_bytes += size * (members.len() as u64 - 1);
-                    break;
-                }
-                Err(_) => report.differed += 1,
-            }
-        }
+        updated.extend(outcome.indexed);
     }
     if report.supported == Some(false) {
         report.note = Some(
             "this file system cannot share extents (FIDEDUPERANGE): nothing was changed; xfs (mkfs.xfs -m reflink=1) or btrfs would allow it".into(),
         );
-    }
-    if !dry_run && report.supported != Some(false) {
-        index.clear();
+    } else if !dry_run {
         write_index(roots, &updated)?;
     }
     report.seconds = started.elapsed().as_secs_f64();

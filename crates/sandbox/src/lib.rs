@@ -60,7 +60,7 @@ mod tree_copy;
 
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
-pub use dedupe::{Dedupe, dedupe_file};
+pub use dedupe::{Dedupe, MAX_DESTINATIONS, dedupe_file, dedupe_files};
 pub use entry::{GATE_LOADED, GATE_OPEN, GATE_VAR, narrow_exec_env};
 pub use error::{Error, Result};
 pub use guest_context::{
