@@ -87,6 +87,8 @@ pub(crate) struct MirrorArgs {
     /// not, instead of failing.
     #[arg(long, requires = "packages")]
     skip_missing: bool,
+    #[command(flatten)]
+    sign: crate::vrepo::sign_cmd::SignArgs,
     /// Print a JSON summary on stdout instead of status lines.
     #[arg(long)]
     json: bool,
@@ -211,6 +213,7 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
         signature,
         wait_for_lock: args.wait,
         subset,
+        signer: args.sign.signer()?,
     };
     let started = Instant::now();
     let bar = ByteBar::new(!args.json && !args.quiet && std::io::stderr().is_terminal());

@@ -17,6 +17,8 @@
 //!   `vrepo mirror --packages`.
 //! - [`mirror`] copies an rpm-md or apt repository (HTTP or local) incrementally, verified and
 //!   published atomically; [`serve`] serves a repository tree over HTTP.
+//! - [`sign`] signs the metadata roots we publish (`InRelease`, `Release.gpg`,
+//!   `repomd.xml.asc`) with the host's GnuPG, inside the atomic publication.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -35,6 +37,7 @@ pub mod rpm_file;
 pub mod rpmmd;
 pub mod scan;
 pub mod serve;
+pub mod sign;
 pub mod xz_blocks;
 
 use std::path::PathBuf;

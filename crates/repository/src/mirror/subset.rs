@@ -488,6 +488,7 @@ impl SubsetPlan {
                     copy_tree(&view.join("repodata"), staging.path())?;
                     trees.push(StagedTree {
                         staging,
+                        kind: super::TreeKind::RpmMd,
                         changed: true,
                         flat_files: None,
                     });
@@ -516,6 +517,7 @@ impl SubsetPlan {
                     }
                     trees.push(StagedTree {
                         staging,
+                        kind: super::TreeKind::Apt,
                         changed: true,
                         flat_files: Some(order),
                     });
@@ -767,6 +769,7 @@ fn stage_suite(
     super::write_new(&staging.path().join("Release"), release.as_bytes())?;
     Ok(StagedTree {
         staging,
+        kind: super::TreeKind::Apt,
         changed: true,
         flat_files: None,
     })
