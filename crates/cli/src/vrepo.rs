@@ -24,6 +24,8 @@ use crate::output::{Output, Verbosity, human_bytes};
 mod mirror_cmd;
 #[path = "vrepo_sign.rs"]
 pub(crate) mod sign_cmd;
+#[path = "vrepo_snapshot.rs"]
+mod snapshot_cmd;
 
 /// Local package repositories: write the metadata dnf and apt read.
 #[derive(Debug, Parser)]
@@ -56,6 +58,9 @@ enum Command {
     /// Signing keys: export the public key clients verify the signed metadata with.
     #[command(subcommand)]
     Key(sign_cmd::KeyCommand),
+    /// Snapshots of a repository, published under stable names by an atomic switch.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,6 +140,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Mirror(args) => mirror_cmd::run_mirror(&args),
         Command::Serve(args) => mirror_cmd::run_serve(&args),
         Command::Key(command) => sign_cmd::run_key(&command),
+        Command::Snapshot(command) => snapshot_cmd::run_snapshot(&command),
         Command::Index(args) => {
             let verbosity = if args.json {
                 Verbosity::Json
