@@ -160,7 +160,8 @@ pub fn expand_deb_sets(requested: &[String], members: &[SetMember<'_>]) -> Vec<S
 
 /// Expands `--packages` values: comma-separated names, or `@FILE` with one name per line
 /// (blank lines and `#` comments ignored). `@SET` tokens of [`DEB_SETS`] (`@minbase`) are kept
-/// for [`expand_deb_sets`]; a list file with such a name is read as `@./minbase`. A name may
+/// for [`expand_deb_sets`], and `@dist:NAME` for the caller to expand (the distributions are
+/// not this crate's); a list file with such a name is read as `@./minbase`. A name may
 /// start with `?`: it is optional (left out when the source lacks it, as a distribution's
 /// `?NAME`). Duplicates are dropped, order kept.
 pub fn read_package_list(values: &[String]) -> Result<Vec<String>, PackageListError> {
@@ -173,10 +174,9 @@ pub fn read_package_list(values: &[String]) -> Result<Vec<String>, PackageListEr
         }
     };
     for value in values {
-        if value
-            .split(',')
-            .all(|t| is_set(t.trim()) || !t.trim().starts_with('@'))
-        {
+        // `@SET` and `@dist:NAME` are tokens for the caller, not files.
+        let token = |t: &str| is_set(t) || t.starts_with("@dist:") || !t.starts_with('@');
+        if value.split(',').all(|t| token(t.trim())) {
             value.split(',').for_each(&mut push);
         } else if let Some(file) = value.strip_prefix('@') {
             let path = Path::new(file);
