@@ -570,3 +570,56 @@ fn a_full_mirror_and_a_subset_are_re_signed_with_our_key() {
         assert!(verify(&dest.join("repodata")), "{name}");
     }
 }
+
+#[test]
+fn a_flat_repository_is_signed_and_an_unsigned_run_drops_the_signatures() {
+    if !have_tools(&["gpg", "apt-get"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = TestKey::generate(tmp.path());
+    let repo = tmp.path().join("flat");
+    write_deb_set(
+        &repo,
+        &DebSetOptions {
+            seed: 2,
+            count: 5,
+            ..DebSetOptions::default()
+        },
+    )
+    .unwrap();
+    let signed = AptIndexOptions {
+        signer: Some(key.signer.clone()),
+        ..AptIndexOptions::default()
+    };
+    index_apt(&repo, &signed, &NoProgress).unwrap();
+    let line = format!(
+        "deb [signed-by={}] file:{} ./",
+        key.keyring.display(),
+        repo.display()
+    );
+    let apt = IsolatedApt::new(&tmp.path().join("apt"), &line, "amd64");
+    let output = apt.apt_get(&["update", "-q"]);
+    assert!(output.status.success(), "{}", apt_output(&output));
+
+    // A mirror of it, re-signed with our key, is accepted too.
+    let dest = tmp.path().join("mirror");
+    let options = MirrorOptions {
+        signature: SignaturePolicy::Keyring(key.keyring.clone()),
+        signer: Some(key.signer.clone()),
+        ..MirrorOptions::default()
+    };
+    mirror(repo.to_str().unwrap(), &dest, &options, &NoProgress).unwrap();
+    let line = format!(
+        "deb [signed-by={}] file:{} ./",
+        key.keyring.display(),
+        dest.display()
+    );
+    let apt = IsolatedApt::new(&tmp.path().join("apt-mirror"), &line, "amd64");
+    let output = apt.apt_get(&["update", "-q"]);
+    assert!(output.status.success(), "{}", apt_output(&output));
+
+    // Unsigned again: no stale signature is left to vouch for the old Release.
+    index_apt(&repo, &AptIndexOptions::default(), &NoProgress).unwrap();
+    assert!(!repo.join("InRelease").exists() && !repo.join("Release.gpg").exists());
+}
