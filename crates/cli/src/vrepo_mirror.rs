@@ -289,6 +289,7 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
         "metadata_changed": report.metadata_changed,
         "requests": report.requests,
         "unresolved": report.unresolved.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "signed_by": options.signer.as_ref().map(|s| s.fingerprint()),
         "seconds": seconds,
     }));
     Ok(if report.changed() {

@@ -7,7 +7,7 @@
 //! `install hello`).
 //!
 //! Needs root, gpg, apt, the host's bookworm apt lists (for the archive's priorities) and the
-//! cached minbase packages in /var/tmp/vserver-test-debs (filled by the `deb_guest` tests);
+//! cached minbase packages in /var/tmp/vserver-test-debs (fetched through the host's apt when missing, as the `deb_guest` tests do);
 //! skips with a reason otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -20,17 +20,13 @@ use std::process::Command;
 
 use common::{WORK_BASE, available, built_plugin, checked, is_root, run, serve};
 
-const CACHE: &str = "/var/tmp/vserver-test-debs";
-const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
+use common::debian_cache::{CACHE, CACHE_LIST};
 
 fn vserver() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vserver"))
 }
 
-fn host_sources() -> Option<String> {
-    let host = vserver_guest::HostAptSources::read(vserver_guest::HostAptSources::default_dir());
-    host.release_sources("bookworm", &["main"])
-}
+use common::debian_cache::host_sources;
 
 /// `apt-cache show` of the host's lists, isolated from the host's own sources and status.
 fn archive_stanzas(work: &Path, names: &BTreeSet<String>) -> String {
@@ -141,12 +137,13 @@ fn a_guest_is_built_and_updated_from_a_signed_minbase_subset_without_trusted() {
         }
     }
     if !available(
-        Path::new(CACHE_LIST).is_file(),
-        "the cached Debian minbase packages are missing (the deb_guest tests fill the cache)",
-    ) || !available(
         host_sources().is_some(),
         "the host's apt sources name no archive for bookworm",
-    ) {
+    ) || common::debian_cache::minbase(
+        &std::env::temp_dir().join(format!("vserver-test-apt-{}", std::process::id())),
+    )
+    .is_none()
+    {
         return;
     }
     std::fs::create_dir_all(WORK_BASE).unwrap();

@@ -5,7 +5,7 @@
 //! the publish switch at points across its whole run leaves `stable` at A or at B, complete.
 //!
 //! Needs root, gpg, apt, the host's bookworm apt lists and the cached minbase packages in
-//! /var/tmp/vserver-test-debs (filled by the `deb_guest` tests); skips with a reason otherwise.
+//! /var/tmp/vserver-test-debs (fetched through the host's apt when missing, as the `deb_guest` tests do); skips with a reason otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,8 +19,7 @@ use std::process::{Command, Stdio};
 use common::{WORK_BASE, available, built_plugin, checked, is_root, run, serve};
 use vserver_fixtures::DebPackage;
 
-const CACHE: &str = "/var/tmp/vserver-test-debs";
-const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
+use common::debian_cache::CACHE;
 
 fn vserver() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vserver"))
@@ -32,10 +31,7 @@ fn vrepo() -> Command {
     command
 }
 
-fn host_sources() -> Option<String> {
-    let host = vserver_guest::HostAptSources::read(vserver_guest::HostAptSources::default_dir());
-    host.release_sources("bookworm", &["main"])
-}
+use common::debian_cache::host_sources;
 
 /// The archive's `PACKAGE PRIORITY SECTION` for the cached packages, from the host's lists.
 fn overrides(work: &Path, names: &BTreeSet<String>) -> String {
@@ -152,12 +148,13 @@ fn snapshots_stage_an_update_and_the_switch_is_atomic() {
         }
     }
     if !available(
-        Path::new(CACHE_LIST).is_file(),
-        "the cached Debian minbase packages are missing (the deb_guest tests fill the cache)",
-    ) || !available(
         host_sources().is_some(),
         "the host's apt sources name no archive for bookworm",
-    ) {
+    ) || common::debian_cache::minbase(
+        &std::env::temp_dir().join(format!("vserver-test-apt-{}", std::process::id())),
+    )
+    .is_none()
+    {
         return;
     }
     std::fs::create_dir_all(WORK_BASE).unwrap();
