@@ -1,4 +1,4 @@
-//! `vrepo`: package repositories (index now; mirror and serve come next).
+//! `vrepo`: package repositories: index, mirror, serve, sign, snapshot.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
