@@ -274,7 +274,29 @@ impl SnapshotStore {
         for dir in [self.snapshots(), self.pool(), self.publications()] {
             std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
-        Ok(lock_repository(&self.store(), true)?)
+        let lock = lock_repository(&self.store(), true)?;
+        // Every create, publish and delete runs under this lock, so a hidden entry here is
+        // what a killed one left: a half-made snapshot or publication, a half-deleted one, a
+        // temporary link. They go now (a half-made snapshot's links would keep pool files).
+        for dir in [self.snapshots(), self.publications()] {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    let path = entry.path();
+                    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+                }
+            }
+        }
+        for entry in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".switch-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(lock)
     }
 
     /// Takes snapshot `name` of the repository `repo` (a `vrepo mirror` or `vrepo index`
@@ -535,19 +557,7 @@ impl SnapshotStore {
             },
             Err(_) => None,
         };
-        // Leftovers of a switch that was killed before its rename.
         let prefix = format!(".{as_name}.switch-");
-        for dir in [&self.root, &self.publications()] {
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for entry in entries.flatten() {
-                    if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                        let path = entry.path();
-                        let _ =
-                            std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
-                    }
-                }
-            }
-        }
         let staged = self
             .publications()
             .join(format!("{prefix}{}", std::process::id()));

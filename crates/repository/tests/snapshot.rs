@@ -121,4 +121,14 @@ fn snapshots_are_immutable_shared_and_published_by_name() {
     store.unpublish("stable").unwrap();
     store.delete("B").unwrap();
     assert!(store.list().unwrap().is_empty());
+
+    // What a killed create leaves (a hidden, half-made snapshot holding pool links) is not a
+    // snapshot, and the next operation on the store removes it.
+    let stale = root.join(".vrepo-snapshots/snapshots/.C.tmp-999999");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("half"), b"x").unwrap();
+    assert!(store.list().unwrap().is_empty());
+    store.create(&repo, "D", false).unwrap();
+    assert!(!stale.exists());
+    assert_eq!(store.list().unwrap().len(), 1);
 }
