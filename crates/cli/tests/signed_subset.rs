@@ -176,6 +176,7 @@ fn a_guest_is_built_and_updated_from_a_signed_minbase_subset_without_trusted() {
         "--gpg-homedir".to_owned(),
         home.display().to_string(),
     ];
+    // Written by a bare file name, as an administrator types it (relative to the cwd).
     let keyring = top.join("fleet-mirror.gpg");
     checked(
         vserver()
@@ -188,8 +189,8 @@ fn a_guest_is_built_and_updated_from_a_signed_minbase_subset_without_trusted() {
             ])
             .arg("--gpg-homedir")
             .arg(&home)
-            .arg("-o")
-            .arg(&keyring),
+            .args(["-o", "fleet-mirror.gpg"])
+            .current_dir(top),
     );
 
     let origin = top.join("origin");
