@@ -229,10 +229,17 @@ impl Signer {
         if let Some(home) = &self.homedir {
             command.arg("--homedir").arg(home);
         }
-        if let Some(file) = &self.passphrase_file {
-            command
-                .args(["--pinentry-mode", "loopback", "--passphrase-file"])
-                .arg(file);
+        match &self.passphrase_file {
+            Some(file) => {
+                command
+                    .args(["--pinentry-mode", "loopback", "--passphrase-file"])
+                    .arg(file);
+            }
+            // Never prompt: vrepo runs from timers, where a pinentry would hang or fail
+            // obscurely. A key the agent holds unlocked still signs.
+            None => {
+                command.args(["--pinentry-mode", "error"]);
+            }
         }
         // SHA-1 signatures are refused by current apt and rpm: name a strong digest.
         command.args(["--digest-algo", "SHA512", "--local-user"]);
@@ -246,10 +253,18 @@ impl Signer {
         if output.status.success() {
             Ok(())
         } else {
+            let mut detail = last_line(&output.stderr);
+            if self.passphrase_file.is_none()
+                && (detail.contains("pinentry") || detail.contains("assphrase"))
+            {
+                detail.push_str(
+                    " (the key is protected: give --passphrase-file, or unlock it in gpg-agent)",
+                );
+            }
             Err(SignError::Sign {
                 path: input.to_owned(),
                 fingerprint: self.fingerprint.clone(),
-                detail: last_line(&output.stderr),
+                detail,
             })
         }
     }

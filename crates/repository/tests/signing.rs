@@ -623,3 +623,65 @@ fn a_flat_repository_is_signed_and_an_unsigned_run_drops_the_signatures() {
     index_apt(&repo, &AptIndexOptions::default(), &NoProgress).unwrap();
     assert!(!repo.join("InRelease").exists() && !repo.join("Release.gpg").exists());
 }
+
+#[test]
+fn a_protected_key_signs_with_its_passphrase_file_and_never_prompts_without() {
+    if !have_tools(&["gpg", "gpgv"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let status = Command::new("gpg")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--batch", "--quiet", "--pinentry-mode", "loopback"])
+        .args(["--passphrase", "sesame", "--quick-gen-key"])
+        .args([
+            "locked <locked@example.invalid>",
+            "default",
+            "default",
+            "never",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _agent = TestKeyHome(home.clone());
+    let release = tmp.path().join("suite");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(release.join("Release"), "Suite: s\n").unwrap();
+    let signer = |passphrase_file: Option<PathBuf>| {
+        Signer::new(&SignOptions {
+            key: SigningKey::Id("locked@example.invalid".into()),
+            homedir: Some(home.clone()),
+            passphrase_file,
+        })
+        .unwrap()
+    };
+    let started = std::time::Instant::now();
+    let error = signer(None).sign_release(&release).unwrap_err().to_string();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "gpg waited for a passphrase"
+    );
+    assert!(error.contains("--passphrase-file"), "{error}");
+    assert!(!release.join("InRelease").exists());
+    let passphrase = tmp.path().join("passphrase");
+    std::fs::write(&passphrase, "sesame\n").unwrap();
+    signer(Some(passphrase)).sign_release(&release).unwrap();
+    assert!(release.join("InRelease").is_file() && release.join("Release.gpg").is_file());
+}
+
+/// Stops the agent of a GnuPG home made by a test.
+struct TestKeyHome(PathBuf);
+
+impl Drop for TestKeyHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.0)
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
