@@ -45,18 +45,8 @@ if [ "${BENCH_FS:-}" = loop ]; then
   mount -o loop "$image" "$dir"
   trap 'umount "$dir"; rm -f "$image"' EXIT
 fi
-mkdir -p "$dir/mirror/pool"
-cp -l $cache/*.deb "$dir/mirror/pool/" 2>/dev/null || cp $cache/*.deb "$dir/mirror/pool/"
-names=$(for f in "$dir"/mirror/pool/*.deb; do dpkg-deb -f "$f" Package; done | sort -u)
-# The archive's priorities, from the host's apt lists (a .deb's own Priority can differ).
-apt-cache show --no-all-versions $names | awk '
-  /^Package: /{p=$2} /^Priority: /{pr=$2} /^Section: /{s=$2}
-  /^$/{ if (p!="" && !(p in seen)) { seen[p]=1; print p, pr, s }; p=""; pr="optional"; s="misc" }' \
-  > "$dir/override"
-"$vserver" vrepo index --suite bookworm --component main --override "$dir/override" "$dir/mirror" >/dev/null
-mkdir -p "$dir/etc/.distributions/localdeb/apt"
-printf 'family = "deb"\nreleasever = "12"\n' > "$dir/etc/.distributions/localdeb/distribution.toml"
-echo "deb [trusted=yes] file://$dir/mirror bookworm main" > "$dir/etc/.distributions/localdeb/apt/sources.list"
+. "$here/bench/deb-mirror.sh"
+make_deb_mirror "$dir" "$vserver"
 
 now() { date +%s.%N; }
 sync

@@ -16,3 +16,8 @@ pub fn command_line(err: &clap::Error) -> std::process::ExitCode {
     let _ = err.print();
     std::process::ExitCode::from(if err.use_stderr() { USAGE } else { 0 })
 }
+
+/// `vserver verify`: a packaged file outside configuration files differs from the trusted
+/// database, or a setuid/setgid file no package owns appeared (0: at most configuration files
+/// changed).
+pub const TAMPERED: u8 = 5;

@@ -10,6 +10,7 @@ mod exit;
 mod output;
 mod vapt;
 mod vdistro;
+mod verify_cmd;
 mod vpkg;
 mod vrepo;
 mod vserver_cmd;

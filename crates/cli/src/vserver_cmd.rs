@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Debug, Parser)]
 #[command(name = "vserver GUEST build", no_binary_name = true)]
 struct BuildArgs {
-    /// Build method: skeleton, yum, dnf or rpm.
+    /// Build method: skeleton, yum, dnf, rpm, apt, debootstrap or clone.
     #[arg(short = 'm', long, default_value = "skeleton")]
     method: String,
     /// The guest's host name (default: its name).
@@ -81,6 +81,9 @@ struct MethodArgs {
     /// `-m apt|debootstrap`: the mirror is unsigned and trusted explicitly.
     #[arg(long, requires = "mirror")]
     trusted: bool,
+    /// `-m clone`: the guest to copy.
+    #[arg(long, value_name = "GUEST")]
+    source: Option<String>,
     /// `-m rpm`: install no package files (database only).
     #[arg(long)]
     empty: bool,
@@ -92,6 +95,9 @@ struct MethodArgs {
 pub fn main(args: Vec<OsString>) -> ExitCode {
     if args.iter().skip(1).any(|a| a == "--list") {
         return list(args);
+    }
+    if args.iter().skip(1).any(|a| a == "--all") {
+        return crate::verify_cmd::all(args);
     }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -107,13 +113,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         // Also reached as `vserver G -- pkgmgmt …` (util-vserver's form): clap takes `--` as the
         // end of options.
         "pkgmgmt" => crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest),
+        "verify" => crate::verify_cmd::one(&cli.roots.roots(), &cli.guest, &cli.rest),
         other => {
             eprintln!(
                 "vserver: error: unknown command `{other}` for guest `{}`",
                 cli.guest
             );
             eprintln!(
-                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt"
+                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt, verify"
             );
             ExitCode::from(exit::USAGE)
         }
@@ -181,6 +188,7 @@ fn build(cli: &Cli) -> ExitCode {
             url,
             trusted: method.trusted,
         }),
+        source: method.source.clone(),
     };
     let roots = cli.roots.roots();
     let started = std::time::Instant::now();

@@ -1,5 +1,5 @@
 //! Guest operations killed at every step and at random times: `build`, `build --force`,
-//! `delete`, `pkgmgmt internalize` and `pkgmgmt externalize` on an RPM guest built from
+//! `build -m clone`, `delete`, `pkgmgmt internalize` and `pkgmgmt externalize` on an RPM guest built from
 //! generated fixtures with the real rpm and dnf.
 //!
 //! Each trial sends the operation `SIGKILL` — at its N-th checkpoint (the debug build's
@@ -23,8 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestHost, rpm_guest_prerequisites};
-use vserver_fixtures::{RpmSetOptions, Scriptlets};
+use common::TestHost;
 
 /// Trials per operation at least: one per checkpoint, then random-time ones up to this count
 /// (and at least five). `VSERVER_CRASH_TRIALS` raises it (`bench/crash.sh`).
@@ -70,22 +69,12 @@ fn text(out: &Output) -> String {
 
 impl World {
     fn new() -> Option<World> {
-        rpm_guest_prerequisites()?;
-        let host = TestHost::new("vserver-crash");
-        let repo = host.dir.join("repo");
-        vserver_fixtures::write_rpm_set_with_busybox(
-            &repo,
-            &RpmSetOptions {
-                seed: 14,
-                count: 6,
-                files_per_package: 4,
-                scriptlets: Scriptlets::Shell,
-                ..RpmSetOptions::default()
-            },
-            Path::new("/bin/busybox"),
-        )
-        .unwrap();
-        host.register_fixture(&repo, "fx-shell fx-00001 fx-00003 fx-00004");
+        let host = TestHost::with_rpm_fixture(
+            "vserver-crash",
+            14,
+            6,
+            "fx-shell fx-00001 fx-00003 fx-00004",
+        )?;
         let mut world = World {
             host,
             packages: Vec::new(),
@@ -404,6 +393,18 @@ fn guest_operations_killed_at_every_step_are_finished_or_undone_by_the_next_comm
     let force_g: Vec<&str> = force_g.iter().map(String::as_str).collect();
     let duration = timed(&world, &force_g);
     world.trials("build --force", &force_g, &|_| {}, duration);
+
+    // clone of `g` into `c`: a complete copy or nothing.
+    let clone_c = ["c", "build", "-m", "clone", "--", "--source", "g"];
+    let remove_c = |w: &World| {
+        if w.config("c").exists() {
+            w.host.ok(&["c", "delete", "--yes"]);
+        }
+    };
+    let duration = timed(&world, &clone_c);
+    remove_c(&world);
+    world.trials("clone", &clone_c, &remove_c, duration);
+    remove_c(&world);
 
     // delete of `d`, rebuilt whenever a trial removed it.
     let make_d = |w: &World| {

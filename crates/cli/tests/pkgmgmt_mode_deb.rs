@@ -294,6 +294,54 @@ fn debian_guest_internalize_externalize_round_trip_rollback_and_tamper() {
     let verify_before = host.external_verify();
     assert_eq!(verify_before.len(), 1, "{verify_before:?}");
 
+    // `vserver d verify` finds what `dpkg --verify` finds (a changed file, a changed conffile,
+    // a removed file), and says the conffile is configuration.
+    let conffile = host.root().join("etc/debian_version");
+    let conffile_before = std::fs::read(&conffile).unwrap();
+    std::fs::write(&conffile, "edited\n").unwrap();
+    let removed = host.root().join("usr/share/common-licenses/Apache-2.0");
+    let removed_before = std::fs::read(&removed).unwrap();
+    std::fs::remove_file(&removed).unwrap();
+    let started = std::time::Instant::now();
+    let dpkg_paths: Vec<String> = host
+        .external_verify()
+        .iter()
+        .map(|l| l.split_whitespace().last().unwrap().to_owned())
+        .collect();
+    let dpkg_time = started.elapsed();
+    let started = std::time::Instant::now();
+    let out = host.command(&["d", "verify", "--json"]).output().unwrap();
+    let ours_time = started.elapsed();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = reports[0]["findings"].as_array().unwrap();
+    let mut ours: Vec<String> = findings
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    ours.sort();
+    let mut dpkg_sorted = dpkg_paths.clone();
+    dpkg_sorted.sort();
+    assert_eq!(ours, dpkg_sorted, "vserver verify against dpkg --verify");
+    assert_eq!(dpkg_sorted.len(), 3, "{dpkg_sorted:?}");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["path"] == "/etc/debian_version" && f["class"] == "config")
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["path"] == "/usr/share/common-licenses/Apache-2.0" && f["missing"] == true)
+    );
+    eprintln!(
+        "verify: dpkg --verify {:.2} s, vserver verify {:.2} s",
+        dpkg_time.as_secs_f64(),
+        ours_time.as_secs_f64()
+    );
+    std::fs::write(&conffile, conffile_before).unwrap();
+    std::fs::write(&removed, removed_before).unwrap();
+
     for step in 1..=INTERNALIZE_STEPS {
         host.failing_at(step, &["d", "pkgmgmt", "internalize"]);
         host.assert_external(&list);

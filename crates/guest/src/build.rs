@@ -31,6 +31,8 @@ pub enum BuildMethod {
     Yum,
     /// rpm from package files, no resolver.
     Rpm,
+    /// A copy of another guest (`-- --source G`), with an identity of its own.
+    Clone,
     /// Our Debian bootstrap with the host's apt and dpkg (`-m apt` and `-m debootstrap`), with
     /// its variant (`--variant`, default minbase).
     Apt(vserver_pkgmgmt::Variant),
@@ -43,9 +45,10 @@ impl std::str::FromStr for BuildMethod {
             "skeleton" => Ok(BuildMethod::Skeleton),
             "yum" | "dnf" => Ok(BuildMethod::Yum),
             "rpm" => Ok(BuildMethod::Rpm),
+            "clone" => Ok(BuildMethod::Clone),
             "apt" | "debootstrap" => Ok(BuildMethod::Apt(vserver_pkgmgmt::Variant::default())),
             other => Err(format!(
-                "unknown build method `{other}` (expected skeleton, yum, dnf, rpm, apt or debootstrap)"
+                "unknown build method `{other}` (expected skeleton, yum, dnf, rpm, apt, debootstrap or clone)"
             )),
         }
     }
@@ -76,6 +79,8 @@ pub struct BuildRequest {
     pub verbose: bool,
     /// `-m apt`: build from this mirror instead of the distribution's sources.
     pub apt_mirror: Option<crate::AptMirror>,
+    /// `-m clone`: the guest to copy.
+    pub source: Option<String>,
 }
 
 /// Progress of a build.
@@ -104,7 +109,7 @@ pub fn build(
     }
     let distribution = match (&request.distribution, request.method) {
         (Some(name), _) => Some(DistributionStore::new(roots.distributions_dir()).get(name)?),
-        (None, BuildMethod::Skeleton) => None,
+        (None, BuildMethod::Skeleton | BuildMethod::Clone) => None,
         (None, _) => {
             return Err(Error::BadRequest {
                 guest: request.guest.clone(),
@@ -113,7 +118,7 @@ pub fn build(
         }
     };
     if let Some(dist) = &distribution
-        && request.method != BuildMethod::Skeleton
+        && !matches!(request.method, BuildMethod::Skeleton | BuildMethod::Clone)
         && dist.family != method_family(request.method)
     {
         return Err(Error::BadRequest {
@@ -133,6 +138,10 @@ pub fn build(
     if let (Some(dist), BuildMethod::Apt(_)) = (&distribution, request.method) {
         crate::build_apt::check_archive(&request.guest, dist, request.apt_mirror.as_ref())?;
     }
+    let clone_source = match request.method {
+        BuildMethod::Clone => Some(crate::clone::source_of(roots, request)?),
+        _ => None,
+    };
     // An earlier build of this name that failed and was kept (`--keep`) is undone first: a
     // new build starts over.
     if let Some((_, message)) = crate::transaction::recover_journal(roots, &request.guest, true)? {
@@ -144,7 +153,11 @@ pub fn build(
     let pkg = roots.pkgdir.join(&request.guest);
     let existing: Vec<&PathBuf> = [&config_dir, &root, &pkg]
         .into_iter()
-        .filter(|path| path.exists() || path.is_symlink())
+        // A failed build leaves its operation logs in `.pkg/G/log`, and no guest.
+        .filter(|path| {
+            (path.exists() || path.is_symlink())
+                && !(**path == pkg && vserver_pkgmgmt::holds_only_logs(path))
+        })
         .collect();
     if let Some(path) = existing.first() {
         let refusal = if !request.force {
@@ -175,7 +188,10 @@ pub fn build(
     let result = run_build(
         roots,
         request,
-        distribution.as_ref(),
+        Origin {
+            distribution: distribution.as_ref(),
+            clone_source: clone_source.as_ref(),
+        },
         &root,
         &mut transaction,
         &mut phase,
@@ -210,8 +226,11 @@ pub fn build(
             } else {
                 match transaction.undo() {
                     Ok(_) if replaced => {
-                        "removed everything it created; the guest it was replacing is back"
+                        "removed everything it created but its log; the guest it was replacing is back"
                             .to_owned()
+                    }
+                    Ok(_) if vserver_pkgmgmt::holds_only_logs(&pkg) => {
+                        "removed everything it created but its log".to_owned()
                     }
                     Ok(_) => "removed everything it created".to_owned(),
                     Err(e) => format!("{e}; the next command on the guest retries the clean-up"),
@@ -227,31 +246,43 @@ pub fn build(
     }
 }
 
+/// What a build starts from: a distribution, or the guest a clone copies.
+struct Origin<'a> {
+    distribution: Option<&'a Distribution>,
+    clone_source: Option<&'a GuestConfig>,
+}
+
 fn run_build(
     roots: &HostRoots,
     request: &BuildRequest,
-    distribution: Option<&Distribution>,
+    origin: Origin<'_>,
     root: &Path,
     transaction: &mut Transaction,
     phase: &mut String,
     on_event: &mut dyn FnMut(BuildEvent),
 ) -> Result<GuestConfig> {
+    let Origin {
+        distribution,
+        clone_source,
+    } = origin;
     let guest = request.guest.clone();
-    // The phase goes to the journal too, for `--list` while the build runs; failing to note it
-    // does not stop the build.
-    let set_phase = |phase: &mut String,
-                     transaction: &mut Transaction,
-                     name: &str,
-                     on_event: &mut dyn FnMut(BuildEvent)| {
-        *phase = name.to_owned();
-        let _ = transaction.set_phase(name);
-        on_event(BuildEvent::Phase(name.to_owned()));
-    };
+    let set_phase = enter_phase;
     set_phase(phase, transaction, "skeleton", on_event);
     fs_err::create_dir_all(&roots.rootdir).map_err(Error::io("create", &roots.rootdir))?;
     transaction.will_create(root)?;
     fs_err::create_dir(root).map_err(Error::io("create", root))?;
     let root = root.canonicalize().map_err(Error::io("resolve", root))?;
+    if let Some(source) = clone_source {
+        return crate::clone::clone_into(
+            roots,
+            request,
+            source,
+            &root,
+            transaction,
+            phase,
+            on_event,
+        );
+    }
 
     let family = match (request.method, distribution) {
         (BuildMethod::Skeleton, None) => String::new(),
@@ -280,6 +311,7 @@ fn run_build(
         },
         build_method: match request.method {
             BuildMethod::Skeleton => "skeleton",
+            BuildMethod::Clone => "clone",
             BuildMethod::Yum => "yum",
             BuildMethod::Rpm => "rpm",
             BuildMethod::Apt(_) => "apt",
@@ -389,12 +421,25 @@ fn run_build(
             let files = expand_manifests(&guest, &request.rpm_files)?;
             backend.install_files(&files)?;
         }
-        BuildMethod::Skeleton | BuildMethod::Apt(_) => {}
+        BuildMethod::Skeleton | BuildMethod::Clone | BuildMethod::Apt(_) => {}
     }
     set_phase(phase, transaction, "clean-up", on_event);
     backend.clean_cache()?;
     backend.sync()?;
     Ok(config)
+}
+
+/// Enters build phase `name`: the caller's `phase`, the journal (for `--list` while the build
+/// runs; failing to note it does not stop the build) and the event.
+pub(crate) fn enter_phase(
+    phase: &mut String,
+    transaction: &mut Transaction,
+    name: &str,
+    on_event: &mut dyn FnMut(BuildEvent),
+) {
+    *phase = name.to_owned();
+    let _ = transaction.set_phase(name);
+    on_event(BuildEvent::Phase(name.to_owned()));
 }
 
 /// `.rpm` arguments stay; any other file is a manifest: one package file per line, relative

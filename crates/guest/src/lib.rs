@@ -33,6 +33,7 @@
 mod build;
 mod build_apt;
 mod builtin;
+mod clone;
 mod config;
 mod distribution;
 mod error;
@@ -45,6 +46,8 @@ mod roots;
 mod runtime;
 mod suggest;
 mod transaction;
+mod unify;
+mod verify;
 
 pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
 pub use build_apt::{AptMirror, open_deb_backend};
@@ -71,3 +74,5 @@ pub use runtime::{
     format_duration, parse_cpus, parse_duration, parse_signal, parse_size,
 };
 pub use suggest::closest;
+pub use unify::{UnifyReport, unify};
+pub use verify::{FileClass, Finding, VerifyReport, verify};

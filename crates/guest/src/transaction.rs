@@ -67,6 +67,9 @@ struct Journal {
     operation: Operation,
     guest: String,
     pid: u32,
+    /// The guest's package state directory (`PKGDIR/G`).
+    #[serde(default)]
+    state_dir: PathBuf,
     /// The phase it was in (build).
     #[serde(default)]
     phase: String,
@@ -189,6 +192,7 @@ impl Transaction {
                 operation,
                 guest: guest.to_owned(),
                 pid: std::process::id(),
+                state_dir: roots.pkgdir.join(guest),
                 phase: String::new(),
                 created: Vec::new(),
                 moved: Vec::new(),
@@ -272,9 +276,10 @@ impl Transaction {
     }
 
     /// Undoes the transaction (a failed build): removes what it created, newest first, and
-    /// puts what it set aside back. Returns what could not be removed.
+    /// puts what it set aside back. The build's operation logs, which its error names, stay
+    /// (in the guest put back, or alone in `.pkg/G/log`). Returns what could not be removed.
     pub(crate) fn undo(self) -> Result<Vec<String>> {
-        let left = undo_build(&self.journal)?;
+        let left = undo_build(&self.journal, true)?;
         remove_journal(&self.dir, &self.journal.guest)?;
         Ok(left)
     }
@@ -331,11 +336,19 @@ fn finish_commit(journal: &Journal) -> Vec<String> {
     left
 }
 
-/// Removes what a build created, newest first, then puts back what it set aside.
-fn undo_build(journal: &Journal) -> Result<Vec<String>> {
+/// Removes what a build created, newest first, then puts back what it set aside. With
+/// `keep_logs`, the operation logs of its package state stay (a failed build's error names
+/// them); a recovery after a kill removes everything (no error named them).
+fn undo_build(journal: &Journal, keep_logs: bool) -> Result<Vec<String>> {
     let mut left = Vec::new();
+    let is_state = |path: &Path| path == journal.state_dir;
     for path in journal.created.iter().rev() {
-        if let Err(e) = remove_host_tree(path) {
+        let removed = if keep_logs && is_state(path) {
+            vserver_pkgmgmt::remove_all_but_logs(path).map_err(|e| e.to_string())
+        } else {
+            remove_host_tree(path).map_err(|e| e.to_string())
+        };
+        if let Err(e) = removed {
             left.push(format!("{} ({e})", path.display()));
         }
         vserver_pkgmgmt::checkpoint();
@@ -349,6 +362,10 @@ fn undo_build(journal: &Journal) -> Result<Vec<String>> {
     }
     for moved in journal.moved.iter().rev() {
         if exists_no_follow(&moved.aside) {
+            if keep_logs && is_state(&moved.path) {
+                // The failed build's logs join the guest put back.
+                let _ = vserver_pkgmgmt::move_logs(&moved.path, &moved.aside);
+            }
             remove_host_tree(&moved.path)?;
             fs_err::rename(&moved.aside, &moved.path).map_err(Error::io("restore", &moved.path))?;
         }
@@ -460,7 +477,7 @@ pub(crate) fn recover_journal(
             format!("finished a build that was killed after it completed {killed}")
         }
         Operation::Build => {
-            undo_build(&journal)?;
+            undo_build(&journal, false)?;
             let what = if journal.kept {
                 "removed the failed build kept with --keep"
             } else {

@@ -53,7 +53,26 @@ pub enum Error {
         #[source]
         source: Box<vserver_sandbox::Error>,
     },
-    /// The package manager ran and failed.
+    /// The package manager ran and failed: the cause (the end of its error output) first, then
+    /// the operation log that holds its command line and full output (module `oplog`).
+    #[error(
+        "guest `{guest}`: {tool} failed ({}): {cause}{}",
+        crate::oplog::status_text(.status),
+        crate::oplog::log_text(.log)
+    )]
+    ToolFailure {
+        /// The guest.
+        guest: String,
+        /// `rpm`, `dnf`, `dpkg`, `apt-get`.
+        tool: String,
+        /// How it ended.
+        status: std::process::ExitStatus,
+        /// The last lines of its error output, on one line.
+        cause: String,
+        /// The operation log in `.pkg/G/log/`, when it could be written.
+        log: Option<PathBuf>,
+    },
+    /// A package tool ran and failed (where no operation log is written).
     #[error("guest `{guest}`: `{command}` failed ({status}){stderr_tail}")]
     ToolFailed {
         /// The guest.

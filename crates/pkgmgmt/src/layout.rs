@@ -11,6 +11,7 @@
 //! .pkg/G/apt/etc/                apt.conf (generated), sources.list, trusted.gpg.d/, apt.conf.d/…
 //! .pkg/G/apt/hook/vserver.so     the exec hook preloaded into apt and dpkg
 //! .pkg/G/lock, .pkg/G/internal   the operation lock; the internal-mode record
+//! .pkg/G/log/                    operation logs of failed tool runs (module `oplog`), in no sandbox
 //!
 //! hostile: written inside a sandbox, by the tools and whatever runs under them
 //! .pkg/G/rpm/state/              the rpm database, bind-mounted at the guest's /.rpmdb per operation
@@ -75,6 +76,10 @@ pub struct PkgLayout {
 }
 
 impl PkgLayout {
+    /// `dpkg/state`, relative to `.pkg/G`: the dpkg admin directory (hostile: dpkg and the
+    /// maintainer scripts write it in a sandbox; read it through [`PkgLayout::open_state`]).
+    pub const DPKG_STATE_DIR: &'static str = DPKG_STATE;
+
     /// The layout of `guest` under the package-state root `pkgdir` (`/vservers/.pkg`).
     pub fn new(pkgdir: &Path, guest: &str) -> Self {
         PkgLayout {
@@ -236,6 +241,12 @@ impl PkgLayout {
         self.dir.join("internal")
     }
 
+    /// Holds the guest's package lock while its state is copied (a clone): no package
+    /// operation of ours changes the database meanwhile.
+    pub fn lock_for_copy(&self) -> Result<PkgLock> {
+        self.lock()
+    }
+
     /// Takes the lock for an operation on the external database: refused while package
     /// management is internal. Checked under the lock, so an operation that loaded the guest's
     /// configuration just before an internalize finished cannot act on the archived database.
@@ -269,7 +280,8 @@ impl PkgLayout {
 }
 
 /// A held `.pkg/G/lock`, released when dropped.
-pub(crate) struct PkgLock(#[allow(dead_code)] std::fs::File);
+#[derive(Debug)]
+pub struct PkgLock(#[allow(dead_code)] std::fs::File);
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)]

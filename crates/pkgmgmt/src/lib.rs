@@ -19,6 +19,9 @@
 //! - Every run of a package tool has a time limit ([`DEFAULT_TIME_LIMIT`], or the settings'
 //!   `time_limit`): at the limit the sandbox and everything in it are killed, the guest's lock
 //!   is released with the error, and [`Error::TimedOut`] names the script that was running.
+//! - A failed run of a package tool gives [`Error::ToolFailure`]: the cause first, then the
+//!   operation log in `.pkg/G/log/` (host-only) holding the command line and the full output
+//!   (module `oplog`; bounded: the last 20 per guest).
 //! - [`mode`]: `pkgmgmt internalize|externalize`, moving the database into the guest and back as
 //!   reversible steps, the guest's database treated as untrusted input on the way back.
 //!
@@ -39,6 +42,7 @@ mod host_fs;
 mod layout;
 mod macros;
 pub mod mode;
+mod oplog;
 mod plugin;
 mod rpm;
 
@@ -46,7 +50,8 @@ pub use backend::{DEFAULT_TIME_LIMIT, Family, PackageBackend, Tool};
 pub use checkpoint::{KILL_AT_VAR, checkpoint};
 pub use deb::{DPKG_MOUNT_POINT, DebBackend, DebSettings, DebTool, Variant};
 pub use error::{Error, Result};
-pub use layout::PkgLayout;
+pub use layout::{PkgLayout, PkgLock};
 pub use macros::{DEFAULT_NETSHARED_PATHS, generate_macros};
+pub use oplog::{holds_only_logs, move_logs, remove_all_but_logs};
 pub use plugin::{PLUGIN_ENV, PLUGIN_FILE_NAME, find_rpm_plugin};
 pub use rpm::{RpmBackend, RpmSettings};

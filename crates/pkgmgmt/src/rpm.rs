@@ -31,10 +31,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use vserver_sandbox::{Access, CapabilityProfile, GuestRoot, SandboxCommand, StdioMode};
+use vserver_sandbox::{Access, CapabilityProfile, Finished, GuestRoot, SandboxCommand, StdioMode};
 
 use crate::backend::{Family, PackageBackend, Tool, clean_environment};
-use crate::error::{Error, Result, output_tail};
+use crate::error::{Error, Result};
 use crate::layout::{
     PkgLayout, RPM_ETC, RPM_HOME, RPM_PLUGINS, RPM_STATE, YUM_CACHE, YUM_ETC, YUM_LIB, YUM_LOG,
 };
@@ -48,6 +48,16 @@ const RPM_VIEW: &[(&str, Access)] = &[
     (YUM_CACHE, Access::ReadWrite),
     (YUM_LIB, Access::ReadWrite),
     (YUM_LOG, Access::ReadWrite),
+];
+
+/// dnf's lock files in our state: in its persistdir and cachedir (dnf 4, `dnf/lock.py` and
+/// `dnf/base.py`). Each holds the pid of its owner and is taken over only when `/proc/PID` is
+/// gone; see [`RpmBackend::remove_stale_dnf_locks`]. (Its fourth, `log_lock.pid`, goes to
+/// `/var/log` whatever `logdir` says: read-only in the sandbox, so never written.)
+const DNF_LOCK_FILES: &[(&str, &str)] = &[
+    (YUM_LIB, "rpmdb_lock.pid"),
+    (YUM_CACHE, "metadata_lock.pid"),
+    (YUM_CACHE, "download_lock.pid"),
 ];
 
 /// The rpm back end's trusted directories (written by the host only).
@@ -151,6 +161,7 @@ impl RpmBackend {
     fn write_operation_files(&self) -> Result<()> {
         let state = self.layout.ensure_dirs(RPM_DIRS)?;
         self.layout.remove_planted(&state, RPM_TRUSTED)?;
+        self.remove_stale_dnf_locks(&state)?;
         let macros = state.read("rpm/etc/macros").map_err(self.state_err())?;
         let installed =
             crate::plugin::install_copy(&self.layout, &state, &self.plugin, RPM_PLUGINS)?;
@@ -166,6 +177,29 @@ impl RpmBackend {
         );
         self.layout
             .write_trusted(&state, "rpm/home/.rpmmacros", &text)
+    }
+
+    /// Removes the lock files a dnf of an earlier operation left behind. Called only under the
+    /// guest's operation lock ([`PkgLayout::lock`]), which every dnf of ours runs under: while
+    /// we hold it no dnf can be running on this guest's state, so any such file is stale.
+    ///
+    /// dnf's locks are not kernel locks that die with their owner: dnf writes its pid into the
+    /// file and a later dnf waits ("Waiting for process with pid N to finish", silently with
+    /// `-q`) for as long as `/proc/N` exists. A dnf killed with its operation on a running guest
+    /// whose init never reaps stays a zombie in the guest's pid namespace, and so `/proc/N` stays
+    /// for the guest's lifetime; with a reaping init, N may be reused by any guest process. Either
+    /// way every later dnf would wait for ever. (apt and dpkg lock with `fcntl`, whose locks the
+    /// kernel drops when the holder exits, zombie or not: nothing to do for them.)
+    ///
+    /// The directories are hostile (dnf wrote them inside a sandbox): the files are removed
+    /// through the safe-path layer, whatever they are, without following anything.
+    fn remove_stale_dnf_locks(&self, state: &GuestRoot) -> Result<()> {
+        for (dir, name) in DNF_LOCK_FILES {
+            state
+                .remove_all_if_exists(Path::new(dir).join(name))
+                .map_err(self.state_err())?;
+        }
+        Ok(())
     }
 
     /// A sandboxed command for `program` on this guest.
@@ -270,12 +304,17 @@ impl RpmBackend {
         Ok(command)
     }
 
-    /// Runs a prepared command under the lock; `Ok` holds its status and captured stderr.
-    fn run(&self, tool: &str, command: &SandboxCommand) -> Result<(ExitStatus, Vec<u8>)> {
+    /// Runs a prepared command under the lock; `Ok` holds its status and captured output.
+    fn run(&self, tool: &str, command: &SandboxCommand) -> Result<Finished> {
         let _lock = self.layout.lock_external()?;
+        // On every error, the lock is released on the way out (`_lock` drops).
+        self.run_locked(tool, command)
+    }
+
+    /// [`RpmBackend::run`] for a caller that holds the lock.
+    fn run_locked(&self, tool: &str, command: &SandboxCommand) -> Result<Finished> {
         self.write_operation_files()?;
         let dnf_dir_before = self.guest_has("/etc/dnf");
-        // On every error, the lock is released on the way out (`_lock` drops).
         let finished = command
             .status()
             .map_err(|source| Error::sandbox(self.layout.guest(), tool, source))?;
@@ -286,7 +325,7 @@ impl RpmBackend {
             use std::io::Write;
             let _ = std::io::stdout().write_all(&finished.stdout);
         }
-        Ok((finished.status, finished.stderr))
+        Ok(finished)
     }
 
     fn guest_has(&self, path: &str) -> bool {
@@ -309,18 +348,29 @@ impl RpmBackend {
         }
     }
 
-    /// Runs a command that must succeed.
+    /// Runs a command that must succeed. A failure's error leads with the cause; the command
+    /// line goes to the operation log it names (module `oplog`), and to stderr first with
+    /// `verbose`.
     fn run_checked(&self, tool: &str, command: &SandboxCommand) -> Result<()> {
-        let (status, stderr) = self.run(tool, command)?;
-        if status.success() {
+        let _lock = self.layout.lock_external()?;
+        if self.settings.verbose {
+            eprintln!("guest `{}`: running {command}", self.layout.guest());
+        }
+        let finished = self.run_locked(tool, command)?;
+        if finished.status.success() {
             return Ok(());
         }
-        Err(Error::ToolFailed {
-            guest: self.guest(),
-            command: command.to_string(),
-            status,
-            stderr_tail: output_tail(&stderr, 3),
-        })
+        // Written under the lock, which keeps the log's name ours.
+        Err(crate::oplog::tool_failure(
+            &self.layout,
+            &crate::oplog::FailedRun {
+                tool,
+                command,
+                status: finished.status,
+                stdout: &finished.stdout,
+                stderr: &finished.stderr,
+            },
+        ))
     }
 
     /// Flushes, once, the file systems a build wrote to: the guest's and the one holding its
@@ -457,7 +507,7 @@ impl PackageBackend for RpmBackend {
         command
             .stdout(StdioMode::Inherit)
             .stderr(StdioMode::Inherit);
-        Ok(self.run(name, &command)?.0)
+        Ok(self.run(name, &command)?.status)
     }
 }
 

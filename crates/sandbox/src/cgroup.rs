@@ -213,15 +213,33 @@ impl Freezer {
 }
 
 /// A cgroup v2 directory created for one sandbox, killed and removed as a whole.
+///
+/// ```text
+/// <unified>/vserver-sandbox/<pid>-<start time>/           the sandbox's init
+/// <unified>/vserver-sandbox/<pid>-<start time>/program/   the program and all it starts
+/// ```
+///
+/// The name is the sandbox process's pid and start time: while that process lives the cgroup is
+/// in use; once it is gone the cgroup is an orphan that [`SandboxCgroup::remove_orphans`] may
+/// kill and remove. The program has a child cgroup of its own so that the init, a child
+/// subreaper, can kill everything the program started (`cgroup.kill` on the child) and still be
+/// there to reap it: what dies after its parent went to the init, not to a running guest's pid 1
+/// (which may never reap, leaving zombies that keep their pids, and dnf's lock files, alive).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SandboxCgroup {
     dir: PathBuf,
 }
 
+/// The program's child cgroup below a [`SandboxCgroup`].
+pub(crate) const PROGRAM_CGROUP: &str = "program";
+
+/// The directory below the v2 tree that holds the sandboxes' cgroups.
+const SANDBOX_PARENT: &str = "vserver-sandbox";
+
 impl SandboxCgroup {
-    /// Creates `<unified>/vserver-sandbox/<name>`.
+    /// Creates `<unified>/vserver-sandbox/<name>` and its program cgroup.
     pub fn create(unified: &Path, name: &str) -> Result<Self> {
-        let parent = unified.join("vserver-sandbox");
+        let parent = unified.join(SANDBOX_PARENT);
         match fs::create_dir(&parent) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -229,7 +247,38 @@ impl SandboxCgroup {
         }
         let dir = parent.join(name);
         fs::create_dir(&dir).map_err(|e| Error::host("create cgroup", &dir, e))?;
+        let program = dir.join(PROGRAM_CGROUP);
+        fs::create_dir(&program).map_err(|e| Error::host("create cgroup", &program, e))?;
         Ok(SandboxCgroup { dir })
+    }
+
+    /// The name [`SandboxCgroup::create`] is given for the calling process: its pid and start
+    /// time, which together name one process for the whole uptime (a pid alone is reused).
+    pub(crate) fn name_for_this_process() -> String {
+        let pid = std::process::id();
+        match crate::process_start_time(pid) {
+            Some(start) => format!("{pid}-{start}"),
+            None => pid.to_string(),
+        }
+    }
+
+    /// Kills and removes every sandbox cgroup whose sandbox process is gone: what is left of an
+    /// operation whose clean-up did not run (its guardian was killed too, say by a SIGKILL to
+    /// the whole process group). Best effort: a cgroup that cannot be removed now is tried again
+    /// by the next sandbox.
+    pub fn remove_orphans(unified: &Path) {
+        let Ok(entries) = fs::read_dir(unified.join(SANDBOX_PARENT)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if owner_is_alive(name) {
+                continue;
+            }
+            let cgroup = SandboxCgroup { dir: entry.path() };
+            let _ = cgroup.kill_and_remove(Duration::from_secs(1));
+        }
     }
 
     /// The cgroup directory.
@@ -237,24 +286,63 @@ impl SandboxCgroup {
         &self.dir
     }
 
+    /// The program's child cgroup directory.
+    pub(crate) fn program_dir(&self) -> PathBuf {
+        self.dir.join(PROGRAM_CGROUP)
+    }
+
     /// Moves the calling process into the cgroup.
     pub fn join(&self) -> Result<()> {
         write_file(&self.dir.join("cgroup.procs"), "0")
     }
 
-    /// Whether any process is left in it.
+    /// Whether any process is left in it (or in its program cgroup).
     pub fn is_populated(&self) -> Result<bool> {
         Ok(read_file(&self.dir.join("cgroup.events"))?
             .lines()
             .any(|l| l == "populated 1"))
     }
 
-    /// Kills every process in the cgroup (`cgroup.kill`), waits until it is empty, removes it.
+    /// Kills every process in the cgroup and below (`cgroup.kill`), waits until it is empty,
+    /// removes it. A cgroup already removed (by a concurrent clean-up) is not an error.
     pub fn kill_and_remove(&self, timeout: Duration) -> Result<()> {
-        if self.is_populated()? {
-            write_file(&self.dir.join("cgroup.kill"), "1")?;
-            wait_for(&self.dir, timeout, || self.is_populated().map(|p| !p))?;
+        match self.is_populated() {
+            Ok(true) => {
+                write_file(&self.dir.join("cgroup.kill"), "1")?;
+                wait_for(&self.dir, timeout, || self.is_populated().map(|p| !p))?;
+            }
+            Ok(false) => {}
+            Err(_) if !self.dir.exists() => return Ok(()),
+            Err(e) => return Err(e),
         }
-        fs::remove_dir(&self.dir).map_err(|e| Error::host("remove cgroup", &self.dir, e))
+        for dir in [self.program_dir(), self.dir.clone()] {
+            match fs::remove_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::host("remove cgroup", &dir, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the sandbox process a cgroup is named after (`PID-START` or, from older versions,
+/// `PID`) still runs. A name of neither form is left alone, as if alive.
+fn owner_is_alive(name: &str) -> bool {
+    let (pid, start) = match name.split_once('-') {
+        Some((pid, start)) => (pid, Some(start)),
+        None => (name, None),
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return true;
+    };
+    match start {
+        Some(start) => {
+            let Ok(start) = start.parse::<u64>() else {
+                return true;
+            };
+            crate::process_start_time(pid) == Some(start)
+        }
+        None => Path::new(&format!("/proc/{pid}")).exists(),
     }
 }

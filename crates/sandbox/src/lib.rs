@@ -41,6 +41,7 @@
 
 mod caps;
 mod cgroup;
+mod dedupe;
 mod entry;
 mod error;
 mod guest_context;
@@ -55,9 +56,11 @@ mod safe_path;
 mod seccomp;
 mod sys;
 mod time_limit;
+mod tree_copy;
 
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
+pub use dedupe::{Dedupe, dedupe_file};
 pub use entry::{GATE_LOADED, GATE_OPEN, GATE_VAR, narrow_exec_env};
 pub use error::{Error, Result};
 pub use guest_context::{
@@ -85,3 +88,4 @@ pub use process::{
 /// Capability sets as rustix defines them (used by [`restrict_capabilities`]).
 pub use rustix::thread::CapabilitySet;
 pub use safe_path::{DeviceNode, DirEntry, FileInfo, FileKind, GuestRoot};
+pub use tree_copy::CopyStats;

@@ -21,6 +21,18 @@
 //!                                     └── init (pid 1 of a new pid ns; user ns root) ── program
 //! ```
 //!
+//! # Killing the caller kills the operation
+//!
+//! Each process has a parent-death signal: S dies with the caller, the program with the init.
+//! The init's is a blocked signal it waits for: it then kills the program's own cgroup (a child
+//! of the sandbox cgroup holding the program and all it starts) and reaps everything before it
+//! exits. It is a child subreaper, so in a joined guest's pid namespace nothing of the operation
+//! ends up under the guest's pid 1, which may never reap (see `end_operation`). The guardian
+//! then kills whatever is left in the sandbox cgroup and thaws the guest. Both leave the
+//! caller's process group, so a SIGKILL to the whole group does not take the clean-up with it;
+//! should the guardian be killed all the same, the next sandbox removes the orphaned cgroup
+//! ([`SandboxCgroup::remove_orphans`]).
+//!
 //! S unshares mount, uts, ipc and pid namespaces, makes every mount private, clones the guest
 //! root and each writable host path (`open_tree`), makes `/` read-only recursively
 //! (`mount_setattr`), and puts the writable clones back on their own paths. So the program sees
@@ -38,9 +50,9 @@
 //! a sandbox process: everything in the sandbox may be stopped or hostile. At the limit,
 //! [`SandboxChild::wait`] reads from `/proc` what runs below the program (module
 //! `time_limit`), sends `SIGKILL` to S through a pidfd and lets the layout above do the rest:
-//! the init's parent-death signal takes it, the pid namespace dies with its init, and the
-//! guardian, seeing the pipe's end, kills the sandbox cgroup (which also holds what the program
-//! started in a joined guest's pid namespace) and thaws the guest.
+//! the init's parent-death signal makes it kill and reap the program's cgroup (which also holds
+//! what the program started in a joined guest's pid namespace), and the guardian, seeing the
+//! pipe's end, kills what is left in the sandbox cgroup and thaws the guest.
 //!
 //! [`bind_into`]: crate::bind_into
 
@@ -996,10 +1008,14 @@ fn run_sandbox(spec: &Spec, channel: &Channel) -> Step<()> {
     )?;
     let support = step("detect cgroups", CgroupSupport::detect())?;
     let cgroup = match &support.unified {
-        Some(unified) => Some(step(
-            "create the sandbox cgroup",
-            SandboxCgroup::create(unified, &format!("{}", std::process::id())),
-        )?),
+        Some(unified) => {
+            // What an operation killed together with its guardian left behind goes first.
+            SandboxCgroup::remove_orphans(unified);
+            Some(step(
+                "create the sandbox cgroup",
+                SandboxCgroup::create(unified, &SandboxCgroup::name_for_this_process()),
+            )?)
+        }
         None => {
             channel.send(&Message::Note(
                 "no cgroup v2 tree: processes left by the program are killed through its pid namespace only"
@@ -1033,6 +1049,10 @@ fn start_guardian(
         return Ok((pid, write_end));
     }
     drop(write_end);
+    // Out of the caller's process group: a SIGKILL to the whole group (`kill -9 -PGID`,
+    // `timeout -s KILL`) must not take the clean-up with it. The guardian never reads the
+    // terminal, so leaving the foreground group costs nothing.
+    let _ = sys::leave_process_group();
     for signal in [
         libc::SIGINT,
         libc::SIGTERM,
@@ -1099,9 +1119,15 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
     // sandbox cgroup, both writable. The sandbox process itself stays outside the cgroup, so
     // that the guardian's kill never hits it.
     let host_proc = open_dir("open /proc", Path::new("/proc"))?;
-    let cgroup_dir = match cgroup {
-        Some(cgroup) => Some(open_dir("open the sandbox cgroup", cgroup.dir())?),
-        None => None,
+    let (cgroup_dir, program_cgroup) = match cgroup {
+        Some(cgroup) => (
+            Some(open_dir("open the sandbox cgroup", cgroup.dir())?),
+            Some(open_dir(
+                "open the program's cgroup",
+                &cgroup.program_dir(),
+            )?),
+        ),
+        None => (None, None),
     };
     if let Some(freezer) = &spec.freeze {
         step("freeze the guest", freezer.freeze(FREEZE_TIMEOUT))?;
@@ -1166,7 +1192,14 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
     if init == 0 {
         drop(to_sandbox_read);
         drop(to_init_write);
-        let code = match run_init(spec, channel, &prepared, to_sandbox_write, to_init_read) {
+        let code = match run_init(
+            spec,
+            channel,
+            &prepared,
+            program_cgroup.as_ref(),
+            to_sandbox_write,
+            to_init_read,
+        ) {
             Ok(()) => 0,
             // The sandbox process reports why it went away; this would only hide that.
             Err(failure) if failure.step == WAIT_FOR_ID_MAP => SETUP_FAILED,
@@ -1448,19 +1481,46 @@ fn needed_paths(spec: &Spec) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The init's parent-death signal: blocked, and taken by [`sys::wait_for_signal`] in the init's
+/// wait loop, so that the init, instead of dying at once, kills the program's cgroup and reaps
+/// all of it first ([`end_operation`]).
+const PARENT_DIED: libc::c_int = libc::SIGUSR1;
+/// How often the init's wait loop looks again without a signal (a safety net only).
+const INIT_POLL: Duration = Duration::from_millis(500);
+
 /// The init: pid 1 of the new pid namespace (or a plain process of a joined guest's).
+///
+/// It is a child subreaper and reaps everything of the operation before it exits: see
+/// [`end_operation`] for why that matters on a running guest.
 fn run_init(
     spec: &Spec,
     channel: &Channel,
     prepared: &Prepared,
+    program_cgroup: Option<&OwnedFd>,
     to_sandbox: OwnedFd,
     from_sandbox: OwnedFd,
 ) -> Step<()> {
+    // Blocked before the parent-death signal is set, so that it waits for the loop below. With
+    // no program cgroup to kill through, dying at once (SIGKILL) is all the init can do.
+    let parent_death_signal = if program_cgroup.is_some() {
+        step_io(
+            "block the init's signals",
+            sys::block_signals(&[PARENT_DIED, libc::SIGCHLD]),
+        )?;
+        rustix::process::Signal::from_named_raw(PARENT_DIED)
+    } else {
+        None
+    };
     step_io(
         "set the parent-death signal",
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-            .map_err(io::Error::from),
+        rustix::process::set_parent_process_death_signal(Some(
+            parent_death_signal.unwrap_or(rustix::process::Signal::KILL),
+        ))
+        .map_err(io::Error::from),
     )?;
+    // In a joined guest's pid namespace, what the program's processes leave behind (a script's
+    // daemon, a child whose parent was killed) comes to us instead of to the guest's pid 1.
+    step_io("become a child subreaper", sys::set_child_subreaper())?;
     // Read-only: `/proc/sysrq-trigger` and friends check only file ownership, and root in our
     // user namespace is host uid 0.
     step(
@@ -1563,22 +1623,79 @@ fn run_init(
     // SAFETY: single-threaded process (a fork of the single-threaded sandbox process).
     let program = step_io("fork the program", unsafe { sys::fork() })?;
     if program == 0 {
-        let failure = exec_program(spec, &exec);
+        let failure = exec_program(spec, &exec, program_cgroup);
         channel.fail(failure);
         sys::exit_immediately(127);
     }
-    // Reap everything; when the program itself ends, report and leave (as pid 1, taking the
-    // rest of the namespace with us).
-    loop {
-        match sys::waitpid(-1) {
-            Ok((pid, status)) if pid == program => {
-                // As pid 1 our exit kills the rest of the namespace; in a joined guest's pid
-                // namespace the guardian kills leftovers through the sandbox cgroup.
-                channel.send(&Message::Exited(status));
-                return Ok(());
+    // The program stays in the caller's process group (a terminal's signals and job control are
+    // its business); the init leaves it, so that a SIGKILL to that whole group (`kill -9 -PGID`,
+    // `timeout -s KILL`) leaves it alive to kill and reap what the program started. Were it
+    // killed together with them, whatever died after it would be left as a zombie under a
+    // joined guest's pid 1. Best effort: without it the guardian still kills the cgroup.
+    let _ = sys::leave_process_group();
+    let Some(program_cgroup) = program_cgroup else {
+        // No cgroup to kill through: reap until the program ends, then leave (as pid 1, taking
+        // the rest of the namespace with us; in a joined guest's, leftovers stay).
+        loop {
+            match sys::waitpid(-1) {
+                Ok((pid, status)) if pid == program => {
+                    channel.send(&Message::Exited(status));
+                    return Ok(());
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(Failure::io("wait for the program", &e)),
             }
-            Ok(_) => continue,
+        }
+    };
+    end_operation(channel, program, program_cgroup)
+}
+
+/// The init's wait loop: reaps every process that ends; when the program ends, reports its
+/// status; when the program ends or the sandbox process dies (the caller was killed, or the
+/// time limit expired), kills the program's cgroup — the program and everything it started,
+/// stopped or not — and returns only once nothing of it is left, every one reaped.
+///
+/// Why the init does this itself, and not only the guardian: on a running guest the operation
+/// runs in the guest's pid namespace, where whatever loses its parent goes to the guest's pid 1.
+/// A pid 1 that never reaps (busybox `sleep`, a shell's `exec sleep`) then keeps every process
+/// of the operation that dies there as a zombie for the guest's lifetime: its pid stays taken,
+/// and a dnf zombie keeps dnf's lock files valid, so every later dnf waits for it for ever. The
+/// init is a child subreaper and outlives the kill, so every process of the operation dies as
+/// its child or descendant and is reaped here. A nested pid namespace of the operation's own
+/// would also take everything with its init, but would hide the guest's processes from the
+/// package scripts, which must see them (a `%post` that signals a daemon through its pid file).
+fn end_operation(channel: &Channel, program: libc::pid_t, program_cgroup: &OwnedFd) -> Step<()> {
+    let mut killed = false;
+    let kill = |killed: &mut bool| -> Step<()> {
+        if !*killed {
+            *killed = true;
+            write_below(
+                "kill the program's cgroup",
+                program_cgroup,
+                "cgroup.kill",
+                "1",
+            )?;
+        }
+        Ok(())
+    };
+    loop {
+        match sys::try_wait_any() {
+            Ok(Some((pid, status))) => {
+                // Only a status of its own: once we killed it (the caller gone, or its time
+                // limit expired) the caller must not take our kill for the program's result.
+                if pid == program && !killed {
+                    channel.send(&Message::Exited(status));
+                    kill(&mut killed)?;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            // Nothing left: the program and everything of it are gone and reaped.
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return Ok(()),
             Err(e) => return Err(Failure::io("wait for the program", &e)),
+        }
+        if sys::wait_for_signal(&[PARENT_DIED, libc::SIGCHLD], INIT_POLL) == Some(PARENT_DIED) {
+            kill(&mut killed)?;
         }
     }
 }
@@ -1720,13 +1837,20 @@ fn find_program(program: &OsStr, path_var: &OsStr) -> Option<PathBuf> {
 }
 
 /// The program's process: confine, then exec. Returns only on failure.
-fn exec_program(spec: &Spec, exec: &Exec) -> Failure {
+fn exec_program(spec: &Spec, exec: &Exec, program_cgroup: Option<&OwnedFd>) -> Failure {
     let run = || -> Step<()> {
         step_io(
             "set the parent-death signal",
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
                 .map_err(io::Error::from),
         )?;
+        // The init blocks its signals for its wait loop; the mask would survive exec.
+        step_io("unblock signals", sys::unblock_all_signals())?;
+        // Into the program's cgroup before anything runs, so that everything the program starts
+        // is there for the init to kill (first: the write boundary below forbids the write).
+        if let Some(dir) = program_cgroup {
+            write_below("move the program into its cgroup", dir, "cgroup.procs", "0")?;
+        }
         step_io(
             "change directory",
             rustix::process::chdir(&exec.cwd).map_err(io::Error::from),

@@ -116,6 +116,8 @@ pub struct FileInfo {
     pub ino: u64,
     /// Device number, for device nodes.
     pub rdev: u64,
+    /// Modification time (seconds since the epoch).
+    pub mtime: i64,
 }
 
 impl FileInfo {
@@ -129,6 +131,7 @@ impl FileInfo {
             dev: stat.st_dev,
             ino: stat.st_ino,
             rdev: stat.st_rdev,
+            mtime: stat.st_mtime,
         }
     }
 }
@@ -341,6 +344,19 @@ impl GuestRoot {
             self.fd.as_fd(),
             &relative(path),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+            Mode::empty(),
+            IN_ROOT_NO_SYMLINKS,
+        )
+        .map_err(self.err(op, path))
+    }
+
+    /// Opens a directory inside the root for reading its entries, without following any
+    /// symlink on the way (the tree copy walks from there by descriptor).
+    pub(crate) fn open_dir_no_symlinks(&self, op: &'static str, path: &Path) -> Result<OwnedFd> {
+        openat2_retry(
+            self.fd.as_fd(),
+            &relative(path),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
             Mode::empty(),
             IN_ROOT_NO_SYMLINKS,
         )

@@ -259,3 +259,79 @@ pub(crate) fn waitpid(pid: libc::pid_t) -> io::Result<(libc::pid_t, libc::c_int)
         return Ok((ret, status));
     }
 }
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphans among the caller's descendants are reparented to
+/// it instead of to the pid namespace's init.
+pub(crate) fn set_child_subreaper() -> io::Result<()> {
+    prctl(libc::PR_SET_CHILD_SUBREAPER, 1).map(drop)
+}
+
+/// A signal set holding `signals`.
+fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: `sigset_t` is plain data; `sigemptyset` initialises it before any other use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live `sigset_t`; the signal numbers are valid constants.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &signal in signals {
+            libc::sigaddset(&mut set, signal);
+        }
+    }
+    set
+}
+
+/// `sigprocmask(SIG_BLOCK, signals)`: they stay pending for [`wait_for_signal`] instead of being
+/// delivered. Only for single-threaded processes.
+pub(crate) fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    let set = signal_set(signals);
+    // SAFETY: `set` is an initialised signal set the kernel only reads; no old set is asked for.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    check(ret.into()).map(drop)
+}
+
+/// `sigprocmask(SIG_SETMASK, {})`: nothing blocked (the mask survives `exec`, and a program must
+/// not start with its signals blocked). Async-signal-safe.
+pub(crate) fn unblock_all_signals() -> io::Result<()> {
+    let set = signal_set(&[]);
+    // SAFETY: as in `block_signals`.
+    let ret = unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    check(ret.into()).map(drop)
+}
+
+/// `sigtimedwait(signals, timeout)`: takes one pending signal of `signals` (which must be
+/// blocked), waiting up to `timeout`; `None` when none came (or the wait was interrupted).
+pub(crate) fn wait_for_signal(
+    signals: &[libc::c_int],
+    timeout: std::time::Duration,
+) -> Option<libc::c_int> {
+    let set = signal_set(signals);
+    let timeout = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+    };
+    // SAFETY: `set` and `timeout` are live, initialised values the kernel only reads; no
+    // `siginfo_t` is asked for.
+    let ret = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
+    (ret > 0).then_some(ret)
+}
+
+/// `waitpid(-1, &status, WNOHANG)`: a child that ended (pid and raw wait status), `Ok(None)` when
+/// children remain but none has ended, `ECHILD` when there are none.
+pub(crate) fn try_wait_any() -> io::Result<Option<(libc::pid_t, libc::c_int)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a live integer the kernel writes the wait status into.
+    let ret = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some((pid, status))),
+    }
+}
+
+/// `setpgid(0, 0)`: the caller leads a process group of its own, so that a signal sent to the
+/// group it was in (a `kill -9 -PGID`, a shell's job control) does not reach it.
+pub(crate) fn leave_process_group() -> io::Result<()> {
+    // SAFETY: plain integer arguments.
+    let ret = unsafe { libc::setpgid(0, 0) };
+    check(ret.into()).map(drop)
+}

@@ -205,6 +205,29 @@ impl TestHost {
         checked(&mut self.command(args))
     }
 
+    /// A host with the distribution `fixture` registered from a generated RPM repository of
+    /// `count` packages (shell scriptlets, busybox as the shell package) whose guests get `pkgs`;
+    /// `None` after saying why the test is skipped.
+    pub fn with_rpm_fixture(prefix: &str, seed: u64, count: usize, pkgs: &str) -> Option<TestHost> {
+        rpm_guest_prerequisites()?;
+        let host = TestHost::new(prefix);
+        let repo = host.dir.join("repo");
+        vserver_fixtures::write_rpm_set_with_busybox(
+            &repo,
+            &vserver_fixtures::RpmSetOptions {
+                seed,
+                count,
+                files_per_package: 4,
+                scriptlets: vserver_fixtures::Scriptlets::Shell,
+                ..vserver_fixtures::RpmSetOptions::default()
+            },
+            Path::new("/bin/busybox"),
+        )
+        .unwrap();
+        host.register_fixture(&repo, pkgs);
+        Some(host)
+    }
+
     /// Indexes the RPM repository `repo` and registers it as the distribution `fixture`, whose
     /// guests get `pkgs` (a space-separated list).
     pub fn register_fixture(&self, repo: &Path, pkgs: &str) {

@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 
 use vserver_guest::{BuildMethod, Error, PackageManagement};
 use vserver_pkgmgmt::Tool;
@@ -183,13 +184,13 @@ fn failed_build_cleans_up_or_keeps() -> Outcome {
             ),
             "{text}"
         );
-        for dir in [
-            &world.roots.confdir,
-            &world.roots.rootdir,
-            &world.roots.pkgdir,
-        ] {
+        for dir in [&world.roots.confdir, &world.roots.rootdir] {
             assert!(!dir.join("bad").exists(), "{} left behind", dir.display());
         }
+        // Only the operation log the error names is left of the package state.
+        assert!(vserver_pkgmgmt::holds_only_logs(
+            &world.roots.pkgdir.join("bad")
+        ));
         request.keep = true;
         let error = world.build(&request).unwrap_err();
         assert!(error.to_string().contains("kept what was built"), "{error}");
@@ -223,10 +224,24 @@ fn force_moves_aside_and_restores() -> Outcome {
         let mut failing = request.clone();
         failing.force = true;
         failing.packages = vec!["no-such-package".into()];
-        assert!(world.build(&failing).is_err());
+        let error = world.build(&failing).unwrap_err();
         assert_eq!(
             fs::read_to_string(world.root("f").join("etc/marker")).unwrap(),
             "old guest\n"
+        );
+        // The log the error names is there, among the restored guest's.
+        let chain = std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        let log = chain
+            .split_once("(command and full output: ")
+            .and_then(|(_, log)| log.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("no log named: {chain}"));
+        assert!(
+            Path::new(log).starts_with(world.roots.pkgdir.join("f/log"))
+                && Path::new(log).is_file(),
+            "{chain}"
         );
         assert!(
             world

@@ -145,6 +145,7 @@ impl World {
             rpm_files: Vec::new(),
             verbose: false,
             apt_mirror: None,
+            source: None,
         }
     }
 

@@ -99,6 +99,7 @@ impl World {
             rpm_files: Vec::new(),
             verbose: false,
             apt_mirror: None,
+            source: None,
         };
         let config = vserver_guest::build(&self.roots, &request, &mut |_| {}).unwrap();
         let bin = config.root.join("bin");
@@ -1022,6 +1023,7 @@ fn package_operation_on_running_guest() -> Result<(), Outcome> {
         rpm_files: vec![shell],
         verbose: false,
         apt_mirror: None,
+        source: None,
     };
     let config = vserver_guest::build(&world.roots, &request, &mut |_| {}).unwrap();
     let root = config.root.clone();

@@ -430,30 +430,26 @@ impl DebBackend {
         command: &mut SandboxCommand,
         streams: Streams,
     ) -> Result<Vec<u8>> {
-        let (status, stdout, stderr) = self.run(tool, command, streams)?;
-        self.check(command, status, stdout, &stderr)
-    }
-
-    fn check(
-        &self,
-        command: &SandboxCommand,
-        status: ExitStatus,
-        stdout: Vec<u8>,
-        stderr: &[u8],
-    ) -> Result<Vec<u8>> {
+        let _lock = self.layout.lock_external()?;
+        if self.settings.verbose {
+            eprintln!("guest `{}`: running {command}", self.layout.guest());
+        }
+        let (status, stdout, stderr) = self.run_locked(tool, command, streams)?;
         if status.success() {
             return Ok(stdout);
         }
-        let mut stderr_tail = output_tail(stderr, 4);
-        if stderr_tail.is_empty() {
-            stderr_tail = output_tail(&stdout, 4);
-        }
-        Err(Error::ToolFailed {
-            guest: self.guest(),
-            command: command.to_string(),
-            status,
-            stderr_tail,
-        })
+        // A failure's error leads with the cause; the command line and the whole output go to
+        // the operation log it names (module `oplog`), written under the lock.
+        Err(crate::oplog::tool_failure(
+            &self.layout,
+            &crate::oplog::FailedRun {
+                tool,
+                command,
+                status,
+                stdout: &stdout,
+                stderr: &stderr,
+            },
+        ))
     }
 
     /// `apt-get ARGS` on the guest, output quiet unless verbose.

@@ -346,12 +346,16 @@ impl ModeTarget {
             .map(str::to_owned)
             .collect();
         if !finished.status.success() && lines.is_empty() {
-            return Err(Box::new(crate::error::Error::ToolFailed {
-                guest: self.guest().to_owned(),
-                command: command.to_string(),
-                status: finished.status,
-                stderr_tail: crate::error::output_tail(&finished.stderr, 3),
-            }));
+            return Err(Box::new(crate::oplog::tool_failure(
+                &self.layout,
+                &crate::oplog::FailedRun {
+                    tool,
+                    command,
+                    status: finished.status,
+                    stdout: &finished.stdout,
+                    stderr: &finished.stderr,
+                },
+            )));
         }
         Ok(lines)
     }

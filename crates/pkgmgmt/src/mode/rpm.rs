@@ -46,7 +46,7 @@ use super::{
     ExternalizeReport, Mode, ModeError, ModeOptions, ModeTarget, StepFailure, StepResult, Steps,
     nothing, text_err,
 };
-use crate::error::{Error, output_tail};
+use crate::error::Error;
 use crate::host_fs;
 use crate::layout::{PkgLayout, RPM_STATE, YUM_CACHE, YUM_LIB};
 
@@ -288,12 +288,16 @@ impl RpmModeChange {
         if finished.status.success() {
             return Ok(finished.stdout);
         }
-        Err(Box::new(Error::ToolFailed {
-            guest: self.target.guest().to_owned(),
-            command: command.to_string(),
-            status: finished.status,
-            stderr_tail: output_tail(&finished.stderr, 3),
-        }))
+        Err(Box::new(crate::oplog::tool_failure(
+            &self.target.layout,
+            &crate::oplog::FailedRun {
+                tool: "rpm",
+                command,
+                status: finished.status,
+                stdout: &finished.stdout,
+                stderr: &finished.stderr,
+            },
+        )))
     }
 
     fn fresh_convert_dir(&self) -> StepResult {

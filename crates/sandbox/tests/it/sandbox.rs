@@ -24,6 +24,7 @@ crate::tests![
     setup_errors_are_reported,
     display_shows_command_and_environment,
     leftover_processes_are_killed,
+    orphaned_sandbox_cgroups_are_removed,
     running_guest_is_frozen_and_thawed,
     guest_is_thawed_when_sandbox_is_killed,
     joined_guest_namespaces,
@@ -592,7 +593,60 @@ fn leftover_processes_are_killed() -> Outcome {
     })
 }
 
+/// The cgroup of a sandbox whose clean-up never ran (its guardian was killed with it): the next
+/// sandbox kills what is in it and removes it; the cgroup of a live sandbox process stays.
+fn orphaned_sandbox_cgroups_are_removed() -> Outcome {
+    run(|| {
+        require_root()?;
+        let unified = unified()?;
+        let world = World::new();
+        prepare(&world);
+        // A pid that is gone: a child that ended.
+        let mut ended = Command::new("/bin/true").spawn().unwrap();
+        ended.wait().unwrap();
+        let parent = unified.join("vserver-sandbox");
+        fs::create_dir_all(&parent).unwrap();
+        let orphan = parent.join(format!("{}-1", ended.id()));
+        fs::create_dir_all(orphan.join("program")).unwrap();
+        let mut left = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+        fs::write(orphan.join("program/cgroup.procs"), left.id().to_string()).unwrap();
+        // A live owner: this test process (pid and start time).
+        let me = std::process::id();
+        let start = vserver_sandbox::process_start_time(me).unwrap();
+        let live = parent.join(format!("{me}-{start}"));
+        fs::create_dir_all(&live).unwrap();
+
+        let finished = SandboxCommand::new("/bin/true")
+            .guest_root(&world.guest)
+            .output()
+            .unwrap();
+        assert!(finished.status.success());
+        assert!(!orphan.exists(), "the orphaned cgroup is still there");
+        let status = left.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert!(live.exists(), "a live sandbox's cgroup was removed");
+        fs::remove_dir(&live).unwrap();
+        assert_no_sandbox_cgroups();
+        Ok(())
+    })
+}
+
+/// No sandbox cgroup is left whose sandbox process is gone (ours have all ended; those of
+/// sandboxes that still run, such as another build's on this machine, are theirs).
 fn assert_no_sandbox_cgroups() {
+    let owner_alive = |name: &str| {
+        let (pid, start) = name.split_once('-').unwrap_or((name, ""));
+        let Ok(pid) = pid.parse::<u32>() else {
+            return false;
+        };
+        match start.parse::<u64>() {
+            Ok(start) => vserver_sandbox::process_start_time(pid) == Some(start),
+            Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
+        }
+    };
     let support = vserver_sandbox::CgroupSupport::detect().unwrap();
     if let Some(unified) = support.unified {
         let parent = unified.join("vserver-sandbox");
@@ -602,6 +656,7 @@ fn assert_no_sandbox_cgroups() {
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| p.is_dir())
+                .filter(|p| !owner_alive(&p.file_name().unwrap().to_string_lossy()))
                 .collect();
             assert!(left.is_empty(), "sandbox cgroups left: {left:?}");
         }

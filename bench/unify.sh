@@ -1,0 +1,85 @@
+#!/bin/bash
+# Shared storage across guests on xfs: `vserver --all unify` against `duperemove -dr` (the
+# generic extent deduplicator) on identical copies of the same guests, side by side in one run,
+# in a fresh xfs image (reflink on) beside BENCH_DIR. GUESTS guests are made from one built
+# guest by plain copies (no shared extents: `cp -a --reflink=never`), each with its own name;
+# then one copy of all of them is handed to duperemove and the other to vserver. Prints for each
+# tool the time and the disk the guests use afterwards (`df`), as a multiple of one guest's.
+#
+#   bench/unify.sh [deb|rpm] [GUESTS] [VSERVER-BINARY]    (default: deb 20)
+#
+# deb: a Debian minbase guest from the .debs the Debian-guest test caches in
+# /var/tmp/vserver-test-debs; rpm: a guest of 300 generated packages. Needs root, xfsprogs and
+# duperemove (apt-get install xfsprogs duperemove). BENCH_DIR must not lie below /tmp.
+set -euo pipefail
+kind=${1:-deb}
+guests=${2:-20}
+here=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$here/target}
+vserver=${3:-$(ls -t "$target/release/vserver" "$target/debug/vserver" 2>/dev/null | head -1)}
+fixtures=$(ls -t "$target/release/vserver-fixtures" "$target/debug/vserver-fixtures" 2>/dev/null | head -1)
+dir=${BENCH_DIR:-$here/target/bench-unify}
+cache=/var/tmp/vserver-test-debs
+[ "$(id -u)" = 0 ] || { echo "unify.sh: needs root" >&2; exit 2; }
+for tool in mkfs.xfs duperemove; do
+  command -v $tool >/dev/null || { echo "unify.sh: needs $tool" >&2; exit 2; }
+done
+. "$here/bench/deb-mirror.sh"
+rm -rf "$dir"; mkdir -p "$dir"
+truncate -s 24G "$dir.img"; mkfs.xfs -q -f -m reflink=1 "$dir.img"
+mount -o loop "$dir.img" "$dir"
+trap 'umount "$dir"; rm -f "$dir.img"' EXIT
+now() { date +%s.%N; }
+used() { sync; df --output=used -B1 "$dir" | tail -1; }
+
+setup() {  # $1: where (vserver roots below it)
+  export VSERVER_CONFDIR=$1/etc VSERVER_ROOTDIR=$1/roots VSERVER_PKGDIR=$1/roots/.pkg
+}
+mkdir -p "$dir/vs" "$dir/dup"
+setup "$dir/vs"
+if [ "$kind" = deb ]; then
+  make_deb_mirror "$dir/vs" "$vserver"
+  "$vserver" g1 build -m apt -q -- -d localdeb --variant minbase
+else
+  "$fixtures" rpm "$dir/repo" --count 300 --prefix un >/dev/null
+  "$vserver" vrepo index -q "$dir/repo"
+  "$vserver" vdistro add bench --releasever 1 --repo "bench=file://$dir/repo" >/dev/null 2>&1
+  "$vserver" g1 build -m yum -q -- -d bench -- "un-*"
+fi
+base=$(used)
+one_guest=$(( $(du -sB1 "$dir/vs/roots/g1" | cut -f1) + $(du -sB1 "$dir/vs/roots/.pkg/g1" | cut -f1) ))
+i=2
+while [ $i -le "$guests" ]; do
+  cp -a --reflink=never "$dir/vs/roots/g1" "$dir/vs/roots/g$i"
+  cp -a --reflink=never "$dir/vs/roots/.pkg/g1" "$dir/vs/roots/.pkg/g$i"
+  mkdir -p "$dir/vs/etc/g$i"
+  sed -e "s/^name = \"g1\"/name = \"g$i\"/" -e "s|/roots/g1\"|/roots/g$i\"|" -e '/^id = /d' \
+    "$dir/vs/etc/g1/config.toml" > "$dir/vs/etc/g$i/config.toml"
+  i=$((i + 1))
+done
+cp -a --reflink=never "$dir/vs/roots" "$dir/dup/roots"
+before=$(used)
+all_vs=$(( ($(used) - base) / 2 ))
+sync; echo 3 > /proc/sys/vm/drop_caches
+t0=$(now)
+duperemove -dhr -q --hashfile="$dir/dup.hash" "$dir/dup/roots" >/dev/null 2>&1 || true
+t1=$(now)
+after_dup=$(used)
+sync; echo 3 > /proc/sys/vm/drop_caches
+t2=$(now)
+"$vserver" --all unify 2>&1 | tail -2
+t3=$(now)
+after_vs=$(used)
+verify=$("$vserver" --all verify >/dev/null 2>&1 && echo clean || echo CHANGED)
+saved_dup=$(( before - after_dup ))
+saved_vs=$(( after_dup - after_vs ))
+mb() { echo "scale=1; $1 / 1048576" | bc; }
+printf '%s guests: %d, one guest %s MB, all %s MB before\n' "$kind" "$guests" "$(mb $one_guest)" "$(mb $all_vs)"
+printf '%-26s %8.2f s  saved %8s MB  left %8s MB (%.2fx one guest)\n' "duperemove -dr" \
+  "$(echo "$t1 - $t0" | bc)" "$(mb $saved_dup)" "$(mb $(( all_vs - saved_dup )))" \
+  "$(echo "($all_vs - $saved_dup) / $one_guest" | bc -l)"
+printf '%-26s %8.2f s  saved %8s MB  left %8s MB (%.2fx one guest)\n' "vserver --all unify" \
+  "$(echo "$t3 - $t2" | bc)" "$(mb $saved_vs)" "$(mb $(( all_vs - saved_vs )))" \
+  "$(echo "($all_vs - $saved_vs) / $one_guest" | bc -l)"
+printf 'time ratio unify / duperemove: %.2f; every guest verifies: %s\n' \
+  "$(echo "($t3 - $t2) / ($t1 - $t0)" | bc -l)" "$verify"
