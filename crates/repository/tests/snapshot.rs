@@ -48,6 +48,13 @@ fn snapshots_are_immutable_shared_and_published_by_name() {
         store.create(tmp.path(), "x", false),
         Err(SnapshotError::NotARepository(_))
     ));
+    // A mirror or index run holds the repository: the snapshot does not read it half-switched.
+    {
+        let _held = vserver_repository::publish::lock_repository(&repo, false).unwrap();
+        let refused = store.create(&repo, "A", false).unwrap_err().to_string();
+        assert!(refused.contains("another vrepo process"), "{refused}");
+        assert!(!store.snapshot_dir("A").exists());
+    }
     let a = store.create(&repo, "A", false).unwrap();
     assert_eq!(a.packages, 12);
     assert!(a.metadata_bytes > 0 && a.metadata_bytes < a.package_bytes);
