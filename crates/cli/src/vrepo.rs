@@ -1,8 +1,9 @@
-//! `vrepo`: package repositories (index now; mirror and serve come next).
+//! `vrepo`: package repositories: index, mirror, serve, sign, snapshot.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -14,12 +15,17 @@ use vserver_repository::compress::Compression;
 use vserver_repository::rpm_file::RpmReadOptions;
 use vserver_repository::rpmmd::{RpmIndexOptions, index_rpm};
 use vserver_repository::scan::scan_packages;
+use vserver_repository::sign::Signer;
 
 use crate::exit;
 use crate::output::{Output, Verbosity, human_bytes};
 
 #[path = "vrepo_mirror.rs"]
 mod mirror_cmd;
+#[path = "vrepo_sign.rs"]
+pub(crate) mod sign_cmd;
+#[path = "vrepo_snapshot.rs"]
+mod snapshot_cmd;
 
 /// Local package repositories: write the metadata dnf and apt read.
 #[derive(Debug, Parser)]
@@ -49,6 +55,12 @@ enum Command {
     /// Listens on loopback by default; one log line per request on stderr; stops cleanly on
     /// SIGINT or SIGTERM.
     Serve(mirror_cmd::ServeArgs),
+    /// Signing keys: export the public key clients verify the signed metadata with.
+    #[command(subcommand)]
+    Key(sign_cmd::KeyCommand),
+    /// Snapshots of a repository, published under stable names by an atomic switch.
+    #[command(subcommand)]
+    Snapshot(snapshot_cmd::SnapshotCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,6 +120,8 @@ struct IndexArgs {
     /// `Label:` of the Release file (.deb).
     #[arg(long)]
     label: Option<String>,
+    #[command(flatten)]
+    sign: sign_cmd::SignArgs,
     /// Print a JSON summary on stdout instead of status lines.
     #[arg(long)]
     json: bool,
@@ -125,6 +139,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     match cli.command {
         Command::Mirror(args) => mirror_cmd::run_mirror(&args),
         Command::Serve(args) => mirror_cmd::run_serve(&args),
+        Command::Key(command) => sign_cmd::run_key(&command),
+        Command::Snapshot(command) => snapshot_cmd::run_snapshot(&command),
         Command::Index(args) => {
             let verbosity = if args.json {
                 Verbosity::Json
@@ -169,15 +185,16 @@ fn index(args: &IndexArgs, out: &Output) -> Result<ExitCode> {
             (rpm, deb)
         }
     };
+    let signer = args.sign.signer()?;
     let mut summaries = Vec::new();
     let mut skipped = 0;
     if rpm {
-        let summary = index_rpm_md(args, out)?;
+        let summary = index_rpm_md(args, signer.clone(), out)?;
         skipped += summary["skipped"].as_array().map_or(0, Vec::len);
         summaries.push(summary);
     }
     if deb {
-        let summary = index_deb(args, out)?;
+        let summary = index_deb(args, signer.clone(), out)?;
         skipped += summary["skipped"].as_array().map_or(0, Vec::len);
         summaries.push(summary);
     }
@@ -191,7 +208,11 @@ fn index(args: &IndexArgs, out: &Output) -> Result<ExitCode> {
     })
 }
 
-fn index_rpm_md(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
+fn index_rpm_md(
+    args: &IndexArgs,
+    signer: Option<Arc<Signer>>,
+    out: &Output,
+) -> Result<serde_json::Value> {
     let dir = &args.dir;
     let started = Instant::now();
     let options = RpmIndexOptions {
@@ -207,6 +228,7 @@ fn index_rpm_md(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
         read: RpmReadOptions {
             changelog_limit: args.changelog_limit,
         },
+        signer: signer.clone(),
     };
     let bar = out.progress();
     let report = index_rpm(dir, &options, &bar).with_context(|| {
@@ -234,11 +256,16 @@ fn index_rpm_md(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
         "read": report.packages - report.reused,
         "reused": report.reused,
         "skipped": skipped_json(&report.skipped),
+        "signed_by": signer.as_ref().map(|s| s.fingerprint()),
         "seconds": seconds,
     }))
 }
 
-fn index_deb(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
+fn index_deb(
+    args: &IndexArgs,
+    signer: Option<Arc<Signer>>,
+    out: &Output,
+) -> Result<serde_json::Value> {
     let dir = &args.dir;
     let started = Instant::now();
     let layout = match &args.suite {
@@ -260,6 +287,7 @@ fn index_deb(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
         wait_for_lock: args.wait,
         origin: args.origin.clone(),
         label: args.label.clone(),
+        signer: signer.clone(),
     };
     let bar = out.progress();
     let report = index_apt(dir, &options, &bar).with_context(|| {
@@ -294,6 +322,7 @@ fn index_deb(args: &IndexArgs, out: &Output) -> Result<serde_json::Value> {
         "chunks": report.chunks,
         "chunks_reused": report.chunks_reused,
         "skipped": skipped_json(&report.skipped),
+        "signed_by": signer.as_ref().map(|s| s.fingerprint()),
         "seconds": seconds,
     }))
 }

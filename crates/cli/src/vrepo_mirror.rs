@@ -80,6 +80,10 @@ pub(crate) struct MirrorArgs {
     /// one name per line; repeatable.
     #[arg(long, value_name = "LIST")]
     packages: Vec<String>,
+    /// Where `@dist:NAME` finds registered distributions (default: $VSERVER_CONFDIR, or
+    /// /etc/vservers).
+    #[arg(long, value_name = "DIR", requires = "packages")]
+    confdir: Option<PathBuf>,
     /// With --packages: also follow Recommends (rpm weak dependencies and Debian Recommends).
     #[arg(long, requires = "packages")]
     with_recommends: bool,
@@ -87,6 +91,8 @@ pub(crate) struct MirrorArgs {
     /// not, instead of failing.
     #[arg(long, requires = "packages")]
     skip_missing: bool,
+    #[command(flatten)]
+    sign: crate::vrepo::sign_cmd::SignArgs,
     /// Print a JSON summary on stdout instead of status lines.
     #[arg(long)]
     json: bool,
@@ -181,7 +187,8 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
     let subset = if args.packages.is_empty() {
         None
     } else {
-        let packages = read_package_list(&args.packages)?;
+        let packages =
+            expand_distributions(read_package_list(&args.packages)?, args.confdir.clone())?;
         if packages.is_empty() {
             bail!("--packages names no package");
         }
@@ -211,6 +218,7 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
         signature,
         wait_for_lock: args.wait,
         subset,
+        signer: args.sign.signer()?,
     };
     let started = Instant::now();
     let bar = ByteBar::new(!args.json && !args.quiet && std::io::stderr().is_terminal());
@@ -281,6 +289,7 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
         "metadata_changed": report.metadata_changed,
         "requests": report.requests,
         "unresolved": report.unresolved.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "signed_by": options.signer.as_ref().map(|s| s.fingerprint()),
         "seconds": seconds,
     }));
     Ok(if report.changed() {
@@ -288,6 +297,36 @@ fn mirror_command(args: &MirrorArgs, out: &Output) -> Result<ExitCode> {
     } else {
         ExitCode::from(exit::UP_TO_DATE)
     })
+}
+
+/// Replaces each `@dist:NAME` by the package lists of distribution NAME (built-in or
+/// registered), optional entries marked `?`: the set a guest of it is built from.
+fn expand_distributions(tokens: Vec<String>, confdir: Option<PathBuf>) -> Result<Vec<String>> {
+    if !tokens.iter().any(|t| t.starts_with("@dist:")) {
+        return Ok(tokens);
+    }
+    let roots = vserver_guest::HostRoots::resolve(confdir, None, None);
+    let store = vserver_guest::DistributionStore::new(roots.distributions_dir());
+    let mut out = Vec::new();
+    for token in tokens {
+        let Some(name) = token.strip_prefix("@dist:") else {
+            out.push(token);
+            continue;
+        };
+        let distribution = store
+            .get(name)
+            .with_context(|| format!("cannot expand `{token}` in --packages"))?;
+        for (_, entries) in &distribution.package_lists {
+            for entry in entries {
+                out.push(if entry.can_fail {
+                    format!("?{}", entry.name)
+                } else {
+                    entry.name.clone()
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A byte-counting progress bar on a terminal (the download phase), nothing elsewhere.

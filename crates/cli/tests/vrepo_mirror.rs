@@ -270,3 +270,88 @@ fn walk_files(dir: &Path) -> Vec<String> {
     }
     names
 }
+
+#[test]
+fn packages_takes_a_distributions_lists_and_refuses_debian_sets_on_rpm_md() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write_rpm_set(
+        &src,
+        &RpmSetOptions {
+            seed: 6,
+            count: 30,
+            ..RpmSetOptions::default()
+        },
+    )
+    .unwrap();
+    index(&src);
+    let conf = tmp.path().join("etc");
+    let added = Command::new(env!("CARGO_BIN_EXE_vserver"))
+        .args(["vdistro", "add", "small", "--releasever", "41"])
+        .args(["--repo", "base=file:///nonexistent"])
+        .args(["--pkgs", "fx-00010 ?no-such-package"])
+        .env("VSERVER_CONFDIR", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let dest = tmp.path().join("dest");
+    let output = vrepo()
+        .args([
+            "mirror",
+            "-q",
+            "--no-verify-signature",
+            "--packages",
+            "@dist:small",
+        ])
+        .arg("--confdir")
+        .arg(&conf)
+        .arg(&src)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The list's package is there; its optional missing one is no error.
+    assert!(walk_files(&dest).iter().any(|n| n.starts_with("fx-00010-")));
+
+    let output = vrepo()
+        .args([
+            "mirror",
+            "-q",
+            "--no-verify-signature",
+            "--packages",
+            "@minbase",
+        ])
+        .arg(&src)
+        .arg(tmp.path().join("dest2"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("a Debian package set"), "{stderr}");
+    let output = vrepo()
+        .args([
+            "mirror",
+            "-q",
+            "--no-verify-signature",
+            "--packages",
+            "@dist:nope",
+        ])
+        .arg("--confdir")
+        .arg(&conf)
+        .arg(&src)
+        .arg(tmp.path().join("dest3"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("@dist:nope"), "{stderr}");
+}

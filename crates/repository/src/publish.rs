@@ -178,7 +178,11 @@ impl Drop for Staging {
 
 /// Writes `bytes` to `path` so that readers see either the old or the new content, durably.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name has the empty path as parent: that is the current directory.
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());

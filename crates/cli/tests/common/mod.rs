@@ -4,6 +4,8 @@
 // Each test binary uses its own subset of these.
 #![allow(dead_code)]
 
+pub mod debian_cache;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

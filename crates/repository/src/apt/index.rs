@@ -83,6 +83,8 @@ pub struct AptIndexOptions {
     pub origin: Option<String>,
     /// `Label:` of the `Release`.
     pub label: Option<String>,
+    /// Sign the `Release` (`InRelease`, `Release.gpg`) before it is published.
+    pub signer: Option<std::sync::Arc<crate::sign::Signer>>,
 }
 
 impl Default for AptIndexOptions {
@@ -95,6 +97,7 @@ impl Default for AptIndexOptions {
             wait_for_lock: false,
             origin: None,
             label: None,
+            signer: None,
         }
     }
 }
@@ -155,6 +158,9 @@ pub enum AptError {
         /// Why.
         reason: String,
     },
+    /// Signing the `Release` failed.
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
     /// Writing an index file failed.
     #[error("failed to write `{}`", path.display())]
     Write {
@@ -298,6 +304,10 @@ pub fn index_apt(
     let release_path = staging.path().join("Release");
     let release = write_release(&release_fields, &written.entries);
     write_synced(&release_path, release.as_bytes())?;
+    if let Some(signer) = &opts.signer {
+        // In the staging directory: the signatures are published with the Release they sign.
+        signer.sign_release(staging.path())?;
+    }
     if let AptLayout::Dists { suite, .. } = &opts.layout {
         // The indexes by hash as well, and the previous run's for one more run: a client that
         // read the old Release while the suite is swapped still finds what it names.
@@ -317,7 +327,34 @@ pub fn index_apt(
     match &opts.layout {
         AptLayout::Dists { .. } => staging.commit()?,
         AptLayout::Flat => {
-            for name in ["Packages.gz", "Packages.xz", "Packages", "Release"] {
+            // A signature of the previous Release must not outlive it: it would make apt
+            // refuse the new one (or, for InRelease, vouch for indexes no longer there).
+            if opts.signer.is_none() {
+                for name in ["InRelease", "Release.gpg"] {
+                    match std::fs::remove_file(dir.join(name)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            return Err(PublishError::Io {
+                                action: "remove",
+                                path: dir.join(name),
+                                source,
+                            }
+                            .into());
+                        }
+                    }
+                }
+            }
+            // InRelease last: apt reads it first, and it carries its own Release.
+            let signed: &[&str] = if opts.signer.is_some() {
+                &["Release.gpg", "InRelease"]
+            } else {
+                &[]
+            };
+            for name in ["Packages.gz", "Packages.xz", "Packages", "Release"]
+                .iter()
+                .chain(signed)
+            {
                 let from = staging.path().join(name);
                 let to = dir.join(name);
                 std::fs::rename(&from, &to).map_err(|source| PublishError::Io {

@@ -86,8 +86,84 @@ pub struct PackageListError {
     pub source: std::io::Error,
 }
 
+/// The package sets `--packages` accepts as `@NAME` besides names, for Debian families: what
+/// a bootstrap variant installs, selected by the source's own index (`Essential: yes`, the
+/// archive's `Priority`), as `vserver build -m apt --variant` selects them.
+pub const DEB_SETS: &[(&str, &str)] = &[
+    ("essential", "the Essential: yes packages"),
+    (
+        "minbase",
+        "Essential, Priority: required and apt (the minbase variant)",
+    ),
+    ("buildd", "minbase and build-essential (the buildd variant)"),
+    ("required", "the Priority: required packages"),
+    ("important", "the Priority: important packages"),
+    ("standard", "the Priority: standard packages"),
+];
+
+/// Whether `token` (as in a `--packages` list) names a package set rather than a package.
+pub fn is_set(token: &str) -> bool {
+    token
+        .strip_prefix('@')
+        .is_some_and(|name| DEB_SETS.iter().any(|(set, _)| *set == name))
+}
+
+/// What a package of a Debian index contributes to the sets: its name, whether it is
+/// Essential, and its Priority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetMember<'a> {
+    /// `Package`.
+    pub name: &'a str,
+    /// `Essential: yes`.
+    pub essential: bool,
+    /// `Priority` (empty when absent).
+    pub priority: &'a str,
+}
+
+/// Replaces the `@SET` tokens of `requested` by the names of the packages they select among
+/// `members`; other tokens stay as they are. Duplicates are dropped, order kept.
+pub fn expand_deb_sets(requested: &[String], members: &[SetMember<'_>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |name: &str| {
+        if seen.insert(name.to_owned()) {
+            out.push(name.to_owned());
+        }
+    };
+    let priority = |wanted: &str, push: &mut dyn FnMut(&str)| {
+        for m in members.iter().filter(|m| m.priority == wanted) {
+            push(m.name);
+        }
+    };
+    for token in requested {
+        match token.as_str() {
+            "@essential" | "@minbase" | "@buildd" => {
+                for m in members.iter().filter(|m| m.essential) {
+                    push(m.name);
+                }
+                if token != "@essential" {
+                    priority("required", &mut push);
+                    push("apt");
+                }
+                if token == "@buildd" {
+                    push("build-essential");
+                }
+            }
+            "@required" => priority("required", &mut push),
+            "@important" => priority("important", &mut push),
+            "@standard" => priority("standard", &mut push),
+            name => push(name),
+        }
+    }
+    out
+}
+
 /// Expands `--packages` values: comma-separated names, or `@FILE` with one name per line
-/// (blank lines and `#` comments ignored). Duplicates are dropped, order kept.
+/// (blank lines and `#` comments ignored). `@SET` tokens of [`DEB_SETS`] (`@minbase`) are kept
+/// for [`expand_deb_sets`], and `@dist:NAME` for the caller to expand (the distributions are
+/// not this crate's); a list file with such a name is read as `@./minbase`. A name may
+/// start with `?`: it is optional (left out when the source lacks it, as a distribution's
+/// `?NAME`). Duplicates are dropped, order kept.
 pub fn read_package_list(values: &[String]) -> Result<Vec<String>, PackageListError> {
     let mut names: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -98,7 +174,11 @@ pub fn read_package_list(values: &[String]) -> Result<Vec<String>, PackageListEr
         }
     };
     for value in values {
-        if let Some(file) = value.strip_prefix('@') {
+        // `@SET` and `@dist:NAME` are tokens for the caller, not files.
+        let token = |t: &str| is_set(t) || t.starts_with("@dist:") || !t.starts_with('@');
+        if value.split(',').all(|t| token(t.trim())) {
+            value.split(',').for_each(&mut push);
+        } else if let Some(file) = value.strip_prefix('@') {
             let path = Path::new(file);
             let text = std::fs::read_to_string(path).map_err(|source| PackageListError {
                 path: path.to_owned(),
@@ -128,5 +208,42 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(names, ["x", "y", "a", "b", "c"]);
         assert!(read_package_list(&["@/nonexistent/list".into()]).is_err());
+        let names = read_package_list(&["@minbase,hello".into()]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names, ["@minbase", "hello"]);
+    }
+
+    #[test]
+    fn deb_sets_select_by_the_index() {
+        let members = [
+            SetMember {
+                name: "dpkg",
+                essential: true,
+                priority: "required",
+            },
+            SetMember {
+                name: "mawk",
+                essential: false,
+                priority: "required",
+            },
+            SetMember {
+                name: "less",
+                essential: false,
+                priority: "important",
+            },
+        ];
+        let expand = |tokens: &[&str]| {
+            let tokens: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
+            expand_deb_sets(&tokens, &members)
+        };
+        assert_eq!(expand(&["@essential"]), ["dpkg"]);
+        assert_eq!(
+            expand(&["@minbase", "hello"]),
+            ["dpkg", "mawk", "apt", "hello"]
+        );
+        assert_eq!(
+            expand(&["@buildd"]),
+            ["dpkg", "mawk", "apt", "build-essential"]
+        );
+        assert_eq!(expand(&["@important", "less"]), ["less"]);
     }
 }

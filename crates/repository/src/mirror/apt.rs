@@ -197,10 +197,7 @@ fn plan_suite(
     let release = parse_release(&root.release, &release_name)?;
 
     let current = context.current_metadata(&base);
-    let changed = root
-        .files
-        .iter()
-        .any(|(name, bytes)| std::fs::read(current.join(name)).ok().as_deref() != Some(&bytes[..]));
+    let changed = root_changed(context, &root, &current);
     let target = make_parents(context.dest, &base)?;
     let parent = target.parent().unwrap_or(context.dest);
     let final_name = target
@@ -210,6 +207,10 @@ fn plan_suite(
     let staging = Staging::new(parent, &final_name)?;
     for (name, bytes) in &root.files {
         write_new(&staging.path().join(name), bytes)?;
+    }
+    if context.options.signer.is_some() && !root.files.iter().any(|(n, _)| *n == "Release") {
+        // We sign the Release the source vouched for; a source with only InRelease gets one.
+        write_new(&staging.path().join("Release"), &root.release)?;
     }
 
     let components = if context.options.components.is_empty() {
@@ -299,11 +300,23 @@ fn plan_suite(
     Ok((
         StagedTree {
             staging,
+            kind: super::TreeKind::Apt,
             changed,
             flat_files: None,
         },
         packages,
     ))
+}
+
+/// Whether the root files differ from those published in `current`. A mirror we sign
+/// publishes our signatures, not the source's: then only the Release text counts.
+fn root_changed(context: &Context<'_>, root: &Root, current: &std::path::Path) -> bool {
+    if context.options.signer.is_some() {
+        return std::fs::read(current.join("Release")).ok().as_deref() != Some(&root.release[..]);
+    }
+    root.files
+        .iter()
+        .any(|(name, bytes)| std::fs::read(current.join(name)).ok().as_deref() != Some(&bytes[..]))
 }
 
 /// `base/name`, or `name` at the top of the repository.
@@ -319,9 +332,7 @@ fn join(base: &str, name: &str) -> String {
 pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
     let root = fetch_root(context, "")?;
     let release = parse_release(&root.release, "Release")?;
-    let changed = root.files.iter().any(|(name, bytes)| {
-        std::fs::read(context.dest.join(name)).ok().as_deref() != Some(&bytes[..])
-    });
+    let changed = root_changed(context, &root, context.dest);
     let staging = Staging::new(&context.state_dir, "flat-metadata")?;
     let mut order = Vec::new();
     let mut best = None;
@@ -358,6 +369,10 @@ pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
         write_new(&staging.path().join(name), bytes)?;
         order.push((*name).to_owned());
     }
+    if context.options.signer.is_some() && !order.iter().any(|n| n == "Release") {
+        write_new(&staging.path().join("Release"), &root.release)?;
+        order.push("Release".to_owned());
+    }
     if let Some(pos) = order.iter().position(|n| n == "InRelease") {
         let in_release = order.remove(pos);
         order.push(in_release);
@@ -368,6 +383,7 @@ pub(crate) fn plan_flat(context: &Context<'_>) -> Result<Plan, MirrorError> {
         format: "apt",
         trees: vec![StagedTree {
             staging,
+            kind: super::TreeKind::Apt,
             changed,
             flat_files: Some(order),
         }],

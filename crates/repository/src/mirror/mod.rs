@@ -109,6 +109,10 @@ pub struct MirrorOptions {
     pub wait_for_lock: bool,
     /// Mirror only these packages and their dependency closure, re-indexed (`--packages`).
     pub subset: Option<crate::closure::SubsetOptions>,
+    /// Sign the published metadata roots with this key (`--sign`): a subset's own metadata,
+    /// or a full mirror's copy of the source's `Release`/`repomd.xml`, whose source signature
+    /// is then replaced by ours.
+    pub signer: Option<std::sync::Arc<crate::sign::Signer>>,
 }
 
 /// The most any metadata file the mirror reads may inflate to, whatever the source declares:
@@ -139,6 +143,7 @@ impl Default for MirrorOptions {
             signature: SignaturePolicy::Unverified,
             wait_for_lock: false,
             subset: None,
+            signer: None,
         }
     }
 }
@@ -190,6 +195,9 @@ pub enum MirrorError {
     /// The signature check failed.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// Signing the published metadata failed.
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
     /// The source is not a repository of the expected kind.
     #[error("`{source_name}` is not {expected}")]
     NotARepository {
@@ -291,9 +299,19 @@ pub(crate) struct Wanted {
     pub(crate) digest: Digest,
 }
 
+/// Which metadata root a staged tree has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeKind {
+    /// `repodata/` with `repomd.xml`.
+    RpmMd,
+    /// An apt suite or flat repository with `Release`.
+    Apt,
+}
+
 /// A metadata tree staged for publication.
 pub(crate) struct StagedTree {
     pub(crate) staging: Staging,
+    pub(crate) kind: TreeKind,
     pub(crate) changed: bool,
     /// For a flat apt repository, the metadata shares DEST's top directory with the packages:
     /// these staged files are renamed into DEST one by one, in this order (`Release` last),
@@ -302,6 +320,24 @@ pub(crate) struct StagedTree {
 }
 
 impl StagedTree {
+    /// Signs the staged root (replacing any signature copied from the source), so that the
+    /// switch publishes the root and its signatures together.
+    fn sign(&mut self, signer: &crate::sign::Signer) -> Result<(), MirrorError> {
+        match self.kind {
+            TreeKind::RpmMd => signer.sign_repomd(self.staging.path())?,
+            TreeKind::Apt => {
+                signer.sign_release(self.staging.path())?;
+                if let Some(files) = &mut self.flat_files {
+                    // The root files go last, InRelease (what apt reads first) at the very end.
+                    files
+                        .retain(|n| !matches!(n.as_str(), "Release" | "Release.gpg" | "InRelease"));
+                    files.extend(["Release", "Release.gpg", "InRelease"].map(str::to_owned));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn publish(self, dest: &Path) -> Result<(), MirrorError> {
         let Some(files) = &self.flat_files else {
             return Ok(self.staging.commit()?);
@@ -467,6 +503,9 @@ const MAX_SIGNATURE: u64 = 1 << 20;
 /// The packages this mirror placed, one relative path per line.
 const MANAGED_FILE: &str = "mirror.files";
 const PARTS_DIR: &str = "mirror-parts";
+/// The fingerprint of the key the published metadata is signed with (empty: unsigned, or
+/// the source's own signatures).
+const SIGNED_BY_FILE: &str = "mirror.signed-by";
 const CACHE_NAME: &str = "mirror";
 const CACHE_FINGERPRINT: &str = "mirror-digest-v1";
 
@@ -598,14 +637,22 @@ pub fn mirror(
         None => None,
     };
     let packages = dedupe(std::mem::take(&mut plan.packages))?;
+    let signed_by = options
+        .signer
+        .as_ref()
+        .map_or_else(String::new, |s| s.fingerprint().to_owned());
+    // Signing on, off or with another key changes what clients must see, even when the
+    // source did not change.
+    let signing_changed = read_signed_by(&context.state_dir) != signed_by;
     let mut report = MirrorReport {
         format: plan.format,
         packages: packages.len() as u64,
         bytes: packages.iter().map(|p| p.size).sum(),
-        metadata_changed: match &subset {
-            Some(subset) => subset.metadata_changed(&context, &packages),
-            None => plan.trees.iter().any(|t| t.changed),
-        },
+        metadata_changed: signing_changed
+            || match &subset {
+                Some(subset) => subset.metadata_changed(&context, &packages),
+                None => plan.trees.iter().any(|t| t.changed),
+            },
         unresolved: subset
             .as_ref()
             .map(|s| s.missing.clone())
@@ -649,10 +696,20 @@ pub fn mirror(
         }
     }
     if report.changed() {
+        // Every tree is signed before any is published: a key that fails leaves DEST as it was.
+        if let Some(signer) = &options.signer {
+            for tree in &mut plan.trees {
+                tree.sign(signer)?;
+            }
+        }
         sync_filesystem(dest)?;
         for tree in plan.trees {
             tree.publish(dest)?;
         }
+        crate::publish::write_file_atomic(
+            &context.state_dir.join(SIGNED_BY_FILE),
+            signed_by.as_bytes(),
+        )?;
         if let Some(subset) = &subset {
             subset.record(&context, &packages)?;
         }
@@ -879,6 +936,13 @@ fn remove_dropped(dest: &Path, rel: &str) -> Result<bool, MirrorError> {
         parent = dir.parent();
     }
     Ok(true)
+}
+
+fn read_signed_by(state_dir: &Path) -> String {
+    std::fs::read_to_string(state_dir.join(SIGNED_BY_FILE))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 fn read_managed(state_dir: &Path) -> BTreeSet<String> {

@@ -42,9 +42,12 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
     };
     let repomd = Repomd::parse(&repomd_bytes).map_err(|e| malformed(e.to_string()))?;
     let current = context.current_metadata("repodata");
-    let changed = std::fs::read(current.join("repomd.xml")).ok().as_deref()
-        != Some(&repomd_bytes[..])
-        || std::fs::read(current.join("repomd.xml.asc")).ok() != signature;
+    let repomd_changed =
+        std::fs::read(current.join("repomd.xml")).ok().as_deref() != Some(&repomd_bytes[..]);
+    // A mirror we sign carries our repomd.xml.asc, not the source's: only repomd.xml counts.
+    let changed = repomd_changed
+        || (context.options.signer.is_none()
+            && std::fs::read(current.join("repomd.xml.asc")).ok() != signature);
 
     let staging = Staging::new(context.dest, "repodata")?;
     let mut primary: Option<StagedIndex> = None;
@@ -149,6 +152,7 @@ pub(crate) fn plan(context: &Context<'_>) -> Result<Option<Plan>, MirrorError> {
         format: "rpm-md",
         trees: vec![StagedTree {
             staging,
+            kind: super::TreeKind::RpmMd,
             changed,
             flat_files: None,
         }],

@@ -34,7 +34,10 @@ use super::{
 use crate::apt::{
     AptIndexOptions, AptLayout, ReleaseEntry, ReleaseFields, index_apt, write_release,
 };
-use crate::closure::{DebEntry, Missing, SubsetOptions, missing_line, resolve_deb, resolve_rpm};
+use crate::closure::{
+    DebEntry, Missing, SetMember, SubsetOptions, expand_deb_sets, missing_line, resolve_deb,
+    resolve_rpm,
+};
 use crate::deb::checksum::MultiHasher;
 use crate::progress::NoProgress;
 use crate::publish::Staging;
@@ -256,7 +259,25 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
                 )?;
             }
         }
-        let selection = resolve_rpm(&packages, &wanted.packages, wanted);
+        let names: BTreeSet<&str> = packages.iter().map(|p| p.name.as_str()).collect();
+        let (requested, mut set_missing) = optional_and_sets(&wanted.packages, |name| {
+            names.contains(name)
+                || packages
+                    .iter()
+                    .any(|p| p.provides.iter().any(|d| d.name == name))
+        });
+        // Debian's sets mean nothing to an rpm-md source: say so rather than guess.
+        for token in wanted.packages.iter().filter(|t| crate::closure::is_set(t)) {
+            set_missing.push(crate::closure::Missing {
+                needed_by: None,
+                what: format!(
+                    "{token} (a Debian package set; an rpm-md source takes names, or a \
+                     distribution's lists with @dist:NAME)"
+                ),
+            });
+        }
+        let mut selection = resolve_rpm(&packages, &requested, wanted);
+        selection.missing.splice(0..0, set_missing);
         let chosen = groups.entry(Target::RpmMd).or_default();
         for i in selection.chosen {
             chosen.insert(packages[i].location_href.clone());
@@ -268,6 +289,8 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
         // is harmless, and published in each index that lists it.
         let mut entries = Vec::new();
         let mut origin = Vec::new();
+        // (name, Essential, Priority) per entry, for `@minbase` and the other sets.
+        let mut set_fields: Vec<(String, bool, String)> = Vec::new();
         for index in &plan.indexes {
             let SourceIndex::Packages {
                 index,
@@ -316,11 +339,34 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
                 let section = stanza.get("Section").unwrap_or("");
                 let override_line = (!priority.is_empty() && !section.is_empty())
                     .then(|| format!("{} {priority} {section}", entry.name));
+                set_fields.push((
+                    entry.name.clone(),
+                    stanza.get("Essential") == Some("yes"),
+                    priority.to_owned(),
+                ));
                 entries.push(entry);
                 origin.push((target.clone(), filename, override_line));
             }
         }
-        let selection = resolve_deb(&entries, &wanted.packages, wanted);
+        let members: Vec<SetMember<'_>> = set_fields
+            .iter()
+            .map(|(name, essential, priority)| SetMember {
+                name,
+                essential: *essential,
+                priority,
+            })
+            .collect();
+        let names: BTreeSet<&str> = entries
+            .iter()
+            .flat_map(|e| {
+                std::iter::once(e.name.as_str()).chain(e.provides.iter().map(|p| p.0.as_str()))
+            })
+            .collect();
+        let expanded = expand_deb_sets(&wanted.packages, &members);
+        let (requested, _) = optional_and_sets(&expanded, |name| {
+            names.contains(name.split(':').next().unwrap_or(name))
+        });
+        let selection = resolve_deb(&entries, &requested, wanted);
         let chosen: BTreeSet<&str> = selection
             .chosen
             .iter()
@@ -348,6 +394,28 @@ fn resolve(plan: &Plan, wanted: &SubsetOptions) -> Result<SubsetPlan, MirrorErro
         overrides,
         architectures,
     })
+}
+
+/// The requested names without their optional marks: a `?NAME` the source lacks (as
+/// `exists` tells) is left out, as a distribution's optional packages are at build time.
+/// Set tokens are left to the caller; the second value is always empty here and is where a
+/// caller adds what it refuses.
+fn optional_and_sets(
+    requested: &[String],
+    exists: impl Fn(&str) -> bool,
+) -> (Vec<String>, Vec<crate::closure::Missing>) {
+    let mut out = Vec::new();
+    for token in requested {
+        if crate::closure::is_set(token) {
+            continue;
+        }
+        match token.strip_prefix('?') {
+            Some(name) if exists(name) => out.push(name.to_owned()),
+            Some(_) => {}
+            None => out.push(token.clone()),
+        }
+    }
+    (out, Vec::new())
 }
 
 /// Only what the resolver reads: a large primary (Fedora's lists 70,000 packages) then fits
@@ -488,6 +556,7 @@ impl SubsetPlan {
                     copy_tree(&view.join("repodata"), staging.path())?;
                     trees.push(StagedTree {
                         staging,
+                        kind: super::TreeKind::RpmMd,
                         changed: true,
                         flat_files: None,
                     });
@@ -516,6 +585,7 @@ impl SubsetPlan {
                     }
                     trees.push(StagedTree {
                         staging,
+                        kind: super::TreeKind::Apt,
                         changed: true,
                         flat_files: Some(order),
                     });
@@ -767,6 +837,7 @@ fn stage_suite(
     super::write_new(&staging.path().join("Release"), release.as_bytes())?;
     Ok(StagedTree {
         staging,
+        kind: super::TreeKind::Apt,
         changed: true,
         flat_files: None,
     })

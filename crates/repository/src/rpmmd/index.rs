@@ -51,6 +51,8 @@ pub struct RpmIndexOptions {
     pub database: bool,
     /// How packages become metadata.
     pub read: RpmReadOptions,
+    /// Sign `repomd.xml` (`repomd.xml.asc`) before it is published.
+    pub signer: Option<std::sync::Arc<crate::sign::Signer>>,
 }
 
 impl Default for RpmIndexOptions {
@@ -62,6 +64,7 @@ impl Default for RpmIndexOptions {
             wait_for_lock: false,
             database: false,
             read: RpmReadOptions::default(),
+            signer: None,
         }
     }
 }
@@ -99,6 +102,9 @@ pub enum RpmIndexError {
     /// The cache could not be written or read back.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// Signing repomd.xml failed.
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
     /// A sqlite database could not be built.
     #[error(transparent)]
     Database(#[from] SqliteError),
@@ -232,6 +238,10 @@ pub fn index_rpm(
     repomd.records.extend(databases);
     let repomd_path = staging.path().join("repomd.xml");
     write_file(&repomd_path, repomd.to_xml().as_bytes())?;
+    if let Some(signer) = &options.signer {
+        // In the staging directory: repomd.xml and its signature are swapped in together.
+        signer.sign_repomd(staging.path())?;
+    }
     staging.commit()?;
     progress.finish();
     report.repomd = dir.join("repodata/repomd.xml");

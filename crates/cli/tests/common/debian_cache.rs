@@ -1,0 +1,112 @@
+//! The cached real Debian bookworm minbase packages (plus `hello`) in /var/tmp, fetched once
+//! through the host's apt and shared by every test that builds a Debian guest. The same cache
+//! and the same selection as `deb_guest.rs`, so whichever test runs first fills it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{available, checked, run};
+
+/// Where the .debs are kept between runs.
+pub const CACHE: &str = "/var/tmp/vserver-test-debs";
+/// The minbase package names, written once every file is in the cache.
+pub const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
+const EXTRAS: &[&str] = &["hello"];
+
+/// bookworm's sources as the host's apt names them; `None` when it names no bookworm archive.
+pub fn host_sources() -> Option<String> {
+    let host = vserver_guest::HostAptSources::read(vserver_guest::HostAptSources::default_dir());
+    host.release_sources("bookworm", &["main"])
+}
+
+/// The host's apt with Debian's sources only, an empty status and its own cache under `work`.
+pub fn host_apt(program: &str, work: &Path) -> Command {
+    std::fs::create_dir_all(work.join("cache/archives/partial")).unwrap();
+    std::fs::create_dir_all(work.join("empty")).unwrap();
+    let sources = host_sources().expect("checked before the first use");
+    std::fs::write(work.join("sources.list"), sources).unwrap();
+    if !work.join("status").exists() {
+        std::fs::write(work.join("status"), "").unwrap();
+    }
+    let mut command = Command::new(program);
+    for (key, value) in [
+        ("Dir::Etc::SourceList", work.join("sources.list")),
+        ("Dir::Etc::SourceParts", work.join("empty")),
+        ("Dir::State::status", work.join("status")),
+        ("Dir::Cache", work.join("cache")),
+        ("Debug::NoLocking", PathBuf::from("1")),
+        ("APT::Install-Recommends", PathBuf::from("false")),
+    ] {
+        command.arg(format!("-o{key}={}", value.display()));
+    }
+    command
+}
+
+fn field<'a>(stanza: &'a str, name: &str) -> Option<&'a str> {
+    stanza
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+}
+
+/// The minbase names, filling the cache first when it is empty; `None` (after saying why)
+/// when the host cannot reach the archive.
+pub fn minbase(work: &Path) -> Option<BTreeSet<String>> {
+    if let Ok(list) = std::fs::read_to_string(CACHE_LIST)
+        && !list.trim().is_empty()
+    {
+        return Some(list.lines().map(str::to_owned).collect());
+    }
+    if !available(
+        host_sources().is_some(),
+        "the host's apt sources name no archive for bookworm",
+    ) {
+        return None;
+    }
+    std::fs::create_dir_all(format!("{CACHE}/partial")).unwrap();
+    let update = run(Command::new("apt-get").args(["-qq", "update"]));
+    if !available(
+        update.status.success(),
+        "apt-get update failed (no access to the Debian archive)",
+    ) {
+        return None;
+    }
+    let dump = checked(host_apt("apt-cache", work).arg("dumpavail"));
+    let mut seeds = BTreeSet::from(["apt".to_owned()]);
+    for stanza in dump.split("\n\n") {
+        let seed = field(stanza, "Essential") == Some("yes")
+            || field(stanza, "Priority") == Some("required");
+        if seed && let Some(name) = field(stanza, "Package") {
+            seeds.insert(name.to_owned());
+        }
+    }
+    let uris = checked(
+        host_apt("apt-get", work)
+            .args(["--print-uris", "-qq", "-y", "install"])
+            .args(&seeds),
+    );
+    let names: BTreeSet<String> = uris
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|file| file.split('_').next())
+        .map(str::to_owned)
+        .collect();
+    let download = run(host_apt("apt-get", work)
+        .arg(format!("-oDir::Cache::archives={CACHE}/"))
+        .args(["-qq", "-y", "--download-only", "install"])
+        .args(&seeds)
+        .args(EXTRAS));
+    if !available(
+        download.status.success(),
+        "cannot download from the Debian archive",
+    ) {
+        return None;
+    }
+    assert!(
+        names.len() > 50,
+        "apt computed too small a minbase: {names:?}"
+    );
+    let list: String = names.iter().map(|n| format!("{n}\n")).collect();
+    std::fs::write(CACHE_LIST, list).unwrap();
+    Some(names)
+}
