@@ -20,42 +20,9 @@ use std::process::Command;
 use common::{WORK_BASE, available, built_plugin, checked, is_root, run, serve, snapshot};
 use vserver_fixtures::DebPackage;
 
-const CACHE: &str = "/var/tmp/vserver-test-debs";
-/// The package names of the minbase set as the host's apt computed them, written once all
-/// files are in the cache.
-const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
-const EXTRAS: &[&str] = &["hello"];
-
-/// bookworm's suites at the archives the host's apt sources serve them from, found as the
-/// built-in `debian-12` finds them; `None` when the host names no bookworm archive.
-fn host_sources() -> Option<String> {
-    let host = vserver_guest::HostAptSources::read(vserver_guest::HostAptSources::default_dir());
-    host.release_sources("bookworm", &["main"])
-}
-
-/// The host's apt, isolated: Debian's sources only, an empty status, our own cache; the host's
-/// lists are read, nothing of the host's apt state is written.
-fn host_apt(program: &str, work: &Path) -> Command {
-    std::fs::create_dir_all(work.join("cache/archives/partial")).unwrap();
-    std::fs::create_dir_all(work.join("empty")).unwrap();
-    let sources = host_sources().expect("checked before the first use");
-    std::fs::write(work.join("sources.list"), sources).unwrap();
-    if !work.join("status").exists() {
-        std::fs::write(work.join("status"), "").unwrap();
-    }
-    let mut command = Command::new(program);
-    for (key, value) in [
-        ("Dir::Etc::SourceList", work.join("sources.list")),
-        ("Dir::Etc::SourceParts", work.join("empty")),
-        ("Dir::State::status", work.join("status")),
-        ("Dir::Cache", work.join("cache")),
-        ("Debug::NoLocking", PathBuf::from("1")),
-        ("APT::Install-Recommends", PathBuf::from("false")),
-    ] {
-        command.arg(format!("-o{key}={}", value.display()));
-    }
-    command
-}
+// The minbase cache, its selection and the isolated host apt are shared with the other Debian
+// guest tests (`common::debian_cache`).
+use common::debian_cache::{CACHE, host_apt, host_sources, minbase as minbase_set};
 
 /// Parses stanzas of `apt-cache dumpavail`/`show` output into (Package, fields).
 fn stanzas(text: &str) -> Vec<Vec<(String, String)>> {
@@ -77,63 +44,6 @@ fn field<'a>(stanza: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
-}
-
-/// The minbase package names (Essential + Priority: required per the archive + apt, resolved
-/// by apt against an empty status), downloading what the cache lacks.
-fn minbase_set(work: &Path) -> Option<BTreeSet<String>> {
-    if let Ok(list) = std::fs::read_to_string(CACHE_LIST)
-        && !list.trim().is_empty()
-    {
-        return Some(list.lines().map(str::to_owned).collect());
-    }
-    std::fs::create_dir_all(format!("{CACHE}/partial")).unwrap();
-    let update = run(Command::new("apt-get").args(["-qq", "update"]));
-    if !available(
-        update.status.success(),
-        "apt-get update failed (no access to the Debian archive)",
-    ) {
-        return None;
-    }
-    let dump = checked(host_apt("apt-cache", work).arg("dumpavail"));
-    let mut seeds = BTreeSet::from(["apt".to_owned()]);
-    for stanza in stanzas(&dump) {
-        if field(&stanza, "Essential") == Some("yes")
-            || field(&stanza, "Priority") == Some("required")
-        {
-            seeds.insert(field(&stanza, "Package").unwrap().to_owned());
-        }
-    }
-    let uris = checked(
-        host_apt("apt-get", work)
-            .args(["--print-uris", "-qq", "-y", "install"])
-            .args(&seeds),
-    );
-    let names: BTreeSet<String> = uris
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .map(|file| file.split('_').next().unwrap().to_owned())
-        .collect();
-    // `--print-uris` leaves out what the archives directory holds: only the download uses the
-    // shared cache.
-    let download = run(host_apt("apt-get", work)
-        .arg(format!("-oDir::Cache::archives={CACHE}/"))
-        .args(["-qq", "-y", "--download-only", "install"])
-        .args(&seeds)
-        .args(EXTRAS));
-    if !available(
-        download.status.success(),
-        "cannot download from the Debian archive",
-    ) {
-        return None;
-    }
-    assert!(
-        names.len() > 50,
-        "apt computed too small a minbase: {names:?}"
-    );
-    let list: String = names.iter().map(|n| format!("{n}\n")).collect();
-    std::fs::write(CACHE_LIST, list).unwrap();
-    Some(names)
 }
 
 /// A flat `pool/` of the cached .debs, indexed as `bookworm main` with the archive's priorities.

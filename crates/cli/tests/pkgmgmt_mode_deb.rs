@@ -21,8 +21,7 @@ use std::process::{Command, Output};
 
 use common::{WORK_BASE, available, built_plugin, snapshot};
 
-const CACHE: &str = "/var/tmp/vserver-test-debs";
-const CACHE_LIST: &str = "/var/tmp/vserver-test-debs/minbase.list";
+use common::debian_cache::{CACHE, CACHE_LIST};
 const INTERNALIZE_STEPS: usize = 5;
 const EXTERNALIZE_STEPS: usize = 6;
 

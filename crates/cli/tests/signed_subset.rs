@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{WORK_BASE, available, built_plugin, checked, is_root, run, serve};
+use common::{WORK_BASE, built_plugin, checked, run, serve};
 
 use common::debian_cache::{CACHE, CACHE_LIST};
 
@@ -114,36 +114,9 @@ impl Host {
     }
 }
 
-struct Agent(PathBuf);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(&self.0)
-            .args(["--kill", "gpg-agent"])
-            .status();
-    }
-}
-
 #[test]
 fn a_guest_is_built_and_updated_from_a_signed_minbase_subset_without_trusted() {
-    if !available(is_root(), "needs root") {
-        return;
-    }
-    for tool in ["/usr/bin/apt-get", "/usr/bin/dpkg", "/usr/bin/gpg"] {
-        if !available(Path::new(tool).exists(), &format!("needs {tool}")) {
-            return;
-        }
-    }
-    if !available(
-        host_sources().is_some(),
-        "the host's apt sources name no archive for bookworm",
-    ) || common::debian_cache::minbase(
-        &std::env::temp_dir().join(format!("vserver-test-apt-{}", std::process::id())),
-    )
-    .is_none()
-    {
+    if !common::debian_cache::signed_guest_prerequisites() {
         return;
     }
     std::fs::create_dir_all(WORK_BASE).unwrap();
@@ -154,28 +127,10 @@ fn a_guest_is_built_and_updated_from_a_signed_minbase_subset_without_trusted() {
     let top = top.path();
 
     // The key, made here; its public half as an apt keyring.
-    let home = top.join("gnupg");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let _agent = Agent(home.clone());
-    checked(
-        Command::new("gpg")
-            .arg("--homedir")
-            .arg(&home)
-            .args(["--batch", "--quiet", "--passphrase", "", "--quick-gen-key"])
-            .args([
-                "fleet mirror <mirror@example.invalid>",
-                "default",
-                "default",
-                "never",
-            ]),
-    );
-    let sign = vec![
-        "--sign".to_owned(),
-        "mirror@example.invalid".to_owned(),
-        "--gpg-homedir".to_owned(),
-        home.display().to_string(),
-    ];
+    let key =
+        common::gpg::TestKey::new(&top.join("gnupg"), "fleet mirror", "mirror@example.invalid");
+    let home = key.home.clone();
+    let sign = key.sign_args();
     // Written by a bare file name, as an administrator types it (relative to the cwd).
     let keyring = top.join("fleet-mirror.gpg");
     checked(
@@ -292,22 +247,9 @@ fn a_guest_is_built_and_updated_from_a_signed_minbase_subset_without_trusted() {
     assert_eq!(hello, "Hello, world!\n");
 
     // A signature made by another key: the guest's apt refuses the update.
-    let other = top.join("other-gnupg");
-    std::fs::create_dir_all(&other).unwrap();
-    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let _other_agent = Agent(other.clone());
-    checked(
-        Command::new("gpg")
-            .arg("--homedir")
-            .arg(&other)
-            .args(["--batch", "--quiet", "--passphrase", "", "--quick-gen-key"])
-            .args([
-                "intruder <x@example.invalid>",
-                "default",
-                "default",
-                "never",
-            ]),
-    );
+    let other_key =
+        common::gpg::TestKey::new(&top.join("other-gnupg"), "intruder", "x@example.invalid");
+    let other = other_key.home.clone();
     checked(
         vserver()
             .args(["vrepo", "index", "-q", "--suite", "bookworm"])

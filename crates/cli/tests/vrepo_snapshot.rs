@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{WORK_BASE, available, built_plugin, checked, is_root, run, serve};
+use common::{WORK_BASE, built_plugin, checked, run, serve};
 use vserver_fixtures::DebPackage;
 
 use common::debian_cache::CACHE;
@@ -69,18 +69,6 @@ fn overrides(work: &Path, names: &BTreeSet<String>) -> String {
         }
     }
     out
-}
-
-struct Agent(PathBuf);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(&self.0)
-            .args(["--kill", "gpg-agent"])
-            .status();
-    }
 }
 
 struct Host {
@@ -139,22 +127,7 @@ fn stable_target(publish_root: &Path) -> String {
 
 #[test]
 fn snapshots_stage_an_update_and_the_switch_is_atomic() {
-    if !available(is_root(), "needs root") {
-        return;
-    }
-    for tool in ["/usr/bin/apt-get", "/usr/bin/dpkg", "/usr/bin/gpg"] {
-        if !available(Path::new(tool).exists(), &format!("needs {tool}")) {
-            return;
-        }
-    }
-    if !available(
-        host_sources().is_some(),
-        "the host's apt sources name no archive for bookworm",
-    ) || common::debian_cache::minbase(
-        &std::env::temp_dir().join(format!("vserver-test-apt-{}", std::process::id())),
-    )
-    .is_none()
-    {
+    if !common::debian_cache::signed_guest_prerequisites() {
         return;
     }
     std::fs::create_dir_all(WORK_BASE).unwrap();
@@ -164,28 +137,9 @@ fn snapshots_stage_an_update_and_the_switch_is_atomic() {
         .unwrap();
     let top = top.path();
 
-    let home = top.join("gnupg");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let _agent = Agent(home.clone());
-    checked(
-        Command::new("gpg")
-            .arg("--homedir")
-            .arg(&home)
-            .args(["--batch", "--quiet", "--passphrase", "", "--quick-gen-key"])
-            .args([
-                "fleet <fleet@example.invalid>",
-                "default",
-                "default",
-                "never",
-            ]),
-    );
-    let sign: Vec<String> = vec![
-        "--sign".into(),
-        "fleet@example.invalid".into(),
-        "--gpg-homedir".into(),
-        home.display().to_string(),
-    ];
+    let key = common::gpg::TestKey::new(&top.join("gnupg"), "fleet", "fleet@example.invalid");
+    let home = key.home.clone();
+    let sign = key.sign_args();
     let keyring = top.join("fleet.gpg");
     checked(
         vrepo()

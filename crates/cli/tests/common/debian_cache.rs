@@ -110,3 +110,21 @@ pub fn minbase(work: &Path) -> Option<BTreeSet<String>> {
     std::fs::write(CACHE_LIST, list).unwrap();
     Some(names)
 }
+
+/// What the signed Debian guest tests need — root, apt, dpkg, gpg, the host's bookworm sources
+/// and the minbase cache (filled when empty) — or false after saying why they are skipped.
+pub fn signed_guest_prerequisites() -> bool {
+    if !available(super::is_root(), "needs root") {
+        return false;
+    }
+    for tool in ["/usr/bin/apt-get", "/usr/bin/dpkg", "/usr/bin/gpg"] {
+        if !available(Path::new(tool).exists(), &format!("needs {tool}")) {
+            return false;
+        }
+    }
+    available(
+        host_sources().is_some(),
+        "the host's apt sources name no archive for bookworm",
+    ) && minbase(&std::env::temp_dir().join(format!("vserver-test-apt-{}", std::process::id())))
+        .is_some()
+}

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod debian_cache;
+pub mod gpg;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
