@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod exit;
+mod export_cmd;
 mod output;
 mod vapt;
 mod vdistro;

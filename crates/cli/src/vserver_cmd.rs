@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Debug, Parser)]
 #[command(name = "vserver GUEST build", no_binary_name = true)]
 struct BuildArgs {
-    /// Build method: skeleton, yum, dnf, rpm, apt, debootstrap or clone.
+    /// Build method: skeleton, yum, dnf, rpm, apt, debootstrap, clone or template.
     #[arg(short = 'm', long, default_value = "skeleton")]
     method: String,
     /// The guest's host name (default: its name).
@@ -81,8 +81,8 @@ struct MethodArgs {
     /// `-m apt|debootstrap`: the mirror is unsigned and trusted explicitly.
     #[arg(long, requires = "mirror")]
     trusted: bool,
-    /// `-m clone`: the guest to copy.
-    #[arg(long, value_name = "GUEST")]
+    /// `-m clone`: the guest to copy; `-m template`: the archive `vserver G export` wrote.
+    #[arg(long, value_name = "GUEST|FILE")]
     source: Option<String>,
     /// `-m rpm`: install no package files (database only).
     #[arg(long)]
@@ -114,13 +114,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         // end of options.
         "pkgmgmt" => crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest),
         "verify" => crate::verify_cmd::one(&cli.roots.roots(), &cli.guest, &cli.rest),
+        "export" => crate::export_cmd::run(&cli.roots.roots(), &cli.guest, &cli.rest),
         other => {
             eprintln!(
                 "vserver: error: unknown command `{other}` for guest `{}`",
                 cli.guest
             );
             eprintln!(
-                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt, verify"
+                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt, verify, export"
             );
             ExitCode::from(exit::USAGE)
         }

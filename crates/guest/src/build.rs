@@ -33,6 +33,8 @@ pub enum BuildMethod {
     Rpm,
     /// A copy of another guest (`-- --source G`), with an identity of its own.
     Clone,
+    /// A guest from an archive `vserver G export` wrote (`-- --source FILE`).
+    Template,
     /// Our Debian bootstrap with the host's apt and dpkg (`-m apt` and `-m debootstrap`), with
     /// its variant (`--variant`, default minbase).
     Apt(vserver_pkgmgmt::Variant),
@@ -46,9 +48,10 @@ impl std::str::FromStr for BuildMethod {
             "yum" | "dnf" => Ok(BuildMethod::Yum),
             "rpm" => Ok(BuildMethod::Rpm),
             "clone" => Ok(BuildMethod::Clone),
+            "template" => Ok(BuildMethod::Template),
             "apt" | "debootstrap" => Ok(BuildMethod::Apt(vserver_pkgmgmt::Variant::default())),
             other => Err(format!(
-                "unknown build method `{other}` (expected skeleton, yum, dnf, rpm, apt, debootstrap or clone)"
+                "unknown build method `{other}` (expected skeleton, yum, dnf, rpm, apt, debootstrap, clone or template)"
             )),
         }
     }
@@ -79,7 +82,7 @@ pub struct BuildRequest {
     pub verbose: bool,
     /// `-m apt`: build from this mirror instead of the distribution's sources.
     pub apt_mirror: Option<crate::AptMirror>,
-    /// `-m clone`: the guest to copy.
+    /// `-m clone`: the guest to copy; `-m template`: the archive.
     pub source: Option<String>,
 }
 
@@ -109,7 +112,7 @@ pub fn build(
     }
     let distribution = match (&request.distribution, request.method) {
         (Some(name), _) => Some(DistributionStore::new(roots.distributions_dir()).get(name)?),
-        (None, BuildMethod::Skeleton | BuildMethod::Clone) => None,
+        (None, BuildMethod::Skeleton | BuildMethod::Clone | BuildMethod::Template) => None,
         (None, _) => {
             return Err(Error::BadRequest {
                 guest: request.guest.clone(),
@@ -118,7 +121,10 @@ pub fn build(
         }
     };
     if let Some(dist) = &distribution
-        && !matches!(request.method, BuildMethod::Skeleton | BuildMethod::Clone)
+        && !matches!(
+            request.method,
+            BuildMethod::Skeleton | BuildMethod::Clone | BuildMethod::Template
+        )
         && dist.family != method_family(request.method)
     {
         return Err(Error::BadRequest {
@@ -284,6 +290,18 @@ fn run_build(
         );
     }
 
+    if request.method == BuildMethod::Template {
+        return crate::template::import_into(
+            roots,
+            request,
+            distribution,
+            &root,
+            transaction,
+            phase,
+            on_event,
+        );
+    }
+
     let family = match (request.method, distribution) {
         (BuildMethod::Skeleton, None) => String::new(),
         (_, Some(d)) => d.family.as_str().to_owned(),
@@ -312,6 +330,7 @@ fn run_build(
         build_method: match request.method {
             BuildMethod::Skeleton => "skeleton",
             BuildMethod::Clone => "clone",
+            BuildMethod::Template => "template",
             BuildMethod::Yum => "yum",
             BuildMethod::Rpm => "rpm",
             BuildMethod::Apt(_) => "apt",
@@ -355,22 +374,14 @@ fn run_build(
         }
         return Ok(config);
     }
-    let plugin = vserver_pkgmgmt::find_rpm_plugin()?;
-    let backend = RpmBackend::new(
+    let backend = rpm_backend(
         layout,
         &root,
-        RpmSettings {
-            releasever,
-            arch: distribution.arch.clone(),
-            gpgcheck: distribution.gpgcheck,
-            macros: distribution.macros.clone(),
-            netshared: Vec::new(),
-            repo_files: distribution.repo_files.clone(),
-            verbose: request.verbose,
-            time_limit: crate::config::operation_time_limit(&config)?,
-        },
-        plugin,
-    )
+        distribution,
+        releasever,
+        request.verbose,
+        crate::config::operation_time_limit(&config)?,
+    )?
     // rpm's sqlite database and dnf's history fdatasync several times per package, which is
     // most of a large build's time on disk. Skipping them is safe here: the sandbox and the
     // guest are private to this build (nothing runs in the guest yet); if the build fails or the
@@ -421,12 +432,42 @@ fn run_build(
             let files = expand_manifests(&guest, &request.rpm_files)?;
             backend.install_files(&files)?;
         }
-        BuildMethod::Skeleton | BuildMethod::Clone | BuildMethod::Apt(_) => {}
+        BuildMethod::Skeleton
+        | BuildMethod::Clone
+        | BuildMethod::Template
+        | BuildMethod::Apt(_) => {}
     }
     set_phase(phase, transaction, "clean-up", on_event);
     backend.clean_cache()?;
     backend.sync()?;
     Ok(config)
+}
+
+/// The rpm/dnf back end of a guest of `distribution` whose root is `root`.
+pub(crate) fn rpm_backend(
+    layout: PkgLayout,
+    root: &Path,
+    distribution: &Distribution,
+    releasever: String,
+    verbose: bool,
+    time_limit: Option<std::time::Duration>,
+) -> Result<RpmBackend> {
+    let plugin = vserver_pkgmgmt::find_rpm_plugin()?;
+    Ok(RpmBackend::new(
+        layout,
+        root,
+        RpmSettings {
+            releasever,
+            arch: distribution.arch.clone(),
+            gpgcheck: distribution.gpgcheck,
+            macros: distribution.macros.clone(),
+            netshared: Vec::new(),
+            repo_files: distribution.repo_files.clone(),
+            verbose,
+            time_limit,
+        },
+        plugin,
+    ))
 }
 
 /// Enters build phase `name`: the caller's `phase`, the journal (for `--list` while the build

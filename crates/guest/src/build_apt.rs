@@ -162,6 +162,37 @@ impl AptMirror {
     }
 }
 
+/// The dpkg/apt back end of a new guest of `distribution` (its sources, or the mirror of
+/// `request`).
+pub(crate) fn deb_backend(
+    layout: PkgLayout,
+    distribution: &Distribution,
+    request: &DebBuild<'_>,
+    skip_fsync: bool,
+) -> Result<DebBackend> {
+    let (sources_list, keyrings) =
+        apt_sources(distribution, request.mirror).map_err(|e| match e {
+            Error::BadRequest { problem, .. } => Error::BadRequest {
+                guest: request.guest.to_owned(),
+                problem,
+            },
+            other => other,
+        })?;
+    Ok(DebBackend::new(
+        layout,
+        request.root,
+        DebSettings {
+            arch: distribution.arch.clone(),
+            sources_list,
+            keyrings,
+            merged_usr: true,
+            verbose: request.verbose,
+            skip_fsync,
+            time_limit: request.time_limit,
+        },
+    ))
+}
+
 /// Builds the package side of a Debian guest whose skeleton and configuration exist; `on_phase`
 /// names each step (for progress and for the failure message). Returns the warnings: optional
 /// (`--can-fail`) packages that could not be installed.
@@ -171,28 +202,8 @@ pub(crate) fn build_deb(
     request: &DebBuild<'_>,
     on_phase: &mut dyn FnMut(&str),
 ) -> Result<Vec<String>> {
-    let (sources_list, keyrings) =
-        apt_sources(distribution, request.mirror).map_err(|e| match e {
-            Error::BadRequest { problem, .. } => Error::BadRequest {
-                guest: request.guest.to_owned(),
-                problem,
-            },
-            other => other,
-        })?;
-    let backend = DebBackend::new(
-        layout,
-        request.root,
-        DebSettings {
-            arch: distribution.arch.clone(),
-            sources_list,
-            keyrings,
-            merged_usr: true,
-            verbose: request.verbose,
-            // A new guest: synced once at the end, removed if the build fails.
-            skip_fsync: true,
-            time_limit: request.time_limit,
-        },
-    );
+    // A new guest: synced once at the end, removed if the build fails.
+    let backend = deb_backend(layout, distribution, request, true)?;
     backend.prepare()?;
     on_phase("database");
     backend.initialize_database()?;

@@ -116,7 +116,7 @@ pub(crate) fn clone_into(
     Ok(config)
 }
 
-fn source_hostname(source: &GuestConfig) -> String {
+pub(crate) fn source_hostname(source: &GuestConfig) -> String {
     if source.hostname.is_empty() {
         source.name.clone()
     } else {
@@ -132,17 +132,7 @@ fn copy_package_state(roots: &HostRoots, source: &GuestConfig, guest: &str) -> R
         return Ok(());
     }
     let _lock = source_layout.lock_for_copy()?;
-    let _frozen = match crate::lifecycle::running_guest_for_backend(&source.name)?
-        .and_then(|running| running.freezer)
-    {
-        Some(freezer) => {
-            freezer
-                .freeze(FREEZE_TIMEOUT)
-                .map_err(guest_err(&source.name))?;
-            Some(Thaw(freezer))
-        }
-        None => None,
-    };
+    let _frozen = freeze_if_running(&source.name)?;
     let pkgdir = GuestRoot::open(&roots.pkgdir).map_err(guest_err(guest))?;
     pkgdir
         .copy_tree_into(
@@ -159,8 +149,20 @@ fn copy_package_state(roots: &HostRoots, source: &GuestConfig, guest: &str) -> R
     Ok(())
 }
 
+/// Freezes guest `name` if it runs, so that the database copied is one rpm or dpkg finished
+/// writing; it is thawed when the result is dropped.
+pub(crate) fn freeze_if_running(name: &str) -> Result<Option<Thaw>> {
+    match crate::lifecycle::running_guest_for_backend(name)?.and_then(|running| running.freezer) {
+        Some(freezer) => {
+            freezer.freeze(FREEZE_TIMEOUT).map_err(guest_err(name))?;
+            Ok(Some(Thaw(freezer)))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Thaws a frozen source when dropped.
-struct Thaw(vserver_sandbox::Freezer);
+pub(crate) struct Thaw(vserver_sandbox::Freezer);
 
 impl Drop for Thaw {
     fn drop(&mut self) {
@@ -169,7 +171,7 @@ impl Drop for Thaw {
 }
 
 /// Gives the copied root `root` an identity of its own (see the module documentation).
-fn make_identity(
+pub(crate) fn make_identity(
     root: &GuestRoot,
     old_hostname: &str,
     hostname: &str,

@@ -45,6 +45,7 @@ mod recovery;
 mod roots;
 mod runtime;
 mod suggest;
+mod template;
 mod transaction;
 mod unify;
 mod verify;
@@ -74,5 +75,6 @@ pub use runtime::{
     format_duration, parse_cpus, parse_duration, parse_signal, parse_size,
 };
 pub use suggest::closest;
+pub use template::{ExportReport, export};
 pub use unify::{UnifyReport, unify};
 pub use verify::{FileClass, Finding, VerifyReport, verify};

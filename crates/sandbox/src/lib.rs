@@ -57,6 +57,8 @@ mod seccomp;
 mod sys;
 mod time_limit;
 mod tree_copy;
+mod tree_pack;
+mod tree_unpack;
 
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
@@ -89,3 +91,5 @@ pub use process::{
 pub use rustix::thread::CapabilitySet;
 pub use safe_path::{DeviceNode, DirEntry, FileInfo, FileKind, GuestRoot};
 pub use tree_copy::CopyStats;
+pub use tree_pack::PackStats;
+pub use tree_unpack::{TreeUnpacker, UnpackReport};

@@ -29,10 +29,10 @@ use crate::error::{Error, Result};
 use crate::safe_path::GuestRoot;
 
 /// How deep the copy goes (each level holds two descriptors).
-const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// Extended attributes that are part of a file's meaning and are copied.
-const KEPT_XATTRS: &[&str] = &[
+pub(crate) const KEPT_XATTRS: &[&str] = &[
     "security.capability",
     "system.posix_acl_access",
     "system.posix_acl_default",
@@ -81,7 +81,7 @@ impl GuestRoot {
     }
 }
 
-fn times(stat: &rustix::fs::Stat) -> Timestamps {
+pub(crate) fn times(stat: &rustix::fs::Stat) -> Timestamps {
     Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: stat.st_atime,

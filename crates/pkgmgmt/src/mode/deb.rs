@@ -43,7 +43,7 @@ use crate::host_fs;
 use crate::layout::{APT_ETC, APT_STATE, DPKG_STATE, PkgLayout};
 
 /// The guest's dpkg admin directory.
-const ADMIN_DIR: &str = "/var/lib/dpkg";
+pub(crate) const ADMIN_DIR: &str = "/var/lib/dpkg";
 
 /// Suffixes of the files dpkg keeps per package in `info/`.
 const INFO_SUFFIXES: &[&str] = &[

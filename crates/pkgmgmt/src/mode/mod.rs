@@ -32,6 +32,7 @@ mod rpm;
 mod status;
 
 use crate::host_fs;
+use crate::layout::PkgLayout;
 use std::fmt;
 
 pub use deb::DebModeChange;
@@ -134,6 +135,39 @@ pub enum ModeError {
     /// A package-management operation outside the steps failed.
     #[error(transparent)]
     Package(#[from] crate::Error),
+}
+
+/// Where a guest of `family` (`rpm`, `deb`) keeps its own package database when its package
+/// management is internal.
+pub fn internal_database_path(family: &str) -> Option<&'static str> {
+    match family {
+        "rpm" => Some(rpm::DEFAULT_GUEST_DBPATH),
+        "deb" => Some(deb::ADMIN_DIR),
+        _ => None,
+    }
+}
+
+/// Records a database that arrived inside the guest at [`internal_database_path`] (a template's,
+/// on import) as the guest's internal one, so that `externalize` takes it in as untrusted input:
+/// vserver wrote nothing else into the guest and knows no package list for it.
+pub fn record_imported_database(layout: &PkgLayout, family: &str) -> Result<(), ModeError> {
+    let dbpath = internal_database_path(family).ok_or_else(|| ModeError::Refused {
+        guest: layout.guest().to_owned(),
+        problem: format!("no package database is known for family `{family}`"),
+    })?;
+    let record = rpm::InternalRecord {
+        family: family.to_owned(),
+        dbpath: dbpath.into(),
+        ..rpm::InternalRecord::default()
+    };
+    rpm::write_host_atomic(
+        &rpm::internal_record_file(layout),
+        record.render().as_bytes(),
+    )
+    .map_err(|e| ModeError::Refused {
+        guest: layout.guest().to_owned(),
+        problem: format!("cannot record the imported database: {e}"),
+    })
 }
 
 /// The test hook's failure.
