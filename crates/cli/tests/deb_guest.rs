@@ -378,6 +378,40 @@ fn debian_guest_from_a_local_bookworm_mirror() {
         .args(["d", "--", "-s", "no-such-package"]));
     assert_eq!(missing.status.code(), Some(1));
 
+    // A template of the guest (`export`, `build -m template`): the same package set, taken in
+    // as untrusted input and verified, nothing of it left in the new guest's /var/lib/dpkg.
+    let template = top.join("d.tar.zst");
+    let started = std::time::Instant::now();
+    checked(
+        host.command("d")
+            .args(["export", template.to_str().unwrap()]),
+    );
+    eprintln!("export: {:.1} s", started.elapsed().as_secs_f64());
+    let started = std::time::Instant::now();
+    checked(host.command("dt").args([
+        "build",
+        "-m",
+        "template",
+        "--",
+        "--source",
+        template.to_str().unwrap(),
+    ]));
+    eprintln!("import: {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(
+        installed(&host.pkg.join("dt/dpkg/state/status")),
+        installed(&admin.join("status"))
+    );
+    assert_eq!(
+        std::fs::read_dir(host.roots.join("dt/var/lib/dpkg"))
+            .unwrap()
+            .count(),
+        0
+    );
+    checked(host.command("vdpkg").args(["dt", "--", "--verify"]));
+    checked(host.command("dt").args(["verify"]));
+    checked(host.command("dt").args(["delete", "--yes"]));
+    std::fs::remove_file(&template).unwrap();
+
     // Hostile guest 1: /var/lib/dpkg is a symlink to a host directory.
     std::fs::remove_dir(&guest_dpkg).unwrap();
     std::os::unix::fs::symlink(canary.join("dpkg"), &guest_dpkg).unwrap();
