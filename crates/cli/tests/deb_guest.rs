@@ -22,7 +22,7 @@ use vserver_fixtures::DebPackage;
 
 // The minbase cache, its selection and the isolated host apt are shared with the other Debian
 // guest tests (`common::debian_cache`).
-use common::debian_cache::{CACHE, host_apt, host_sources, minbase as minbase_set};
+use common::debian_cache::{host_sources, local_mirror, minbase as minbase_set};
 
 /// Parses stanzas of `apt-cache dumpavail`/`show` output into (Package, fields).
 fn stanzas(text: &str) -> Vec<Vec<(String, String)>> {
@@ -47,55 +47,6 @@ fn field<'a>(stanza: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// A flat `pool/` of the cached .debs, indexed as `bookworm main` with the archive's priorities.
-fn make_mirror(work: &Path, mirror: &Path) {
-    let pool = mirror.join("pool");
-    std::fs::create_dir_all(&pool).unwrap();
-    let mut names = BTreeSet::new();
-    for entry in std::fs::read_dir(CACHE).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "deb") {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            names.insert(name.split('_').next().unwrap().to_owned());
-            std::fs::hard_link(&path, pool.join(&name))
-                .or_else(|_| std::fs::copy(&path, pool.join(&name)).map(drop))
-                .unwrap();
-        }
-    }
-    let shown = checked(
-        host_apt("apt-cache", work)
-            .args(["show", "--no-all-versions"])
-            .args(&names),
-    );
-    let mut overrides = String::new();
-    let mut seen = BTreeSet::new();
-    for stanza in stanzas(&shown) {
-        let name = field(&stanza, "Package").unwrap();
-        if seen.insert(name.to_owned()) {
-            overrides.push_str(&format!(
-                "{name} {} {}\n",
-                field(&stanza, "Priority").unwrap_or("optional"),
-                field(&stanza, "Section").unwrap_or("misc")
-            ));
-        }
-    }
-    let override_file = work.join("override");
-    std::fs::write(&override_file, overrides).unwrap();
-    checked(
-        vserver()
-            .args([
-                "vrepo",
-                "index",
-                "--suite",
-                "bookworm",
-                "--component",
-                "main",
-            ])
-            .arg("--override")
-            .arg(&override_file)
-            .arg(mirror),
-    );
-}
-
 fn vserver() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vserver"))
 }
@@ -177,7 +128,7 @@ fn debian_guest_from_a_local_bookworm_mirror() {
         return;
     };
     let mirror = top.join("mirror");
-    make_mirror(&work, &mirror);
+    local_mirror(&work, &mirror);
 
     let host = Host {
         conf: top.join("etc"),

@@ -3,7 +3,9 @@
 //! their extents (the disk use falls, measured with statfs), every guest still verifies, a write
 //! to a unified file in one guest leaves the others' copies unchanged, a second run asks the
 //! kernel about nothing (the index), a run killed at random points leaves every guest verifying;
-//! on ext4 nothing changes and the report says what would be saved.
+//! on ext4 nothing changes and the report says what would be saved. The same on two real
+//! Debian minbase guests (the cached bookworm packages), where the candidates come from dpkg's
+//! md5sums and conffiles are left alone.
 //!
 //! Needs root, rpm, dnf, busybox, mkfs.xfs and loop devices; skips with a reason otherwise,
 //! fails instead when VSERVER_TEST_REQUIRE_ALL=1.
@@ -29,9 +31,13 @@ struct Xfs {
 
 impl Xfs {
     fn mount(at: &Path) -> Option<Xfs> {
+        Xfs::mount_sized(at, "1G")
+    }
+
+    fn mount_sized(at: &Path, size: &str) -> Option<Xfs> {
         let image = at.with_extension("img");
         std::fs::create_dir_all(at).unwrap();
-        checked(Command::new("truncate").arg("-s").arg("1G").arg(&image));
+        checked(Command::new("truncate").arg("-s").arg(size).arg(&image));
         checked(
             Command::new("mkfs.xfs")
                 .args(["-q", "-m", "reflink=1"])
@@ -216,4 +222,104 @@ fn without_shared_extents_unify_only_reports() {
     assert!(report["note"].as_str().unwrap().contains("xfs"), "{report}");
     assert_eq!(common::snapshot(&host.dir.join("vservers/a")), before);
     assert_all_verify(&host, "after a report-only unify");
+}
+
+fn has_xfs() -> bool {
+    available(
+        Path::new("/usr/sbin/mkfs.xfs").exists() || Path::new("/sbin/mkfs.xfs").exists(),
+        "needs mkfs.xfs (xfsprogs)",
+    )
+}
+
+#[test]
+fn debian_guests_share_their_packaged_files_but_not_their_conffiles() {
+    if !has_xfs() || !available(common::is_root(), "needs root") {
+        return;
+    }
+    let host = TestHost::new("vserver-unify-deb");
+    let work = host.dir.join("work");
+    if common::debian_cache::minbase(&work).is_none() {
+        return;
+    }
+    let mirror = host.dir.join("mirror");
+    common::debian_cache::local_mirror(&work, &mirror);
+    let Some(xfs) = Xfs::mount_sized(&host.dir.join("vservers"), "2G") else {
+        return;
+    };
+    host.ok(&[
+        "vdistro",
+        "add",
+        "localdeb",
+        "--family",
+        "deb",
+        "--releasever",
+        "12",
+        "--apt-source",
+        &format!("file://{} bookworm main", mirror.display()),
+        "--trusted",
+    ]);
+    let base = xfs.used();
+    host.ok(&["a", "build", "-m", "apt", "--", "-d", "localdeb"]);
+    let one = xfs.used() - base;
+    host.ok(&["b", "build", "-m", "apt", "--", "-d", "localdeb"]);
+    let two = xfs.used() - base;
+    let report = unify_json(&host);
+    let after = xfs.used() - base;
+    eprintln!(
+        "one Debian guest {} KiB, two {} KiB, after unify {} KiB ({:.2}x one guest); {report}",
+        one / 1024,
+        two / 1024,
+        after / 1024,
+        after as f64 / one as f64
+    );
+    assert_eq!(report["supported"], true, "{report}");
+    assert!(report["shared_files"].as_u64().unwrap() > 1000, "{report}");
+    assert_eq!(report["differed"], 0, "{report}");
+    assert!(
+        (after as f64) < 1.4 * one as f64,
+        "two guests still use {after} bytes, one used {one}"
+    );
+    assert_all_verify(&host, "after unify");
+    for guest in ["a", "b"] {
+        host.ok(&["vdpkg", guest, "--", "--verify"]);
+    }
+
+    // A conffile is never a candidate: its extents stay the guest's own (FIEMAP's
+    // FIEMAP_EXTENT_SHARED, 0x2000, as xfs_io shows it).
+    let shared = |guest: &str, file: &str| {
+        let map = checked(
+            Command::new("xfs_io")
+                .args(["-r", "-c", "fiemap -v"])
+                .arg(host.dir.join("vservers").join(guest).join(file)),
+        );
+        map.lines()
+            .filter_map(|l| l.split_whitespace().last()?.strip_prefix("0x"))
+            .filter_map(|flags| u64::from_str_radix(flags, 16).ok())
+            .any(|flags| flags & 0x2000 != 0)
+    };
+    let conffile = "etc/debian_version";
+    assert!(
+        std::fs::read_to_string(
+            host.dir
+                .join("vservers/.pkg/a/dpkg/state/info/base-files.conffiles")
+        )
+        .unwrap()
+        .contains(&format!("/{conffile}"))
+    );
+    assert!(!shared("a", conffile), "a conffile was unified");
+    assert!(
+        shared("a", "usr/bin/dpkg"),
+        "a packaged binary was not unified"
+    );
+
+    // A write into one guest's unified file stays in that guest.
+    let file = "usr/share/doc/dpkg/copyright";
+    let b_before = std::fs::read(host.dir.join("vservers/b").join(file)).unwrap();
+    std::fs::write(host.dir.join("vservers/a").join(file), "changed\n").unwrap();
+    assert_eq!(
+        std::fs::read(host.dir.join("vservers/b").join(file)).unwrap(),
+        b_before
+    );
+    assert_eq!(host.vserver(&["b", "verify"]).status.code(), Some(0));
+    assert_eq!(host.vserver(&["a", "verify"]).status.code(), Some(5));
 }

@@ -128,3 +128,57 @@ pub fn signed_guest_prerequisites() -> bool {
     ) && minbase(&std::env::temp_dir().join(format!("vserver-test-apt-{}", std::process::id())))
         .is_some()
 }
+
+/// A flat copy of the cache in `mirror/pool`, indexed by `vrepo index` as a bookworm `main`
+/// suite with the archive's priorities and sections (from the host's apt lists: a .deb's own
+/// `Priority` can differ), so that a minbase guest can be built from `file://MIRROR`.
+pub fn local_mirror(work: &Path, mirror: &Path) {
+    let pool = mirror.join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(CACHE).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            names.insert(name.split('_').next().unwrap().to_owned());
+            std::fs::hard_link(&path, pool.join(&name))
+                .or_else(|_| std::fs::copy(&path, pool.join(&name)).map(drop))
+                .unwrap();
+        }
+    }
+    let shown = checked(
+        host_apt("apt-cache", work)
+            .args(["show", "--no-all-versions"])
+            .args(&names),
+    );
+    let mut overrides = String::new();
+    let mut seen = BTreeSet::new();
+    for stanza in shown.split("\n\n") {
+        let Some(name) = field(stanza, "Package") else {
+            continue;
+        };
+        if seen.insert(name.to_owned()) {
+            overrides.push_str(&format!(
+                "{name} {} {}\n",
+                field(stanza, "Priority").unwrap_or("optional"),
+                field(stanza, "Section").unwrap_or("misc")
+            ));
+        }
+    }
+    let override_file = work.join("override");
+    std::fs::write(&override_file, overrides).unwrap();
+    checked(
+        Command::new(env!("CARGO_BIN_EXE_vserver"))
+            .args([
+                "vrepo",
+                "index",
+                "--suite",
+                "bookworm",
+                "--component",
+                "main",
+            ])
+            .arg("--override")
+            .arg(&override_file)
+            .arg(mirror),
+    );
+}
