@@ -87,17 +87,6 @@ pub fn dedupe_files(
             break;
         }
         let chunk = CHUNK.min(length - offset);
-        // The kernel's compare reads the pages it lacks one at a time, synchronously, without
-        // readahead; asking for the whole range first turns that into large reads in flight
-        // (several times faster on a cold cache). Advice only: a failure changes nothing.
-        for file in std::iter::once(source).chain(open.iter().map(|&i| destinations[i])) {
-            let _ = rustix::fs::fadvise(
-                file,
-                offset,
-                std::num::NonZeroU64::new(chunk),
-                rustix::fs::Advice::WillNeed,
-            );
-        }
         let mut range = DedupeRange {
             src_offset: offset,
             src_length: chunk,
