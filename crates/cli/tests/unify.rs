@@ -85,6 +85,18 @@ fn unify_json(host: &TestHost) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// Files `--all verify` did not read again because they share every extent with one it read.
+fn digests_reused(host: &TestHost) -> u64 {
+    let out = host.ok(&["--all", "verify", "--json"]);
+    let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["digests_reused"].as_u64().unwrap())
+        .sum()
+}
+
 fn assert_all_verify(host: &TestHost, what: &str) {
     let out = host.vserver(&["--all", "verify"]);
     assert_eq!(
@@ -134,6 +146,12 @@ fn unify_shares_identical_files_and_keeps_every_guest_its_own() {
         four - after
     );
     assert_all_verify(&host, "after unify");
+    // Unified files are read once for all guests.
+    let reused = digests_reused(&host);
+    assert!(
+        reused >= report["shared_files"].as_u64().unwrap() / 2,
+        "verify read again {reused} of {report}"
+    );
 
     // A second run finds everything in its index.
     let again = unify_json(&host);
@@ -280,6 +298,7 @@ fn debian_guests_share_their_packaged_files_but_not_their_conffiles() {
         "two guests still use {after} bytes, one used {one}"
     );
     assert_all_verify(&host, "after unify");
+    assert!(digests_reused(&host) > 1000);
     for guest in ["a", "b"] {
         host.ok(&["vdpkg", guest, "--", "--verify"]);
     }

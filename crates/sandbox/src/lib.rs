@@ -44,6 +44,7 @@ mod cgroup;
 mod dedupe;
 mod entry;
 mod error;
+mod extents;
 mod guest_context;
 mod guest_process;
 mod hide;
@@ -65,6 +66,7 @@ pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
 pub use dedupe::{Dedupe, MAX_DESTINATIONS, dedupe_file, dedupe_files};
 pub use entry::{GATE_LOADED, GATE_OPEN, GATE_VAR, narrow_exec_env};
 pub use error::{Error, Result};
+pub use extents::{SharedExtents, shared_extents};
 pub use guest_context::{
     ConfineError, SCRIPTLET_MOUNT_NS_VAR, SCRIPTLET_ROOT_VAR, confine_future_programs,
     confine_scriptlet, enter_guest_context,

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::Digest;
-use vserver_sandbox::{FileInfo, FileKind, GuestRoot};
+use vserver_sandbox::{FileInfo, FileKind, GuestRoot, SharedExtents};
 
 use super::expected::{Algo, Expected, checks};
 
@@ -54,9 +55,14 @@ impl Names {
     }
 }
 
-/// Digests already computed in this run, by inode: a file hard-linked into several places (or
-/// checked by several packages) is read once.
-pub(crate) type DigestCache = Mutex<HashMap<(u64, u64, Algo), String>>;
+/// Digests already computed in this run: by inode (a file hard-linked into several places, or
+/// checked by several packages, is read once) and by shared extents (files of several guests
+/// that `unify` made share every extent hold the same bytes: read once for all of them).
+#[derive(Default)]
+pub(crate) struct DigestCache {
+    by_inode: Mutex<HashMap<(u64, u64, Algo), String>>,
+    by_extents: Mutex<HashMap<(SharedExtents, Algo), String>>,
+}
 
 /// The result of one check: `None` when the file is as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +81,7 @@ pub(crate) fn check(
     expected: &Expected,
     names: &Names,
     cache: &DigestCache,
+    reused: &AtomicU64,
 ) -> Outcome {
     // rpm -V reports nothing about a %ghost (measured: missing, replaced by a FIFO, touched):
     // its content and state are the guest's. Its inode is not counted as packaged, so a setuid
@@ -110,7 +117,7 @@ pub(crate) fn check(
     if wanted & checks::DIGEST != 0
         && let Some((algo, digest)) = &expected.digest
     {
-        match file_digest(root, expected, &info, *algo, cache) {
+        match file_digest(root, expected, &info, *algo, cache, reused) {
             Some(actual) if &actual == digest => {}
             Some(_) => result[2] = b'5',
             None => result[2] = b'?',
@@ -179,15 +186,39 @@ fn file_digest(
     info: &FileInfo,
     algo: Algo,
     cache: &DigestCache,
+    reused: &AtomicU64,
 ) -> Option<String> {
     let key = (info.dev, info.ino, algo);
-    if let Some(known) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+    if let Some(known) = cache
+        .by_inode
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&key).cloned())
+    {
         return Some(known);
     }
     let file = root.open_file(&expected.path).ok()?;
-    let digest = digest_file(file, algo).ok()?;
-    if let Ok(mut cache) = cache.lock() {
-        cache.insert(key, digest.clone());
+    let extents = vserver_sandbox::shared_extents(&file)
+        .ok()
+        .flatten()
+        .map(|extents| (extents, algo));
+    let known = extents
+        .as_ref()
+        .and_then(|key| cache.by_extents.lock().ok()?.get(key).cloned());
+    let digest = match known {
+        Some(digest) => {
+            reused.fetch_add(1, Ordering::Relaxed);
+            digest
+        }
+        None => digest_file(file, algo).ok()?,
+    };
+    if let Some(extent_key) = extents
+        && let Ok(mut by_extents) = cache.by_extents.lock()
+    {
+        by_extents.insert(extent_key, digest.clone());
+    }
+    if let Ok(mut by_inode) = cache.by_inode.lock() {
+        by_inode.insert(key, digest.clone());
     }
     Some(digest)
 }

@@ -17,6 +17,7 @@ pub(crate) mod expected;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -75,6 +76,9 @@ pub struct VerifyReport {
     pub findings: Vec<Finding>,
     /// Setuid or setgid files no package owns.
     pub unexpected_setid: Vec<String>,
+    /// Files whose digest was not computed again because another file, of this guest or
+    /// another, shares every extent with it (after `unify`) and was read already.
+    pub digests_reused: u64,
     /// Seconds the verification took.
     pub seconds: f64,
 }
@@ -104,6 +108,7 @@ impl VerifyReport {
             files: 0,
             findings: Vec::new(),
             unexpected_setid: Vec::new(),
+            digests_reused: 0,
             seconds: 0.0,
         }
     }
@@ -112,13 +117,14 @@ impl VerifyReport {
 /// Verifies each guest of `names`, in parallel; a guest that cannot be verified at all (its
 /// configuration is unreadable, rpm failed) gives its error in place of a report.
 pub fn verify(roots: &HostRoots, names: &[String]) -> Vec<(String, Result<VerifyReport>)> {
+    let cache = DigestCache::default();
     names
         .par_iter()
-        .map(|name| (name.clone(), verify_guest(roots, name)))
+        .map(|name| (name.clone(), verify_guest(roots, name, &cache)))
         .collect()
 }
 
-fn verify_guest(roots: &HostRoots, name: &str) -> Result<VerifyReport> {
+fn verify_guest(roots: &HostRoots, name: &str, cache: &DigestCache) -> Result<VerifyReport> {
     let started = Instant::now();
     let config = load_guest(roots, name)?;
     match config.package_management {
@@ -151,11 +157,11 @@ fn verify_guest(roots: &HostRoots, name: &str) -> Result<VerifyReport> {
         source,
     })?;
     let names = Names::of(&root);
-    let cache = DigestCache::default();
+    let reused = AtomicU64::new(0);
     let outcomes: Vec<(usize, Outcome)> = files
         .par_iter()
         .enumerate()
-        .map(|(index, expected)| (index, check::check(&root, expected, &names, &cache)))
+        .map(|(index, expected)| (index, check::check(&root, expected, &names, cache, &reused)))
         .collect();
     let mut packaged = HashSet::new();
     let mut findings = Vec::new();
@@ -186,6 +192,7 @@ fn verify_guest(roots: &HostRoots, name: &str) -> Result<VerifyReport> {
         files: files.len(),
         findings,
         unexpected_setid,
+        digests_reused: reused.into_inner(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
