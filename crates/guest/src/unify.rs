@@ -13,6 +13,14 @@
 //! member is then deduplicated against it by the kernel. On a file system that cannot share
 //! extents (ext4), nothing changes: the report says what unification would save.
 //!
+//! The package state of each guest (`PKGDIR/G`: dpkg's `info/` files, apt's lists and caches,
+//! the copies of our own hook and plugin) is mostly the same bytes in every guest of a
+//! distribution too. Those files have no trusted digest, and need none: they are grouped by
+//! their path below `PKGDIR/G` and their size, the first one is the source, and the kernel's
+//! byte-for-byte compare decides which others share its extents. They are reached through the
+//! safe-path layer (regular files only, no link followed), like the guests' files; the rpm
+//! database and dpkg's `status`, which change with every operation, are left out.
+//!
 //! The content index (`PKGDIR/.unify/index`, host-only) remembers the inodes already shared
 //! (device, inode, size, time, digest); a second run only asks the kernel about files that are
 //! new or changed since. It is written at the end (temporary name, rename): a run that is killed
@@ -20,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -44,6 +52,9 @@ pub struct UnifyReport {
     pub skipped_guests: Vec<String>,
     /// Packaged files that qualified (unchanged, not configuration).
     pub candidates: u64,
+    /// Package-state files considered (dpkg's `info/`, apt's lists and caches, hook and plugin
+    /// copies).
+    pub state_files: u64,
     /// Packaged files left out because their size, mode or owner changed.
     pub changed: u64,
     /// Groups of identical files (two or more inodes).
@@ -71,6 +82,8 @@ pub struct UnifyReport {
 /// One candidate file.
 struct Candidate {
     guest: usize,
+    /// In the guest's package state rather than its root.
+    state: bool,
     path: PathBuf,
     dev: u64,
     ino: u64,
@@ -120,11 +133,75 @@ fn write_index(roots: &HostRoots, index: &Index) -> Result<()> {
     fs_err::rename(&temp, &path).map_err(Error::io("rename into", &path))
 }
 
-/// What one guest contributes: its root and its candidates, each with its group key.
+/// Directories of `PKGDIR/G` whose files are unified by path and size (see the module
+/// documentation).
+const STATE_TREES: &[&str] = &[
+    "dpkg/state/info",
+    "dpkg/state/triggers",
+    "apt/hook",
+    "apt/state/lists",
+    "apt/cache",
+    "rpm/plugins",
+];
+
+/// How deep a walk of a state tree goes.
+const STATE_DEPTH: usize = 8;
+
+/// What makes files one group: recorded digest (or package-state path), size and device.
+type GroupKey = (String, u64, u64);
+
+/// The group key of a package-state file: its path below `PKGDIR/G`, marked so that it never
+/// equals a digest.
+fn state_key(path: &Path) -> String {
+    format!("state:{}", path.display())
+}
+
+/// What one guest contributes: its root and package state, and its candidates, each with its
+/// group key and the digest algorithm that checks the group's source (`None`: the kernel's
+/// compare is the only check, for package-state files).
 struct GuestScan {
     root: GuestRoot,
-    candidates: Vec<((String, u64, u64), Algo, Candidate)>,
+    state: Option<GuestRoot>,
+    candidates: Vec<(GroupKey, Option<Algo>, Candidate)>,
     changed: u64,
+}
+
+/// Adds the regular files below `dir` of the package state `state` to `scan`.
+fn scan_state_tree(state: &GuestRoot, dir: &Path, depth: usize, scan: &mut GuestScan) {
+    if depth > STATE_DEPTH {
+        return;
+    }
+    let Ok(entries) = state.read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = dir.join(&entry.name);
+        match entry.kind {
+            FileKind::Dir => scan_state_tree(state, &path, depth + 1, scan),
+            FileKind::File => {
+                let Ok(info) = state.symlink_metadata(&path) else {
+                    continue;
+                };
+                if info.kind != FileKind::File || info.size == 0 {
+                    continue;
+                }
+                scan.candidates.push((
+                    (state_key(&path), info.size, info.dev),
+                    None,
+                    Candidate {
+                        guest: 0,
+                        state: true,
+                        path,
+                        dev: info.dev,
+                        ino: info.ino,
+                        size: info.size,
+                        mtime: info.mtime,
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The candidates of guest `name` (see the module documentation); `Ok(None)` with a reason
@@ -146,9 +223,17 @@ fn scan_guest(roots: &HostRoots, name: &str) -> Result<std::result::Result<Guest
     let names_table = Names::of(&root);
     let mut scan = GuestScan {
         root,
+        state: vserver_pkgmgmt::PkgLayout::new(&roots.pkgdir, name)
+            .open_state()
+            .ok(),
         candidates: Vec::new(),
         changed: 0,
     };
+    if let Some(state) = scan.state.as_ref().and_then(|s| s.try_clone().ok()) {
+        for tree in STATE_TREES {
+            scan_state_tree(&state, &Path::new("/").join(tree), 0, &mut scan);
+        }
+    }
     for expected in &files {
         let Some((algo, digest)) = qualifies(expected) else {
             continue;
@@ -169,9 +254,10 @@ fn scan_guest(roots: &HostRoots, name: &str) -> Result<std::result::Result<Guest
         }
         scan.candidates.push((
             (digest, info.size, info.dev),
-            algo,
+            Some(algo),
             Candidate {
                 guest: 0,
+                state: false,
                 path: expected.path.clone(),
                 dev: info.dev,
                 ino: info.ino,
@@ -181,6 +267,12 @@ fn scan_guest(roots: &HostRoots, name: &str) -> Result<std::result::Result<Guest
         ));
     }
     Ok(Ok(scan))
+}
+
+/// The two trees of one guest that hold candidates.
+struct GuestTrees {
+    root: GuestRoot,
+    state: Option<GuestRoot>,
 }
 
 /// What one group of identical files gave.
@@ -200,13 +292,21 @@ type IndexKey = (u64, u64, u64, i64, String);
 
 /// Shares the extents of one group's members with its source.
 fn unify_group(
-    guest_roots: &[GuestRoot],
+    trees: &[GuestTrees],
     index: &Index,
     digest: &str,
-    algo: Algo,
+    algo: Option<Algo>,
     size: u64,
     members: &[Candidate],
 ) -> GroupOutcome {
+    let tree = |c: &Candidate| -> Option<&GuestRoot> {
+        let guest = &trees[c.guest];
+        if c.state {
+            guest.state.as_ref()
+        } else {
+            Some(&guest.root)
+        }
+    };
     let mut outcome = GroupOutcome::default();
     let key = |c: &Candidate| (c.dev, c.ino, c.size, c.mtime, digest.to_owned());
     if members.iter().all(|c| index.contains(&key(c))) {
@@ -214,14 +314,15 @@ fn unify_group(
         outcome.indexed = members.iter().map(key).collect();
         return outcome;
     }
-    // The source: the first member whose content is the database's.
-    let Some(source) = members
-        .iter()
-        .find(|c| digest_of(&guest_roots[c.guest], &c.path, algo).as_deref() == Some(digest))
-    else {
+    // The source: the first member whose content is the database's (a package-state file
+    // has no recorded digest: the first one).
+    let Some(source) = members.iter().find(|c| match algo {
+        Some(algo) => tree(c).and_then(|t| digest_of(t, &c.path, algo)).as_deref() == Some(digest),
+        None => tree(c).is_some(),
+    }) else {
         return outcome;
     };
-    let Ok(source_file) = guest_roots[source.guest].open_file(&source.path) else {
+    let Some(Ok(source_file)) = tree(source).map(|t| t.open_file(&source.path)) else {
         return outcome;
     };
     outcome.indexed.push(key(source));
@@ -232,7 +333,7 @@ fn unify_group(
             outcome.indexed.push(key(member));
             continue;
         }
-        let Ok(file) = guest_roots[member.guest].open_file(&member.path) else {
+        let Some(Ok(file)) = tree(member).map(|t| t.open_file(&member.path)) else {
             continue;
         };
         batch.push((member, file));
@@ -253,7 +354,9 @@ fn unify_group(
                 return outcome;
             }
             Err(_) => {
-                outcome.differed += batch.len() as u64;
+                if algo.is_some() {
+                    outcome.differed += batch.len() as u64;
+                }
                 continue;
             }
         };
@@ -265,7 +368,10 @@ fn unify_group(
                     outcome.supported = true;
                     outcome.indexed.push(key(member));
                 }
-                Ok(Dedupe::Differs) | Err(_) => outcome.differed += 1,
+                // A package-state file of the same name and size but other bytes is simply
+                // another file; only a packaged file that differs from its source changed.
+                Ok(Dedupe::Differs) | Err(_) if algo.is_some() => outcome.differed += 1,
+                Ok(Dedupe::Differs) | Err(_) => {}
             }
         }
     }
@@ -282,9 +388,9 @@ pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<Unify
         .par_iter()
         .map(|name| scan_guest(roots, name))
         .collect();
-    let mut guest_roots = Vec::new();
-    // (digest, size, device) → members
-    let mut groups: BTreeMap<(String, u64, u64), (Algo, Vec<Candidate>)> = BTreeMap::new();
+    let mut trees = Vec::new();
+    // (digest or package-state path, size, device) → members
+    let mut groups: BTreeMap<GroupKey, (Option<Algo>, Vec<Candidate>)> = BTreeMap::new();
     for scan in scans {
         let scan = match scan? {
             Ok(scan) => scan,
@@ -293,10 +399,14 @@ pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<Unify
                 continue;
             }
         };
-        let index = guest_roots.len();
+        let index = trees.len();
         report.changed += scan.changed;
         for (key, algo, mut candidate) in scan.candidates {
-            report.candidates += 1;
+            if candidate.state {
+                report.state_files += 1;
+            } else {
+                report.candidates += 1;
+            }
             candidate.guest = index;
             groups
                 .entry(key)
@@ -304,7 +414,10 @@ pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<Unify
                 .1
                 .push(candidate);
         }
-        guest_roots.push(scan.root);
+        trees.push(GuestTrees {
+            root: scan.root,
+            state: scan.state,
+        });
         report.guests += 1;
     }
     report.scan_seconds = started.elapsed().as_secs_f64();
@@ -329,7 +442,7 @@ pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<Unify
     let run = || -> Vec<GroupOutcome> {
         work.par_iter()
             .map(|(digest, algo, size, members)| {
-                unify_group(&guest_roots, &index, digest, *algo, *size, members)
+                unify_group(&trees, &index, digest, *algo, *size, members)
             })
             .collect()
     };
