@@ -1,4 +1,5 @@
-//! Exit codes shared by every applet (documented in docs/commands.md).
+//! Exit codes shared by every applet (documented in docs/commands.md), and how command-line
+//! errors are printed.
 
 /// The operation failed; nothing was published or changed.
 pub const FAILURE: u8 = 1;
@@ -12,9 +13,50 @@ pub const UP_TO_DATE: u8 = 4;
 
 /// Prints a command-line parse error (or the help or version clap was asked for) and returns the
 /// exit status: 2 for an error, 0 for help and version.
+///
+/// An error is one line on stderr: clap's message, its tips ("a similar argument exists")
+/// folded in, and the command whose `--help` explains it. Help asked for, and the usage printed
+/// for a command called without arguments, are printed whole.
 pub fn command_line(err: &clap::Error) -> std::process::ExitCode {
-    let _ = err.print();
-    std::process::ExitCode::from(if err.use_stderr() { USAGE } else { 0 })
+    use clap::error::ErrorKind;
+    if !err.use_stderr() || err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = err.print();
+        return std::process::ExitCode::from(if err.use_stderr() { USAGE } else { 0 });
+    }
+    eprintln!("{}", one_line(&err.render().to_string()));
+    std::process::ExitCode::from(USAGE)
+}
+
+/// clap's multi-line error as one line: `PROGRAM: error: MESSAGE (TIPS); see `COMMAND --help``.
+pub fn one_line(rendered: &str) -> String {
+    let mut message = String::new();
+    let mut tips = Vec::new();
+    let mut command = String::new();
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(text) = line.strip_prefix("error: ") {
+            message = text.to_owned();
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            tips.push(tip.to_owned());
+        } else if let Some(usage) = line.strip_prefix("Usage: ") {
+            // The command's words before its first placeholder: `vserver GUEST stop`.
+            command = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<']) && !w.contains('|'))
+                .collect::<Vec<_>>()
+                .join(" ");
+        } else if message.is_empty() {
+            message = line.to_owned();
+        }
+    }
+    let program = command.split_whitespace().next().unwrap_or("vserver");
+    let mut out = format!("{program}: error: {message}");
+    if !tips.is_empty() {
+        out.push_str(&format!(" ({})", tips.join("; ")));
+    }
+    if !command.is_empty() {
+        out.push_str(&format!("; see `{command} --help`"));
+    }
+    out
 }
 
 /// `vserver verify`: a packaged file outside configuration files differs from the trusted
