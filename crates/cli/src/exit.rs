@@ -41,7 +41,7 @@ pub fn one_line(rendered: &str) -> String {
             // The command's words before its first placeholder: `vserver GUEST stop`.
             command = usage
                 .split_whitespace()
-                .take_while(|w| !w.starts_with(['[', '<']) && !w.contains('|'))
+                .take_while(|w| !w.starts_with(['[', '<', '-']) && !w.contains('|'))
                 .collect::<Vec<_>>()
                 .join(" ");
         } else if message.is_empty() {

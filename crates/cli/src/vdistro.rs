@@ -57,7 +57,7 @@ pub(crate) fn report(out: &Output, applet: &str, error: vserver_guest::Error) ->
 #[command(
     name = "vdistro",
     version,
-    about,
+    about = "Distributions guests are built from: list the built-in and registered ones, show one, register one",
     propagate_version = true,
     arg_required_else_help = true,
     disable_help_subcommand = true,

@@ -32,7 +32,7 @@ mod snapshot_cmd;
 #[command(
     name = "vrepo",
     version,
-    about,
+    about = "Local package repositories: write the metadata dnf and apt read, mirror, serve, sign and snapshot them",
     propagate_version = true,
     arg_required_else_help = true,
     disable_help_subcommand = true,

@@ -339,10 +339,7 @@ pub(crate) fn command() -> clap::Command {
 /// Runs `vserver` with `args` (argv, including the program name).
 pub fn main(args: Vec<OsString>) -> ExitCode {
     let first = args.get(1).and_then(|a| a.to_str());
-    if args.len() < 2
-        || matches!(first, Some("-h" | "--help" | "-V" | "--version"))
-        || (args.len() == 2 && first.is_some_and(|a| a.starts_with('-')))
-    {
+    if args.len() < 2 || matches!(first, Some("-h" | "--help" | "-V" | "--version")) {
         return match command().try_get_matches_from(&args) {
             Ok(_) => ExitCode::from(exit::USAGE),
             Err(err) => exit::command_line(&err),
