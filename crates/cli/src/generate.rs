@@ -28,7 +28,11 @@ pub fn commands() -> Vec<Command> {
 
 /// The shells completions are written for, and the file name each wants for `name`: the names
 /// bash-completion, zsh and fish load on demand.
-pub const SHELLS: [(Shell, &str); 3] = [(Shell::Bash, "bash"), (Shell::Zsh, "zsh"), (Shell::Fish, "fish")];
+pub const SHELLS: [(Shell, &str); 3] = [
+    (Shell::Bash, "bash"),
+    (Shell::Zsh, "zsh"),
+    (Shell::Fish, "fish"),
+];
 
 /// The completion file of `name` for `shell`, relative to the completions directory.
 pub fn completion_file(shell: Shell, name: &str) -> String {

@@ -32,7 +32,12 @@ pub(crate) struct VerifyArgs {
 
 /// `vserver --all verify …`'s command line.
 #[derive(Debug, Parser)]
-#[command(name = "vserver --all")]
+// `--help` after the command is the command's.
+#[command(
+    name = "vserver --all",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 struct AllArgs {
     #[command(flatten)]
     roots: RootArgs,
@@ -40,6 +45,7 @@ struct AllArgs {
     #[arg(long)]
     all: bool,
     /// The command (`verify`).
+    #[arg(allow_hyphen_values = true)]
     command: String,
     /// The command's options.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -71,7 +71,10 @@ pub(crate) fn command(applet: &'static str) -> clap::Command {
             "Run the host's {tool} on {family} guests, with each guest's own package database \
              (kept outside the guest) and repositories, in a sandbox"
         ))
-        .override_usage(format!("{applet} [ROOTS] GUEST… [--all] -- {tool_args}", tool_args = tool.to_uppercase() + "-ARGS"))
+        .override_usage(format!(
+            "{applet} [ROOTS] GUEST… [--all] -- {tool_args}",
+            tool_args = tool.to_uppercase() + "-ARGS"
+        ))
         .after_help(format!(
             "Examples:\n  {applet} web1 -- {example}\n  {applet} --all -- {example}\n\n\
              Exit status: the tool's own (128+N for signal N; the last failure with several \

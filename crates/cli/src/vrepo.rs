@@ -68,7 +68,9 @@ enum Command {
     ///
     /// Listens on loopback by default; one log line per request on stderr; stops cleanly on
     /// SIGINT or SIGTERM.
-    #[command(after_help = "Examples:\n  vrepo serve /srv/repo\n  vrepo serve /srv/repo --listen 0.0.0.0:8080 --no-listing")]
+    #[command(
+        after_help = "Examples:\n  vrepo serve /srv/repo\n  vrepo serve /srv/repo --listen 0.0.0.0:8080 --no-listing"
+    )]
     Serve(mirror_cmd::ServeArgs),
     /// Signing keys: export the public key clients verify the signed metadata with.
     #[command(

@@ -31,7 +31,11 @@ use crate::vdistro::{RootArgs, report};
 /// Manage a guest (step one of the parse: roots, guest, command word).
 #[derive(Debug, Parser)]
 // `--help` and `--version` after the guest are the command's (step two), not this step's.
-#[command(name = "vserver", disable_help_flag = true, disable_version_flag = true)]
+#[command(
+    name = "vserver",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 struct Cli {
     #[command(flatten)]
     roots: RootArgs,
@@ -78,10 +82,14 @@ vserver web2 build -m clone -- --source web1"
     )]
     Build(BuildArgs),
     /// Start the guest: its init in new namespaces and a cgroup.
-    #[command(after_help = "Examples:\n  vserver web1 start\n  vserver web1 start --memory 512m --cpu 0.5")]
+    #[command(
+        after_help = "Examples:\n  vserver web1 start\n  vserver web1 start --memory 512m --cpu 0.5"
+    )]
     Start(StartArgs),
     /// Stop the guest: ask its init to stop, kill what is left after the timeout.
-    #[command(after_help = "Examples:\n  vserver web1 stop\n  vserver web1 stop --timeout 30 --signal PWR")]
+    #[command(
+        after_help = "Examples:\n  vserver web1 stop\n  vserver web1 stop --timeout 30 --signal PWR"
+    )]
     Stop(StopArgs),
     /// Stop the guest if it runs, then start it.
     #[command(after_help = "Example:\n  vserver web1 restart --timeout 5")]
@@ -91,7 +99,9 @@ vserver web2 build -m clone -- --source web1"
     #[command(after_help = "Examples:\n  vserver web1 status\n  vserver web1 status --json")]
     Status(StatusArgs),
     /// Run a command in the running guest (or, with --transient, in a stopped one).
-    #[command(after_help = "Examples:\n  vserver web1 exec /bin/ps ax\n  vserver web1 exec --transient -- /bin/sh -c 'cat /etc/os-release'")]
+    #[command(
+        after_help = "Examples:\n  vserver web1 exec /bin/ps ax\n  vserver web1 exec --transient -- /bin/sh -c 'cat /etc/os-release'"
+    )]
     Exec(ExecArgs),
     /// Open a login shell (or run a command) in the guest, with a terminal.
     #[command(after_help = "Examples:\n  vserver web1 enter\n  vserver web1 enter --transient")]
@@ -101,10 +111,14 @@ vserver web2 build -m clone -- --source web1"
     Delete(DeleteArgs),
     /// Move the guest's package management into it (internalize) or back to the host
     /// (externalize, verified on the way). Also accepted: `vserver GUEST -- pkgmgmt …`.
-    #[command(after_help = "Examples:\n  vserver web1 pkgmgmt internalize\n  vserver web1 pkgmgmt externalize --json")]
+    #[command(
+        after_help = "Examples:\n  vserver web1 pkgmgmt internalize\n  vserver web1 pkgmgmt externalize --json"
+    )]
     Pkgmgmt(crate::vpkg::PkgmgmtArgs),
     /// Check every packaged file of the guest against the trusted database.
-    #[command(after_help = "Examples:\n  vserver web1 verify\n  vserver --all verify --json\n  vserver --all verify --format prometheus > /var/lib/prometheus/node-exporter/vserver.prom\n\nExit status: 0 when at most configuration files changed, 5 when anything else changed or a setuid/setgid file no package owns appeared, 1 on errors.")]
+    #[command(
+        after_help = "Examples:\n  vserver web1 verify\n  vserver --all verify --json\n  vserver --all verify --format prometheus > /var/lib/prometheus/node-exporter/vserver.prom\n\nExit status: 0 when at most configuration files changed, 5 when anything else changed or a setuid/setgid file no package owns appeared, 1 on errors."
+    )]
     Verify(crate::verify_cmd::VerifyArgs),
 }
 
@@ -325,11 +339,10 @@ pub(crate) fn command() -> clap::Command {
     for sub in GuestCli::command().get_subcommands() {
         let mut sub = sub.clone().version(env!("CARGO_PKG_VERSION"));
         if sub.get_name() == "build" {
-            sub = sub.args(
-                MethodArgs::command()
-                    .get_arguments()
-                    .map(|a| a.clone().help_heading("Method options (after the first --)")),
-            );
+            sub = sub.args(MethodArgs::command().get_arguments().map(|a| {
+                a.clone()
+                    .help_heading("Method options (after the first --)")
+            }));
         }
         root = root.subcommand(sub);
     }
@@ -382,9 +395,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         GuestCommand::Build(args) => build(&cli, args),
         // Also reached as `vserver G -- pkgmgmt …` (util-vserver's form): clap takes `--` as the
         // end of options.
-        GuestCommand::Pkgmgmt(_) => {
-            crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest)
-        }
+        GuestCommand::Pkgmgmt(_) => crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest),
         GuestCommand::Verify(_) => {
             crate::verify_cmd::one(&cli.roots.roots(), &cli.guest, &cli.rest)
         }

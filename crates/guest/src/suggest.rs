@@ -51,7 +51,10 @@ mod tests {
         );
         assert_eq!(closest("debian", ["fedora-41", "rocky-9"]), None);
         assert_eq!(closest("tset", ["test", "web1"]), Some("test".into()));
-        assert_eq!(closest("debain-12", ["debian-12"]), Some("debian-12".into()));
+        assert_eq!(
+            closest("debain-12", ["debian-12"]),
+            Some("debian-12".into())
+        );
         assert_eq!(closest("mail", ["web1"]), None);
     }
 }
