@@ -307,6 +307,11 @@ pub(crate) fn command() -> clap::Command {
         .arg_required_else_help(true)
         .disable_help_subcommand(true)
         .subcommand_value_name("COMMAND");
+    // The roots come before the guest (`vserver --confdir DIR GUEST start`), not after the
+    // command as clap's `global` would document them.
+    for id in ["confdir", "rootdir", "pkgdir"] {
+        root = root.mut_arg(id, |arg| arg.global(false));
+    }
     root = root.arg(
         clap::Arg::new("guest")
             .value_name("GUEST")
@@ -361,11 +366,21 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     if let Some(code) = crate::generate::from_args(&args) {
         return code;
     }
-    if args.iter().skip(1).any(|a| a == "--list") {
-        return list(args);
-    }
-    if args.iter().skip(1).any(|a| a == "--all") {
-        return crate::verify_cmd::all(args);
+    let asks_help = args
+        .iter()
+        .skip(1)
+        .any(|a| a == "--help" || a == "-h" || a == "--version" || a == "-V");
+    for (option, command) in [("--list", "vserver --list"), ("--all", "vserver --all")] {
+        if args.iter().skip(1).any(|a| a == option) {
+            if !asks_help && let Err(code) = crate::output::require_root(command) {
+                return code;
+            }
+            return if option == "--list" {
+                list(args)
+            } else {
+                crate::verify_cmd::all(args)
+            };
+        }
     }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
