@@ -329,18 +329,6 @@ pub(crate) fn command() -> clap::Command {
             .into_iter()
             .map(|a| a.help("Every guest: with `verify` or `unify`")),
     );
-    root = root.args([
-        clap::Arg::new("generate_man")
-            .long("generate-man")
-            .value_name("DIR")
-            .hide(true)
-            .help("Write the man pages of every command into DIR"),
-        clap::Arg::new("generate_completions")
-            .long("generate-completions")
-            .value_name("DIR")
-            .hide(true)
-            .help("Write bash, zsh and fish completions of every command into DIR/{bash,zsh,fish}"),
-    ]);
     for sub in GuestCli::command().get_subcommands() {
         let mut sub = sub.clone().version(env!("CARGO_PKG_VERSION"));
         if sub.get_name() == "build" {
