@@ -158,6 +158,17 @@ fn an_unknown_option_is_one_line_and_exit_2_everywhere() {
         assert!(stderr.contains("--no-such-option"), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+    // A missing argument names it, and a wrong value lists the possible ones, on the one line.
+    let stderr = text(&host.run(&["g", "pkgmgmt"]).stderr);
+    assert!(
+        stderr.contains("<DIRECTION>") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let stderr = text(&host.run(&["g", "pkgmgmt", "frob"]).stderr);
+    assert!(
+        stderr.contains("internalize, externalize") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
     // Stray arguments too, where the command takes none.
     for args in [
         &["g", "stop", "extra"][..],
