@@ -1,24 +1,16 @@
 //! `vserver G export FILE.tar[.zst]`: the guest and its package database as a template, which
 //! `vserver NEW build -m template -- --source FILE` builds a guest from.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Args;
 
-use crate::exit;
 use crate::output::{Output, Verbosity, human_bytes};
 
 /// `export`'s options.
-#[derive(Debug, Parser)]
-#[command(
-    name = "vserver GUEST export",
-    about = "Write the guest and its package database to a template archive",
-    after_help = "Examples:\n  vserver web1 export /srv/templates/web.tar.zst\n  vserver web2 build -m template -- --source /srv/templates/web.tar.zst\n\nThe archive is mode 0600: it holds the guest's secrets (/etc/shadow, keys).",
-    no_binary_name = true
-)]
-struct ExportArgs {
+#[derive(Debug, Args)]
+pub(crate) struct ExportArgs {
     /// The archive to write: FILE.tar, or FILE.tar.zst (zstd).
     file: PathBuf,
     /// One JSON document on stdout.
@@ -30,11 +22,7 @@ struct ExportArgs {
 }
 
 /// `vserver G export …`.
-pub fn run(roots: &vserver_guest::HostRoots, guest: &str, args: &[OsString]) -> ExitCode {
-    let parsed = match ExportArgs::try_parse_from(args) {
-        Ok(parsed) => parsed,
-        Err(err) => return exit::command_line(&err),
-    };
+pub(crate) fn run(roots: &vserver_guest::HostRoots, guest: &str, parsed: &ExportArgs) -> ExitCode {
     let out = Output::new(
         "vserver",
         match (parsed.json, parsed.quiet) {

@@ -149,3 +149,16 @@ pub fn recover_first(
         }
     }
 }
+
+/// The one check every command that needs root makes before it does anything: a one-line error
+/// naming the command instead of the first `Permission denied` deep inside it.
+pub fn require_root(command: &str) -> Result<(), std::process::ExitCode> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let program = command.split_whitespace().next().unwrap_or("vserver");
+    eprintln!(
+        "{program}: error: `{command}` needs root (it uses namespaces, mounts, cgroups and the guests' files); run it as root, e.g. with sudo"
+    );
+    Err(std::process::ExitCode::from(crate::exit::FAILURE))
+}

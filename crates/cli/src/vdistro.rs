@@ -54,7 +54,15 @@ pub(crate) fn report(out: &Output, applet: &str, error: vserver_guest::Error) ->
 
 /// Distributions guests are built from.
 #[derive(Debug, Parser)]
-#[command(name = "vdistro", version, about)]
+#[command(
+    name = "vdistro",
+    version,
+    about = "Distributions guests are built from: list the built-in and registered ones, show one, register one",
+    propagate_version = true,
+    arg_required_else_help = true,
+    disable_help_subcommand = true,
+    after_help = "Examples:\n  vdistro list\n  vdistro show debian-12\n  vdistro add site-9 --releasever 9 --repo base=http://repo.example.org/el9/"
+)]
 struct Cli {
     #[command(flatten)]
     roots: RootArgs,
@@ -65,12 +73,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List built-in and registered distributions.
+    #[command(after_help = "Examples:\n  vdistro list\n  vdistro list --json")]
     List {
         /// Print JSON on stdout.
         #[arg(long)]
         json: bool,
     },
     /// Show one distribution: repositories, package lists, macros, keys.
+    #[command(after_help = "Examples:\n  vdistro show fedora-41\n  vdistro show debian-12 --json")]
     Show {
         /// The distribution.
         name: String,
@@ -79,6 +89,9 @@ enum Command {
         json: bool,
     },
     /// Register a distribution (writes `CONFDIR/.distributions/NAME/`).
+    #[command(
+        after_help = "Examples:\n  vdistro add site-9 --releasever 9 --repo base=http://repo.example.org/el9/ --pkgs \"bash coreutils\"\n  vdistro add local-12 --family deb --releasever 12 --apt-source 'http://repo.example.org/debian bookworm main' --pubkey /etc/apt/keyrings/local.gpg"
+    )]
     Add(Box<AddArgs>),
 }
 
@@ -133,6 +146,12 @@ struct AddArgs {
     /// Replace an existing registration.
     #[arg(long)]
     force: bool,
+}
+
+/// `vdistro`'s definition (for the man pages and completions).
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
 }
 
 /// Runs `vdistro` with `args` (argv, including the program name).

@@ -21,7 +21,7 @@ use crate::vdistro::RootArgs;
     after_help = "Examples:\n  vserver web1 verify\n  vserver --all verify --json\n  vserver --all verify --format prometheus > /var/lib/prometheus/node-exporter/vserver.prom\n\nExit status: 0 when at most configuration files changed, 5 when anything else changed or a setuid/setgid file no package owns appeared, 1 on errors.",
     no_binary_name = true
 )]
-struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     /// One JSON document on stdout: an array of per-guest reports.
     #[arg(long, conflicts_with = "format")]
     json: bool,
@@ -32,7 +32,12 @@ struct VerifyArgs {
 
 /// `vserver --all verify …`'s command line.
 #[derive(Debug, Parser)]
-#[command(name = "vserver --all")]
+// `--help` after the command is the command's.
+#[command(
+    name = "vserver --all",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 struct AllArgs {
     #[command(flatten)]
     roots: RootArgs,
@@ -40,10 +45,25 @@ struct AllArgs {
     #[arg(long)]
     all: bool,
     /// The command (`verify`).
+    #[arg(allow_hyphen_values = true)]
     command: String,
     /// The command's options.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     rest: Vec<OsString>,
+}
+
+/// `vserver --all …`'s definition (for `vserver --help`, the man pages and completions).
+pub(crate) fn all_command() -> clap::Command {
+    use clap::CommandFactory;
+    AllArgs::command()
+}
+
+/// `vserver --all unify` as a command of the `vserver` tree.
+pub(crate) fn unify_command() -> clap::Command {
+    use clap::Args;
+    UnifyArgs::augment_args(clap::Command::new("unify"))
+        .about("With --all: share the extents of identical packaged files across all guests (xfs, btrfs)")
+        .version(env!("CARGO_PKG_VERSION"))
 }
 
 /// `vserver --all COMMAND …`: only `verify` acts on every guest.

@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitCode, ExitStatus};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use vserver_guest::{
     GuestConfig, HostRoots, PackageManagement, PkgModeDirection, PkgModeOutcome, PkgModeRequest,
 };
@@ -28,7 +28,7 @@ use crate::vdistro::{RootArgs, report};
 
 /// Run a package tool on guests from the host.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, arg_required_else_help = true)]
 struct Cli {
     #[command(flatten)]
     roots: RootArgs,
@@ -40,6 +40,46 @@ struct Cli {
     /// The tool's arguments (after `--`).
     #[arg(last = true)]
     args: Vec<OsString>,
+}
+
+/// The tool an applet runs, and an example of its arguments.
+fn applet_help(applet: &str) -> (&'static str, &'static str) {
+    match applet {
+        "vrpm" => ("rpm", "-qa"),
+        "vyum" => ("dnf", "install -y openssh-server"),
+        "vdnf" => ("dnf", "upgrade -y"),
+        "vapt-get" => ("apt-get", "install -y openssh-server"),
+        "vdpkg" => ("dpkg", "-l"),
+        "vapt-cache" => ("apt-cache", "policy openssh-server"),
+        _ => ("the tool's", "--help"),
+    }
+}
+
+/// The command line of `applet` (vrpm, vyum, vdnf, vapt-get, vdpkg, vapt-cache): one
+/// definition, named and explained for each.
+pub(crate) fn command(applet: &'static str) -> clap::Command {
+    let (tool, example) = applet_help(applet);
+    let family = if matches!(applet, "vrpm" | "vyum" | "vdnf") {
+        "rpm"
+    } else {
+        "Debian-family"
+    };
+    Cli::command()
+        .name(applet)
+        .bin_name(applet)
+        .about(format!(
+            "Run the host's {tool} on {family} guests, with each guest's own package database \
+             (kept outside the guest) and repositories, in a sandbox"
+        ))
+        .override_usage(format!(
+            "{applet} [ROOTS] GUEST… [--all] -- {tool_args}",
+            tool_args = tool.to_uppercase() + "-ARGS"
+        ))
+        .after_help(format!(
+            "Examples:\n  {applet} web1 -- {example}\n  {applet} --all -- {example}\n\n\
+             Exit status: the tool's own (128+N for signal N; the last failure with several \
+             guests); 1 when vserver could not run it, 2 for a wrong command line."
+        ))
 }
 
 /// Runs `vrpm` (`Tool::Low`) or `vyum`/`vdnf` (`Tool::Resolver`).
@@ -107,10 +147,24 @@ pub fn run_on_guests(
     args: Vec<OsString>,
     run: impl Fn(&HostRoots, &GuestConfig, &[OsString]) -> Result<ExitStatus, GuestToolError>,
 ) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match command(applet)
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
         Ok(cli) => cli,
         Err(err) => return exit::command_line(&err),
     };
+    if cli.args.is_empty() {
+        let (tool, example) = applet_help(applet);
+        eprintln!(
+            "{applet}: error: no {tool} arguments after `--` (e.g. `{applet} {} -- {example}`); see `{applet} --help`",
+            cli.guests.first().map_or("GUEST", String::as_str)
+        );
+        return ExitCode::from(exit::USAGE);
+    }
+    if let Err(code) = crate::output::require_root(applet) {
+        return code;
+    }
     let out = Output::new(applet, Verbosity::Normal);
     let roots = cli.roots.roots();
     let mut guests = cli.guests.clone();
@@ -131,7 +185,7 @@ pub fn run_on_guests(
         }
     }
     if guests.is_empty() {
-        eprintln!("{applet}: error: no guest given (name guests, or --all)");
+        eprintln!("{applet}: error: no guest given (name guests, or --all); see `{applet} --help`");
         return ExitCode::from(exit::USAGE);
     }
     let mut code = ExitCode::SUCCESS;
@@ -172,7 +226,7 @@ pub fn run_on_guests(
 /// `vserver G pkgmgmt internalize|externalize`'s arguments.
 #[derive(Debug, Parser)]
 #[command(name = "vserver GUEST pkgmgmt", no_binary_name = true)]
-struct PkgmgmtArgs {
+pub(crate) struct PkgmgmtArgs {
     /// `internalize` (into the guest) or `externalize` (back to the host).
     #[arg(value_parser = ["internalize", "externalize"])]
     direction: String,

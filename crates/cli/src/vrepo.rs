@@ -29,7 +29,15 @@ mod snapshot_cmd;
 
 /// Local package repositories: write the metadata dnf and apt read.
 #[derive(Debug, Parser)]
-#[command(name = "vrepo", version, about)]
+#[command(
+    name = "vrepo",
+    version,
+    about = "Local package repositories: write the metadata dnf and apt read, mirror, serve, sign and snapshot them",
+    propagate_version = true,
+    arg_required_else_help = true,
+    disable_help_subcommand = true,
+    after_help = "Examples:\n  vrepo index /srv/repo/el9\n  vrepo mirror --keyring /usr/share/keyrings/site.gpg --suite stable http://repo.example.org/debian/ /srv/mirror/debian\n  vrepo serve /srv/repo --listen 0.0.0.0:8080"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +50,9 @@ enum Command {
     /// RPMs get `DIR/repodata/` (rpm-md, as createrepo_c writes it); .debs get `Packages` and
     /// `Release` (flat, or `dists/SUITE/…` with --suite). New metadata is swapped in atomically:
     /// a failed or interrupted run leaves the previous metadata in place.
+    #[command(
+        after_help = "Examples:\n  vrepo index /srv/repo/el9\n  vrepo index --update --sign repo@example.org /srv/repo/el9\n  vrepo index /srv/repo/debian --suite stable --component main"
+    )]
     Index(IndexArgs),
     /// Mirror an rpm-md or apt repository (http(s), file:// or a path) into DEST.
     ///
@@ -49,17 +60,29 @@ enum Command {
     /// the checksums of the metadata, the metadata against --keyring), resumable, and published
     /// atomically: DEST's metadata switches only once every package it names is in place.
     /// Exit status: 0 updated, 4 already up to date, 1 failed (DEST unchanged).
+    #[command(
+        after_help = "Examples:\n  vrepo mirror http://repo.example.org/el9/BaseOS/x86_64/os/ /srv/mirror/el9-baseos\n  vrepo mirror --suite stable --arch amd64 --packages @minbase --keyring /usr/share/keyrings/site.gpg http://repo.example.org/debian/ /srv/mirror/debian"
+    )]
     Mirror(mirror_cmd::MirrorArgs),
     /// Serve a repository tree over HTTP (GET, HEAD, Range, If-Modified-Since).
     ///
     /// Listens on loopback by default; one log line per request on stderr; stops cleanly on
     /// SIGINT or SIGTERM.
+    #[command(
+        after_help = "Examples:\n  vrepo serve /srv/repo\n  vrepo serve /srv/repo --listen 0.0.0.0:8080 --no-listing"
+    )]
     Serve(mirror_cmd::ServeArgs),
     /// Signing keys: export the public key clients verify the signed metadata with.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  vrepo key export repo@example.org -o /srv/repo/repo-key.asc"
+    )]
     Key(sign_cmd::KeyCommand),
     /// Snapshots of a repository, published under stable names by an atomic switch.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  vrepo snapshot create --from /srv/mirror/debian --root /srv/published debian-2026-12-04\n  vrepo snapshot publish --root /srv/published debian-2026-12-04 --as stable"
+    )]
     Snapshot(snapshot_cmd::SnapshotCommand),
 }
 
@@ -128,6 +151,12 @@ struct IndexArgs {
     /// Print errors only.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// `vrepo`'s definition (for the man pages and completions).
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
 }
 
 /// Runs `vrepo` with `args` (argv, including the program name).

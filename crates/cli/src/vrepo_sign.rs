@@ -56,6 +56,9 @@ pub(crate) enum KeyCommand {
     ///
     /// ASCII-armored by default (dnf and apt ≥ 1.4 read it; name the file `*.asc` for apt);
     /// --binary writes an OpenPGP keyring (`*.gpg`).
+    #[command(
+        after_help = "Examples:\n  vrepo key export repo@example.org -o /srv/repo/repo-key.asc\n  vrepo key export --sign-key-file /etc/vrepo/key.asc --binary -o /srv/repo/repo-key.gpg"
+    )]
     Export(KeyExportArgs),
 }
 

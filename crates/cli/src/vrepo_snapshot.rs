@@ -24,6 +24,9 @@ pub(crate) struct RootArg {
 pub(crate) enum SnapshotCommand {
     /// Take an immutable snapshot of a repository: metadata copied, packages hard-linked into
     /// a content-addressed pool (a snapshot costs its metadata only).
+    #[command(
+        after_help = "Example:\n  vrepo snapshot create --from /srv/mirror/debian --root /srv/published debian-2026-12-04"
+    )]
     Create {
         /// The snapshot's name (letters, digits, `._-`).
         name: String,
@@ -43,6 +46,7 @@ pub(crate) enum SnapshotCommand {
         quiet: bool,
     },
     /// List the snapshots, oldest first, with the names they are published as.
+    #[command(after_help = "Example:\n  vrepo snapshot list --root /srv/published")]
     List {
         #[command(flatten)]
         root: RootArg,
@@ -51,6 +55,9 @@ pub(crate) enum SnapshotCommand {
         json: bool,
     },
     /// Delete a snapshot (refused while it is published) and the pool files only it used.
+    #[command(
+        after_help = "Example:\n  vrepo snapshot delete --root /srv/published debian-2026-11-01"
+    )]
     Delete {
         /// The snapshot.
         name: String,
@@ -59,6 +66,9 @@ pub(crate) enum SnapshotCommand {
     },
     /// Publish a snapshot as ROOT/AS (e.g. `stable`), switching the name in one atomic rename:
     /// clients see the previous snapshot or this one, never a mix or nothing.
+    #[command(
+        after_help = "Example:\n  vrepo snapshot publish --root /srv/published debian-2026-12-04 --as stable"
+    )]
     Publish {
         /// The snapshot.
         name: String,
@@ -71,6 +81,7 @@ pub(crate) enum SnapshotCommand {
         sign: crate::vrepo::sign_cmd::SignArgs,
     },
     /// Remove a published name (the snapshot stays).
+    #[command(after_help = "Example:\n  vrepo snapshot unpublish --root /srv/published testing")]
     Unpublish {
         /// The published name.
         as_name: String,

@@ -1,49 +1,163 @@
 //! `vserver GUEST COMMAND …`: the guest command: `build`, and the lifecycle (`start`, `stop`,
-//! `restart`, `status`, `exec`, `enter`, `delete`); `vserver --list [--json]` lists all guests.
+//! `restart`, `status`, `exec`, `enter`, `delete`), `pkgmgmt`, `verify`; `vserver --list
+//! [--json]` lists all guests, `vserver --all verify|unify` acts on all of them.
 //!
-//! `vserver [ROOTS] G build [-m METHOD] [--hostname H] [--force] [--keep] [-v] -- [-d DIST]
+//! `vserver [ROOTS] G build -m METHOD [--hostname H] [--force] [--keep] [-v] -- [-d DIST]
 //! [--releasever N] [FILE…|--empty] [-- PKG…]`: the first `--` ends vserver's own options, as in
 //! util-vserver; what follows are the method's options, and after a second `--` the extra
 //! packages.
+//!
+//! Parsing is in two steps, so that a guest may have any valid name and util-vserver's
+//! `vserver G -- pkgmgmt …` keeps working: [`Cli`] takes the roots, the guest and the command
+//! word; [`GuestCli`] then parses the command word and its arguments, with one clap definition
+//! per command ([`GuestCommand`]). The same definitions make `vserver --help`, the man pages and
+//! the shell completions ([`command`]).
+//!
+//! To add a guest command: a variant of [`GuestCommand`] (its doc comment is the summary, an
+//! `after_help` with `Examples:` is required by the CLI test), whether it needs root in
+//! [`GuestCommand::needs_root`], and its arm in [`main`].
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use vserver_guest::{BuildEvent, BuildMethod, BuildRequest};
 
 use crate::exit;
 use crate::output::{Output, Verbosity};
 use crate::vdistro::{RootArgs, report};
 
-/// Manage a guest.
+/// Manage a guest (step one of the parse: roots, guest, command word).
 #[derive(Debug, Parser)]
+// `--help` and `--version` after the guest are the command's (step two), not this step's.
 #[command(
     name = "vserver",
-    version,
-    about,
-    override_usage = "vserver [ROOTS] GUEST build [OPTIONS] -- [-d DIST] [--releasever N] [FILE…|--empty] [-- PKG…]"
+    disable_help_flag = true,
+    disable_version_flag = true
 )]
 struct Cli {
     #[command(flatten)]
     roots: RootArgs,
     /// The guest.
     guest: String,
-    /// The command (`build`).
+    /// The command.
+    #[arg(allow_hyphen_values = true)]
     command: String,
     /// The command's arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     rest: Vec<OsString>,
 }
 
-/// `build`'s own options (before the first `--`).
+/// Step two of the parse: the command word and its arguments.
 #[derive(Debug, Parser)]
-#[command(name = "vserver GUEST build", no_binary_name = true)]
-struct BuildArgs {
-    /// Build method: skeleton, yum, dnf, rpm, apt, debootstrap, clone or template.
-    #[arg(short = 'm', long, default_value = "skeleton")]
-    method: String,
+#[command(
+    name = "vserver",
+    about = "The commands of a guest",
+    propagate_version = true,
+    bin_name = "vserver GUEST",
+    no_binary_name = true,
+    version,
+    disable_help_subcommand = true,
+    subcommand_value_name = "COMMAND"
+)]
+struct GuestCli {
+    #[command(subcommand)]
+    command: GuestCommand,
+}
+
+/// What `vserver GUEST …` does.
+#[derive(Debug, Subcommand)]
+pub(crate) enum GuestCommand {
+    /// Build the guest: from a distribution (-m yum, dnf, apt, debootstrap), from package files
+    /// (-m rpm), as a copy of another guest (-m clone), from a template archive (-m template), or
+    /// an empty skeleton (-m skeleton).
+    #[command(
+        override_usage = "vserver GUEST build -m METHOD [OPTIONS] -- [-d DIST] [--releasever N] [METHOD OPTIONS] [FILE…|--empty] [-- PKG…]",
+        after_help = "Options after the first `--` are the method's (see METHOD OPTIONS in \
+`man vserver-build`): -d/--distribution, --releasever, --variant, --mirror, --trusted, --source, \
+--empty and package files; after a second `--` come extra packages.\n\n\
+Examples:\n  vserver web1 build -m yum -- -d fedora-41 -- openssh-server\n  \
+vserver mail build -m apt -- -d debian-12 --variant minbase\n  \
+vserver web2 build -m clone -- --source web1\n  \
+vserver web3 build -m template -- --source web.tar.zst"
+    )]
+    Build(BuildArgs),
+    /// Start the guest: its init in new namespaces and a cgroup.
+    #[command(
+        after_help = "Examples:\n  vserver web1 start\n  vserver web1 start --memory 512m --cpu 0.5"
+    )]
+    Start(StartArgs),
+    /// Stop the guest: ask its init to stop, kill what is left after the timeout.
+    #[command(
+        after_help = "Examples:\n  vserver web1 stop\n  vserver web1 stop --timeout 30 --signal PWR"
+    )]
+    Stop(StopArgs),
+    /// Stop the guest if it runs, then start it.
+    #[command(after_help = "Example:\n  vserver web1 restart --timeout 5")]
+    Restart(RestartArgs),
+    /// Say whether the guest runs (exit status 0) or not (3), with its init, uptime, processes
+    /// and memory.
+    #[command(after_help = "Examples:\n  vserver web1 status\n  vserver web1 status --json")]
+    Status(StatusArgs),
+    /// Run a command in the running guest (or, with --transient, in a stopped one).
+    #[command(
+        after_help = "Examples:\n  vserver web1 exec /bin/ps ax\n  vserver web1 exec --transient -- /bin/sh -c 'cat /etc/os-release'"
+    )]
+    Exec(ExecArgs),
+    /// Open a login shell (or run a command) in the guest, with a terminal.
+    #[command(after_help = "Examples:\n  vserver web1 enter\n  vserver web1 enter --transient")]
+    Enter(EnterArgs),
+    /// Delete the guest: its root, its configuration and its package state.
+    #[command(after_help = "Examples:\n  vserver web1 delete\n  vserver web1 delete --yes")]
+    Delete(DeleteArgs),
+    /// Move the guest's package management into it (internalize) or back to the host
+    /// (externalize, verified on the way). Also accepted: `vserver GUEST -- pkgmgmt …`.
+    #[command(
+        after_help = "Examples:\n  vserver web1 pkgmgmt internalize\n  vserver web1 pkgmgmt externalize --json"
+    )]
+    Pkgmgmt(crate::vpkg::PkgmgmtArgs),
+    /// Check every packaged file of the guest against the trusted database.
+    #[command(
+        after_help = "Examples:\n  vserver web1 verify\n  vserver --all verify --json\n  vserver --all verify --format prometheus > /var/lib/prometheus/node-exporter/vserver.prom\n\nExit status: 0 when at most configuration files changed, 5 when anything else changed or a setuid/setgid file no package owns appeared, 1 on errors."
+    )]
+    Verify(crate::verify_cmd::VerifyArgs),
+    /// Write the guest and its package database to a template archive, which `build -m
+    /// template` builds guests from.
+    #[command(
+        after_help = "Examples:\n  vserver web1 export /srv/templates/web.tar.zst\n  vserver web2 build -m template -- --source /srv/templates/web.tar.zst\n\nThe archive is mode 0600: it holds the guest's secrets (/etc/shadow, keys)."
+    )]
+    Export(crate::export_cmd::ExportArgs),
+}
+
+impl GuestCommand {
+    /// Whether the command needs root (namespaces, mounts, cgroups, the guests' files).
+    fn needs_root(&self) -> bool {
+        // Every guest command does today; `status` reads the run directory root keeps.
+        true
+    }
+}
+
+/// The build methods `-m` takes.
+const METHODS: [&str; 8] = [
+    "skeleton",
+    "yum",
+    "dnf",
+    "rpm",
+    "apt",
+    "debootstrap",
+    "clone",
+    "template",
+];
+
+/// `build`'s own options (before the first `--`).
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// Build method: skeleton (an empty guest), yum or dnf (an rpm distribution), rpm (package
+    /// files), apt or debootstrap (a Debian-family distribution), clone (a copy of a guest),
+    /// template (an archive `vserver G export` wrote).
+    #[arg(short = 'm', long, value_parser = METHODS)]
+    method: Option<String>,
     /// The guest's host name (default: its name).
     #[arg(long)]
     hostname: Option<String>,
@@ -63,9 +177,13 @@ struct BuildArgs {
 
 /// The method's options (between the first and the second `--`).
 #[derive(Debug, Parser)]
-#[command(name = "vserver GUEST build … --", no_binary_name = true)]
+#[command(
+    name = "vserver",
+    bin_name = "vserver GUEST build -m METHOD --",
+    no_binary_name = true
+)]
 struct MethodArgs {
-    /// The distribution.
+    /// The distribution (`vdistro list` shows them).
     #[arg(short = 'd', long = "distribution")]
     distribution: Option<String>,
     /// Override the distribution's release version.
@@ -91,40 +209,211 @@ struct MethodArgs {
     files: Vec<PathBuf>,
 }
 
+/// `start`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// The init command instead of the configured `init` (one shell-free word list, e.g.
+    /// `--init '/bin/busybox sleep 1000'` is split on spaces).
+    #[arg(long)]
+    init: Option<String>,
+    /// Memory limit in bytes (suffixes k, m, g), instead of `[limits] memory`.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Most processes at once, instead of `[limits] pids`.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// CPUs (`0.5` is half a CPU), instead of `[limits] cpu`.
+    #[arg(long)]
+    cpu: Option<String>,
+}
+
+/// `stop`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct StopArgs {
+    /// Seconds init may take before everything is killed, instead of `stop_timeout` (default
+    /// 10).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// The signal asking init to stop, instead of `stop_signal` (default TERM).
+    #[arg(long)]
+    signal: Option<String>,
+}
+
+/// `restart`'s options: `stop`'s, then `start`'s.
+#[derive(Debug, Args)]
+pub(crate) struct RestartArgs {
+    #[command(flatten)]
+    stop: StopArgs,
+    #[command(flatten)]
+    start: StartArgs,
+}
+
+/// `status`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `exec`'s options and command.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// Run in fresh namespaces in a stopped guest.
+    #[arg(long)]
+    transient: bool,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// `enter`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct EnterArgs {
+    /// Run in fresh namespaces in a stopped guest.
+    #[arg(long)]
+    transient: bool,
+    /// A command instead of the login shell (on a running guest).
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// `delete`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// Do not ask.
+    #[arg(long)]
+    yes: bool,
+}
+
+/// The examples of `vserver --help`.
+const EXAMPLES: &str = "Examples:
+  vserver web1 build -m yum -- -d fedora-41
+  vserver web1 start
+  vserver web1 exec /bin/ps ax
+  vserver --list
+  vserver --all verify
+
+Each command has its own help: `vserver GUEST COMMAND --help` (e.g. `vserver web1 build --help`).
+The package applets: vrpm, vyum, vdnf, vapt-get, vdpkg, vapt-cache; and vrepo, vdistro (also as
+`vserver APPLET …`).";
+
+/// The whole `vserver` command as clap sees it, for `vserver --help`, the man pages and the
+/// completions: the roots, `GUEST`, `--list`, `--all` and the guest commands.
+pub(crate) fn command() -> clap::Command {
+    let pick = |cmd: clap::Command, ids: &[&str]| -> Vec<clap::Arg> {
+        cmd.get_arguments()
+            .filter(|a| ids.contains(&a.get_id().as_str()))
+            .cloned()
+            .collect()
+    };
+    let mut root = RootArgs::augment_args(clap::Command::new("vserver"))
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Manage guests: build them from distributions, run them, manage their packages from the host")
+        .override_usage(
+            "vserver [ROOTS] GUEST COMMAND [OPTIONS]\n       vserver [ROOTS] --list [--json]\n       vserver [ROOTS] --all verify|unify [OPTIONS]\n       vserver APPLET …",
+        )
+        .after_help(EXAMPLES)
+        .arg_required_else_help(true)
+        .disable_help_subcommand(true)
+        .subcommand_value_name("COMMAND");
+    // The roots come before the guest (`vserver --confdir DIR GUEST start`), not after the
+    // command as clap's `global` would document them.
+    for id in ["confdir", "rootdir", "pkgdir"] {
+        root = root.mut_arg(id, |arg| arg.global(false));
+    }
+    root = root.arg(
+        clap::Arg::new("guest")
+            .value_name("GUEST")
+            .help("The guest (`vserver --list` lists them)"),
+    );
+    let mut list = pick(ListArgs::command(), &["list", "json"]);
+    for arg in &mut list {
+        if arg.get_id() == "json" {
+            *arg = arg.clone().help("With --list: one JSON document on stdout");
+        }
+    }
+    root = root.args(list);
+    root = root.args(
+        pick(crate::verify_cmd::all_command(), &["all"])
+            .into_iter()
+            .map(|a| a.help("Every guest: with `verify` or `unify`")),
+    );
+    for sub in GuestCli::command().get_subcommands() {
+        let mut sub = sub.clone().version(env!("CARGO_PKG_VERSION"));
+        if sub.get_name() == "build" {
+            sub = sub.args(MethodArgs::command().get_arguments().map(|a| {
+                a.clone()
+                    .help_heading("Method options (after the first --)")
+            }));
+        }
+        root = root.subcommand(sub);
+    }
+    root.subcommand(crate::verify_cmd::unify_command())
+}
+
 /// Runs `vserver` with `args` (argv, including the program name).
 pub fn main(args: Vec<OsString>) -> ExitCode {
-    if args.iter().skip(1).any(|a| a == "--list") {
-        return list(args);
+    let first = args.get(1).and_then(|a| a.to_str());
+    if args.len() < 2 || matches!(first, Some("-h" | "--help" | "-V" | "--version")) {
+        return match command().try_get_matches_from(&args) {
+            Ok(_) => ExitCode::from(exit::USAGE),
+            Err(err) => exit::command_line(&err),
+        };
     }
-    if args.iter().skip(1).any(|a| a == "--all") {
-        return crate::verify_cmd::all(args);
+    if let Some(code) = crate::generate::from_args(&args) {
+        return code;
+    }
+    let asks_help = args
+        .iter()
+        .skip(1)
+        .any(|a| a == "--help" || a == "-h" || a == "--version" || a == "-V");
+    for (option, command) in [("--list", "vserver --list"), ("--all", "vserver --all")] {
+        if args.iter().skip(1).any(|a| a == option) {
+            if !asks_help && let Err(code) = crate::output::require_root(command) {
+                return code;
+            }
+            return if option == "--list" {
+                list(args)
+            } else {
+                crate::verify_cmd::all(args)
+            };
+        }
     }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => return exit::command_line(&err),
     };
+    // `build`'s own options end at the first `--`; the method's follow (see [`build`]).
+    let own = if cli.command == "build" {
+        split_at_dashes(&cli.rest).0
+    } else {
+        &cli.rest[..]
+    };
+    let words = std::iter::once(OsString::from(&cli.command)).chain(own.iter().cloned());
+    let parsed = match GuestCli::try_parse_from(words) {
+        Ok(parsed) => parsed.command,
+        Err(err) => return exit::command_line(&err),
+    };
+    if parsed.needs_root()
+        && let Err(code) = crate::output::require_root(&format!("vserver GUEST {}", cli.command))
+    {
+        return code;
+    }
     if let Err(code) = crate::output::recover_first("vserver", &cli.roots.roots(), Some(&cli.guest))
     {
         return code;
     }
-    match cli.command.as_str() {
-        "build" => build(&cli),
-        "start" | "stop" | "restart" | "status" | "exec" | "enter" | "delete" => lifecycle(&cli),
+    match &parsed {
+        GuestCommand::Build(args) => build(&cli, args),
         // Also reached as `vserver G -- pkgmgmt …` (util-vserver's form): clap takes `--` as the
         // end of options.
-        "pkgmgmt" => crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest),
-        "verify" => crate::verify_cmd::one(&cli.roots.roots(), &cli.guest, &cli.rest),
-        "export" => crate::export_cmd::run(&cli.roots.roots(), &cli.guest, &cli.rest),
-        other => {
-            eprintln!(
-                "vserver: error: unknown command `{other}` for guest `{}`",
-                cli.guest
-            );
-            eprintln!(
-                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt, verify, export"
-            );
-            ExitCode::from(exit::USAGE)
+        GuestCommand::Pkgmgmt(_) => crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest),
+        GuestCommand::Verify(_) => {
+            crate::verify_cmd::one(&cli.roots.roots(), &cli.guest, &cli.rest)
         }
+        GuestCommand::Export(args) => crate::export_cmd::run(&cli.roots.roots(), &cli.guest, args),
+        lifecycle_command => lifecycle(&cli, lifecycle_command),
     }
 }
 
@@ -135,14 +424,19 @@ fn split_at_dashes(args: &[OsString]) -> (&[OsString], &[OsString]) {
     }
 }
 
-fn build(cli: &Cli) -> ExitCode {
-    let (own, rest) = split_at_dashes(&cli.rest);
+fn build(cli: &Cli, build_args: &BuildArgs) -> ExitCode {
+    let (_, rest) = split_at_dashes(&cli.rest);
     let (method_args, packages) = split_at_dashes(rest);
-    let parsed = BuildArgs::try_parse_from(own)
-        .and_then(|b| MethodArgs::try_parse_from(method_args).map(|m| (b, m)));
-    let (build_args, method) = match parsed {
+    let method = match MethodArgs::try_parse_from(method_args) {
         Ok(parsed) => parsed,
         Err(err) => return exit::command_line(&err),
+    };
+    let Some(method_name) = build_args.method.as_deref() else {
+        eprintln!(
+            "vserver: error: `build` needs a method: -m {} (an empty guest is `-m skeleton`); see `vserver GUEST build --help`",
+            METHODS.join("|")
+        );
+        return ExitCode::from(exit::USAGE);
     };
     let out = Output::new(
         "vserver",
@@ -152,7 +446,7 @@ fn build(cli: &Cli) -> ExitCode {
             Verbosity::Normal
         },
     );
-    let build_method: BuildMethod = match build_args.method.parse() {
+    let build_method: BuildMethod = match method_name.parse() {
         Ok(BuildMethod::Apt(default)) => match method.variant.as_deref().map(str::parse) {
             None => BuildMethod::Apt(default),
             Some(Ok(variant)) => BuildMethod::Apt(variant),
@@ -228,47 +522,6 @@ struct ListArgs {
     /// Print one JSON document (an array of guest states) on stdout.
     #[arg(long)]
     json: bool,
-}
-
-/// The lifecycle verbs' options (everything after the verb; for `exec`, the command follows).
-#[derive(Debug, Parser)]
-#[command(
-    name = "vserver GUEST start|stop|restart|status|exec|enter|delete",
-    no_binary_name = true
-)]
-struct LifecycleArgs {
-    /// `start`: the init command instead of the configured `init` (one shell-free word
-    /// list, e.g. `--init '/bin/busybox sleep 1000'` is split on spaces).
-    #[arg(long)]
-    init: Option<String>,
-    /// `start`: memory limit in bytes (suffixes k, m, g), instead of `[limits] memory`.
-    #[arg(long)]
-    memory: Option<String>,
-    /// `start`: most processes at once, instead of `[limits] pids`.
-    #[arg(long)]
-    pids: Option<u64>,
-    /// `start`: CPUs (`0.5` is half a CPU), instead of `[limits] cpu`.
-    #[arg(long)]
-    cpu: Option<String>,
-    /// `stop`: seconds init may take before everything is killed, instead of `stop_timeout`
-    /// (default 10).
-    #[arg(long)]
-    timeout: Option<u64>,
-    /// `stop`: the signal asking init to stop, instead of `stop_signal` (default TERM).
-    #[arg(long)]
-    signal: Option<String>,
-    /// `exec`/`enter`: run in fresh namespaces in a stopped guest.
-    #[arg(long)]
-    transient: bool,
-    /// `delete`: do not ask.
-    #[arg(long)]
-    yes: bool,
-    /// `status`: print JSON on stdout.
-    #[arg(long)]
-    json: bool,
-    /// `exec`: the command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<OsString>,
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -366,14 +619,27 @@ fn list(args: Vec<OsString>) -> ExitCode {
     }
 }
 
-fn lifecycle(cli: &Cli) -> ExitCode {
-    let args = match LifecycleArgs::try_parse_from(&cli.rest) {
-        Ok(args) => args,
-        Err(err) => return exit::command_line(&err),
+fn lifecycle(cli: &Cli, command: &GuestCommand) -> ExitCode {
+    let no_start = StartArgs {
+        init: None,
+        memory: None,
+        pids: None,
+        cpu: None,
     };
+    let no_stop = StopArgs {
+        timeout: None,
+        signal: None,
+    };
+    let (start_args, stop_args) = match command {
+        GuestCommand::Start(start) => (start, &no_stop),
+        GuestCommand::Stop(stop) => (&no_start, stop),
+        GuestCommand::Restart(RestartArgs { stop, start }) => (start, stop),
+        _ => (&no_start, &no_stop),
+    };
+    let json = matches!(command, GuestCommand::Status(StatusArgs { json: true }));
     let out = Output::new(
         "vserver",
-        if args.json {
+        if json {
             Verbosity::Json
         } else {
             Verbosity::Normal
@@ -382,7 +648,7 @@ fn lifecycle(cli: &Cli) -> ExitCode {
     let roots = cli.roots.roots();
     let run_dir = vserver_guest::default_run_dir();
     let guest = cli.guest.as_str();
-    let signal = match args.signal.as_deref().map(vserver_guest::parse_signal) {
+    let signal = match stop_args.signal.as_deref().map(vserver_guest::parse_signal) {
         Some(None) => {
             eprintln!(
                 "vserver: error: --signal takes a name such as TERM, PWR, RTMIN+3, or a number"
@@ -394,10 +660,10 @@ fn lifecycle(cli: &Cli) -> ExitCode {
     };
     let stop_options = vserver_guest::StopOptions {
         signal,
-        timeout: args.timeout.map(std::time::Duration::from_secs),
+        timeout: stop_args.timeout.map(std::time::Duration::from_secs),
     };
     let start = |out: &Output| -> ExitCode {
-        let memory = match args.memory.as_deref().map(parse_size) {
+        let memory = match start_args.memory.as_deref().map(parse_size) {
             Some(None) => {
                 eprintln!("vserver: error: --memory takes bytes with an optional k, m or g");
                 return ExitCode::from(exit::USAGE);
@@ -405,7 +671,7 @@ fn lifecycle(cli: &Cli) -> ExitCode {
             Some(Some(bytes)) => Some(bytes),
             None => None,
         };
-        let cpu_millis = match args.cpu.as_deref().map(vserver_guest::parse_cpus) {
+        let cpu_millis = match start_args.cpu.as_deref().map(vserver_guest::parse_cpus) {
             Some(None) => {
                 eprintln!("vserver: error: --cpu takes a positive number of CPUs such as 0.5");
                 return ExitCode::from(exit::USAGE);
@@ -414,14 +680,14 @@ fn lifecycle(cli: &Cli) -> ExitCode {
             None => None,
         };
         let options = vserver_guest::StartOptions {
-            init: args
+            init: start_args
                 .init
                 .as_deref()
                 .map(|i| i.split_whitespace().map(OsString::from).collect())
                 .unwrap_or_default(),
             limits: vserver_guest::GuestLimits {
                 memory,
-                pids: args.pids,
+                pids: start_args.pids,
                 cpu_millis,
             },
         };
@@ -452,16 +718,16 @@ fn lifecycle(cli: &Cli) -> ExitCode {
             Err(error) => Err(report_lifecycle(out, error)),
         }
     };
-    match cli.command.as_str() {
-        "start" => start(&out),
-        "stop" => stop(&out).err().unwrap_or(ExitCode::SUCCESS),
-        "restart" => match stop(&out) {
+    match command {
+        GuestCommand::Start(_) => start(&out),
+        GuestCommand::Stop(_) => stop(&out).err().unwrap_or(ExitCode::SUCCESS),
+        GuestCommand::Restart(_) => match stop(&out) {
             Ok(()) => start(&out),
             Err(code) => code,
         },
-        "status" => match vserver_guest::status(&roots, &run_dir, guest) {
+        GuestCommand::Status(_) => match vserver_guest::status(&roots, &run_dir, guest) {
             Ok(status) => {
-                if args.json {
+                if json {
                     out.json(&status_json(&status));
                 } else {
                     println!("{}", status_line(&status));
@@ -475,7 +741,7 @@ fn lifecycle(cli: &Cli) -> ExitCode {
             }
             Err(error) => report_lifecycle(&out, error),
         },
-        "enter" if !args.transient => {
+        GuestCommand::Enter(args) if !args.transient => {
             use std::os::fd::AsFd;
             let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
             match vserver_guest::enter(
@@ -493,16 +759,20 @@ fn lifecycle(cli: &Cli) -> ExitCode {
                 }
             }
         }
-        "exec" | "enter" => {
-            let command = if cli.command == "enter" {
+        GuestCommand::Exec(ExecArgs {
+            transient,
+            command: words,
+        })
+        | GuestCommand::Enter(EnterArgs {
+            transient,
+            command: words,
+        }) => {
+            let command = if matches!(command, GuestCommand::Enter(_)) {
                 vec![OsString::from("/bin/sh"), OsString::from("-l")]
-            } else if args.command.is_empty() {
-                eprintln!("vserver: error: `exec` needs a command");
-                return ExitCode::from(exit::USAGE);
             } else {
-                args.command.clone()
+                words.clone()
             };
-            match vserver_guest::exec(&roots, &run_dir, guest, &command, args.transient) {
+            match vserver_guest::exec(&roots, &run_dir, guest, &command, *transient) {
                 Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXEC_FAILED)),
                 Err(error) => {
                     report_lifecycle(&out, error);
@@ -510,7 +780,7 @@ fn lifecycle(cli: &Cli) -> ExitCode {
                 }
             }
         }
-        "delete" => {
+        GuestCommand::Delete(args) => {
             if !args.yes {
                 use std::io::{BufRead, IsTerminal, Write};
                 if !std::io::stdin().is_terminal() {
@@ -539,6 +809,9 @@ fn lifecycle(cli: &Cli) -> ExitCode {
                 Err(error) => report_lifecycle(&out, error),
             }
         }
-        _ => ExitCode::from(exit::USAGE),
+        GuestCommand::Build(_)
+        | GuestCommand::Pkgmgmt(_)
+        | GuestCommand::Verify(_)
+        | GuestCommand::Export(_) => ExitCode::from(exit::USAGE),
     }
 }

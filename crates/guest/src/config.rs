@@ -168,6 +168,53 @@ pub fn list_guests(roots: &HostRoots) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The build method that fits this host, for the hint of an unknown guest: the family of its
+/// guests, else of its registered distributions, else of the package tools it has.
+fn build_method_hint(roots: &HostRoots, guests: &[String]) -> &'static str {
+    let mut rpm = false;
+    let mut deb = false;
+    for guest in guests {
+        let path = GuestConfig::path(roots, guest);
+        let family = fs_err::read_to_string(&path)
+            .ok()
+            .and_then(|text| toml::from_str::<GuestConfig>(&text).ok())
+            .map(|config| config.family);
+        match family.as_deref() {
+            Some("rpm") => rpm = true,
+            Some("deb") => deb = true,
+            _ => {}
+        }
+    }
+    if !rpm && !deb {
+        let store = crate::DistributionStore::new(roots.distributions_dir());
+        for distribution in store.list().unwrap_or_default() {
+            if matches!(
+                distribution.source,
+                crate::DistributionSource::Registered(_)
+            ) {
+                match distribution.family {
+                    Family::Rpm => rpm = true,
+                    Family::Deb => deb = true,
+                }
+            }
+        }
+    }
+    if !rpm && !deb {
+        let has = |tool: &str| {
+            std::env::var_os("PATH").is_some_and(|path| {
+                std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+            })
+        };
+        rpm = has("dnf");
+        deb = has("apt-get");
+    }
+    match (rpm, deb) {
+        (true, false) => "yum",
+        (false, true) => "apt",
+        _ => "yum|apt",
+    }
+}
+
 /// Reads guest `name`'s configuration, with a "did you mean" suggestion when it does not exist.
 pub fn load_guest(roots: &HostRoots, name: &str) -> Result<GuestConfig> {
     check_name("guest", name)?;
@@ -180,6 +227,7 @@ pub fn load_guest(roots: &HostRoots, name: &str) -> Result<GuestConfig> {
                 name: name.to_owned(),
                 config: path,
                 suggestion: crate::closest(name, guests.iter().map(String::as_str)),
+                method: build_method_hint(roots, &guests),
             });
         }
         Err(e) => return Err(Error::io("read", &path)(e)),

@@ -26,6 +26,9 @@ pub enum Error {
         config: PathBuf,
         /// A close name, for a "did you mean" hint.
         suggestion: Option<String>,
+        /// The build method the hint suggests: the family of this host's guests and
+        /// registered distributions (`yum`, `apt`, or `yum|apt` when both or neither).
+        method: &'static str,
     },
     /// A name that cannot be a guest or distribution name.
     #[error(
@@ -179,9 +182,9 @@ impl Error {
             Error::UnknownDistribution { .. } => {
                 Some("`vdistro list` shows the distributions".into())
             }
-            Error::UnknownGuest { .. } => {
-                Some("build it first: `vserver NAME build -m yum -- -d DIST`".into())
-            }
+            Error::UnknownGuest { method, .. } => Some(format!(
+                "build it first: `vserver NAME build -m {method} -- -d DIST` (`vdistro list` shows the distributions)"
+            )),
             Error::BuildFailed { source, .. } => source.hint(),
             Error::Package(vserver_pkgmgmt::Error::TimedOut { guest, .. }) => Some(format!(
                 "if the operation needs longer, raise `operation_time_limit` in \
