@@ -19,6 +19,9 @@
 #                                  unify 4.03 s, saved 303 MB, 11.63x one guest left (1.71x time)
 # (the rpm fixture guests are mostly database, which unify leaves alone; duperemove also merged
 # the identical databases of these copies)
+# With the package state unified too (2 cores shared with four compiling builds, release):
+#   deb 20 guests (185.1 MB each): duperemove 32.37 s, saved 1895 MB, 9.71x one guest left;
+#                                  unify 37.46 s, saved 3464 MB, 1.24x one guest left (1.16x time)
 set -euo pipefail
 kind=${1:-deb}
 guests=${2:-20}
