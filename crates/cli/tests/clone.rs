@@ -17,16 +17,6 @@ use std::path::Path;
 
 use common::{TestHost, snapshot};
 
-fn qa(host: &TestHost, guest: &str) -> Vec<String> {
-    let mut lines: Vec<String> = host
-        .ok(&["vrpm", guest, "--", "-qa", "--qf", "%{NVRA}\n"])
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
-}
-
 fn va(host: &TestHost, guest: &str) -> Vec<String> {
     let out = host.vserver(&["vrpm", guest, "--", "-Va", "--noscripts"]);
     let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -75,7 +65,7 @@ fn a_clone_is_a_whole_guest_of_its_own() {
         std::fs::Permissions::from_mode(0o4755),
     )
     .unwrap();
-    let packages = qa(&host, "g");
+    let packages = host.rpm_packages("g");
     let verify = va(&host, "g");
     let before_g = snapshot(&root_g);
 
@@ -83,7 +73,7 @@ fn a_clone_is_a_whole_guest_of_its_own() {
     host.ok(&["c", "build", "-m", "clone", "--", "--source", "g"]);
     eprintln!("clone: {:.2} s", started.elapsed().as_secs_f64());
     let root_c = host.dir.join("vservers/c");
-    assert_eq!(qa(&host, "c"), packages);
+    assert_eq!(host.rpm_packages("c"), packages);
     assert_eq!(va(&host, "c"), verify);
     assert_eq!(snapshot(&root_g), before_g, "the source changed");
     assert_eq!(
@@ -122,8 +112,8 @@ fn a_clone_is_a_whole_guest_of_its_own() {
 
     // The database is a copy: removing a package from the clone leaves the source's.
     host.ok(&["vrpm", "c", "--", "-e", "--nodeps", "fx-00002"]);
-    assert_eq!(qa(&host, "g"), packages);
-    assert_eq!(qa(&host, "c").len(), packages.len() - 1);
+    assert_eq!(host.rpm_packages("g"), packages);
+    assert_eq!(host.rpm_packages("c").len(), packages.len() - 1);
 
     // The clone boots, under its own name.
     host.ok(&["c", "start", "--init", "/bin/busybox sleep 1000"]);
@@ -134,7 +124,7 @@ fn a_clone_is_a_whole_guest_of_its_own() {
     // A running source is cloned and keeps running (it is frozen only for its database).
     host.ok(&["g", "start", "--init", "/bin/busybox sleep 1000"]);
     host.ok(&["r", "build", "-m", "clone", "--", "--source", "g"]);
-    assert_eq!(qa(&host, "r"), packages);
+    assert_eq!(host.rpm_packages("r"), packages);
     host.ok(&["g", "exec", "/bin/busybox", "true"]);
     host.ok(&["g", "stop", "--timeout", "1"]);
 

@@ -20,7 +20,7 @@ use std::process::Command;
 
 use common::{WORK_BASE, built_plugin, checked, run, serve};
 
-use common::debian_cache::{CACHE, CACHE_LIST};
+use common::debian_cache::CACHE_LIST;
 
 fn vserver() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vserver"))
@@ -49,19 +49,7 @@ fn archive_stanzas(work: &Path, names: &BTreeSet<String>) -> String {
 /// The origin: the cached .debs in `pool/`, indexed as `bookworm main` with the archive's
 /// Priority and Section, signed with the test key.
 fn make_origin(work: &Path, origin: &Path, sign: &[String]) {
-    let pool = origin.join("pool");
-    std::fs::create_dir_all(&pool).unwrap();
-    let mut names = BTreeSet::new();
-    for entry in std::fs::read_dir(CACHE).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "deb") {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            names.insert(name.split('_').next().unwrap().to_owned());
-            std::fs::hard_link(&path, pool.join(&name))
-                .or_else(|_| std::fs::copy(&path, pool.join(&name)).map(drop))
-                .unwrap();
-        }
-    }
+    let names = common::debian_cache::link_cache_into(&origin.join("pool"));
     let mut overrides = String::new();
     let mut seen = BTreeSet::new();
     for stanza in archive_stanzas(work, &names).split("\n\n") {

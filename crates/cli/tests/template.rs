@@ -19,16 +19,6 @@ use std::path::Path;
 
 use common::{TestHost, snapshot};
 
-fn qa(host: &TestHost, guest: &str) -> Vec<String> {
-    let mut lines: Vec<String> = host
-        .ok(&["vrpm", guest, "--", "-qa", "--qf", "%{NVRA}\n"])
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
-}
-
 #[test]
 fn a_template_round_trip_keeps_packages_and_files() {
     let Some(host) =
@@ -53,7 +43,7 @@ fn a_template_round_trip_keeps_packages_and_files() {
         std::fs::Permissions::from_mode(0o4755),
     )
     .unwrap();
-    let packages = qa(&host, "g");
+    let packages = host.rpm_packages("g");
     let before_g = snapshot(&root_g);
 
     for name in ["g.tar.zst", "g.tar"] {
@@ -71,15 +61,7 @@ fn a_template_round_trip_keeps_packages_and_files() {
 
     let archive = host.dir.join("g.tar.zst");
     let started = std::time::Instant::now();
-    let out = host.vserver(&[
-        "t",
-        "build",
-        "-m",
-        "template",
-        "--",
-        "--source",
-        archive.to_str().unwrap(),
-    ]);
+    let out = import(&host, "t", archive.to_str().unwrap());
     eprintln!("import: {:.2} s", started.elapsed().as_secs_f64());
     assert!(out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -89,7 +71,7 @@ fn a_template_round_trip_keeps_packages_and_files() {
     );
 
     let root_t = host.dir.join("vservers/t");
-    assert_eq!(qa(&host, "t"), packages);
+    assert_eq!(host.rpm_packages("t"), packages);
     // Verifies clean: no packaged file differs; the setuid file no package owns is the
     // source's, reported the same way.
     let verify = host.vserver(&["t", "verify", "--json"]);
@@ -131,7 +113,7 @@ fn a_template_round_trip_keeps_packages_and_files() {
     );
     // It works: a package comes off, the source keeps it.
     host.ok(&["vrpm", "t", "--", "-e", "--nodeps", "fx-00002"]);
-    assert_eq!(qa(&host, "g"), packages);
+    assert_eq!(host.rpm_packages("g"), packages);
 
     // A running source is exported and keeps running; the template boots.
     host.ok(&["g", "start", "--init", "/bin/busybox sleep 1000"]);
@@ -139,15 +121,8 @@ fn a_template_round_trip_keeps_packages_and_files() {
     host.ok(&["g", "export", running.to_str().unwrap()]);
     host.ok(&["g", "exec", "/bin/busybox", "true"]);
     host.ok(&["g", "stop", "--timeout", "1"]);
-    host.ok(&[
-        "r",
-        "build",
-        "-m",
-        "template",
-        "--",
-        "--source",
-        running.to_str().unwrap(),
-    ]);
+    let out = import(&host, "r", running.to_str().unwrap());
+    assert!(out.status.success(), "{out:?}");
     host.ok(&["r", "start", "--init", "/bin/busybox sleep 1000"]);
     assert_eq!(
         host.ok(&["r", "exec", "/bin/busybox", "hostname"]).trim(),
@@ -198,15 +173,7 @@ fn a_template_round_trip_keeps_packages_and_files() {
             b"SQLite format 3\0 not really",
         )],
     );
-    let out = host.vserver(&[
-        "x",
-        "build",
-        "-m",
-        "template",
-        "--",
-        "--source",
-        forged.to_str().unwrap(),
-    ]);
+    let out = import(&host, "x", forged.to_str().unwrap());
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("holds no package rpm can read"),
@@ -214,6 +181,11 @@ fn a_template_round_trip_keeps_packages_and_files() {
     );
     assert!(!host.dir.join("vservers/x").exists());
     assert!(!host.dir.join("vservers/.pkg/x/rpm").exists());
+}
+
+/// `vserver GUEST build -m template -- --source ARCHIVE`.
+fn import(host: &TestHost, guest: &str, archive: &str) -> std::process::Output {
+    host.vserver(&[guest, "build", "-m", "template", "--", "--source", archive])
 }
 
 /// An archive entry as written by hand: name, type, link target, contents.
@@ -365,15 +337,7 @@ fn hostile_templates_change_nothing_outside_the_new_guest() {
     for (what, entries, says) in cases {
         let path = host.dir.join(format!("{}.tar", what.replace(' ', "-")));
         hostile_template(&path, &entries);
-        let out = host.vserver(&[
-            "x",
-            "build",
-            "-m",
-            "template",
-            "--",
-            "--source",
-            path.to_str().unwrap(),
-        ]);
+        let out = import(&host, "x", path.to_str().unwrap());
         assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{what}: {stderr}");
@@ -409,15 +373,7 @@ fn hostile_templates_change_nothing_outside_the_new_guest() {
         archive.extend_from_slice(header.as_bytes());
         std::fs::write(&path, archive).unwrap();
     }
-    let out = host.vserver(&[
-        "x",
-        "build",
-        "-m",
-        "template",
-        "--",
-        "--source",
-        path.to_str().unwrap(),
-    ]);
+    let out = import(&host, "x", path.to_str().unwrap());
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("more than the"),
@@ -436,15 +392,7 @@ fn hostile_templates_change_nothing_outside_the_new_guest() {
             (b"root/disk", Block, b"", b""),
         ],
     );
-    let out = host.vserver(&[
-        "x",
-        "build",
-        "-m",
-        "template",
-        "--",
-        "--source",
-        path.to_str().unwrap(),
-    ]);
+    let out = import(&host, "x", path.to_str().unwrap());
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("device nodes"),

@@ -19,8 +19,6 @@ use std::process::{Command, Stdio};
 use common::{WORK_BASE, built_plugin, checked, run, serve};
 use vserver_fixtures::DebPackage;
 
-use common::debian_cache::CACHE;
-
 fn vserver() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vserver"))
 }
@@ -153,16 +151,7 @@ fn snapshots_stage_an_update_and_the_switch_is_atomic() {
     // The source: the cached minbase plus `fxsnap` 1.0.
     let origin = top.join("origin");
     let pool = origin.join("pool");
-    std::fs::create_dir_all(&pool).unwrap();
-    let mut names = BTreeSet::new();
-    for entry in std::fs::read_dir(CACHE).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "deb") {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            names.insert(name.split('_').next().unwrap().to_owned());
-            std::fs::hard_link(&path, pool.join(&name)).unwrap();
-        }
-    }
+    let names = common::debian_cache::link_cache_into(&pool);
     let override_file = top.join("override");
     std::fs::write(&override_file, overrides(&top.join("apt-work"), &names)).unwrap();
     let fxsnap = |version: &str| {

@@ -81,6 +81,27 @@ impl GuestRoot {
     }
 }
 
+/// The names in the directory `dir` (without `.` and `..`), sorted, read through a descriptor of
+/// its own so that `dir`'s offset is left alone.
+pub(crate) fn entry_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let listing = rustix::fs::openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names: Vec<CString> = Vec::new();
+    for entry in rustix::fs::Dir::new(listing)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 pub(crate) fn times(stat: &rustix::fs::Stat) -> Timestamps {
     Timestamps {
         last_access: rustix::fs::Timespec {
@@ -125,21 +146,7 @@ impl Walk<'_> {
                 "more than {MAX_DEPTH} directory levels"
             ))));
         }
-        let listing = rustix::fs::openat(
-            source,
-            c".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| self.err(path)(e.into()))?;
-        let mut names: Vec<CString> = Vec::new();
-        for entry in rustix::fs::Dir::new(listing).map_err(|e| self.err(path)(e.into()))? {
-            let entry = entry.map_err(|e| self.err(path)(e.into()))?;
-            let name = entry.file_name();
-            if name != c"." && name != c".." {
-                names.push(name.to_owned());
-            }
-        }
+        let names = entry_names(source).map_err(self.err(path))?;
         for name in names {
             let os_name = OsStr::from_bytes(name.to_bytes());
             let child = path.join(os_name);

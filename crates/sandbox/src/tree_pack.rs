@@ -26,7 +26,7 @@ use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::safe_path::GuestRoot;
-use crate::tree_copy::{KEPT_XATTRS, MAX_DEPTH};
+use crate::tree_copy::{KEPT_XATTRS, MAX_DEPTH, entry_names};
 
 /// What an archive of a tree holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,23 +132,7 @@ impl<W: Write> Pack<'_, W> {
                 "more than {MAX_DEPTH} directory levels"
             ))));
         }
-        let listing = rustix::fs::openat(
-            source,
-            c".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| self.err(path)(e.into()))?;
-        let mut names: Vec<CString> = Vec::new();
-        for entry in rustix::fs::Dir::new(listing).map_err(|e| self.err(path)(e.into()))? {
-            let entry = entry.map_err(|e| self.err(path)(e.into()))?;
-            let entry_name = entry.file_name();
-            if entry_name != c"." && entry_name != c".." {
-                names.push(entry_name.to_owned());
-            }
-        }
-        names.sort();
-        for entry_name in names {
+        for entry_name in entry_names(source).map_err(self.err(path))? {
             let os_name = OsStr::from_bytes(entry_name.to_bytes());
             self.entry(
                 source,

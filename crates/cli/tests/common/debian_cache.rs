@@ -133,19 +133,7 @@ pub fn signed_guest_prerequisites() -> bool {
 /// suite with the archive's priorities and sections (from the host's apt lists: a .deb's own
 /// `Priority` can differ), so that a minbase guest can be built from `file://MIRROR`.
 pub fn local_mirror(work: &Path, mirror: &Path) {
-    let pool = mirror.join("pool");
-    std::fs::create_dir_all(&pool).unwrap();
-    let mut names = BTreeSet::new();
-    for entry in std::fs::read_dir(CACHE).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "deb") {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            names.insert(name.split('_').next().unwrap().to_owned());
-            std::fs::hard_link(&path, pool.join(&name))
-                .or_else(|_| std::fs::copy(&path, pool.join(&name)).map(drop))
-                .unwrap();
-        }
-    }
+    let names = link_cache_into(&mirror.join("pool"));
     let shown = checked(
         host_apt("apt-cache", work)
             .args(["show", "--no-all-versions"])
@@ -181,4 +169,22 @@ pub fn local_mirror(work: &Path, mirror: &Path) {
             .arg(&override_file)
             .arg(mirror),
     );
+}
+
+/// Hard-links (or copies, across file systems) every cached .deb into `pool`, made if needed;
+/// returns their package names.
+pub fn link_cache_into(pool: &Path) -> BTreeSet<String> {
+    std::fs::create_dir_all(pool).unwrap();
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(CACHE).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            names.insert(name.split('_').next().unwrap().to_owned());
+            std::fs::hard_link(&path, pool.join(&name))
+                .or_else(|_| std::fs::copy(&path, pool.join(&name)).map(drop))
+                .unwrap();
+        }
+    }
+    names
 }

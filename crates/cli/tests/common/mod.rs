@@ -191,6 +191,17 @@ impl TestHost {
         command
     }
 
+    /// The packages of RPM guest `guest` (`NAME-VERSION-RELEASE.ARCH`), sorted.
+    pub fn rpm_packages(&self, guest: &str) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .ok(&["vrpm", guest, "--", "-qa", "--qf", "%{NVRA}\n"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
     /// Runs `vserver ARGS` to completion.
     pub fn vserver(&self, args: &[&str]) -> Output {
         run(&mut self.command(args))
