@@ -46,6 +46,7 @@ mod entry;
 mod error;
 mod guest_context;
 mod guest_process;
+mod guest_spawn;
 mod hide;
 mod landlock;
 mod mount;
@@ -72,6 +73,7 @@ pub use guest_process::{
     exec_in_guest, exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient,
     signal_by_name, signal_pidfd, start_guest_init, wait_pidfd_exit,
 };
+pub use guest_spawn::{SPAWNER_FD, SPAWNER_VAR, exec_in_running_guest, spawner_from_environment};
 pub use landlock::{OPT_OUT_VAR as LANDLOCK_OPT_OUT_VAR, write_boundary_available};
 pub use mount::{
     Access, BindMount, FileSystem, bind_into, make_all_private, make_read_only_recursive, mount_at,

@@ -142,6 +142,7 @@ pub struct DebBackend {
     root: PathBuf,
     settings: DebSettings,
     running: Option<vserver_sandbox::RunningGuest>,
+    freeze: bool,
 }
 
 /// How a command's output is handled.
@@ -164,13 +165,24 @@ impl DebBackend {
             root: root.to_owned(),
             settings,
             running: None,
+            freeze: false,
         }
     }
 
-    /// Works on a running guest: frozen for each operation, dpkg, apt and the maintainer
-    /// scripts in the guest's pid, uts and ipc namespaces ([`SandboxCommand::running_guest`]).
+    /// Works on a running guest: apt and dpkg stay in the sandbox, the maintainer scripts run
+    /// in the guest (its namespaces, cgroup and mounts, with dpkg's database shown to them
+    /// alone: [`SandboxCommand::scripts_in_running_guest`]), so that `invoke-rc.d` and
+    /// `deb-systemd-invoke` reach its init. With [`DebBackend::freeze`], the guest is frozen for
+    /// each operation instead and apt and dpkg join its pid, uts and ipc namespaces
+    /// ([`SandboxCommand::running_guest`]).
     pub fn running_guest(mut self, guest: Option<vserver_sandbox::RunningGuest>) -> Self {
         self.running = guest;
+        self
+    }
+
+    /// Freezes a running guest for each operation (`--freeze`); default: it keeps running.
+    pub fn freeze(mut self, freeze: bool) -> Self {
+        self.freeze = freeze;
         self
     }
 
@@ -358,8 +370,17 @@ impl DebBackend {
             .hide_siblings_of(&self.root)
             .hide_siblings_of(self.layout.dir());
         self.layout.show_in(&mut command, DEB_VIEW);
-        if let Some(guest) = &self.running {
-            command.running_guest(guest);
+        match &self.running {
+            Some(guest) if !self.freeze => {
+                // (apt keeps the spawner's descriptor open for dpkg: `APT::Keep-Fds`.)
+                command.scripts_in_running_guest(guest);
+            }
+            Some(guest) => {
+                command.env("SYSTEMD_OFFLINE", "1").running_guest(guest);
+            }
+            None => {
+                command.env("SYSTEMD_OFFLINE", "1");
+            }
         }
         Ok(command)
     }
