@@ -144,7 +144,9 @@ pub(crate) fn start(
                 let _ = rustix::io::write(&ready_write, b"1");
                 drop(ready_write);
                 drop(report);
-                serve(&server, &setup);
+                let attendants = serve(&server, &setup);
+                drop(server);
+                outlive(&attendants);
                 sys::exit_immediately(0);
             }
             Err(failure) => {
@@ -199,11 +201,10 @@ struct Setup {
 }
 
 fn set_up(spec: &SpawnerSpec) -> std::result::Result<Setup, SpawnerFailure> {
-    fail_io(
-        "set the spawner's parent-death signal",
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-            .map_err(io::Error::from),
-    )?;
+    // No parent-death signal: its attendants live in the guest's pid namespace, whose init
+    // would inherit them (and, if it never reaps, keep them as zombies) were the spawner to end
+    // before them. It ends when every holder of the client socket is gone (the program's
+    // processes, killed with the operation), after the last attendant.
     for signal in [
         libc::SIGINT,
         libc::SIGTERM,
@@ -402,9 +403,11 @@ struct Request {
     fds: Vec<OwnedFd>,
 }
 
-/// The spawner's loop: one attendant per request, until every client is gone.
-fn serve(socket: &OwnedFd, setup: &Setup) {
+/// The spawner's loop: one attendant per request, until every client is gone; returns the
+/// attendants' pids.
+fn serve(socket: &OwnedFd, setup: &Setup) -> Vec<libc::pid_t> {
     let mut buffer = vec![0u8; MAX_REQUEST];
+    let mut attendants = Vec::new();
     loop {
         let request = match receive(socket, &mut buffer) {
             Ok(Some(request)) => request,
@@ -412,14 +415,52 @@ fn serve(socket: &OwnedFd, setup: &Setup) {
             Ok(None) => continue,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             // EOF: the operation is over.
-            Err(_) => return,
+            Err(_) => return attendants,
         };
         // SAFETY: the spawner is single-threaded.
         match unsafe { sys::fork() } {
             Ok(0) => attend(request, setup),
-            Ok(_) => drop(request),
+            Ok(pid) => {
+                attendants.retain(|&p| {
+                    // SAFETY: signal 0 only checks that the process exists.
+                    unsafe { libc::kill(p, 0) == 0 }
+                });
+                attendants.push(pid);
+                drop(request);
+            }
             Err(_) => drop(request),
         }
+    }
+}
+
+/// Once the operation is over: waits until every attendant has ended (each kills and reaps its
+/// script when its client is gone), waking any that a script stopped; after 10 s, kills them.
+fn outlive(attendants: &[libc::pid_t]) {
+    // From now on attendants that end stay zombies until reaped here (before, the kernel
+    // reaped them).
+    // SAFETY: restoring SIGCHLD's default disposition in this single-threaded process.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut status = 0;
+        let reaped = loop {
+            // SAFETY: a non-blocking wait for our own children, into a local.
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if r <= 0 {
+                break r;
+            }
+        };
+        if reaped < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+            return;
+        }
+        let late = std::time::Instant::now() > deadline;
+        for &pid in attendants {
+            // SAFETY: signalling our own children (a pid stays ours until we reap it).
+            unsafe {
+                libc::kill(pid, if late { libc::SIGKILL } else { libc::SIGCONT });
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -513,7 +554,12 @@ fn parse(data: &[u8]) -> Option<Parsed> {
 /// An attendant: starts the script, then waits for it or for the client to go away (then kills
 /// the script's process group); sends the wait status back.
 fn attend(request: Request, setup: &Setup) -> ! {
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // No parent-death signal either: it ends only after its script, which it reaps (see the
+    // spawner's), once the script ends or the client goes away. A subreaper: what the script
+    // leaves behind when it is killed dies here and is reaped here, not under the guest's init
+    // (which may never reap). What keeps running (a daemon a script started) goes on to the
+    // guest's init when the attendant ends.
+    let _ = sys::set_child_subreaper();
     // SAFETY: the attendant is single-threaded (a fork of the spawner).
     let script = match unsafe { sys::fork() } {
         Ok(0) => run_script(&request, setup),
@@ -553,10 +599,20 @@ fn attend(request: Request, setup: &Setup) -> ! {
             break;
         }
         if polls[0].revents != 0 {
-            // The client went away (killed): so does the script.
+            // The client went away (killed): so does the script, with its process group.
             // SAFETY: signalling the script's process group, which this process created.
             unsafe { libc::kill(-script, libc::SIGKILL) };
-            let _ = sys::waitpid(script);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                reap_available();
+                // SAFETY: signal 0 only asks whether the group still has members.
+                let gone = unsafe { libc::kill(-script, 0) } != 0;
+                if gone || std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            reap_available();
             sys::exit_immediately(0);
         }
         let mut status = 0;
@@ -564,6 +620,7 @@ fn attend(request: Request, setup: &Setup) -> ! {
         let done = unsafe { libc::waitpid(script, &mut status, libc::WNOHANG) };
         if done == script {
             let _ = rustix::io::write(reply, &status.to_ne_bytes());
+            reap_available();
             sys::exit_immediately(0);
         }
         if done < 0 {
@@ -571,6 +628,13 @@ fn attend(request: Request, setup: &Setup) -> ! {
         }
     }
     sys::exit_immediately(1)
+}
+
+/// Reaps every child that has ended, without waiting.
+fn reap_available() {
+    let mut status = 0;
+    // SAFETY: non-blocking waits for our own children, into a local.
+    while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
 }
 
 /// The script's process: the guest's cgroup, standard streams, confinement, exec.
@@ -583,7 +647,7 @@ fn run_script(request: &Request, setup: &Setup) -> ! {
         sys::exit_immediately(126)
     };
     let _ = rustix::process::setpgid(None, None);
-    // Dies with its attendant (the client gone, the operation killed); what it starts does not.
+    // Dies with its attendant, should the guest kill that; what it starts does not.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     for dir in &setup.cgroups {
         let joined = rustix::fs::openat(

@@ -114,6 +114,19 @@ pub struct DebSettings {
 /// `CONFINE_VAR`).
 const CONFINE_MAINTSCRIPTS_VAR: &str = "VSERVER_CONFINE_MAINTSCRIPTS";
 
+/// Where `invoke-rc.d` looks for the local policy.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+/// The policy of an operation on a guest that is not running: every action forbidden (101).
+const POLICY_TEXT: &[u8] =
+    b"#!/bin/sh\n# vserver: the guest is not running; its init is not asked to act.\nexit 101\n";
+
+/// Removes `/usr/sbin/policy-rc.d` from the guest if it is ours (by content).
+fn remove_our_policy(root: &GuestRoot) {
+    if root.read(POLICY_RC_D).is_ok_and(|text| text == POLICY_TEXT) {
+        let _ = root.remove_file(POLICY_RC_D);
+    }
+}
+
 /// A host program the deb back end runs on a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DebTool {
@@ -437,11 +450,50 @@ impl DebBackend {
                 .stdout(StdioMode::Capture)
                 .stderr(StdioMode::Capture),
         };
+        let policy = self.place_policy()?;
         // On every error, the caller's lock is released on the way out.
-        let finished = command
-            .status()
-            .map_err(|source| Error::sandbox(self.layout.guest(), tool, source))?;
+        let finished = command.status();
+        if let Some(root) = policy {
+            remove_our_policy(&root);
+        }
+        let finished =
+            finished.map_err(|source| Error::sandbox(self.layout.guest(), tool, source))?;
         Ok((finished.status, finished.stdout, finished.stderr))
+    }
+
+    /// On a guest that is not running (or frozen), tells the maintainer scripts that the init
+    /// system is not to be asked, as debootstrap and mmdebstrap do: `invoke-rc.d` (and
+    /// `deb-systemd-invoke`) find a `/usr/sbin/policy-rc.d` that answers 101 ("action
+    /// forbidden"). Written through the safe-path layer only where the guest has none of its
+    /// own, and removed after the operation (and by the next one, should it be left over): the
+    /// guest runs no process meanwhile, so none sees it. Returns the guest root to remove it
+    /// from. On a running guest, a leftover of ours is removed and nothing is placed.
+    fn place_policy(&self) -> Result<Option<GuestRoot>> {
+        let root = match GuestRoot::open(&self.root) {
+            Ok(root) => root,
+            // A build before the root exists: nothing to tell.
+            Err(_) => return Ok(None),
+        };
+        if self.running.is_some() && !self.freeze {
+            remove_our_policy(&root);
+            return Ok(None);
+        }
+        let is_dir = matches!(
+            root.metadata("/usr/sbin"),
+            Ok(info) if info.kind == vserver_sandbox::FileKind::Dir
+        );
+        if !is_dir {
+            return Ok(None);
+        }
+        match root.symlink_metadata(POLICY_RC_D) {
+            Ok(_) if root.read(POLICY_RC_D).is_ok_and(|text| text == POLICY_TEXT) => {}
+            // The guest's own policy: it applies, as it would inside the guest.
+            Ok(_) => return Ok(None),
+            Err(_) => root
+                .write_atomic(POLICY_RC_D, POLICY_TEXT, 0o755)
+                .map_err(self.guest_err())?,
+        }
+        Ok(Some(root))
     }
 
     /// Runs a command that must succeed; returns its captured standard output.
