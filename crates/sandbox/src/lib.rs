@@ -10,7 +10,9 @@
 //!   root with the new mount API, verified after attaching.
 //! - [`SandboxCommand`] (module `process`): runs a host program (rpm, dnf, dpkg, apt-get) against a
 //!   guest in fresh namespaces with the host read-only, the guest's database bound in for this
-//!   operation only, reduced capabilities, `no_new_privs`, and a frozen guest. Every binary that
+//!   operation only, reduced capabilities, `no_new_privs`; on a running guest, the program's
+//!   scripts start inside the guest through the guest spawner (module `guest_spawn`,
+//!   [`exec_in_running_guest`]), or the guest is frozen. Every binary that
 //!   uses it calls [`run_if_sandbox_child`] first thing in `main`. For building a new guest,
 //!   [`SandboxCommand::skip_fsync`] turns the program's fsyncs into no-ops (module `seccomp`);
 //!   [`SandboxCommand::time_limit`] kills a run that takes too long and names what hung

@@ -1,6 +1,8 @@
 //! The per-operation sandbox: run a host program (rpm, dnf, dpkg, apt-get…) against a guest root
 //! with the host read-only, the guest's database mounted for this operation only, fresh
-//! namespaces, reduced capabilities and a frozen guest.
+//! namespaces and reduced capabilities; on a running guest, either its scripts start inside the
+//! guest (the guest spawner, module `guest_spawn`, forked before the sandbox leaves the host's
+//! namespaces) or the guest is frozen and joined.
 //!
 //! # Why re-execute instead of `fork` + `pre_exec`
 //!
