@@ -216,6 +216,13 @@ fn set_up(spec: &SpawnerSpec) -> std::result::Result<Setup, SpawnerFailure> {
     }
     // No controlling terminal: a script must not reach the caller's terminal as its own.
     let _ = rustix::process::setsid();
+    // The host's (the guest's /dev is the guest's to replace).
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok();
     let pidfd = fail(
         "open the guest's pidfd",
         crate::open_guest_pidfd(spec.pid, spec.start_time),
@@ -307,6 +314,14 @@ fn set_up(spec: &SpawnerSpec) -> std::result::Result<Setup, SpawnerFailure> {
     // Its children are processes of the guest's pid namespace, which the guest can name: it
     // must not reach them through /proc (they hold every capability, too).
     fail_io("make the spawner not dumpable", sys::set_not_dumpable())?;
+    // Its standard streams are the caller's (pipes the caller reads to their end): the spawner
+    // must not hold them; each script gets its own from its request.
+    if let Some(null) = &null {
+        for target in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this single-threaded process.
+            unsafe { libc::dup2(null.as_raw_fd(), target) };
+        }
+    }
     // Attendants are reaped by the kernel.
     // SAFETY: setting SIGCHLD's disposition to SIG_IGN in this single-threaded process.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
@@ -649,6 +664,12 @@ fn run_script(request: &Request, setup: &Setup) -> ! {
     let _ = rustix::process::setpgid(None, None);
     // Dies with its attendant, should the guest kill that; what it starts does not.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    for (target, fd) in request.fds[..3].iter().enumerate() {
+        // SAFETY: dup2 onto the standard descriptors; the sources stay open until exec.
+        if unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) } < 0 {
+            complain("set up standard streams", io::Error::last_os_error());
+        }
+    }
     for dir in &setup.cgroups {
         let joined = rustix::fs::openat(
             dir,
@@ -660,12 +681,6 @@ fn run_script(request: &Request, setup: &Setup) -> ! {
         .and_then(|fd| std::fs::File::from(fd).write_all(b"0"));
         if let Err(e) = joined {
             complain("join the guest's cgroup", e);
-        }
-    }
-    for (target, fd) in request.fds[..3].iter().enumerate() {
-        // SAFETY: dup2 onto the standard descriptors; the sources stay open until exec.
-        if unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) } < 0 {
-            complain("set up standard streams", io::Error::last_os_error());
         }
     }
     // SAFETY: marks every descriptor above standard error close-on-exec; closes nothing.
