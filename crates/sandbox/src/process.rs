@@ -1142,10 +1142,14 @@ fn start_spawner(
     )?;
     match crate::guest_spawn::wait_ready(ready, report_read) {
         Ok(()) => Ok(client),
-        Err((errno, _step, message)) => Err(Failure {
+        Err((errno, step, message)) => Err(Failure {
             step: "start the guest spawner",
             errno,
-            message,
+            message: if step == "open the guest's pidfd" && errno == libc::ESRCH {
+                format!("the guest's init (pid {pid}) is gone")
+            } else {
+                message
+            },
         }),
     }
 }
