@@ -481,6 +481,21 @@ fn vrpm_on_a_running_guest_acts_on_it() {
     )
     .unwrap();
     fs::create_dir_all(root.join("var/tmp")).unwrap();
+    // A host canary and a neighbour's root, which the scriptlet goes for by their host paths,
+    // directly and through every /proc/PID/root it can see.
+    let canary = host.dir.join("canary");
+    fs::write(&canary, "host data\n").unwrap();
+    let neighbour = host.dir.join("vservers/neighbour");
+    fs::create_dir_all(&neighbour).unwrap();
+    fs::write(neighbour.join("file"), "neighbour data\n").unwrap();
+    let attack_host = format!(
+        "for t in {c} {n}/file {n}/new; do echo pwned > $t 2>/dev/null && echo wrote $t; \
+         for p in /proc/[0-9]*; do echo pwned > $p/root$t 2>/dev/null && echo wrote $p $t; done; \
+         cat $t 2>/dev/null | grep -q data && echo read $t; done > /var/tmp/post-host\n\
+         ls -A /run/vserver-op >> /var/tmp/post-host 2>/dev/null\n",
+        c = canary.display(),
+        n = neighbour.display()
+    );
     let mut probe = vserver_fixtures::RpmPackage::new("restart-probe", "1.0");
     probe
         .release("1")
@@ -497,7 +512,9 @@ fn vrpm_on_a_running_guest_acts_on_it() {
              a=$(cat /counter); touch /tmp/post-started; sleep 2; b=$(cat /counter)\n\
              echo \"$a $b\" > /var/tmp/post-counter\n\
              [ \"$a\" != \"$b\" ] && echo running > /var/tmp/post-guest\n\
-             ls -a /.rpmdb > /var/tmp/post-rpmdb\n",
+             ls -a /.rpmdb > /var/tmp/post-rpmdb\n"
+                .to_owned()
+                + &attack_host,
         );
     let package = probe.write_to(&root.join("var/tmp")).unwrap();
 
@@ -603,6 +620,17 @@ fn vrpm_on_a_running_guest_acts_on_it() {
         "{}",
         read("post-rpmdb")
     );
+    assert_eq!(
+        read("post-host"),
+        "",
+        "the scriptlet reached the host or a neighbour"
+    );
+    assert_eq!(fs::read_to_string(&canary).unwrap(), "host data\n");
+    assert_eq!(
+        fs::read_to_string(neighbour.join("file")).unwrap(),
+        "neighbour data\n"
+    );
+    assert!(!neighbour.join("new").exists());
     let query = host.ok(&[
         "vrpm",
         "g",
