@@ -335,7 +335,8 @@ fn vrpm_freeze_on_a_running_guest_freezes_it() {
             "cat /counter > /var/tmp/counter-before\n\
              sleep 1\n\
              cat /counter > /var/tmp/counter-after\n\
-             readlink /proc/self/ns/pid > /var/tmp/scriptlet-pidns\n",
+             readlink /proc/self/ns/pid > /var/tmp/scriptlet-pidns\n\
+             echo ${SYSTEMD_OFFLINE-unset} > /var/tmp/scriptlet-offline\n",
         );
     let package = probe.write_to(&root.join("var/tmp")).unwrap();
 
@@ -375,6 +376,8 @@ fn vrpm_freeze_on_a_running_guest_freezes_it() {
         fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
         "the scriptlet ran outside the guest's pid namespace"
     );
+    // Frozen, the guest's init cannot act: systemctl is told to work offline.
+    assert_eq!(read("scriptlet-offline"), "1\n");
     let thawed_at = counter();
     let deadline = Instant::now() + Duration::from_secs(5);
     while counter() <= thawed_at {
@@ -508,6 +511,7 @@ fn vrpm_on_a_running_guest_acts_on_it() {
             "kill -HUP $(cat /tmp/svc.pid)\n\
              tr '\\0' ' ' < /proc/1/cmdline > /var/tmp/post-init\n\
              readlink /proc/self/ns/pid > /var/tmp/post-pidns\n\
+             echo ${SYSTEMD_OFFLINE-unset} > /var/tmp/post-offline\n\
              cat /proc/self/cgroup > /var/tmp/post-cgroup\n\
              a=$(cat /counter); touch /tmp/post-started; sleep 2; b=$(cat /counter)\n\
              echo \"$a $b\" > /var/tmp/post-counter\n\
@@ -614,6 +618,7 @@ fn vrpm_on_a_running_guest_acts_on_it() {
         read("post-cgroup")
     );
     assert_eq!(read("post-guest"), "running\n", "the guest was frozen");
+    assert_eq!(read("post-offline"), "unset\n");
     assert_eq!(
         read("post-rpmdb").split_whitespace().count(),
         2,

@@ -262,7 +262,7 @@ impl RpmBackend {
                 command.env("SYSTEMD_OFFLINE", "1").running_guest(guest);
             }
             // A stopped guest: `systemctl` in a scriptlet must not try to reach an init (it
-            // says "Running in chroot, ignoring request" and succeeds).
+            // says "Running in chroot, ignoring command" and succeeds).
             None => {
                 command.env("SYSTEMD_OFFLINE", "1");
             }
