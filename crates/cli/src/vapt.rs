@@ -17,11 +17,11 @@ use crate::vpkg::{run_internal, run_on_guests};
 
 /// Runs `vapt-get` (`DebTool::AptGet`), `vdpkg` (`DebTool::Dpkg`) or `vapt-cache`.
 pub fn main(applet: &'static str, tool: DebTool, args: Vec<OsString>) -> ExitCode {
-    run_on_guests(applet, "deb", args, |roots, config, args| {
+    run_on_guests(applet, "deb", args, |roots, config, args, freeze| {
         if let Some(status) = run_internal(applet, roots, config, args) {
             return status;
         }
-        let backend = vserver_guest::open_deb_backend(roots, config, true)?;
+        let backend = vserver_guest::open_deb_backend(roots, config, true)?.freeze(freeze);
         Ok(backend.run_program(tool, args)?)
     })
 }

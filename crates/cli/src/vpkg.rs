@@ -35,6 +35,10 @@ struct Cli {
     /// Every configured guest of the tool's family with external package management.
     #[arg(long)]
     all: bool,
+    /// Freeze a running guest for the whole operation (its scripts then cannot restart its
+    /// services); by default it keeps running and the package scripts act on it.
+    #[arg(long)]
+    freeze: bool,
     /// The guests.
     guests: Vec<String>,
     /// The tool's arguments (after `--`).
@@ -84,11 +88,11 @@ pub(crate) fn command(applet: &'static str) -> clap::Command {
 
 /// Runs `vrpm` (`Tool::Low`) or `vyum`/`vdnf` (`Tool::Resolver`).
 pub fn main(applet: &'static str, tool: Tool, args: Vec<OsString>) -> ExitCode {
-    run_on_guests(applet, "rpm", args, |roots, config, args| {
+    run_on_guests(applet, "rpm", args, |roots, config, args, freeze| {
         if let Some(status) = run_internal(applet, roots, config, args) {
             return status;
         }
-        let backend = vserver_guest::open_backend(roots, config, true)?;
+        let backend = vserver_guest::open_backend(roots, config, true)?.freeze(freeze);
         Ok(backend.run_tool(tool, args)?)
     })
 }
@@ -138,14 +142,14 @@ pub fn run_internal(
     )
 }
 
-/// The front end every `v*` package command shares: parse `GUEST… [--all] -- ARGS`, then run
-/// `run` on each guest of `family` in turn. The exit status is the tool's own (a signal `N`
+/// The front end every `v*` package command shares: parse `GUEST… [--all] [--freeze] -- ARGS`,
+/// then run `run` on each guest of `family` in turn (`--freeze` is its last argument). The exit status is the tool's own (a signal `N`
 /// gives `128+N`); with several guests, the last non-zero one.
 pub fn run_on_guests(
     applet: &'static str,
     family: &str,
     args: Vec<OsString>,
-    run: impl Fn(&HostRoots, &GuestConfig, &[OsString]) -> Result<ExitStatus, GuestToolError>,
+    run: impl Fn(&HostRoots, &GuestConfig, &[OsString], bool) -> Result<ExitStatus, GuestToolError>,
 ) -> ExitCode {
     let cli = match command(applet)
         .try_get_matches_from(args)
@@ -199,7 +203,7 @@ pub fn run_on_guests(
         }
         let status = vserver_guest::load_guest(&roots, guest)
             .map_err(GuestToolError::from)
-            .and_then(|config| run(&roots, &config, &cli.args));
+            .and_then(|config| run(&roots, &config, &cli.args, cli.freeze));
         match status {
             Ok(status) if status.success() => {}
             Ok(status) => {

@@ -7,10 +7,18 @@
 //! The guest is a skeleton with a static busybox copied in. Needs root, `/bin/busybox` and
 //! `script`; skips with a reason otherwise, fails instead when VSERVER_TEST_REQUIRE_ALL=1.
 //!
-//! A second test runs `vrpm G -- -i PKG` on a running rpm guest (built with `-m yum`; needs rpm,
-//! dnf and createrepo_c too): the guest is frozen during the transaction and the scriptlet runs
-//! in its pid namespace; a scriptlet that stops rpm is killed at the time limit, and the guest
-//! thawed.
+//! A second test runs `vrpm G --freeze -- -i PKG` on a running rpm guest (built with `-m yum`;
+//! needs rpm, dnf and createrepo_c too): the guest is frozen during the transaction and the
+//! scriptlet runs in its pid namespace; a scriptlet that stops rpm is killed at the time limit,
+//! and the guest thawed.
+//!
+//! A third runs `vrpm G -- -i PKG` on a running guest without `--freeze`: the `%post` signals
+//! the guest's service through its pid file in the guest's own `/tmp` (a tmpfs of the guest's
+//! mount namespace) and the service counts the signal; the scriptlet saw the guest's init as
+//! pid 1, its pid namespace and its cgroup (the root of the guest's cgroup namespace), and the
+//! guest kept running. Meanwhile the guest, root inside, goes for the scriptlet (its `/proc`
+//! root, descriptors, environment and memory: refused), looks for rpm (not in its pid
+//! namespace) and its database (nowhere in its view); host mounts are unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -284,7 +292,7 @@ fn guest_lifecycle_through_the_binary() {
 }
 
 #[test]
-fn vrpm_on_a_running_guest_freezes_it() {
+fn vrpm_freeze_on_a_running_guest_freezes_it() {
     let tools = ["/bin/busybox", "/usr/bin/rpm", "/usr/bin/dnf"]
         .iter()
         .all(|t| Path::new(t).exists());
@@ -327,7 +335,8 @@ fn vrpm_on_a_running_guest_freezes_it() {
             "cat /counter > /var/tmp/counter-before\n\
              sleep 1\n\
              cat /counter > /var/tmp/counter-after\n\
-             readlink /proc/self/ns/pid > /var/tmp/scriptlet-pidns\n",
+             readlink /proc/self/ns/pid > /var/tmp/scriptlet-pidns\n\
+             echo ${SYSTEMD_OFFLINE-unset} > /var/tmp/scriptlet-offline\n",
         );
     let package = probe.write_to(&root.join("var/tmp")).unwrap();
 
@@ -347,7 +356,14 @@ fn vrpm_on_a_running_guest_freezes_it() {
     let json = host.ok(&["g", "status", "--json"]);
     let pid: u32 = json_field(&json, "pid").unwrap().parse().unwrap();
 
-    host.ok(&["vrpm", "g", "--", "-i", package.to_str().unwrap()]);
+    host.ok(&[
+        "vrpm",
+        "g",
+        "--freeze",
+        "--",
+        "-i",
+        package.to_str().unwrap(),
+    ]);
 
     let read = |name: &str| fs::read_to_string(root.join("var/tmp").join(name)).unwrap();
     assert_eq!(
@@ -360,6 +376,8 @@ fn vrpm_on_a_running_guest_freezes_it() {
         fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
         "the scriptlet ran outside the guest's pid namespace"
     );
+    // Frozen, the guest's init cannot act: systemctl is told to work offline.
+    assert_eq!(read("scriptlet-offline"), "1\n");
     let thawed_at = counter();
     let deadline = Instant::now() + Duration::from_secs(5);
     while counter() <= thawed_at {
@@ -381,7 +399,7 @@ fn vrpm_on_a_running_guest_freezes_it() {
     let hung = hung.write_to(&root.join("var/tmp")).unwrap();
     let started = Instant::now();
     let out = host
-        .command(&["vrpm", "g", "--", "-i", hung.to_str().unwrap()])
+        .command(&["vrpm", "g", "--freeze", "--", "-i", hung.to_str().unwrap()])
         .env("VSERVER_OPERATION_TIME_LIMIT", "2s")
         .stdin(Stdio::null())
         .output()
@@ -419,4 +437,222 @@ fn vrpm_on_a_running_guest_freezes_it() {
     assert_eq!(query, "hung-post\n");
     host.ok(&["g", "stop"]);
     host.ok(&["g", "delete", "--yes"]);
+}
+
+#[test]
+fn vrpm_on_a_running_guest_acts_on_it() {
+    let tools = ["/bin/busybox", "/usr/bin/rpm", "/usr/bin/dnf"]
+        .iter()
+        .all(|t| Path::new(t).exists());
+    if !available(is_root(), "needs root")
+        || !available(tools, "needs busybox-static, rpm and dnf")
+        || !available(
+            built_plugin().is_some(),
+            "the rpm plugin library was not built",
+        )
+    {
+        return;
+    }
+    let host = Host(TestHost::new("vserver-cli-vrpm-running"));
+    let repo = host.dir.join("repo");
+    vserver_fixtures::busybox_shell_rpm(&repo, Path::new("/bin/busybox")).unwrap();
+    host.register_fixture(&repo, "fx-shell");
+    host.ok(&["g", "build", "-m", "yum", "--", "-d", "fixture"]);
+    let root = host.dir.join("vservers/g");
+    for applet in ["sleep", "readlink", "tr", "dd", "head"] {
+        let link = root.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    // The init: a tiny service that counts SIGHUPs (its pid file and counter in the guest's
+    // /tmp, a tmpfs of the guest's own mount namespace), and a loop that ticks /counter.
+    fs::create_dir_all(root.join("sbin")).unwrap();
+    fs::write(
+        root.join("sbin/svc-init"),
+        "/bin/sh -c 'n=0; trap \"n=\\$((n+1)); echo \\$n > /tmp/svc.count\" HUP; echo $$ > /tmp/svc.pid; \
+         while :; do sleep 0.05 & wait; done' &\n\
+         trap 'exit 0' TERM\n\
+         i=0; while :; do i=$((i+1)); echo $i > /counter; sleep 0.05 & wait $!; done\n",
+    )
+    .unwrap();
+    let config = host.dir.join("etc/g/config.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        format!("init = [\"/bin/sh\", \"/sbin/svc-init\"]\nstop_timeout = 5\n{text}"),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("var/tmp")).unwrap();
+    // A host canary and a neighbour's root, which the scriptlet goes for by their host paths,
+    // directly and through every /proc/PID/root it can see.
+    let canary = host.dir.join("canary");
+    fs::write(&canary, "host data\n").unwrap();
+    let neighbour = host.dir.join("vservers/neighbour");
+    fs::create_dir_all(&neighbour).unwrap();
+    fs::write(neighbour.join("file"), "neighbour data\n").unwrap();
+    let attack_host = format!(
+        "for t in {c} {n}/file {n}/new; do echo pwned > $t 2>/dev/null && echo wrote $t; \
+         for p in /proc/[0-9]*; do echo pwned > $p/root$t 2>/dev/null && echo wrote $p $t; done; \
+         cat $t 2>/dev/null | grep -q data && echo read $t; done > /var/tmp/post-host\n\
+         ls -A /run/vserver-op >> /var/tmp/post-host 2>/dev/null\n",
+        c = canary.display(),
+        n = neighbour.display()
+    );
+    let mut probe = vserver_fixtures::RpmPackage::new("restart-probe", "1.0");
+    probe
+        .release("1")
+        .file(
+            "/usr/share/restart-probe/README",
+            b"probe\n".to_vec(),
+            0o644,
+        )
+        .post_install(
+            "kill -HUP $(cat /tmp/svc.pid)\n\
+             tr '\\0' ' ' < /proc/1/cmdline > /var/tmp/post-init\n\
+             readlink /proc/self/ns/pid > /var/tmp/post-pidns\n\
+             echo ${SYSTEMD_OFFLINE-unset} > /var/tmp/post-offline\n\
+             cat /proc/self/cgroup > /var/tmp/post-cgroup\n\
+             a=$(cat /counter); touch /tmp/post-started; sleep 2; b=$(cat /counter)\n\
+             echo \"$a $b\" > /var/tmp/post-counter\n\
+             [ \"$a\" != \"$b\" ] && echo running > /var/tmp/post-guest\n\
+             ls -a /.rpmdb > /var/tmp/post-rpmdb\n"
+                .to_owned()
+                + &attack_host,
+        );
+    let package = probe.write_to(&root.join("var/tmp")).unwrap();
+
+    let mounts_before = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    host.ok(&["g", "start"]);
+    let json = host.ok(&["g", "status", "--json"]);
+    let pid: u32 = json_field(&json, "pid").unwrap().parse().unwrap();
+    let guest_tmp = PathBuf::from(format!("/proc/{pid}/root/tmp"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !guest_tmp.join("svc.pid").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the guest's service never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let vrpm = host
+        .command(&["vrpm", "g", "--", "-i", package.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The guest, root inside, goes for the scriptlet while it runs, and for rpm and its database.
+    // (The patterns are written so that the attacking shell's own command line does not match.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !guest_tmp.join("post-started").exists() {
+        assert!(Instant::now() < deadline, "the %post never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let attack = host.ok(&[
+        "g",
+        "exec",
+        "/bin/sh",
+        "-c",
+        "for d in /proc/[0-9]*; do \
+           c=$(tr '\\0' ' ' < $d/cmdline 2>/dev/null); \
+           case \"$c\" in \
+             *rpm-tm[p]*) echo script; \
+               cat $d/environ > /dev/null 2>&1 && echo environ-read; \
+               ls $d/root/ > /dev/null 2>&1 && echo root-read; \
+               readlink $d/fd/1 > /dev/null 2>&1 && echo fd-read; \
+               dd if=$d/mem of=/dev/null bs=1 count=1 2>/dev/null && echo mem-read; \
+               ls $d/ns/ > /dev/null 2>&1 && readlink $d/ns/mnt > /dev/null 2>&1 && echo ns-read;; \
+             *dbpat[h]*|*--roo[t]*) echo rpm-visible: $c;; \
+           esac; \
+           ls $d/root/.rpmdb/ 2>/dev/null | grep -q . && echo db-seen; \
+         done; ls -a /.rpmdb | grep -v '^\\.' ; true",
+    ]);
+    let out = vrpm.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(attack.lines().any(|l| l == "script"), "{attack}");
+    assert_eq!(
+        attack
+            .lines()
+            .filter(|l| *l != "script")
+            .collect::<Vec<_>>(),
+        Vec::<&str>::new(),
+        "the guest reached the operation"
+    );
+
+    let read = |name: &str| {
+        fs::read_to_string(root.join("var/tmp").join(name)).unwrap_or_else(|e| {
+            panic!(
+                "{name}: {e}: {} {:?}",
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(root.join("var/tmp/post-counter"))
+            )
+        })
+    };
+    assert_eq!(
+        fs::read_to_string(guest_tmp.join("svc.count"))
+            .unwrap()
+            .trim(),
+        "1",
+        "the service was not signalled"
+    );
+    assert_eq!(read("post-init"), "/bin/sh /sbin/svc-init ");
+    assert_eq!(
+        Path::new(read("post-pidns").trim()),
+        fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
+        "the scriptlet ran outside the guest's pid namespace"
+    );
+    assert_eq!(
+        read("post-cgroup").lines().last(),
+        Some("0::/"),
+        "{}",
+        read("post-cgroup")
+    );
+    assert_eq!(read("post-guest"), "running\n", "the guest was frozen");
+    assert_eq!(read("post-offline"), "unset\n");
+    assert_eq!(
+        read("post-rpmdb").split_whitespace().count(),
+        2,
+        "{}",
+        read("post-rpmdb")
+    );
+    assert_eq!(
+        read("post-host"),
+        "",
+        "the scriptlet reached the host or a neighbour"
+    );
+    assert_eq!(fs::read_to_string(&canary).unwrap(), "host data\n");
+    assert_eq!(
+        fs::read_to_string(neighbour.join("file")).unwrap(),
+        "neighbour data\n"
+    );
+    assert!(!neighbour.join("new").exists());
+    let query = host.ok(&[
+        "vrpm",
+        "g",
+        "--",
+        "-q",
+        "--qf",
+        "%{NAME}\n",
+        "restart-probe",
+    ]);
+    assert_eq!(query, "restart-probe\n");
+    host.ok(&["g", "stop"]);
+    assert_eq!(
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count(),
+        mounts_before,
+        "host mounts changed"
+    );
 }

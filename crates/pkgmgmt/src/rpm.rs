@@ -108,6 +108,7 @@ pub struct RpmBackend {
     plugin: PathBuf,
     skip_fsync: bool,
     running: Option<vserver_sandbox::RunningGuest>,
+    freeze: bool,
 }
 
 impl RpmBackend {
@@ -121,13 +122,23 @@ impl RpmBackend {
             plugin,
             skip_fsync: false,
             running: None,
+            freeze: false,
         }
     }
 
-    /// Works on a running guest: frozen for each operation, rpm and its scriptlets in the
-    /// guest's pid, uts and ipc namespaces ([`SandboxCommand::running_guest`]).
+    /// Works on a running guest: rpm stays in the sandbox, its scriptlets run in the guest (its
+    /// namespaces, cgroup and mounts: [`SandboxCommand::scripts_in_running_guest`]), so that
+    /// they can restart its services. With [`RpmBackend::freeze`], the guest is frozen for each
+    /// operation instead and rpm joins its pid, uts and ipc namespaces
+    /// ([`SandboxCommand::running_guest`]).
     pub fn running_guest(mut self, guest: Option<vserver_sandbox::RunningGuest>) -> Self {
         self.running = guest;
+        self
+    }
+
+    /// Freezes a running guest for each operation (`--freeze`); default: it keeps running.
+    pub fn freeze(mut self, freeze: bool) -> Self {
+        self.freeze = freeze;
         self
     }
 
@@ -236,8 +247,25 @@ impl RpmBackend {
                 .stdout(StdioMode::Capture)
                 .stderr(StdioMode::Capture);
         }
-        if let Some(guest) = &self.running {
-            command.running_guest(guest);
+        match &self.running {
+            Some(guest) if !self.freeze => {
+                // The plugin's `execv` hands each scriptlet to the guest spawner: it must be
+                // the `execv` rpm calls, so the plugin is preloaded as well as loaded.
+                command
+                    .env(
+                        "LD_PRELOAD",
+                        vserver_sandbox::operation_path(Path::new(RPM_PLUGINS).join("vserver.so")),
+                    )
+                    .scripts_in_running_guest(guest);
+            }
+            Some(guest) => {
+                command.env("SYSTEMD_OFFLINE", "1").running_guest(guest);
+            }
+            // A stopped guest: `systemctl` in a scriptlet must not try to reach an init (it
+            // says "Running in chroot, ignoring command" and succeeds).
+            None => {
+                command.env("SYSTEMD_OFFLINE", "1");
+            }
         }
         Ok(command)
     }

@@ -48,10 +48,15 @@ pub const DATABASE_MOUNT_POINT: &std::ffi::CStr = c"/.rpmdb";
 
 /// What the init hook does in rpm's process; `false` means "refuse the transaction".
 pub fn confine_future_programs() -> bool {
-    vserver_sandbox::confine_future_programs().is_ok()
+    let confined = vserver_sandbox::confine_future_programs().is_ok();
+    exec_hook::prepare_rpm_proxy();
+    confined
 }
 
 /// What the hook does in the scriptlet's process; `false` means "do not run the scriptlet".
+/// On a running guest the script then runs in the guest, started by the sandbox's guest
+/// spawner (the library's `execv` hands it over; see `exec_hook`).
 pub fn confine_current_scriptlet() -> bool {
     vserver_sandbox::confine_scriptlet(Some(DATABASE_MOUNT_POINT)).is_ok()
+        && exec_hook::proxy_rpm_scriptlet()
 }

@@ -10,7 +10,9 @@
 //!   root with the new mount API, verified after attaching.
 //! - [`SandboxCommand`] (module `process`): runs a host program (rpm, dnf, dpkg, apt-get) against a
 //!   guest in fresh namespaces with the host read-only, the guest's database bound in for this
-//!   operation only, reduced capabilities, `no_new_privs`, and a frozen guest. Every binary that
+//!   operation only, reduced capabilities, `no_new_privs`; on a running guest, the program's
+//!   scripts start inside the guest through the guest spawner (module `guest_spawn`,
+//!   [`exec_in_running_guest`]), or the guest is frozen. Every binary that
 //!   uses it calls [`run_if_sandbox_child`] first thing in `main`. For building a new guest,
 //!   [`SandboxCommand::skip_fsync`] turns the program's fsyncs into no-ops (module `seccomp`);
 //!   [`SandboxCommand::time_limit`] kills a run that takes too long and names what hung
@@ -47,6 +49,7 @@ mod error;
 mod extents;
 mod guest_context;
 mod guest_process;
+mod guest_spawn;
 mod hide;
 mod landlock;
 mod mount;
@@ -76,6 +79,7 @@ pub use guest_process::{
     exec_in_guest, exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient,
     signal_by_name, signal_pidfd, start_guest_init, wait_pidfd_exit,
 };
+pub use guest_spawn::{SPAWNER_FD, SPAWNER_VAR, exec_in_running_guest, spawner_from_environment};
 pub use landlock::{OPT_OUT_VAR as LANDLOCK_OPT_OUT_VAR, write_boundary_available};
 pub use mount::{
     Access, BindMount, FileSystem, bind_into, make_all_private, make_read_only_recursive, mount_at,

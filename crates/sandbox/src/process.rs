@@ -1,6 +1,8 @@
 //! The per-operation sandbox: run a host program (rpm, dnf, dpkg, apt-get…) against a guest root
 //! with the host read-only, the guest's database mounted for this operation only, fresh
-//! namespaces, reduced capabilities and a frozen guest.
+//! namespaces and reduced capabilities; on a running guest, either its scripts start inside the
+//! guest (the guest spawner, module `guest_spawn`, forked before the sandbox leaves the host's
+//! namespaces) or the guest is frozen and joined.
 //!
 //! # Why re-execute instead of `fork` + `pre_exec`
 //!
@@ -175,6 +177,10 @@ struct Spec {
     /// Prepare a mount namespace without the binds for the program's scripts.
     #[serde(default)]
     scriptlet_namespace: bool,
+    /// The running guest (init pid, start time) whose namespaces the program's scripts enter
+    /// through the guest spawner ([`SandboxCommand::scripts_in_running_guest`]).
+    #[serde(default)]
+    script_guest: Option<(u32, u64)>,
 }
 
 /// Messages from the sandbox processes to the caller, one JSON document per line.
@@ -233,6 +239,7 @@ pub struct SandboxCommand {
     package_state: Option<PathBuf>,
     writes_only_beneath: Option<Vec<PathBuf>>,
     scriptlet_namespace: bool,
+    script_guest: Option<(u32, u64)>,
     stdin: StdioMode,
     stdout: StdioMode,
     stderr: StdioMode,
@@ -266,6 +273,7 @@ impl SandboxCommand {
             package_state: None,
             writes_only_beneath: None,
             scriptlet_namespace: false,
+            script_guest: None,
             stdin: StdioMode::Inherit,
             stdout: StdioMode::Inherit,
             stderr: StdioMode::Inherit,
@@ -446,6 +454,21 @@ impl SandboxCommand {
         self
     }
 
+    /// Works on the running guest `guest` without freezing it: the program runs in the
+    /// sandbox's own namespaces (out of the guest's sight), and each script it executes through
+    /// the rpm plugin's or dpkg's exec hook runs *in* the guest — its pid, ipc, uts, network and
+    /// cgroup namespaces, its cgroup, a private copy of its mount namespace — started by the
+    /// guest spawner (module `guest_spawn`), whose socket the program finds at
+    /// [`crate::SPAWNER_FD`], named in [`crate::SPAWNER_VAR`]. The scripts see the binds there
+    /// unless [`SandboxCommand::scriptlet_namespace`] keeps them from the scripts (rpm).
+    pub fn scripts_in_running_guest(&mut self, guest: &crate::RunningGuest) -> &mut Self {
+        self.freeze = None;
+        self.join_guest = None;
+        self.join_guest_start_time = None;
+        self.script_guest = Some((guest.pid, guest.start_time));
+        self
+    }
+
     /// The capabilities the program keeps (default: [`CapabilityProfile::Confined`]).
     pub fn capabilities(&mut self, profile: CapabilityProfile) -> &mut Self {
         self.capabilities = profile;
@@ -572,6 +595,7 @@ impl SandboxCommand {
             writes_only_beneath: self.writes_only_beneath.clone(),
             allow_no_write_boundary: crate::landlock::opted_out(),
             scriptlet_namespace: self.scriptlet_namespace,
+            script_guest: self.script_guest,
         }
     }
 
@@ -1025,7 +1049,7 @@ fn run_sandbox(spec: &Spec, channel: &Channel) -> Step<()> {
         }
     };
     let (guardian, guardian_pipe) = start_guardian(cgroup.clone(), spec.freeze.clone(), channel)?;
-    let result = run_monitored(spec, channel, cgroup.as_ref());
+    let result = run_monitored(spec, channel, cgroup.as_ref(), guardian_pipe.as_raw_fd());
     // Our end of the pipe closes here; the init's closed when it exited. The guardian now kills
     // what is left, removes the cgroup and thaws the guest; wait for it so the caller sees a
     // thawed guest when we return.
@@ -1083,6 +1107,53 @@ fn start_guardian(
     sys::exit_immediately(code)
 }
 
+/// Starts the guest spawner for a running guest's scripts (module `guest_spawn`) and waits until
+/// it serves; returns the program's end of its socket.
+fn start_spawner(
+    spec: &Spec,
+    channel: &Channel,
+    (pid, start_time): (u32, u64),
+    guardian_pipe: RawFd,
+) -> Step<OwnedFd> {
+    use crate::guest_spawn::{ScriptBind, SpawnerSpec};
+    let binds = if spec.scriptlet_namespace {
+        Vec::new()
+    } else {
+        spec.binds
+            .iter()
+            .map(|b| ScriptBind {
+                host: b.host.clone(),
+                guest: b.guest.clone(),
+                access: b.access,
+            })
+            .collect()
+    };
+    let spawner_spec = SpawnerSpec {
+        pid,
+        start_time,
+        binds,
+        package_state: spec.package_state.clone(),
+        close: vec![channel.0.as_raw_fd(), guardian_pipe],
+    };
+    let (report_read, report_write) = step_io("create a pipe", sys::pipe())?;
+    let (_, client, ready) = step_io(
+        "start the guest spawner",
+        crate::guest_spawn::start(&spawner_spec, report_write),
+    )?;
+    match crate::guest_spawn::wait_ready(ready, report_read) {
+        Ok(()) => Ok(client),
+        Err((errno, step, message)) => Err(Failure {
+            step: "start the guest spawner",
+            errno,
+            message: if step == "open the guest's pidfd" && errno == libc::ESRCH {
+                format!("the guest's init (pid {pid}) is gone")
+            } else {
+                message
+            },
+        }),
+    }
+}
+
 fn open_dir(step_name: &'static str, path: &Path) -> Step<OwnedFd> {
     step_io(
         step_name,
@@ -1114,7 +1185,12 @@ fn write_below(step_name: &'static str, dir: &OwnedFd, name: &str, content: &str
     )
 }
 
-fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>) -> Step<()> {
+fn run_monitored(
+    spec: &Spec,
+    channel: &Channel,
+    cgroup: Option<&SandboxCgroup>,
+    guardian_pipe: RawFd,
+) -> Step<()> {
     // Opened before anything changes: the host's /proc (whose pid numbers are ours) and the
     // sandbox cgroup, both writable. The sandbox process itself stays outside the cgroup, so
     // that the guardian's kill never hits it.
@@ -1132,6 +1208,12 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
     if let Some(freezer) = &spec.freeze {
         step("freeze the guest", freezer.freeze(FREEZE_TIMEOUT))?;
     }
+    // The spawner is forked while this process is still in the host's namespaces: it must be
+    // able to join the guest's pid namespace, which is no descendant of the sandbox's.
+    let spawner = match spec.script_guest {
+        Some(guest) => Some(start_spawner(spec, channel, guest, guardian_pipe)?),
+        None => None,
+    };
     match spec.join_guest {
         Some(pid) => {
             let pidfd = match spec.join_guest_start_time {
@@ -1197,6 +1279,7 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
             channel,
             &prepared,
             program_cgroup.as_ref(),
+            spawner.as_ref(),
             to_sandbox_write,
             to_init_read,
         ) {
@@ -1212,6 +1295,8 @@ fn run_monitored(spec: &Spec, channel: &Channel, cgroup: Option<&SandboxCgroup>)
     }
     drop(to_sandbox_write);
     drop(to_init_read);
+    // Only the program's processes may hold the spawner's socket: when they are gone, it ends.
+    drop(spawner);
     // Wait until the init has unshared its user namespace, then give it the identity map.
     let mut byte = [0u8; 1];
     if matches!(rustix::io::read(&to_sandbox_read, &mut byte), Ok(1)) {
@@ -1497,6 +1582,7 @@ fn run_init(
     channel: &Channel,
     prepared: &Prepared,
     program_cgroup: Option<&OwnedFd>,
+    spawner: Option<&OwnedFd>,
     to_sandbox: OwnedFd,
     from_sandbox: OwnedFd,
 ) -> Step<()> {
@@ -1623,7 +1709,7 @@ fn run_init(
     // SAFETY: single-threaded process (a fork of the single-threaded sandbox process).
     let program = step_io("fork the program", unsafe { sys::fork() })?;
     if program == 0 {
-        let failure = exec_program(spec, &exec, program_cgroup);
+        let failure = exec_program(spec, &exec, program_cgroup, spawner);
         channel.fail(failure);
         sys::exit_immediately(127);
     }
@@ -1744,6 +1830,12 @@ fn prepare_exec(
         ));
         env.push((crate::SCRIPTLET_ROOT_VAR.into(), root.clone().into()));
     }
+    if spec.script_guest.is_some() {
+        env.push((
+            crate::guest_spawn::SPAWNER_VAR.into(),
+            crate::guest_spawn::SPAWNER_FD.to_string().into(),
+        ));
+    }
     let mut envp = Vec::new();
     for (key, value) in &env {
         let mut entry = key.as_bytes().to_vec();
@@ -1837,8 +1929,19 @@ fn find_program(program: &OsStr, path_var: &OsStr) -> Option<PathBuf> {
 }
 
 /// The program's process: confine, then exec. Returns only on failure.
-fn exec_program(spec: &Spec, exec: &Exec, program_cgroup: Option<&OwnedFd>) -> Failure {
+fn exec_program(
+    spec: &Spec,
+    exec: &Exec,
+    program_cgroup: Option<&OwnedFd>,
+    spawner: Option<&OwnedFd>,
+) -> Failure {
     let run = || -> Step<()> {
+        if let Some(client) = spawner {
+            step_io(
+                "hand the guest spawner to the program",
+                crate::guest_spawn::hand_to_program(client),
+            )?;
+        }
         step_io(
             "set the parent-death signal",
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))

@@ -1068,9 +1068,11 @@ fn package_operation_on_running_guest() -> Result<(), Outcome> {
         .expect("running");
     assert_eq!(running.pid, started.record.pid);
     let freezer = running.freezer.clone().expect("a freezer");
+    // `--freeze`: the old behaviour (by default the guest keeps running: CLI `lifecycle_cli`).
     let backend = vserver_guest::open_backend(&world.roots, &config, false)
         .unwrap()
-        .running_guest(Some(running));
+        .running_guest(Some(running))
+        .freeze(true);
     let args: Vec<OsString> = vec!["-i".into(), package.into_os_string()];
     let (status, _out, err) = backend
         .run_tool_captured(vserver_pkgmgmt::Tool::Low, &args)
@@ -1110,14 +1112,18 @@ fn package_operation_on_running_guest() -> Result<(), Outcome> {
         start_time: 1,
         freezer: None,
     };
-    let backend = vserver_guest::open_backend(&world.roots, &config, false)
-        .unwrap()
-        .running_guest(Some(stale));
-    let args: Vec<OsString> = vec!["-q".into(), "frozen-probe".into()];
-    let err = backend
-        .run_tool_captured(vserver_pkgmgmt::Tool::Low, &args)
-        .unwrap_err();
-    assert!(format!("{err:?}").contains("is gone"), "{err:?}");
+    // Frozen and joined, or with its scripts started in it: either way.
+    for freeze in [true, false] {
+        let backend = vserver_guest::open_backend(&world.roots, &config, false)
+            .unwrap()
+            .running_guest(Some(stale.clone()))
+            .freeze(freeze);
+        let args: Vec<OsString> = vec!["-q".into(), "frozen-probe".into()];
+        let err = backend
+            .run_tool_captured(vserver_pkgmgmt::Tool::Low, &args)
+            .unwrap_err();
+        assert!(format!("{err:?}").contains("is gone"), "{err:?}");
+    }
     Ok(())
 }
 

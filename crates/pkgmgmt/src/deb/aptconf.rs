@@ -82,6 +82,14 @@ pub(crate) fn render(guest: &str, paths: &AptPaths<'_>, arch: &str) -> String {
         let _ = writeln!(text, "{key} \"{value}\";");
     }
     let _ = writeln!(text, "APT::Architectures {{ \"{arch}\"; }};");
+    // On a running guest the sandbox hands dpkg the guest spawner's socket at this descriptor
+    // (maintainer scripts run in the guest through it); apt closes every descriptor it was not
+    // told to keep before it starts dpkg. Elsewhere nothing is open there.
+    let _ = writeln!(
+        text,
+        "APT::Keep-Fds {{ \"{}\"; }};",
+        vserver_sandbox::SPAWNER_FD
+    );
     let _ = writeln!(
         text,
         "DPkg::Options {{ \"--root={}\"; \"--log={}/dpkg.log\"; }};",

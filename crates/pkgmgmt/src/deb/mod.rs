@@ -114,6 +114,19 @@ pub struct DebSettings {
 /// `CONFINE_VAR`).
 const CONFINE_MAINTSCRIPTS_VAR: &str = "VSERVER_CONFINE_MAINTSCRIPTS";
 
+/// Where `invoke-rc.d` looks for the local policy.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+/// The policy of an operation on a guest that is not running: every action forbidden (101).
+const POLICY_TEXT: &[u8] =
+    b"#!/bin/sh\n# vserver: the guest is not running; its init is not asked to act.\nexit 101\n";
+
+/// Removes `/usr/sbin/policy-rc.d` from the guest if it is ours (by content).
+fn remove_our_policy(root: &GuestRoot) {
+    if root.read(POLICY_RC_D).is_ok_and(|text| text == POLICY_TEXT) {
+        let _ = root.remove_file(POLICY_RC_D);
+    }
+}
+
 /// A host program the deb back end runs on a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DebTool {
@@ -142,6 +155,7 @@ pub struct DebBackend {
     root: PathBuf,
     settings: DebSettings,
     running: Option<vserver_sandbox::RunningGuest>,
+    freeze: bool,
 }
 
 /// How a command's output is handled.
@@ -164,13 +178,24 @@ impl DebBackend {
             root: root.to_owned(),
             settings,
             running: None,
+            freeze: false,
         }
     }
 
-    /// Works on a running guest: frozen for each operation, dpkg, apt and the maintainer
-    /// scripts in the guest's pid, uts and ipc namespaces ([`SandboxCommand::running_guest`]).
+    /// Works on a running guest: apt and dpkg stay in the sandbox, the maintainer scripts run
+    /// in the guest (its namespaces, cgroup and mounts, with dpkg's database shown to them
+    /// alone: [`SandboxCommand::scripts_in_running_guest`]), so that `invoke-rc.d` and
+    /// `deb-systemd-invoke` reach its init. With [`DebBackend::freeze`], the guest is frozen for
+    /// each operation instead and apt and dpkg join its pid, uts and ipc namespaces
+    /// ([`SandboxCommand::running_guest`]).
     pub fn running_guest(mut self, guest: Option<vserver_sandbox::RunningGuest>) -> Self {
         self.running = guest;
+        self
+    }
+
+    /// Freezes a running guest for each operation (`--freeze`); default: it keeps running.
+    pub fn freeze(mut self, freeze: bool) -> Self {
+        self.freeze = freeze;
         self
     }
 
@@ -358,8 +383,17 @@ impl DebBackend {
             .hide_siblings_of(&self.root)
             .hide_siblings_of(self.layout.dir());
         self.layout.show_in(&mut command, DEB_VIEW);
-        if let Some(guest) = &self.running {
-            command.running_guest(guest);
+        match &self.running {
+            Some(guest) if !self.freeze => {
+                // (apt keeps the spawner's descriptor open for dpkg: `APT::Keep-Fds`.)
+                command.scripts_in_running_guest(guest);
+            }
+            Some(guest) => {
+                command.env("SYSTEMD_OFFLINE", "1").running_guest(guest);
+            }
+            None => {
+                command.env("SYSTEMD_OFFLINE", "1");
+            }
         }
         Ok(command)
     }
@@ -416,11 +450,50 @@ impl DebBackend {
                 .stdout(StdioMode::Capture)
                 .stderr(StdioMode::Capture),
         };
+        let policy = self.place_policy()?;
         // On every error, the caller's lock is released on the way out.
-        let finished = command
-            .status()
-            .map_err(|source| Error::sandbox(self.layout.guest(), tool, source))?;
+        let finished = command.status();
+        if let Some(root) = policy {
+            remove_our_policy(&root);
+        }
+        let finished =
+            finished.map_err(|source| Error::sandbox(self.layout.guest(), tool, source))?;
         Ok((finished.status, finished.stdout, finished.stderr))
+    }
+
+    /// On a guest that is not running (or frozen), tells the maintainer scripts that the init
+    /// system is not to be asked, as debootstrap and mmdebstrap do: `invoke-rc.d` (and
+    /// `deb-systemd-invoke`) find a `/usr/sbin/policy-rc.d` that answers 101 ("action
+    /// forbidden"). Written through the safe-path layer only where the guest has none of its
+    /// own, and removed after the operation (and by the next one, should it be left over): the
+    /// guest runs no process meanwhile, so none sees it. Returns the guest root to remove it
+    /// from. On a running guest, a leftover of ours is removed and nothing is placed.
+    fn place_policy(&self) -> Result<Option<GuestRoot>> {
+        let root = match GuestRoot::open(&self.root) {
+            Ok(root) => root,
+            // A build before the root exists: nothing to tell.
+            Err(_) => return Ok(None),
+        };
+        if self.running.is_some() && !self.freeze {
+            remove_our_policy(&root);
+            return Ok(None);
+        }
+        let is_dir = matches!(
+            root.metadata("/usr/sbin"),
+            Ok(info) if info.kind == vserver_sandbox::FileKind::Dir
+        );
+        if !is_dir {
+            return Ok(None);
+        }
+        match root.symlink_metadata(POLICY_RC_D) {
+            Ok(_) if root.read(POLICY_RC_D).is_ok_and(|text| text == POLICY_TEXT) => {}
+            // The guest's own policy: it applies, as it would inside the guest.
+            Ok(_) => return Ok(None),
+            Err(_) => root
+                .write_atomic(POLICY_RC_D, POLICY_TEXT, 0o755)
+                .map_err(self.guest_err())?,
+        }
+        Ok(Some(root))
     }
 
     /// Runs a command that must succeed; returns its captured standard output.
