@@ -1594,22 +1594,20 @@ fn run_init(
                 .chain(&spec.writable)
                 .chain(spec.binds.iter().map(|b| &b.host))
                 .any(|kept| kept.starts_with(dir));
-            if covers_kept_path {
-                channel.send(&Message::Note(format!(
-                    "{dir} is not private: the guest root or a writable path lies below it"
-                )));
-                continue;
-            }
             if Path::new(dir).is_dir() {
+                let fresh = FileSystem::Tmpfs {
+                    mode: 0o1777,
+                    size: None,
+                };
                 step(
                     "mount a private /tmp",
-                    mount::mount_at(
-                        &FileSystem::Tmpfs {
-                            mode: 0o1777,
-                            size: None,
-                        },
-                        Path::new(dir),
-                    ),
+                    if covers_kept_path {
+                        // The guest root (or a writable path) lies below it: what it held is
+                        // shown again on the fresh instance, at the same paths.
+                        mount::mount_keeping_entries(&fresh, Path::new(dir))
+                    } else {
+                        mount::mount_at(&fresh, Path::new(dir))
+                    },
                 )?;
                 private_tmp.push(PathBuf::from(dir));
             }
@@ -1737,6 +1735,12 @@ fn prepare_exec(
         argv.push(CString::new(arg.as_bytes()).map_err(|_| nul("prepare arguments"))?);
     }
     let mut env: Vec<(OsString, OsString)> = spec.env.clone();
+    // The tools' temporary files go to the private /tmp, unless the command's environment names
+    // another place (the package back ends clear it).
+    if private_tmp.iter().any(|p| p == Path::new("/tmp")) && !env.iter().any(|(k, _)| k == "TMPDIR")
+    {
+        env.push(("TMPDIR".into(), "/tmp".into()));
+    }
     if let (Some(fd), Some(root)) = (scriptlet_namespace, &spec.guest_root) {
         env.push((
             crate::SCRIPTLET_MOUNT_NS_VAR.into(),
