@@ -159,9 +159,9 @@ pub(crate) fn mount_keeping_entries(fs: &FileSystem, host_target: &Path) -> Resu
     )
     .map_err(|e| Error::host("open", host_target, e))?;
     let mut kept = Vec::new();
-    let mut dir =
+    let dir =
         rustix::fs::Dir::read_from(&listing).map_err(|e| Error::host("list", host_target, e))?;
-    while let Some(entry) = dir.next() {
+    for entry in dir {
         let entry = entry.map_err(|e| Error::host("list", host_target, e))?;
         let name = entry.file_name().to_owned();
         if matches!(name.to_bytes(), b"." | b"..") {
