@@ -107,7 +107,7 @@ pub fn build(
         crate::distribution::check::releasever(releasever)
             .map_err(|r| r.into_guest_error(&request.guest, None))?;
     }
-    let distribution = match (&request.distribution, request.method) {
+    let mut distribution = match (&request.distribution, request.method) {
         (Some(name), _) => Some(DistributionStore::new(roots.distributions_dir()).get(name)?),
         (None, BuildMethod::Skeleton | BuildMethod::Clone) => None,
         (None, _) => {
@@ -134,6 +134,11 @@ pub fn build(
                 }
             ),
         });
+    }
+    if let Some(dist) = distribution.as_mut()
+        && matches!(request.method, BuildMethod::Yum | BuildMethod::Rpm)
+    {
+        releasever_for_build(request, dist, on_event)?;
     }
     if let (Some(dist), BuildMethod::Apt(_)) = (&distribution, request.method) {
         crate::build_apt::check_archive(&request.guest, dist, request.apt_mirror.as_ref())?;
@@ -243,6 +248,46 @@ pub fn build(
                 source: Box::new(error),
             })
         }
+    }
+}
+
+/// An rpm build needs a release version (dnf cannot detect one in an empty root, and the first
+/// `vyum` would fail with "Unable to detect release version"): `--releasever`, the
+/// distribution's `releasever`, or the one its name makes obvious (`fc3` → `3`, said in one
+/// line); otherwise the build stops before it creates anything.
+fn releasever_for_build(
+    request: &BuildRequest,
+    dist: &mut Distribution,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<()> {
+    if request.releasever.is_some() || !dist.releasever.is_empty() {
+        return Ok(());
+    }
+    let toml = match &dist.source {
+        crate::distribution::DistributionSource::Registered(dir) => {
+            dir.join("distribution.toml").display().to_string()
+        }
+        crate::distribution::DistributionSource::Builtin => "distribution.toml".to_owned(),
+    };
+    match crate::distribution::releasever_from_name(&dist.name) {
+        Some(version) => {
+            on_event(BuildEvent::Warning(format!(
+                "distribution `{}` sets no release version: using `{version}` from its name \
+                 (set `releasever = \"{version}\"` in `{toml}` or pass `--releasever` to choose)",
+                dist.name
+            )));
+            dist.releasever = version;
+            Ok(())
+        }
+        None => Err(Error::BadRequest {
+            guest: request.guest.clone(),
+            problem: format!(
+                "distribution `{}` sets no release version and its name shows none: pass \
+                 `--releasever N` (`build -m yum -- -d {} --releasever N`) or set \
+                 `releasever = \"N\"` in `{toml}`",
+                dist.name, dist.name
+            ),
+        }),
     }
 }
 

@@ -54,7 +54,7 @@ pub use build_apt::{AptMirror, open_deb_backend};
 pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_backend};
 pub use distribution::{
     Distribution, DistributionSource, DistributionStore, MissingArchive, NewDistribution,
-    PackageEntry,
+    PackageEntry, RepoCheck, releasever_from_name,
 };
 pub use error::{Error, FieldError, Result};
 pub use host_apt::{APT_SOURCES_DIR_VAR, HostAptSources};
