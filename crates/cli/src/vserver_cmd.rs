@@ -225,8 +225,12 @@ struct ListArgs {
     #[arg(long)]
     list: bool,
     /// Print one JSON document (an array of guest states) on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "porcelain")]
     json: bool,
+    /// Print the stable script form: one line per guest, tab-separated (see the command
+    /// reference); the default is a table for people, whose layout may change.
+    #[arg(long)]
+    porcelain: bool,
 }
 
 /// The lifecycle verbs' options (everything after the verb; for `exec`, the command follows).
@@ -338,30 +342,178 @@ fn list(args: Vec<OsString>) -> ExitCode {
     if let Err(code) = crate::output::recover_first("vserver", &parsed.roots.roots(), None) {
         return code;
     }
-    match vserver_guest::list(&parsed.roots.roots(), &run_dir) {
+    let roots = parsed.roots.roots();
+    match vserver_guest::list(&roots, &run_dir) {
         Ok(guests) => {
+            let rows: Vec<ListRow> = guests.iter().map(|g| ListRow::new(&roots, g)).collect();
             if parsed.json {
                 out.json(&serde_json::Value::Array(
-                    guests.iter().map(status_json).collect(),
+                    rows.iter().map(ListRow::json).collect(),
                 ));
-            } else {
-                for guest in &guests {
-                    let extra = format!(
-                        "\t{}\t{:?}",
-                        if guest.distribution.is_empty() {
-                            "-"
-                        } else {
-                            &guest.distribution
-                        },
-                        guest.package_management
-                    )
-                    .to_lowercase();
-                    println!("{}{extra}", status_line(guest));
+            } else if parsed.porcelain {
+                for row in &rows {
+                    println!("{}", row.porcelain());
                 }
+            } else {
+                print!("{}", list_table(&rows));
             }
             ExitCode::SUCCESS
         }
         Err(error) => report_lifecycle(&out, error),
+    }
+}
+
+/// One guest of `vserver --list`, with what the listing adds to its state.
+struct ListRow<'a> {
+    status: &'a vserver_guest::GuestStatus,
+    /// Its network address as configured: `ADDRESS/PREFIX` on a bridge, `host` for the host's
+    /// network, `None` when it has none of its own (loopback only) or it is unknown.
+    address: Option<String>,
+}
+
+impl<'a> ListRow<'a> {
+    fn new(roots: &vserver_guest::HostRoots, status: &'a vserver_guest::GuestStatus) -> Self {
+        let address = vserver_guest::load_guest(roots, &status.guest)
+            .ok()
+            .and_then(|config| match config.net {
+                vserver_guest::NetConfig::Host => Some("host".to_owned()),
+                vserver_guest::NetConfig::Bridge { address, .. } => address,
+                vserver_guest::NetConfig::None => None,
+            });
+        ListRow { status, address }
+    }
+
+    fn package_management(&self) -> String {
+        format!("{:?}", self.status.package_management).to_lowercase()
+    }
+
+    /// `--json`: the guest's state (as `status --json`) plus `address`, `uptime` and `memory`
+    /// (`null` when unknown).
+    fn json(&self) -> serde_json::Value {
+        let mut value = status_json(self.status);
+        if let Some(object) = value.as_object_mut() {
+            let running = self.status.running.as_ref();
+            object.insert("address".into(), serde_json::json!(self.address));
+            object.insert(
+                "uptime".into(),
+                serde_json::json!(running.map(|r| r.uptime)),
+            );
+            object.insert(
+                "memory".into(),
+                serde_json::json!(running.and_then(|r| r.memory)),
+            );
+        }
+        value
+    }
+
+    /// `--porcelain`: the stable script form, unchanged since the first release: the
+    /// `status` line, then the distribution (`-` for none) and the package management, all
+    /// tab-separated.
+    fn porcelain(&self) -> String {
+        let distribution = if self.status.distribution.is_empty() {
+            "-"
+        } else {
+            &self.status.distribution
+        };
+        format!(
+            "{}\t{distribution}\t{}",
+            status_line(self.status),
+            self.package_management()
+        )
+    }
+
+    /// The table's cells, `-` where a value is unknown.
+    fn cells(&self) -> Vec<String> {
+        let dash = || "-".to_owned();
+        let running = self.status.running.as_ref();
+        vec![
+            self.status.guest.clone(),
+            self.status.state.to_owned(),
+            if self.status.distribution.is_empty() {
+                dash()
+            } else {
+                self.status.distribution.clone()
+            },
+            self.package_management(),
+            self.address.clone().unwrap_or_else(dash),
+            running.map_or_else(dash, |r| human_duration(r.uptime)),
+            running
+                .and_then(|r| r.memory)
+                .map_or_else(dash, human_bytes),
+            self.status.operation.clone().unwrap_or_default(),
+        ]
+    }
+}
+
+/// The table for people: a header, then one aligned row per guest; a last column says what
+/// operation runs on a guest (or why it is incomplete), when any does.
+fn list_table(rows: &[ListRow<'_>]) -> String {
+    let header = [
+        "NAME",
+        "STATE",
+        "DISTRIBUTION",
+        "PKGMGMT",
+        "ADDRESS",
+        "UPTIME",
+        "MEMORY",
+        "NOTE",
+    ];
+    let cells: Vec<Vec<String>> = rows.iter().map(ListRow::cells).collect();
+    let columns = if cells.iter().any(|c| !c[7].is_empty()) {
+        header.len()
+    } else {
+        header.len() - 1
+    };
+    let mut widths: Vec<usize> = header[..columns].iter().map(|h| h.len()).collect();
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[&str]| -> String {
+        let mut text = String::new();
+        for (i, cell) in row.iter().enumerate().take(columns) {
+            if i + 1 == columns {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        format!("{}\n", text.trim_end())
+    };
+    let mut out = line(&header);
+    for row in &cells {
+        out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    out
+}
+
+/// `42s`, `12m 3s`, `5h 2m`, `3d 4h`.
+fn human_duration(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// `512 KiB`, `12.3 MiB`, `1.5 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < KIB * KIB {
+        format!("{:.0} KiB", b / KIB)
+    } else if b < KIB * KIB * KIB {
+        format!("{:.1} MiB", b / KIB / KIB)
+    } else {
+        format!("{:.1} GiB", b / KIB / KIB / KIB)
     }
 }
 
