@@ -80,6 +80,27 @@ impl Output {
     }
 }
 
+impl Output {
+    /// A bar for the package transactions of a build (packages done of the total, as the
+    /// package manager reports them): only on a terminal, never with `--quiet` or `--json`,
+    /// nor with `verbose` (the package manager's own output has the terminal then). Hidden
+    /// until the first report.
+    pub fn transaction_bar(&self, verbose: bool) -> Option<ProgressBar> {
+        let show =
+            self.verbosity == Verbosity::Normal && !verbose && std::io::stderr().is_terminal();
+        show.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix}: {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(self.applet);
+            bar
+        })
+    }
+}
+
 /// A progress bar on stderr, or nothing.
 pub struct Bar {
     bar: Option<ProgressBar>,

@@ -192,11 +192,45 @@ fn build(cli: &Cli) -> ExitCode {
     };
     let roots = cli.roots.roots();
     let started = std::time::Instant::now();
-    let result = vserver_guest::build(&roots, &request, &mut |event| match event {
-        BuildEvent::Phase(phase) => out.status(&format!("{}: {phase}", cli.guest)),
-        BuildEvent::Warning(warning) => out.warn(&format!("{}: {warning}", cli.guest)),
-        BuildEvent::Recovered(line) => eprintln!("vserver: guest `{}`: {line}", cli.guest),
+    // On a terminal: packages done of the total under the phase lines, as dnf and apt show.
+    let bar = out.transaction_bar(build_args.verbose);
+    let sink = bar.clone().map(|bar| {
+        vserver_pkgmgmt::ProgressSink::new(move |p| {
+            if p.total > 0 {
+                bar.set_length(p.total);
+            }
+            bar.set_position(p.done);
+            // Drawn from the first report of a phase on.
+            if bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+        })
     });
+    let phase_bar = |phase: &str| {
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            bar.reset();
+            bar.set_length(0);
+            bar.set_message(phase.to_owned());
+        }
+    };
+    let result = vserver_guest::build_with_progress(
+        &roots,
+        &request,
+        &mut |event| match event {
+            BuildEvent::Phase(phase) => {
+                phase_bar(&phase);
+                out.status(&format!("{}: {phase}", cli.guest))
+            }
+            BuildEvent::Warning(warning) => out.warn(&format!("{}: {warning}", cli.guest)),
+            BuildEvent::Recovered(line) => eprintln!("vserver: guest `{}`: {line}", cli.guest),
+        },
+        sink,
+    );
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     match result {
         Ok(config) => {
             out.status(&format!(

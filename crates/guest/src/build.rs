@@ -100,6 +100,17 @@ pub fn build(
     request: &BuildRequest,
     on_event: &mut dyn FnMut(BuildEvent),
 ) -> Result<GuestConfig> {
+    build_with_progress(roots, request, on_event, None)
+}
+
+/// [`build`], reporting the packages done of each transaction's total to `progress` (from
+/// another thread; a terminal's progress bar) while the package manager's output is captured.
+pub fn build_with_progress(
+    roots: &HostRoots,
+    request: &BuildRequest,
+    on_event: &mut dyn FnMut(BuildEvent),
+    progress: Option<vserver_pkgmgmt::ProgressSink>,
+) -> Result<GuestConfig> {
     check_name("guest", &request.guest)?;
     // `--releasever` replaces the distribution's (checked) one in dnf's URLs and the guest's
     // configuration: the same rule.
@@ -196,6 +207,7 @@ pub fn build(
         Origin {
             distribution: distribution.as_ref(),
             clone_source: clone_source.as_ref(),
+            progress,
         },
         &root,
         &mut transaction,
@@ -295,6 +307,8 @@ fn releasever_for_build(
 struct Origin<'a> {
     distribution: Option<&'a Distribution>,
     clone_source: Option<&'a GuestConfig>,
+    /// Where the package transactions' progress goes.
+    progress: Option<vserver_pkgmgmt::ProgressSink>,
 }
 
 fn run_build(
@@ -309,6 +323,7 @@ fn run_build(
     let Origin {
         distribution,
         clone_source,
+        progress,
     } = origin;
     let guest = request.guest.clone();
     let set_phase = enter_phase;
@@ -391,6 +406,7 @@ fn run_build(
             verbose: request.verbose,
             mirror: request.apt_mirror.as_ref(),
             time_limit: crate::config::operation_time_limit(&config)?,
+            progress: progress.clone(),
         };
         let warnings = crate::build_apt::build_deb(layout, distribution, &deb, &mut |name| {
             set_phase(phase, transaction, name, on_event)
@@ -416,6 +432,7 @@ fn run_build(
         },
         plugin,
     )
+    .progress(progress)
     // rpm's sqlite database and dnf's history fdatasync several times per package, which is
     // most of a large build's time on disk. Skipping them is safe here: the sandbox and the
     // guest are private to this build (nothing runs in the guest yet); if the build fails or the

@@ -39,6 +39,8 @@ pub(crate) struct DebBuild<'a> {
     pub mirror: Option<&'a AptMirror>,
     /// The time limit of each run of apt or dpkg (`None`: the back end's default).
     pub time_limit: Option<std::time::Duration>,
+    /// Where the package transactions' progress goes.
+    pub progress: Option<vserver_pkgmgmt::ProgressSink>,
 }
 
 /// The distribution's `sources.list` and keyrings, or the one mirror that replaces its sources.
@@ -192,7 +194,8 @@ pub(crate) fn build_deb(
             skip_fsync: true,
             time_limit: request.time_limit,
         },
-    );
+    )
+    .progress(request.progress.clone());
     backend.prepare()?;
     on_phase("database");
     backend.initialize_database()?;

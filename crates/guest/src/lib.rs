@@ -49,7 +49,7 @@ mod transaction;
 mod unify;
 mod verify;
 
-pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
+pub use build::{BuildEvent, BuildMethod, BuildRequest, build, build_with_progress};
 pub use build_apt::{AptMirror, open_deb_backend};
 pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_backend};
 pub use distribution::{

@@ -108,6 +108,7 @@ pub struct RpmBackend {
     plugin: PathBuf,
     skip_fsync: bool,
     running: Option<vserver_sandbox::RunningGuest>,
+    progress: Option<crate::ProgressSink>,
 }
 
 impl RpmBackend {
@@ -121,7 +122,15 @@ impl RpmBackend {
             plugin,
             skip_fsync: false,
             running: None,
+            progress: None,
         }
+    }
+
+    /// Reports the packages done of each dnf transaction's total to `sink` (when the output is
+    /// captured, that is, not verbose); see module `progress`.
+    pub fn progress(mut self, sink: Option<crate::ProgressSink>) -> Self {
+        self.progress = sink;
+        self
     }
 
     /// Works on a running guest: frozen for each operation, rpm and its scriptlets in the
@@ -475,7 +484,10 @@ impl PackageBackend for RpmBackend {
         }
         let mut args = os_args(["-y", "install"]);
         args.extend(packages.iter().map(OsString::from));
-        let command = self.dnf_command(&args)?;
+        let mut command = self.dnf_command(&args)?;
+        if let Some(sink) = &self.progress {
+            command.observe_stdout_lines(crate::progress::dnf_observer(sink.clone()));
+        }
         self.run_checked("dnf", &command)
     }
 

@@ -156,6 +156,9 @@ impl DebBackend {
         self.extract(&toolbox)?;
         on_phase(&format!("install {} Essential packages", essential.len()));
         let mut args = vec![OsString::from("--install"), "--force-depends".into()];
+        if self.progress.is_some() {
+            args.extend(["--status-fd".into(), "1".into()]);
+        }
         args.extend(
             others
                 .iter()
@@ -163,6 +166,12 @@ impl DebBackend {
                 .map(|file| self.in_sandbox(file).into_os_string()),
         );
         let mut command = self.tool_command(DebTool::Dpkg, &args)?;
+        if let Some(sink) = &self.progress {
+            command.observe_stdout_lines(crate::progress::dpkg_observer(
+                sink.clone(),
+                essential.len() as u64,
+            ));
+        }
         let installed = self.run_checked("dpkg", &mut command, Streams::Quiet);
         let removed = copies.remove(self);
         installed?;
@@ -175,7 +184,7 @@ impl DebBackend {
                 OsStr::new("install"),
             ];
             args.extend(variant.packages().iter().map(OsStr::new));
-            self.apt_get(&args)?;
+            self.apt_get_install(&args)?;
         }
         Ok(())
     }

@@ -142,6 +142,7 @@ pub struct DebBackend {
     root: PathBuf,
     settings: DebSettings,
     running: Option<vserver_sandbox::RunningGuest>,
+    progress: Option<crate::ProgressSink>,
 }
 
 /// How a command's output is handled.
@@ -164,7 +165,30 @@ impl DebBackend {
             root: root.to_owned(),
             settings,
             running: None,
+            progress: None,
         }
+    }
+
+    /// Reports the progress of the bootstrap's dpkg run and of each `apt-get install` to `sink`
+    /// (when the output is captured, that is, not verbose); see module `progress`.
+    pub fn progress(mut self, sink: Option<crate::ProgressSink>) -> Self {
+        self.progress = sink;
+        self
+    }
+
+    /// `apt-get -y install ARGS…` with apt's machine-readable status on standard output when
+    /// progress is wanted.
+    pub(crate) fn apt_get_install(&self, args: &[&OsStr]) -> Result<Vec<u8>> {
+        let mut all: Vec<OsString> = Vec::new();
+        if self.progress.is_some() {
+            all.push("-oAPT::Status-Fd=1".into());
+        }
+        all.extend(args.iter().map(|a| a.to_os_string()));
+        let mut command = self.tool_command(DebTool::AptGet, &all)?;
+        if let Some(sink) = &self.progress {
+            command.observe_stdout_lines(crate::progress::apt_observer(sink.clone()));
+        }
+        self.run_checked("apt-get", &mut command, Streams::Quiet)
     }
 
     /// Works on a running guest: frozen for each operation, dpkg, apt and the maintainer
@@ -564,7 +588,7 @@ impl PackageBackend for DebBackend {
         }
         let mut args: Vec<&OsStr> = vec![OsStr::new("-y"), OsStr::new("install")];
         args.extend(packages.iter().map(OsStr::new));
-        self.apt_get(&args).map(drop)
+        self.apt_get_install(&args).map(drop)
     }
 
     fn install_files(&self, files: &[PathBuf]) -> Result<()> {
