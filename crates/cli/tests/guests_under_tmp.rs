@@ -69,4 +69,43 @@ fn an_rpm_guest_below_tmp_is_built_and_refreshed() {
     );
     assert!(!guest.join("var/lib/rpm").exists());
     assert!(guest.join("bin/busybox").is_file());
+
+    // A hostile guest: its /tmp and /var/tmp are links out of it (absolute, and `..` steps up
+    // to the host's /tmp). The operation's private /tmp is the sandbox's, not the guest's, and
+    // nothing outside the guest changes, whatever the operation makes of the links.
+    let canary = host.dir.join("canary");
+    std::fs::create_dir_all(&canary).unwrap();
+    std::fs::write(canary.join("file"), "host data").unwrap();
+    let before = common::snapshot(&canary);
+    let host_tmp_before: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    std::fs::remove_dir_all(guest.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&canary, guest.join("tmp")).unwrap();
+    let _ = std::fs::remove_dir_all(guest.join("var/tmp"));
+    std::os::unix::fs::symlink("../../../../../../../../tmp", guest.join("var/tmp")).unwrap();
+    let _ = host.vserver(&[
+        "vyum",
+        "t",
+        "--",
+        "-q",
+        "-y",
+        "--refresh",
+        "install",
+        "fx-00005",
+    ]);
+    assert_eq!(common::snapshot(&canary), before);
+    let new_in_host_tmp: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| !host_tmp_before.contains(name))
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        new_in_host_tmp
+            .iter()
+            .all(|n| !n.starts_with("tmpdir.") && !n.starts_with("rpm-tmp")),
+        "{new_in_host_tmp:?}"
+    );
 }
