@@ -67,9 +67,15 @@ impl Output {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{prefix}: {msg:20} [{bar:30}] {pos}/{len} ({per_sec}, {eta})",
+                        "{prefix}: {msg:20} [{bar:30}] {pos}/{len} ({rate}, {eta})",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .with_key(
+                        "rate",
+                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.0}/s", state.per_sec());
+                        },
+                    )
                     .progress_chars("=> "),
                 );
                 bar.set_prefix(self.applet);

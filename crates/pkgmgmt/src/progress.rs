@@ -6,15 +6,15 @@
 //!
 //! - dnf numbers each element of its transaction, `  Installing  : NAME   3/57`, whether or not
 //!   it writes to a terminal (its `Verifying` pass afterwards is not counted again);
-//! - dpkg's `--status-fd` reports `status: PKG: unpacked` and `status: PKG: installed` (see
-//!   dpkg(1)): each package given counts twice, unpacked and installed;
-//! - apt's `APT::Status-Fd` reports `pmstatus:PKG:PERCENT:MESSAGE` for the dpkg run it drives
-//!   (apt's doc/progress-reporting.md): the percentage is the progress.
+//! - dpkg says `Unpacking PKG …` and `Setting up PKG …` for each package (under apt-get too,
+//!   whose `U upgraded, N newly installed` line gives the total): each package counts twice.
+//!   Not dpkg's `--status-fd` nor apt's `APT::Status-Fd`: dpkg marks a status descriptor
+//!   close-on-exec, and the sandbox passes only the standard streams, so on standard output
+//!   the maintainer scripts would lose theirs (seen: `shadowconfig: echo: I/O error`).
 //!
 //! The lines a tool prints for a person are not a contract: a line that does not parse is
 //! ignored, so a changed format only means no progress, never a failed operation.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -81,58 +81,63 @@ pub(crate) fn dnf_observer(sink: ProgressSink) -> LineObserver {
     }))
 }
 
-/// `(PKG, STATE)` of a dpkg `--status-fd` line `status: PKG: STATE`.
-pub(crate) fn dpkg_status_line(line: &str) -> Option<(&str, &str)> {
-    let rest = line.strip_prefix("status: ")?;
-    let (package, state) = rest.split_once(": ")?;
-    Some((package, state.trim()))
+/// What a dpkg output line says: a package unpacked or set up, or (apt-get's summary before
+/// it runs dpkg, `U upgraded, N newly installed, …`) how many packages it will unpack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DpkgLine {
+    /// `Unpacking PKG (VERSION) ...`
+    Unpacking,
+    /// `Setting up PKG (VERSION) ...`
+    SettingUp,
+    /// apt-get's count of packages to unpack.
+    Planned(u64),
 }
 
-/// An observer for `dpkg --install --status-fd 1` of `packages` package files.
-pub(crate) fn dpkg_observer(sink: ProgressSink, packages: u64) -> LineObserver {
-    let seen: Mutex<(BTreeSet<String>, BTreeSet<String>)> = Mutex::default();
+/// Reads one line of dpkg's (or apt-get's) standard output. Not `--status-fd`: dpkg marks its
+/// status descriptor close-on-exec, and the sandbox passes only the standard streams, so on
+/// standard output the maintainer scripts would lose theirs.
+pub(crate) fn dpkg_line(line: &str) -> Option<DpkgLine> {
+    if line.starts_with("Unpacking ") {
+        return Some(DpkgLine::Unpacking);
+    }
+    if line.starts_with("Setting up ") {
+        return Some(DpkgLine::SettingUp);
+    }
+    let (upgraded, rest) = line.split_once(" upgraded, ")?;
+    let (installed, _) = rest.split_once(" newly installed")?;
+    Some(DpkgLine::Planned(
+        upgraded.trim().parse::<u64>().ok()? + installed.trim().parse::<u64>().ok()?,
+    ))
+}
+
+/// An observer for dpkg's or apt-get's standard output: each package counts twice, unpacked
+/// and set up, of `packages` (dpkg: the files given) or of what apt-get says it will install.
+pub(crate) fn dpkg_observer(sink: ProgressSink, packages: Option<u64>) -> LineObserver {
+    // Packages planned, steps done.
+    let state = Mutex::new((packages, 0u64));
     LineObserver(Arc::new(move |line: &[u8]| {
-        let line = String::from_utf8_lossy(line);
-        let Some((package, state)) = dpkg_status_line(&line) else {
+        let Some(line) = dpkg_line(&String::from_utf8_lossy(line)) else {
             return;
         };
-        let Ok(mut seen) = seen.lock() else {
+        let Ok(mut state) = state.lock() else {
             return;
         };
-        let changed = match state {
-            "unpacked" | "half-configured" => seen.0.insert(package.to_owned()),
-            "installed" => seen.0.insert(package.to_owned()) | seen.1.insert(package.to_owned()),
-            _ => false,
-        };
-        if changed {
-            (sink.0)(PackageProgress {
-                done: (seen.0.len() + seen.1.len()) as u64,
-                total: 2 * packages,
-            });
+        match line {
+            DpkgLine::Planned(n) => {
+                state.0.get_or_insert(n);
+                return;
+            }
+            DpkgLine::Unpacking | DpkgLine::SettingUp => state.1 += 1,
         }
-    }))
-}
-
-/// The percentage of an apt `APT::Status-Fd` line `pmstatus:PKG:PERCENT:MESSAGE`.
-pub(crate) fn apt_status_line(line: &str) -> Option<u64> {
-    let rest = line.strip_prefix("pmstatus:")?;
-    let mut fields = rest.splitn(3, ':');
-    let _package = fields.next()?;
-    let percent: f64 = fields.next()?.parse().ok()?;
-    (0.0..=100.0)
-        .contains(&percent)
-        .then(|| percent.floor() as u64)
-}
-
-/// An observer for apt-get's standard output with `-oAPT::Status-Fd=1`.
-pub(crate) fn apt_observer(sink: ProgressSink) -> LineObserver {
-    LineObserver(Arc::new(move |line: &[u8]| {
-        if let Some(percent) = apt_status_line(&String::from_utf8_lossy(line)) {
-            (sink.0)(PackageProgress {
-                done: percent,
-                total: 100,
-            });
-        }
+        let total = state.0.map_or(0, |n| 2 * n);
+        (sink.0)(PackageProgress {
+            done: if total > 0 {
+                state.1.min(total)
+            } else {
+                state.1
+            },
+            total,
+        });
     }))
 }
 
@@ -158,35 +163,41 @@ mod tests {
         assert_eq!(dnf_line("Installed:"), None);
         assert_eq!(dnf_line("Total size: 34 k"), None);
         assert_eq!(
-            dpkg_status_line("status: libc6:amd64: unpacked"),
-            Some(("libc6:amd64", "unpacked"))
+            dpkg_line("Unpacking libc6:amd64 (2.36-9+deb12u4) ..."),
+            Some(DpkgLine::Unpacking)
         );
-        assert_eq!(dpkg_status_line("processing: install: libc6"), None);
         assert_eq!(
-            apt_status_line("pmstatus:hello:42.8571:Installing hello (amd64)"),
-            Some(42)
+            dpkg_line("Setting up hello (2.10-3) ..."),
+            Some(DpkgLine::SettingUp)
         );
-        assert_eq!(apt_status_line("dlstatus:1:0:Retrieving file 1 of 2"), None);
+        assert_eq!(
+            dpkg_line("1 upgraded, 5 newly installed, 0 to remove and 0 not upgraded."),
+            Some(DpkgLine::Planned(6))
+        );
+        assert_eq!(
+            dpkg_line("Selecting previously unselected package a."),
+            None
+        );
     }
 
     #[test]
-    fn dpkg_counts_each_package_unpacked_then_installed() {
+    fn dpkg_counts_each_package_unpacked_then_set_up() {
         let heard = Arc::new(Mutex::new(Vec::new()));
         let copy = heard.clone();
         let observer = dpkg_observer(
-            ProgressSink::new(move |p| copy.lock().unwrap().push(p.done)),
-            2,
+            ProgressSink::new(move |p| copy.lock().unwrap().push((p.done, p.total))),
+            None,
         );
         for line in [
-            "status: a: half-installed",
-            "status: a: unpacked",
-            "status: b: unpacked",
-            "status: a: half-configured",
-            "status: a: installed",
-            "status: b: installed",
+            "Reading package lists...",
+            "0 upgraded, 2 newly installed, 0 to remove and 0 not upgraded.",
+            "Unpacking a (1) ...",
+            "Unpacking b (1) ...",
+            "Setting up a (1) ...",
+            "Setting up b (1) ...",
         ] {
             (observer.0)(line.as_bytes());
         }
-        assert_eq!(*heard.lock().unwrap(), [1, 2, 3, 4]);
+        assert_eq!(*heard.lock().unwrap(), [(1, 4), (2, 4), (3, 4), (4, 4)]);
     }
 }

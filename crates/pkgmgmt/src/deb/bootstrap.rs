@@ -156,9 +156,6 @@ impl DebBackend {
         self.extract(&toolbox)?;
         on_phase(&format!("install {} Essential packages", essential.len()));
         let mut args = vec![OsString::from("--install"), "--force-depends".into()];
-        if self.progress.is_some() {
-            args.extend(["--status-fd".into(), "1".into()]);
-        }
         args.extend(
             others
                 .iter()
@@ -169,7 +166,7 @@ impl DebBackend {
         if let Some(sink) = &self.progress {
             command.observe_stdout_lines(crate::progress::dpkg_observer(
                 sink.clone(),
-                essential.len() as u64,
+                Some(essential.len() as u64),
             ));
         }
         let installed = self.run_checked("dpkg", &mut command, Streams::Quiet);

@@ -176,17 +176,12 @@ impl DebBackend {
         self
     }
 
-    /// `apt-get -y install ARGS…` with apt's machine-readable status on standard output when
-    /// progress is wanted.
+    /// `apt-get ARGS…` (an install), its progress read from its output when wanted.
     pub(crate) fn apt_get_install(&self, args: &[&OsStr]) -> Result<Vec<u8>> {
-        let mut all: Vec<OsString> = Vec::new();
-        if self.progress.is_some() {
-            all.push("-oAPT::Status-Fd=1".into());
-        }
-        all.extend(args.iter().map(|a| a.to_os_string()));
+        let all: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         let mut command = self.tool_command(DebTool::AptGet, &all)?;
         if let Some(sink) = &self.progress {
-            command.observe_stdout_lines(crate::progress::apt_observer(sink.clone()));
+            command.observe_stdout_lines(crate::progress::dpkg_observer(sink.clone(), None));
         }
         self.run_checked("apt-get", &mut command, Streams::Quiet)
     }
