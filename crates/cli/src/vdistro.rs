@@ -298,7 +298,7 @@ fn show(out: &Output, d: &Distribution, json: bool) {
     for check in d.repo_checks() {
         let yes_no = |on: bool| if on { "checked" } else { "not checked" };
         println!(
-            "repo {}:    packages {}, metadata {}, keys {} ({})",
+            "repo {}: packages {}, metadata {}, keys {} ({})",
             check.id,
             yes_no(check.gpgcheck),
             yes_no(check.repo_gpgcheck),

@@ -142,7 +142,7 @@ fn dnf_in_a_guest_checks_package_and_metadata_signatures() {
     let shown = host.ok(&["vdistro", "show", "signed"]);
     assert!(shown.contains("gpgcheck:    true\n"), "{shown}");
     assert!(
-        shown.contains("repo fx:    packages checked, metadata checked, keys file:///"),
+        shown.contains("repo fx: packages checked, metadata checked, keys file:///"),
         "{shown}"
     );
 
@@ -245,9 +245,7 @@ fn a_seed_style_distribution_gets_its_release_version_from_its_name_or_an_error(
     let shown = host.ok(&["vdistro", "show", "fc3"]);
     assert!(shown.contains("\ngpgcheck:    false"), "{shown}");
     assert!(
-        shown.contains(
-            "repo base:    packages not checked, metadata not checked, keys - (base.repo)"
-        ),
+        shown.contains("repo base: packages not checked, metadata not checked, keys - (base.repo)"),
         "{shown}"
     );
     let json = host.ok(&["vdistro", "show", "--json", "fc3"]);
