@@ -67,9 +67,15 @@ impl Output {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{prefix}: {msg:20} [{bar:30}] {pos}/{len} ({per_sec}, {eta})",
+                        "{prefix}: {msg:20} [{bar:30}] {pos}/{len} ({rate}, {eta})",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .with_key(
+                        "rate",
+                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{:.0}/s", state.per_sec());
+                        },
+                    )
                     .progress_chars("=> "),
                 );
                 bar.set_prefix(self.applet);
@@ -77,6 +83,27 @@ impl Output {
                 bar
             }),
         }
+    }
+}
+
+impl Output {
+    /// A bar for the package transactions of a build (packages done of the total, as the
+    /// package manager reports them): only on a terminal, never with `--quiet` or `--json`,
+    /// nor with `verbose` (the package manager's own output has the terminal then). Hidden
+    /// until the first report.
+    pub fn transaction_bar(&self, verbose: bool) -> Option<ProgressBar> {
+        let show =
+            self.verbosity == Verbosity::Normal && !verbose && std::io::stderr().is_terminal();
+        show.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+            bar.set_style(
+                ProgressStyle::with_template("{prefix}: {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(self.applet);
+            bar
+        })
     }
 }
 

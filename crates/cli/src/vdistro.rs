@@ -228,6 +228,40 @@ fn list(out: &Output, all: &[Distribution], json: bool) {
     }
 }
 
+/// What is really checked, in one word: rpm, the repositories' own `gpgcheck` (over the
+/// distribution's, which turns all of them off when false); deb, whether any apt source is
+/// `[trusted=yes]` (unchecked).
+fn effective_gpgcheck(d: &Distribution) -> String {
+    let (checked, total) = match d.family {
+        Family::Rpm => {
+            let checks = d.repo_checks();
+            (checks.iter().filter(|c| c.gpgcheck).count(), checks.len())
+        }
+        Family::Deb => {
+            let lines: Vec<&str> = d
+                .apt_sources
+                .lines()
+                .filter(|l| l.trim_start().starts_with("deb"))
+                .collect();
+            (
+                lines.iter().filter(|l| !l.contains("trusted=yes")).count(),
+                lines.len(),
+            )
+        }
+    };
+    let word = match (checked, total) {
+        (_, 0) => d.gpgcheck.to_string(),
+        (0, _) => "false".to_owned(),
+        (c, t) if c == t => "true".to_owned(),
+        (c, t) => format!("mixed ({c} of {t} repositories)"),
+    };
+    if d.family == Family::Rpm && total > 0 && d.gpgcheck && checked < total {
+        format!("{word} (the repository files override distribution.toml's gpgcheck = true)")
+    } else {
+        word
+    }
+}
+
 fn show(out: &Output, d: &Distribution, json: bool) {
     let lists: Vec<serde_json::Value> = d
         .package_lists
@@ -253,6 +287,18 @@ fn show(out: &Output, d: &Distribution, json: bool) {
             Some(m) => json!({"suite": m.suite, "components": m.components, "apt_dir": m.apt_dir}),
             None => serde_json::Value::Null,
         };
+        value["repos"] = json!(
+            d.repo_checks()
+                .iter()
+                .map(|c| json!({
+                    "id": c.id,
+                    "file": c.file,
+                    "gpgcheck": c.gpgcheck,
+                    "repo_gpgcheck": c.repo_gpgcheck,
+                    "gpgkeys": c.gpgkeys,
+                }))
+                .collect::<Vec<_>>()
+        );
         value["macros"] = json!(d.macros);
         value["pubkeys"] = json!(d.pubkeys);
         out.json(&value);
@@ -266,8 +312,23 @@ fn show(out: &Output, d: &Distribution, json: bool) {
         "arch:        {}",
         if d.arch.is_empty() { "(host)" } else { &d.arch }
     );
-    println!("gpgcheck:    {}", d.gpgcheck);
+    println!("gpgcheck:    {}", effective_gpgcheck(d));
     println!("source:      {}", source(d));
+    for check in d.repo_checks() {
+        let yes_no = |on: bool| if on { "checked" } else { "not checked" };
+        println!(
+            "repo {}: packages {}, metadata {}, keys {} ({})",
+            check.id,
+            yes_no(check.gpgcheck),
+            yes_no(check.repo_gpgcheck),
+            if check.gpgkeys.is_empty() {
+                "-".to_owned()
+            } else {
+                check.gpgkeys.join(" ")
+            },
+            check.file
+        );
+    }
     for (name, text) in &d.repo_files {
         println!("repo file {name}:");
         for line in text.lines() {

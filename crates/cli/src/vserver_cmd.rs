@@ -487,11 +487,45 @@ fn build(cli: &Cli, build_args: &BuildArgs) -> ExitCode {
     };
     let roots = cli.roots.roots();
     let started = std::time::Instant::now();
-    let result = vserver_guest::build(&roots, &request, &mut |event| match event {
-        BuildEvent::Phase(phase) => out.status(&format!("{}: {phase}", cli.guest)),
-        BuildEvent::Warning(warning) => out.warn(&format!("{}: {warning}", cli.guest)),
-        BuildEvent::Recovered(line) => eprintln!("vserver: guest `{}`: {line}", cli.guest),
+    // On a terminal: packages done of the total under the phase lines, as dnf and apt show.
+    let bar = out.transaction_bar(build_args.verbose);
+    let sink = bar.clone().map(|bar| {
+        vserver_pkgmgmt::ProgressSink::new(move |p| {
+            if p.total > 0 {
+                bar.set_length(p.total);
+            }
+            bar.set_position(p.done);
+            // Drawn from the first report of a phase on.
+            if bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+        })
     });
+    let phase_bar = |phase: &str| {
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            bar.reset();
+            bar.set_length(0);
+            bar.set_message(phase.to_owned());
+        }
+    };
+    let result = vserver_guest::build_with_progress(
+        &roots,
+        &request,
+        &mut |event| match event {
+            BuildEvent::Phase(phase) => {
+                phase_bar(&phase);
+                out.status(&format!("{}: {phase}", cli.guest))
+            }
+            BuildEvent::Warning(warning) => out.warn(&format!("{}: {warning}", cli.guest)),
+            BuildEvent::Recovered(line) => eprintln!("vserver: guest `{}`: {line}", cli.guest),
+        },
+        sink,
+    );
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     match result {
         Ok(config) => {
             out.status(&format!(
@@ -520,8 +554,12 @@ struct ListArgs {
     #[arg(long)]
     list: bool,
     /// Print one JSON document (an array of guest states) on stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "porcelain")]
     json: bool,
+    /// Print the stable script form: one line per guest, tab-separated (see the command
+    /// reference); the default is a table for people, whose layout may change.
+    #[arg(long)]
+    porcelain: bool,
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -592,30 +630,165 @@ fn list(args: Vec<OsString>) -> ExitCode {
     if let Err(code) = crate::output::recover_first("vserver", &parsed.roots.roots(), None) {
         return code;
     }
-    match vserver_guest::list(&parsed.roots.roots(), &run_dir) {
+    let roots = parsed.roots.roots();
+    match vserver_guest::list(&roots, &run_dir) {
         Ok(guests) => {
+            let rows: Vec<ListRow> = guests.iter().map(|g| ListRow::new(&roots, g)).collect();
             if parsed.json {
                 out.json(&serde_json::Value::Array(
-                    guests.iter().map(status_json).collect(),
+                    rows.iter().map(ListRow::json).collect(),
                 ));
-            } else {
-                for guest in &guests {
-                    let extra = format!(
-                        "\t{}\t{:?}",
-                        if guest.distribution.is_empty() {
-                            "-"
-                        } else {
-                            &guest.distribution
-                        },
-                        guest.package_management
-                    )
-                    .to_lowercase();
-                    println!("{}{extra}", status_line(guest));
+            } else if parsed.porcelain {
+                for row in &rows {
+                    println!("{}", row.porcelain());
                 }
+            } else {
+                print!("{}", list_table(&rows));
             }
             ExitCode::SUCCESS
         }
         Err(error) => report_lifecycle(&out, error),
+    }
+}
+
+/// One guest of `vserver --list`, with what the listing adds to its state.
+struct ListRow<'a> {
+    status: &'a vserver_guest::GuestStatus,
+    /// Its network address as configured: `ADDRESS/PREFIX` on a bridge, `host` for the host's
+    /// network, `None` when it has none of its own (loopback only) or it is unknown.
+    address: Option<String>,
+}
+
+impl<'a> ListRow<'a> {
+    fn new(roots: &vserver_guest::HostRoots, status: &'a vserver_guest::GuestStatus) -> Self {
+        let address = vserver_guest::load_guest(roots, &status.guest)
+            .ok()
+            .and_then(|config| match config.net {
+                vserver_guest::NetConfig::Host => Some("host".to_owned()),
+                vserver_guest::NetConfig::Bridge { address, .. } => address,
+                vserver_guest::NetConfig::None => None,
+            });
+        ListRow { status, address }
+    }
+
+    fn package_management(&self) -> String {
+        format!("{:?}", self.status.package_management).to_lowercase()
+    }
+
+    /// `--json`: the guest's state (as `status --json`) plus `address`, `uptime` and `memory`
+    /// (`null` when unknown).
+    fn json(&self) -> serde_json::Value {
+        let mut value = status_json(self.status);
+        if let Some(object) = value.as_object_mut() {
+            let running = self.status.running.as_ref();
+            object.insert("address".into(), serde_json::json!(self.address));
+            object.insert(
+                "uptime".into(),
+                serde_json::json!(running.map(|r| r.uptime)),
+            );
+            object.insert(
+                "memory".into(),
+                serde_json::json!(running.and_then(|r| r.memory)),
+            );
+        }
+        value
+    }
+
+    /// `--porcelain`: the stable script form, unchanged since the first release: the
+    /// `status` line, then the distribution (`-` for none) and the package management, all
+    /// tab-separated.
+    fn porcelain(&self) -> String {
+        let distribution = if self.status.distribution.is_empty() {
+            "-"
+        } else {
+            &self.status.distribution
+        };
+        format!(
+            "{}\t{distribution}\t{}",
+            status_line(self.status),
+            self.package_management()
+        )
+    }
+
+    /// The table's cells, `-` where a value is unknown.
+    fn cells(&self) -> Vec<String> {
+        let dash = || "-".to_owned();
+        let running = self.status.running.as_ref();
+        vec![
+            self.status.guest.clone(),
+            self.status.state.to_owned(),
+            if self.status.distribution.is_empty() {
+                dash()
+            } else {
+                self.status.distribution.clone()
+            },
+            self.package_management(),
+            self.address.clone().unwrap_or_else(dash),
+            running.map_or_else(dash, |r| human_duration(r.uptime)),
+            running
+                .and_then(|r| r.memory)
+                .map_or_else(dash, crate::output::human_bytes),
+            self.status.operation.clone().unwrap_or_default(),
+        ]
+    }
+}
+
+/// The table for people: a header, then one aligned row per guest; a last column says what
+/// operation runs on a guest (or why it is incomplete), when any does.
+fn list_table(rows: &[ListRow<'_>]) -> String {
+    let header = [
+        "NAME",
+        "STATE",
+        "DISTRIBUTION",
+        "PKGMGMT",
+        "ADDRESS",
+        "UPTIME",
+        "MEMORY",
+        "NOTE",
+    ];
+    let cells: Vec<Vec<String>> = rows.iter().map(ListRow::cells).collect();
+    let columns = if cells.iter().any(|c| !c[7].is_empty()) {
+        header.len()
+    } else {
+        header.len() - 1
+    };
+    let mut widths: Vec<usize> = header[..columns].iter().map(|h| h.len()).collect();
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[&str]| -> String {
+        let mut text = String::new();
+        for (i, cell) in row.iter().enumerate().take(columns) {
+            if i + 1 == columns {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        format!("{}\n", text.trim_end())
+    };
+    let mut out = line(&header);
+    for row in &cells {
+        out.push_str(&line(&row.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    out
+}
+
+/// `42s`, `12m 3s`, `5h 2m`, `3d 4h`.
+fn human_duration(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
     }
 }
 

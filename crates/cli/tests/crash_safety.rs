@@ -15,6 +15,8 @@
 //! VSERVER_TEST_REQUIRE_ALL=1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The kill-hook tests are debug-only (see below): their helpers are unused in release builds.
+#![cfg_attr(not(debug_assertions), allow(dead_code, unused_imports))]
 
 mod common;
 
@@ -370,6 +372,9 @@ fn timed(world: &World, args: &[&str]) -> Duration {
     started.elapsed()
 }
 
+// Needs the kill hook (VSERVER_TEST_KILL_AT, module pkgmgmt::checkpoint), which release
+// builds compile out: debug builds only.
+#[cfg(debug_assertions)]
 #[test]
 fn guest_operations_killed_at_every_step_are_finished_or_undone_by_the_next_command() {
     let Some(mut world) = World::new() else {
@@ -579,6 +584,9 @@ fn plant_links(root: &Path, canary: &Path) -> usize {
     targets.len()
 }
 
+// Needs the kill hook (VSERVER_TEST_KILL_AT, module pkgmgmt::checkpoint), which release
+// builds compile out: debug builds only.
+#[cfg(debug_assertions)]
 #[test]
 fn a_guest_planting_links_before_the_recovery_changes_nothing_outside_its_root() {
     let Some(world) = World::new() else {

@@ -198,8 +198,35 @@ fn guest_lifecycle_through_the_binary() {
         .map(|c| PathBuf::from(c.trim().trim_matches('"')))
         .collect();
     assert!(cgroups.iter().all(|c| c.is_dir()), "{cgroups:?}");
-    let list = host.ok(&["--list"]);
-    assert!(list.starts_with("g\trunning"), "{list}");
+    // The stable script form, as before the table; the table for people; JSON.
+    let list = host.ok(&["--list", "--porcelain"]);
+    assert!(list.starts_with("g\trunning\tpid "), "{list}");
+    assert!(list.ends_with("\t-\tnone\n"), "{list}");
+    let table = host.ok(&["--list"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "STATE",
+            "DISTRIBUTION",
+            "PKGMGMT",
+            "ADDRESS",
+            "UPTIME",
+            "MEMORY"
+        ],
+        "{table}"
+    );
+    assert_eq!(lines[1][..5], ["g", "running", "-", "none", "-"], "{table}");
+    assert!(lines[1][5].ends_with('s'), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&host.ok(&["--list", "--json"])).unwrap();
+    assert_eq!(json[0]["guest"], "g");
+    assert_eq!(json[0]["state"], "running");
+    assert!(json[0]["address"].is_null());
+    assert!(json[0]["uptime"].is_u64());
 
     // exec: exit status, standard output and error, standard input.
     let out = host.vserver(&[

@@ -4,7 +4,8 @@
 //! makes a bootstrap-complete subset signed with our key; `vrepo serve` serves it; a
 //! distribution registered with only the public key (`vdistro add --pubkey`, no `--trusted`)
 //! builds a minbase guest from it, and the guest is updated from it (`vapt-get update`,
-//! `install hello`).
+//! `install hello`). The guest's roots lie below `/tmp` (where apt's signature check makes its
+//! temporary files): the sandbox's private `/tmp` must work there.
 //!
 //! Needs root, gpg, apt, the host's bookworm apt lists (for the archive's priorities) and the
 //! cached minbase packages in /var/tmp/vserver-test-debs (fetched through the host's apt when missing, as the `deb_guest` tests do);
@@ -189,10 +190,16 @@ fn a_guest_is_built_and_updated_from_a_signed_minbase_subset_without_trusted() {
     assert_eq!(again.status.code(), Some(4));
 
     let (_subset_server, subset_url) = serve(&subset);
+    // The host roots lie below /tmp on purpose: apt makes temporary files in /tmp when it checks
+    // a signature, which the per-operation sandbox's private /tmp must allow there too.
+    let below_tmp = tempfile::Builder::new()
+        .prefix("signed-subset-roots")
+        .tempdir_in("/tmp")
+        .unwrap();
     let host = Host {
-        conf: top.join("etc"),
-        roots: top.join("vservers"),
-        pkg: top.join("vservers/.pkg"),
+        conf: below_tmp.path().join("etc"),
+        roots: below_tmp.path().join("vservers"),
+        pkg: below_tmp.path().join("vservers/.pkg"),
     };
     checked(
         host.command("vdistro")

@@ -103,6 +103,17 @@ pub fn build(
     request: &BuildRequest,
     on_event: &mut dyn FnMut(BuildEvent),
 ) -> Result<GuestConfig> {
+    build_with_progress(roots, request, on_event, None)
+}
+
+/// [`build`], reporting the packages done of each transaction's total to `progress` (from
+/// another thread; a terminal's progress bar) while the package manager's output is captured.
+pub fn build_with_progress(
+    roots: &HostRoots,
+    request: &BuildRequest,
+    on_event: &mut dyn FnMut(BuildEvent),
+    progress: Option<vserver_pkgmgmt::ProgressSink>,
+) -> Result<GuestConfig> {
     check_name("guest", &request.guest)?;
     // `--releasever` replaces the distribution's (checked) one in dnf's URLs and the guest's
     // configuration: the same rule.
@@ -110,7 +121,7 @@ pub fn build(
         crate::distribution::check::releasever(releasever)
             .map_err(|r| r.into_guest_error(&request.guest, None))?;
     }
-    let distribution = match (&request.distribution, request.method) {
+    let mut distribution = match (&request.distribution, request.method) {
         (Some(name), _) => Some(DistributionStore::new(roots.distributions_dir()).get(name)?),
         (None, BuildMethod::Skeleton | BuildMethod::Clone | BuildMethod::Template) => None,
         (None, _) => {
@@ -140,6 +151,11 @@ pub fn build(
                 }
             ),
         });
+    }
+    if let Some(dist) = distribution.as_mut()
+        && matches!(request.method, BuildMethod::Yum | BuildMethod::Rpm)
+    {
+        releasever_for_build(request, dist, on_event)?;
     }
     if let (Some(dist), BuildMethod::Apt(_)) = (&distribution, request.method) {
         crate::build_apt::check_archive(&request.guest, dist, request.apt_mirror.as_ref())?;
@@ -197,6 +213,7 @@ pub fn build(
         Origin {
             distribution: distribution.as_ref(),
             clone_source: clone_source.as_ref(),
+            progress,
         },
         &root,
         &mut transaction,
@@ -252,10 +269,52 @@ pub fn build(
     }
 }
 
+/// An rpm build needs a release version (dnf cannot detect one in an empty root, and the first
+/// `vyum` would fail with "Unable to detect release version"): `--releasever`, the
+/// distribution's `releasever`, or the one its name makes obvious (`fc3` → `3`, said in one
+/// line); otherwise the build stops before it creates anything.
+fn releasever_for_build(
+    request: &BuildRequest,
+    dist: &mut Distribution,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<()> {
+    if request.releasever.is_some() || !dist.releasever.is_empty() {
+        return Ok(());
+    }
+    let toml = match &dist.source {
+        crate::distribution::DistributionSource::Registered(dir) => {
+            dir.join("distribution.toml").display().to_string()
+        }
+        crate::distribution::DistributionSource::Builtin => "distribution.toml".to_owned(),
+    };
+    match crate::distribution::releasever_from_name(&dist.name) {
+        Some(version) => {
+            on_event(BuildEvent::Warning(format!(
+                "distribution `{}` sets no release version: using `{version}` from its name \
+                 (set `releasever = \"{version}\"` in `{toml}` or pass `--releasever` to choose)",
+                dist.name
+            )));
+            dist.releasever = version;
+            Ok(())
+        }
+        None => Err(Error::BadRequest {
+            guest: request.guest.clone(),
+            problem: format!(
+                "distribution `{}` sets no release version and its name shows none: pass \
+                 `--releasever N` (`build -m yum -- -d {} --releasever N`) or set \
+                 `releasever = \"N\"` in `{toml}`",
+                dist.name, dist.name
+            ),
+        }),
+    }
+}
+
 /// What a build starts from: a distribution, or the guest a clone copies.
 struct Origin<'a> {
     distribution: Option<&'a Distribution>,
     clone_source: Option<&'a GuestConfig>,
+    /// Where the package transactions' progress goes.
+    progress: Option<vserver_pkgmgmt::ProgressSink>,
 }
 
 fn run_build(
@@ -270,6 +329,7 @@ fn run_build(
     let Origin {
         distribution,
         clone_source,
+        progress,
     } = origin;
     let guest = request.guest.clone();
     let set_phase = enter_phase;
@@ -365,6 +425,7 @@ fn run_build(
             verbose: request.verbose,
             mirror: request.apt_mirror.as_ref(),
             time_limit: crate::config::operation_time_limit(&config)?,
+            progress: progress.clone(),
         };
         let warnings = crate::build_apt::build_deb(layout, distribution, &deb, &mut |name| {
             set_phase(phase, transaction, name, on_event)
@@ -382,6 +443,7 @@ fn run_build(
         request.verbose,
         crate::config::operation_time_limit(&config)?,
     )?
+    .progress(progress)
     // rpm's sqlite database and dnf's history fdatasync several times per package, which is
     // most of a large build's time on disk. Skipping them is safe here: the sandbox and the
     // guest are private to this build (nothing runs in the guest yet); if the build fails or the

@@ -39,6 +39,8 @@ pub(crate) struct DebBuild<'a> {
     pub mirror: Option<&'a AptMirror>,
     /// The time limit of each run of apt or dpkg (`None`: the back end's default).
     pub time_limit: Option<std::time::Duration>,
+    /// Where the package transactions' progress goes.
+    pub progress: Option<vserver_pkgmgmt::ProgressSink>,
 }
 
 /// The distribution's `sources.list` and keyrings, or the one mirror that replaces its sources.
@@ -203,7 +205,8 @@ pub(crate) fn build_deb(
     on_phase: &mut dyn FnMut(&str),
 ) -> Result<Vec<String>> {
     // A new guest: synced once at the end, removed if the build fails.
-    let backend = deb_backend(layout, distribution, request, true)?;
+    let backend =
+        deb_backend(layout, distribution, request, true)?.progress(request.progress.clone());
     backend.prepare()?;
     on_phase("database");
     backend.initialize_database()?;

@@ -107,6 +107,127 @@ pub struct MissingArchive {
     pub apt_dir: PathBuf,
 }
 
+/// The release version the seed's naming makes obvious: a known vendor prefix, an optional
+/// `-`, then the version (`fc3` → `3`, `f39` → `39`, `centos7` → `7`, `el9` → `9`,
+/// `rocky-9.4` → `9.4`). `None` for any other name.
+pub fn releasever_from_name(name: &str) -> Option<String> {
+    const PREFIXES: &[&str] = &[
+        "almalinux",
+        "fedora",
+        "centos",
+        "rocky",
+        "alma",
+        "rhel",
+        "fc",
+        "el",
+        "ol",
+        "sl",
+        "f",
+    ];
+    let lower = name.to_ascii_lowercase();
+    let prefix = PREFIXES.iter().find(|p| lower.starts_with(*p))?;
+    let rest = &lower[prefix.len()..];
+    let version = rest.strip_prefix('-').unwrap_or(rest);
+    let well_formed = version.starts_with(|c: char| c.is_ascii_digit())
+        && version.ends_with(|c: char| c.is_ascii_digit())
+        && version.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && !version.contains("..");
+    well_formed.then(|| version.to_owned())
+}
+
+/// What dnf will really check for one repository of an rpm distribution: the repository file's
+/// own `gpgcheck`/`repo_gpgcheck` over the generated `dnf.conf`'s (`gpgcheck` = the
+/// distribution's), and nothing at all when the distribution's `gpgcheck` is off (every
+/// operation then passes `--nogpgcheck`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoCheck {
+    /// The repository id (`[ID]`).
+    pub id: String,
+    /// The file it is defined in.
+    pub file: String,
+    /// Package signatures are checked.
+    pub gpgcheck: bool,
+    /// The metadata's signature (`repomd.xml.asc`) is checked.
+    pub repo_gpgcheck: bool,
+    /// Where the keys come from (`gpgkey=`), as written.
+    pub gpgkeys: Vec<String>,
+}
+
+/// dnf's boolean spellings.
+fn dnf_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "true" | "on" => Some(true),
+        "0" | "no" | "false" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl Distribution {
+    /// Per repository, what dnf will really check ([`RepoCheck`]); empty for a deb one.
+    pub fn repo_checks(&self) -> Vec<RepoCheck> {
+        let mut checks: Vec<RepoCheck> = Vec::new();
+        for (file, text) in &self.repo_files {
+            let mut current: Option<RepoCheck> = None;
+            let mut last_key = String::new();
+            for line in text.lines() {
+                let trimmed = line.trim();
+                if trimmed.is_empty() || trimmed.starts_with(['#', ';']) {
+                    continue;
+                }
+                if line.starts_with([' ', '\t']) {
+                    // A continuation: more keys of `gpgkey`.
+                    if let (Some(repo), "gpgkey") = (current.as_mut(), last_key.as_str()) {
+                        repo.gpgkeys.extend(
+                            trimmed
+                                .split([' ', ','])
+                                .filter(|w| !w.is_empty())
+                                .map(str::to_owned),
+                        );
+                    }
+                    continue;
+                }
+                if let Some(id) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+                    checks.extend(current.take());
+                    current = Some(RepoCheck {
+                        id: id.to_owned(),
+                        file: file.clone(),
+                        gpgcheck: self.gpgcheck,
+                        repo_gpgcheck: false,
+                        gpgkeys: Vec::new(),
+                    });
+                    continue;
+                }
+                let (Some(repo), Some((key, value))) = (current.as_mut(), trimmed.split_once('='))
+                else {
+                    continue;
+                };
+                last_key = key.trim().to_owned();
+                match last_key.as_str() {
+                    "gpgcheck" => repo.gpgcheck = dnf_bool(value).unwrap_or(repo.gpgcheck),
+                    "repo_gpgcheck" => {
+                        repo.repo_gpgcheck = dnf_bool(value).unwrap_or(repo.repo_gpgcheck)
+                    }
+                    "gpgkey" => repo.gpgkeys.extend(
+                        value
+                            .split([' ', ','])
+                            .filter(|w| !w.is_empty())
+                            .map(str::to_owned),
+                    ),
+                    _ => {}
+                }
+            }
+            checks.extend(current);
+        }
+        if !self.gpgcheck {
+            for check in &mut checks {
+                check.gpgcheck = false;
+                check.repo_gpgcheck = false;
+            }
+        }
+        checks
+    }
+}
+
 /// `distribution.toml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -342,8 +463,12 @@ impl DistributionStore {
     /// renames it into place, so a failure leaves nothing half-written.
     pub fn add(&self, new: &NewDistribution) -> Result<PathBuf> {
         check_name("distribution", &new.name)?;
-        let files = new.checked_files()?;
         let target = self.dir.join(&new.name);
+        // The keys' path as the operation sandbox sees it: the host's, read-only.
+        let keys_dir = std::path::absolute(&target)
+            .map_err(Error::io("resolve", &target))?
+            .join("pubkeys");
+        let files = new.checked_files(&keys_dir)?;
         if target.exists() && !new.force {
             return Err(Error::DistributionExists {
                 name: new.name.clone(),
@@ -402,23 +527,42 @@ struct NewFiles {
 impl NewDistribution {
     /// Checks every value that lands in a file (module `check`) and builds the files from
     /// them; nothing is written before all of them pass.
-    fn checked_files(&self) -> Result<NewFiles> {
+    ///
+    /// An rpm repository with `gpgcheck` and keys also gets `repo_gpgcheck=1` (dnf checks the
+    /// signature of its metadata, `repomd.xml.asc`) and `gpgkey=` naming the keys where they
+    /// are registered, below `keys_dir` (a host path: the operation sandbox shows the host
+    /// read-only).
+    fn checked_files(&self, keys_dir: &Path) -> Result<NewFiles> {
         let given = |result: check::Checked| result.map_err(|r| r.into_error(&self.name, None));
         given(check::description(&self.description))?;
         given(check::releasever(&self.releasever))?;
         given(check::arch(self.family, &self.arch))?;
+        let mut key_urls = Vec::new();
+        for key in &self.pubkeys {
+            let file = key.file_name().map(|f| f.to_string_lossy().into_owned());
+            let file = file.unwrap_or_default();
+            given(check::file_name("public key file name", &file))?;
+            key_urls.push(format!("file://{}", keys_dir.join(&file).display()));
+        }
+        let signed = self.gpgcheck && !key_urls.is_empty();
+        if signed {
+            for url in &key_urls {
+                given(check::url("public key path", url))?;
+            }
+        }
         let mut repo_files = Vec::new();
         for (id, url) in &self.repos {
             given(check::repo_id(id))?;
             given(check::url("repository URL", url))?;
-            repo_files.push((
-                format!("{id}.repo"),
-                format!(
-                    "[{id}]\nname={} $releasever - {id}\nbaseurl={url}\nenabled=1\ngpgcheck={}\n",
-                    self.name,
-                    u8::from(self.gpgcheck)
-                ),
-            ));
+            let mut text = format!(
+                "[{id}]\nname={} $releasever - {id}\nbaseurl={url}\nenabled=1\ngpgcheck={}\n",
+                self.name,
+                u8::from(self.gpgcheck)
+            );
+            if signed {
+                text.push_str(&format!("repo_gpgcheck=1\ngpgkey={}\n", key_urls.join(" ")));
+            }
+            repo_files.push((format!("{id}.repo"), text));
         }
         let mut package_lists = Vec::new();
         for list in &self.package_lists {
@@ -435,13 +579,6 @@ impl NewDistribution {
             package_lists.push(text);
         }
         given(check::macros(&self.macros))?;
-        for key in &self.pubkeys {
-            let file = key.file_name().map(|f| f.to_string_lossy().into_owned());
-            given(check::file_name(
-                "public key file name",
-                file.as_deref().unwrap_or_default(),
-            ))?;
-        }
         let apt_sources = match self.family {
             Family::Rpm => None,
             Family::Deb => Some(
@@ -546,4 +683,28 @@ fn read_files(dir: &Path, extension: Option<&str>) -> Result<Vec<(String, PathBu
     }
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_version_from_the_seeds_names() {
+        for (name, version) in [
+            ("fc3", Some("3")),
+            ("f39", Some("39")),
+            ("centos7", Some("7")),
+            ("el9", Some("9")),
+            ("rocky-9.4", Some("9.4")),
+            ("fedora-41", Some("41")),
+            ("local", None),
+            ("fc", None),
+            ("f39x", None),
+            ("el9.", None),
+            ("debian12", None),
+        ] {
+            assert_eq!(releasever_from_name(name).as_deref(), version, "{name}");
+        }
+    }
 }

@@ -50,12 +50,12 @@ mod transaction;
 mod unify;
 mod verify;
 
-pub use build::{BuildEvent, BuildMethod, BuildRequest, build};
+pub use build::{BuildEvent, BuildMethod, BuildRequest, build, build_with_progress};
 pub use build_apt::{AptMirror, open_deb_backend};
 pub use config::{GuestConfig, PackageManagement, list_guests, load_guest, open_backend};
 pub use distribution::{
     Distribution, DistributionSource, DistributionStore, MissingArchive, NewDistribution,
-    PackageEntry,
+    PackageEntry, RepoCheck, releasever_from_name,
 };
 pub use error::{Error, FieldError, Result};
 pub use host_apt::{APT_SOURCES_DIR_VAR, HostAptSources};

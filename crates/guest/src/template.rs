@@ -574,6 +574,7 @@ fn prepare_package_state(
             verbose: request.verbose,
             mirror: request.apt_mirror.as_ref(),
             time_limit,
+            progress: None,
         };
         crate::build_apt::deb_backend(layout, distribution, &deb, false)?.prepare()?;
     } else {

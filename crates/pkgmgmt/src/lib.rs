@@ -44,6 +44,7 @@ mod macros;
 pub mod mode;
 mod oplog;
 mod plugin;
+mod progress;
 mod rpm;
 
 pub use backend::{DEFAULT_TIME_LIMIT, Family, PackageBackend, Tool};
@@ -54,4 +55,5 @@ pub use layout::{PkgLayout, PkgLock};
 pub use macros::{DEFAULT_NETSHARED_PATHS, generate_macros};
 pub use oplog::{holds_only_logs, move_logs, remove_all_but_logs};
 pub use plugin::{PLUGIN_ENV, PLUGIN_FILE_NAME, find_rpm_plugin};
+pub use progress::{PackageProgress, ProgressSink};
 pub use rpm::{RpmBackend, RpmSettings};

@@ -109,6 +109,7 @@ pub struct RpmBackend {
     skip_fsync: bool,
     running: Option<vserver_sandbox::RunningGuest>,
     freeze: bool,
+    progress: Option<crate::ProgressSink>,
 }
 
 impl RpmBackend {
@@ -123,7 +124,15 @@ impl RpmBackend {
             skip_fsync: false,
             running: None,
             freeze: false,
+            progress: None,
         }
+    }
+
+    /// Reports the packages done of each dnf transaction's total to `sink` (when the output is
+    /// captured, that is, not verbose); see module `progress`.
+    pub fn progress(mut self, sink: Option<crate::ProgressSink>) -> Self {
+        self.progress = sink;
+        self
     }
 
     /// Works on a running guest: rpm stays in the sandbox, its scriptlets run in the guest (its
@@ -503,7 +512,10 @@ impl PackageBackend for RpmBackend {
         }
         let mut args = os_args(["-y", "install"]);
         args.extend(packages.iter().map(OsString::from));
-        let command = self.dnf_command(&args)?;
+        let mut command = self.dnf_command(&args)?;
+        if let Some(sink) = &self.progress {
+            command.observe_stdout_lines(crate::progress::dnf_observer(sink.clone()));
+        }
         self.run_checked("dnf", &command)
     }
 

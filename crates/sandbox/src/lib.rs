@@ -90,7 +90,7 @@ pub use namespaces::{
 };
 pub use net::{GuestNetwork, MAX_INTERFACE_NAME};
 pub use process::{
-    Finished, OPERATION_DIR, SandboxChild, SandboxCommand, StdioMode, operation_path,
+    Finished, LineObserver, OPERATION_DIR, SandboxChild, SandboxCommand, StdioMode, operation_path,
     run_if_sandbox_child,
 };
 /// Capability sets as rustix defines them (used by [`restrict_capabilities`]).

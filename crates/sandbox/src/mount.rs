@@ -134,6 +134,117 @@ pub fn mount_at(fs: &FileSystem, host_target: &Path) -> Result<()> {
     .map_err(|e| Error::host("mount onto", host_target, e))
 }
 
+/// Mounts a new instance of `fs` on the trusted host directory `host_target` and shows again,
+/// at the same paths, what that directory held: a private, writable `/tmp` for an operation
+/// whose guest root (or a repository, or a writable path) lies below the host's `/tmp`.
+///
+/// Before the new instance covers the directory, each entry's mount tree is cloned
+/// (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)` relative to the opened directory, never
+/// following a symlink), so it keeps the mounts below it and their attributes: what was
+/// read-only stays read-only, the guest root stays writable, hidden neighbours stay hidden.
+/// Each clone is then attached onto an entry of the same name and kind made in the new instance;
+/// symlinks are copied as symlinks (their targets resolve in the same view as before); other
+/// kinds (sockets, fifos) are left out. The new instance's own root is what the program may
+/// write: it belongs to this operation alone and vanishes with its mount namespace.
+pub(crate) fn mount_keeping_entries(fs: &FileSystem, host_target: &Path) -> Result<()> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    enum Kept {
+        Tree(OwnedFd, bool),
+        Link(PathBuf),
+    }
+    let listing = rustix::fs::open(
+        host_target,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::host("open", host_target, e))?;
+    let mut kept = Vec::new();
+    let dir =
+        rustix::fs::Dir::read_from(&listing).map_err(|e| Error::host("list", host_target, e))?;
+    for entry in dir {
+        let entry = entry.map_err(|e| Error::host("list", host_target, e))?;
+        let name = entry.file_name().to_owned();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        let path = host_target
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()));
+        let stat = match rustix::fs::statat(&listing, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            // Gone since it was listed.
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(Error::host("inspect", &path, e)),
+        };
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        let item = match kind {
+            FileType::Directory | FileType::RegularFile => {
+                match open_tree(
+                    &listing,
+                    name.as_c_str(),
+                    OpenTreeFlags::OPEN_TREE_CLONE
+                        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                        | OpenTreeFlags::AT_RECURSIVE
+                        | OpenTreeFlags::AT_SYMLINK_NOFOLLOW,
+                ) {
+                    Ok(tree) => Kept::Tree(tree, kind == FileType::Directory),
+                    Err(rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(Error::host("clone mount tree of", &path, e)),
+                }
+            }
+            FileType::Symlink => {
+                match rustix::fs::readlinkat(&listing, name.as_c_str(), Vec::new()) {
+                    Ok(target) => Kept::Link(PathBuf::from(
+                        <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(
+                            target.into_bytes(),
+                        ),
+                    )),
+                    Err(rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(Error::host("read the symlink", &path, e)),
+                }
+            }
+            _ => continue,
+        };
+        kept.push((name, path, item));
+    }
+    mount_at(fs, host_target)?;
+    let fresh = rustix::fs::open(
+        host_target,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::host("open", host_target, e))?;
+    for (name, path, item) in kept {
+        match item {
+            Kept::Tree(tree, is_dir) => {
+                let target = if is_dir {
+                    rustix::fs::mkdirat(&fresh, name.as_c_str(), Mode::from_raw_mode(0o700))
+                        .map_err(|e| Error::host("create a mount point", &path, e))?;
+                    rustix::fs::openat(
+                        &fresh,
+                        name.as_c_str(),
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                } else {
+                    rustix::fs::openat(
+                        &fresh,
+                        name.as_c_str(),
+                        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                }
+                .map_err(|e| Error::host("create a mount point", &path, e))?;
+                attach(&tree, target.as_fd(), &path)?;
+            }
+            Kept::Link(target) => {
+                rustix::fs::symlinkat(&target, &fresh, name.as_c_str())
+                    .map_err(|e| Error::host("copy the symlink", &path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn create_filesystem(fs: &FileSystem) -> Result<OwnedFd> {
     let (name, attrs) = match fs {
         FileSystem::Proc => (

@@ -104,6 +104,21 @@ pub enum StdioMode {
     Capture,
 }
 
+/// Hears each line of a captured standard output as it arrives (without its line break), from
+/// a thread of [`SandboxChild::wait`]: progress of a long operation, drawn by the caller. The
+/// output is captured whole all the same.
+#[derive(Clone)]
+pub struct LineObserver(pub std::sync::Arc<LineFn>);
+
+/// What a [`LineObserver`] calls.
+pub type LineFn = dyn Fn(&[u8]) + Send + Sync;
+
+impl fmt::Debug for LineObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LineObserver")
+    }
+}
+
 /// A host directory bind-mounted into the guest root for the operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Bind {
@@ -244,6 +259,7 @@ pub struct SandboxCommand {
     stdout: StdioMode,
     stderr: StdioMode,
     time_limit: Option<Duration>,
+    stdout_lines: Option<LineObserver>,
 }
 
 impl SandboxCommand {
@@ -278,6 +294,7 @@ impl SandboxCommand {
             stdout: StdioMode::Inherit,
             stderr: StdioMode::Inherit,
             time_limit: None,
+            stdout_lines: None,
         }
     }
 
@@ -521,6 +538,12 @@ impl SandboxCommand {
         self
     }
 
+    /// Hands each line of a captured standard output to `observer` as it arrives.
+    pub fn observe_stdout_lines(&mut self, observer: LineObserver) -> &mut Self {
+        self.stdout_lines = Some(observer);
+        self
+    }
+
     /// How long the run may take, from [`SandboxCommand::spawn`] until the program and the
     /// sandbox's clean-up are done (default: no limit). When it expires, [`SandboxChild::wait`]
     /// names what was running, kills the sandbox process — its init dies with it (parent-death
@@ -670,6 +693,7 @@ impl SandboxCommand {
             display,
             command_line: self.command_line(),
             time_limit,
+            stdout_lines: self.stdout_lines.clone(),
         })
     }
 }
@@ -723,6 +747,7 @@ pub struct SandboxChild {
     /// The program and its arguments (for [`Error::TimedOut`]).
     command_line: String,
     time_limit: Option<TimeLimit>,
+    stdout_lines: Option<LineObserver>,
 }
 
 impl SandboxChild {
@@ -748,7 +773,14 @@ impl SandboxChild {
         if let Some(pipe) = self.child.stdout.take() {
             pending += 1;
             let events = events.clone();
-            std::thread::spawn(move || events.send(Event::Stdout(read_all(pipe))));
+            let observer = self.stdout_lines.take();
+            std::thread::spawn(move || {
+                let read = match observer {
+                    Some(observer) => read_observed(pipe, &observer),
+                    None => read_all(pipe),
+                };
+                events.send(Event::Stdout(read))
+            });
         }
         if let Some(pipe) = self.child.stderr.take() {
             pending += 1;
@@ -861,6 +893,20 @@ impl SandboxChild {
             stderr: stderr.map_err(spawn_err)?,
             notes,
         })
+    }
+}
+
+/// [`read_all`], handing each complete line (and a last unterminated one) to `observer`.
+fn read_observed(pipe: impl Read, observer: &LineObserver) -> io::Result<Vec<u8>> {
+    let mut reader = BufReader::new(pipe);
+    let mut buffer = Vec::new();
+    loop {
+        let start = buffer.len();
+        if reader.read_until(b'\n', &mut buffer)? == 0 {
+            return Ok(buffer);
+        }
+        let line = &buffer[start..];
+        (observer.0)(line.strip_suffix(b"\n").unwrap_or(line));
     }
 }
 
@@ -1680,22 +1726,20 @@ fn run_init(
                 .chain(&spec.writable)
                 .chain(spec.binds.iter().map(|b| &b.host))
                 .any(|kept| kept.starts_with(dir));
-            if covers_kept_path {
-                channel.send(&Message::Note(format!(
-                    "{dir} is not private: the guest root or a writable path lies below it"
-                )));
-                continue;
-            }
             if Path::new(dir).is_dir() {
+                let fresh = FileSystem::Tmpfs {
+                    mode: 0o1777,
+                    size: None,
+                };
                 step(
                     "mount a private /tmp",
-                    mount::mount_at(
-                        &FileSystem::Tmpfs {
-                            mode: 0o1777,
-                            size: None,
-                        },
-                        Path::new(dir),
-                    ),
+                    if covers_kept_path {
+                        // The guest root (or a writable path) lies below it: what it held is
+                        // shown again on the fresh instance, at the same paths.
+                        mount::mount_keeping_entries(&fresh, Path::new(dir))
+                    } else {
+                        mount::mount_at(&fresh, Path::new(dir))
+                    },
                 )?;
                 private_tmp.push(PathBuf::from(dir));
             }
@@ -1823,6 +1867,12 @@ fn prepare_exec(
         argv.push(CString::new(arg.as_bytes()).map_err(|_| nul("prepare arguments"))?);
     }
     let mut env: Vec<(OsString, OsString)> = spec.env.clone();
+    // The tools' temporary files go to the private /tmp, unless the command's environment names
+    // another place (the package back ends clear it).
+    if private_tmp.iter().any(|p| p == Path::new("/tmp")) && !env.iter().any(|(k, _)| k == "TMPDIR")
+    {
+        env.push(("TMPDIR".into(), "/tmp".into()));
+    }
     if let (Some(fd), Some(root)) = (scriptlet_namespace, &spec.guest_root) {
         env.push((
             crate::SCRIPTLET_MOUNT_NS_VAR.into(),

@@ -11,8 +11,10 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// Where tests make their guests: on disk, outside /tmp and /var/tmp (the per-operation sandbox
-/// cannot give apt a private /tmp when the guest lies below it).
+/// Where tests make their guests: on disk, outside /tmp and /var/tmp. Guests below /tmp work
+/// too (the per-operation sandbox then shows the host's entries of /tmp again on its private
+/// one); `guests_under_tmp.rs` and `signed_subset.rs` test that on purpose, with
+/// [`TestHost::below_tmp`].
 pub const WORK_BASE: &str = "/var/lib/vserver-tests";
 
 /// Skips (returns false) with a printed reason, or panics under VSERVER_TEST_REQUIRE_ALL=1.
@@ -145,9 +147,8 @@ pub fn rpm_guest_prerequisites() -> Option<PathBuf> {
     plugin.filter(|_| ready)
 }
 
-/// A fresh directory for one test's host roots under [`WORK_BASE`] (never below /tmp, wherever
-/// the checkout is: the per-operation sandbox cannot give apt a private /tmp when the guest lies
-/// below it).
+/// A fresh directory for one test's host roots under [`WORK_BASE`] (on disk, wherever the
+/// checkout is).
 pub fn work_dir(prefix: &str) -> tempfile::TempDir {
     std::fs::create_dir_all(WORK_BASE).unwrap();
     tempfile::Builder::new()
@@ -168,6 +169,18 @@ impl TestHost {
     /// Roots below a new [`work_dir`] named after `prefix`.
     pub fn new(prefix: &str) -> TestHost {
         let tmp = work_dir(prefix);
+        TestHost {
+            dir: tmp.path().to_path_buf(),
+            _tmp: tmp,
+        }
+    }
+
+    /// Roots below a new directory in /tmp named after `prefix`: guests under /tmp.
+    pub fn below_tmp(prefix: &str) -> TestHost {
+        let tmp = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .unwrap();
         TestHost {
             dir: tmp.path().to_path_buf(),
             _tmp: tmp,

@@ -77,6 +77,9 @@ pub(crate) fn render(guest: &str, paths: &AptPaths<'_>, arch: &str) -> String {
         ("APT::Sandbox::User", "root".to_owned()),
         ("Acquire::Languages", "none".to_owned()),
         ("DPkg::Run-Directory", "/".to_owned()),
+        // `vapt-get` on a terminal: packages done of the total on the last line, as `apt`
+        // shows it (apt draws it only when its standard output is a terminal).
+        ("Dpkg::Progress-Fancy", "1".to_owned()),
     ];
     for (key, value) in lines {
         let _ = writeln!(text, "{key} \"{value}\";");

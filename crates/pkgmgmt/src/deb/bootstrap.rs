@@ -163,6 +163,12 @@ impl DebBackend {
                 .map(|file| self.in_sandbox(file).into_os_string()),
         );
         let mut command = self.tool_command(DebTool::Dpkg, &args)?;
+        if let Some(sink) = &self.progress {
+            command.observe_stdout_lines(crate::progress::dpkg_observer(
+                sink.clone(),
+                Some(essential.len() as u64),
+            ));
+        }
         let installed = self.run_checked("dpkg", &mut command, Streams::Quiet);
         let removed = copies.remove(self);
         installed?;
@@ -175,7 +181,7 @@ impl DebBackend {
                 OsStr::new("install"),
             ];
             args.extend(variant.packages().iter().map(OsStr::new));
-            self.apt_get(&args)?;
+            self.apt_get_install(&args)?;
         }
         Ok(())
     }

@@ -156,6 +156,7 @@ pub struct DebBackend {
     settings: DebSettings,
     running: Option<vserver_sandbox::RunningGuest>,
     freeze: bool,
+    progress: Option<crate::ProgressSink>,
 }
 
 /// How a command's output is handled.
@@ -179,7 +180,25 @@ impl DebBackend {
             settings,
             running: None,
             freeze: false,
+            progress: None,
         }
+    }
+
+    /// Reports the progress of the bootstrap's dpkg run and of each `apt-get install` to `sink`
+    /// (when the output is captured, that is, not verbose); see module `progress`.
+    pub fn progress(mut self, sink: Option<crate::ProgressSink>) -> Self {
+        self.progress = sink;
+        self
+    }
+
+    /// `apt-get ARGS…` (an install), its progress read from its output when wanted.
+    pub(crate) fn apt_get_install(&self, args: &[&OsStr]) -> Result<Vec<u8>> {
+        let all: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        let mut command = self.tool_command(DebTool::AptGet, &all)?;
+        if let Some(sink) = &self.progress {
+            command.observe_stdout_lines(crate::progress::dpkg_observer(sink.clone(), None));
+        }
+        self.run_checked("apt-get", &mut command, Streams::Quiet)
     }
 
     /// Works on a running guest: apt and dpkg stay in the sandbox, the maintainer scripts run
@@ -637,7 +656,7 @@ impl PackageBackend for DebBackend {
         }
         let mut args: Vec<&OsStr> = vec![OsStr::new("-y"), OsStr::new("install")];
         args.extend(packages.iter().map(OsStr::new));
-        self.apt_get(&args).map(drop)
+        self.apt_get_install(&args).map(drop)
     }
 
     fn install_files(&self, files: &[PathBuf]) -> Result<()> {

@@ -33,6 +33,7 @@ crate::tests![
     real_rpm_writes_its_database_outside_the_guest,
     host_secrets_and_neighbours_are_hidden,
     no_network_leaves_only_loopback,
+    private_tmp_when_the_guest_lies_below_tmp,
 ];
 
 /// What loading a module fails with in the sandbox: EPERM, or ENOSYS on a kernel built without
@@ -1003,6 +1004,68 @@ fn real_rpm_writes_its_database_outside_the_guest() -> Outcome {
         );
         assert_eq!(fs::read_dir(world.guest.join(".rpmdb")).unwrap().count(), 0);
         assert!(rpm(&["-qa"]).stdout.is_empty());
+        world.assert_host_unchanged();
+        Ok(())
+    })
+}
+
+/// A guest root below the host's `/tmp`: the operation still gets a private, writable `/tmp`
+/// (and `TMPDIR`), where the guest root, the host's other entries of `/tmp` and their
+/// read-only-ness are as before; what one operation leaves in it, the next never sees, and the
+/// host's `/tmp` is untouched. The guest's own `tmp` is a symlink to `/`: nothing follows it.
+fn private_tmp_when_the_guest_lies_below_tmp() -> Outcome {
+    run(|| {
+        require_root()?;
+        let world = World::new();
+        require(
+            world.guest.starts_with("/tmp"),
+            "the test's temporary directory is not below /tmp (TMPDIR is set)",
+        )?;
+        std::os::unix::fs::symlink("/", world.guest.join("tmp")).unwrap();
+        let marker = format!("vserver-private-tmp-{}", std::process::id());
+        let script = format!(
+            "echo TMPDIR=$TMPDIR; echo op > /tmp/{marker} && echo wrote-tmp; \
+             mktemp -d >/dev/null && echo mktemp; \
+             cat {host}/etc/passwd; echo guest > {guest}/written && echo wrote-guest; \
+             (echo x > {host}/etc/evil) 2>/dev/null || echo host-refused",
+            host = world.host.display(),
+            guest = world.guest.display(),
+        );
+        let first = SandboxCommand::new("/bin/sh")
+            .args(["-c", &script])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .guest_root(&world.guest)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&first.stdout);
+        assert_eq!(
+            out,
+            "TMPDIR=/tmp\nwrote-tmp\nmktemp\nroot:x:0:0:host:/root:/bin/sh\nwrote-guest\nhost-refused\n",
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        assert!(
+            first.notes.iter().all(|n| !n.contains("/tmp")),
+            "{:?}",
+            first.notes
+        );
+        assert_eq!(fs::read(world.guest.join("written")).unwrap(), b"guest\n");
+        assert!(!Path::new("/tmp").join(&marker).exists());
+        let second = SandboxCommand::new("/bin/sh")
+            .args([
+                "-c",
+                &format!("test -e /tmp/{marker} && echo shared || echo fresh"),
+            ])
+            .guest_root(&world.guest)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&second.stdout), "fresh\n");
+        assert!(
+            fs::symlink_metadata(world.guest.join("tmp"))
+                .unwrap()
+                .is_symlink()
+        );
         world.assert_host_unchanged();
         Ok(())
     })
