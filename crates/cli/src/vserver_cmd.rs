@@ -327,7 +327,7 @@ pub(crate) fn command() -> clap::Command {
             .value_name("GUEST")
             .help("The guest (`vserver --list` lists them)"),
     );
-    let mut list = pick(ListArgs::command(), &["list", "json"]);
+    let mut list = pick(ListArgs::command(), &["list", "json", "porcelain"]);
     for arg in &mut list {
         if arg.get_id() == "json" {
             *arg = arg.clone().help("With --list: one JSON document on stdout");
