@@ -460,11 +460,41 @@ impl GuestCgroup {
         let Some(dir) = self.unified.as_ref().or(self.dirs.first()) else {
             return Vec::new();
         };
-        fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        subtree(dir).iter().flat_map(|dir| procs_of(dir)).collect()
+    }
+
+    /// Gives the guest a cgroup of its own to manage (systemd's delegation): creates
+    /// `<v2 dir>/payload`, caps how many cgroups the guest may make below it, and returns the
+    /// directories its init joins — the payload instead of the v2 directory, then the v1 ones.
+    /// Joined before the cgroup namespace is made, the payload is the root of the guest's view;
+    /// the guest's own v2 directory (its freezer, its kill switch) and the v1 hierarchies (its
+    /// limits) stay out of its reach.
+    pub fn delegate(&self) -> Result<Vec<PathBuf>> {
+        let Some(unified) = &self.unified else {
+            return Ok(self.dirs.clone());
+        };
+        write_file(
+            &unified.join("cgroup.max.descendants"),
+            &MAX_GUEST_CGROUPS.to_string(),
+        )?;
+        write_file(
+            &unified.join("cgroup.max.depth"),
+            &MAX_GUEST_CGROUP_DEPTH.to_string(),
+        )?;
+        let payload = unified.join(PAYLOAD);
+        match fs::create_dir(&payload) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::host("create cgroup", &payload, e)),
+        }
+        Ok(std::iter::once(payload)
+            .chain(
+                self.dirs
+                    .iter()
+                    .filter(|d| Some(*d) != self.unified.as_ref())
+                    .cloned(),
+            )
+            .collect())
     }
 
     /// Memory in use (bytes), where a memory controller counts it.
@@ -491,10 +521,10 @@ impl GuestCgroup {
                 continue;
             }
             loop {
-                let procs: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| l.trim().parse().ok())
+                let procs: Vec<i32> = subtree(dir)
+                    .iter()
+                    .flat_map(|dir| procs_of(dir))
+                    .filter_map(|pid| i32::try_from(pid).ok())
                     .collect();
                 if procs.is_empty() {
                     break;
@@ -514,19 +544,53 @@ impl GuestCgroup {
                 std::thread::sleep(Duration::from_millis(10));
             }
             // A cgroup whose last process just died can stay busy for a moment.
-            loop {
-                match fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(Duration::from_millis(10));
+            for dir in subtree(dir) {
+                loop {
+                    match fs::remove_dir(&dir) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EBUSY)
+                                && Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => return Err(Error::host("remove cgroup", &dir, e)),
                     }
-                    Err(e) => return Err(Error::host("remove cgroup", dir, e)),
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The name of the cgroup a guest manages itself, below its own (see [`GuestCgroup::delegate`]).
+const PAYLOAD: &str = "payload";
+/// Most cgroups a guest may create below its own (`cgroup.max.descendants`).
+const MAX_GUEST_CGROUPS: u32 = 4096;
+/// Deepest nesting below the guest's own cgroup (`cgroup.max.depth`).
+const MAX_GUEST_CGROUP_DEPTH: u32 = 16;
+
+/// `dir` and every cgroup below it, children before their parent. A cgroup file system holds
+/// only directories and files (no symlinks), and the guest's nesting is capped.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(subtree(&entry.path()));
+            }
+        }
+    }
+    out.push(dir.to_path_buf());
+    out
+}
+
+/// The processes directly in cgroup `dir`.
+fn procs_of(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }

@@ -69,9 +69,9 @@ pub use guest_context::{
     confine_scriptlet, enter_guest_context,
 };
 pub use guest_process::{
-    GuestInit, GuestLaunch, RunningGuest, exec_in_guest, exec_in_guest_on_pty, open_guest_pidfd,
-    process_start_time, run_transient, signal_by_name, signal_pidfd, start_guest_init,
-    wait_pidfd_exit,
+    GuestInit, GuestLaunch, InitSetup, NOTIFY_DIR_IN_GUEST, RunningGuest, Wakeup, exec_in_guest,
+    exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient, signal_by_name,
+    signal_pidfd, start_guest_init, wait_pidfd_exit, wait_pidfd_or_readable,
 };
 pub use landlock::{OPT_OUT_VAR as LANDLOCK_OPT_OUT_VAR, write_boundary_available};
 pub use mount::{

@@ -418,6 +418,7 @@ fn stale_record_is_never_signalled() -> Result<(), Outcome> {
         root: world.roots.rootdir.join("old"),
         cgroups: Vec::new(),
         unified_cgroup: None,
+        init: None,
     };
     fs::write(
         world.run_dir.join("old.toml"),
@@ -882,6 +883,79 @@ fn sysv_init() -> Result<(), Outcome> {
     Ok(())
 }
 
+/// `init = "sysv"` on a guest without an rc script is refused before anything starts; an init
+/// that exits during start is a failed start that names the init's last log lines and leaves
+/// no cgroup, record or process behind.
+fn failed_starts_leave_nothing() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    world.guest("norc");
+    world.configure("norc", |c| c.init = vserver_guest::InitConfig::Sysv);
+    let error = vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "norc",
+        &StartOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("/etc/init.d/rc") && error.contains("sysv-rc"),
+        "{error}"
+    );
+    assert!(!world.run_dir.join("norc.toml").exists());
+    assert!(
+        !world.run_dir.join("norc.log").exists(),
+        "the init was started"
+    );
+
+    world.guest("dies");
+    world.configure("dies", |c| {
+        c.init = vserver_guest::InitConfig::Command(
+            [
+                "/bin/sh",
+                "-c",
+                "echo first words; echo last words >&2; sleep 0.1; exit 3",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+    });
+    let error = vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "dies",
+        &StartOptions::default(),
+    )
+    .unwrap_err();
+    let hint = error.hint().unwrap_or_default();
+    assert!(error.to_string().contains("exited during start"), "{error}");
+    assert!(
+        hint.contains("first words") && hint.contains("last words"),
+        "{hint}"
+    );
+    assert!(!world.run_dir.join("dies.toml").exists());
+    let support = vserver_sandbox::CgroupSupport::detect().unwrap();
+    if let Some(dir) = &support.unified {
+        let left = fs::read_dir(dir.join("vserver"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("dies."))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(left, 0, "a cgroup of the failed start is left");
+    }
+    assert_eq!(
+        vserver_guest::status(&world.roots, &world.run_dir, "dies")
+            .unwrap()
+            .state,
+        "stopped"
+    );
+    Ok(())
+}
+
 /// `init = [command]` from the configuration, and `stop_signal`/`stop_timeout`: the configured
 /// signal reaches the init; an init that ignores it is killed after the configured timeout.
 fn configured_init_and_stop_sequence() -> Result<(), Outcome> {
@@ -1177,6 +1251,7 @@ fn main() {
         ("configured_limits", configured_limits),
         ("plain_init", plain_init),
         ("sysv_init", sysv_init),
+        ("failed_starts_leave_nothing", failed_starts_leave_nothing),
         (
             "configured_init_and_stop_sequence",
             configured_init_and_stop_sequence,

@@ -13,9 +13,9 @@ use rustix::thread::UnshareFlags;
 
 use super::pidfd::process_start_time;
 use super::{
-    Failure, GuestInit, GuestLaunch, SETUP_FAILED, Step, cloexec_above_stderr, command_for,
-    command_in_new_session, confine, ensure_single_threaded, exit_code, join_cgroups, read_report,
-    report, run_to_end, step, step_io,
+    Failure, GuestInit, GuestLaunch, InitSetup, SETUP_FAILED, Step, cloexec_above_stderr,
+    command_for, command_in_new_session, confine, ensure_single_threaded, exit_code, join_cgroups,
+    read_report, report, run_to_end, step, step_io,
 };
 use crate::error::{Error, Result};
 use crate::mount::{self, FileSystem};
@@ -57,7 +57,7 @@ fn unshare_guest_namespaces(launch: &GuestLaunch) -> Step<()> {
 
 /// Builds the guest's file system view and makes it the root (see the module documentation).
 /// Runs as pid 1 of the guest's pid namespace, in its private mount namespace.
-fn enter_guest_root(root_path: &Path) -> Step<()> {
+fn enter_guest_root(root_path: &Path, setup: &InitSetup) -> Step<()> {
     let pinned = step("open the guest root", GuestRoot::open(root_path))?;
     let tree = step("clone the guest root", mount::clone_tree(root_path))?;
     step("protect the guest root", mount::set_nodev(&tree, root_path))?;
@@ -79,6 +79,12 @@ fn enter_guest_root(root_path: &Path) -> Step<()> {
             "mount the guest's /sys",
             mount::mount_into(&root, &FileSystem::Sysfs, "/sys"),
         )?;
+        if setup.cgroup_fs {
+            step(
+                "mount the guest's /sys/fs/cgroup",
+                mount::mount_into(&root, &FileSystem::Cgroup2, "/sys/fs/cgroup"),
+            )?;
+        }
     }
     if step("inspect the guest's /dev", root.exists("/dev"))? {
         let target = step(
@@ -103,6 +109,25 @@ fn enter_guest_root(root_path: &Path) -> Step<()> {
             ),
         )?;
     }
+    if setup.run_tmpfs {
+        mount_run(&root, setup)?;
+    }
+    for (path, mode) in &setup.tmpfs {
+        if !step("inspect a tmpfs mount point", root.exists(path))? {
+            step("create a tmpfs mount point", root.mkdir_all(path, 0o755))?;
+        }
+        step(
+            "mount a tmpfs in the guest",
+            mount::mount_into(
+                &root,
+                &FileSystem::Tmpfs {
+                    mode: *mode,
+                    size: None,
+                },
+                path,
+            ),
+        )?;
+    }
     step_io(
         "enter the guest root",
         rustix::process::fchdir(root.as_fd()),
@@ -117,6 +142,49 @@ fn enter_guest_root(root_path: &Path) -> Step<()> {
         sys::umount2(c".", libc::MNT_DETACH),
     )?;
     step_io("change directory to /", rustix::process::chdir("/"))
+}
+
+/// Where [`InitSetup::notify_dir`] appears in the guest.
+pub const NOTIFY_DIR_IN_GUEST: &str = "/run/host/notify";
+
+/// A fresh `/run` with what `setup` puts there. The tmpfs is new, so nothing in it is the
+/// guest's yet; paths are still resolved without following symlinks.
+fn mount_run(root: &GuestRoot, setup: &InitSetup) -> Step<()> {
+    if !step("inspect the guest's /run", root.exists("/run"))? {
+        step("create the guest's /run", root.mkdir_all("/run", 0o755))?;
+    }
+    step(
+        "mount the guest's /run",
+        mount::mount_into(
+            root,
+            &FileSystem::Tmpfs {
+                mode: 0o755,
+                size: None,
+            },
+            "/run",
+        ),
+    )?;
+    if let Some(dir) = &setup.notify_dir {
+        step(
+            "create the guest's notify directory",
+            root.mkdir_all(NOTIFY_DIR_IN_GUEST, 0o755),
+        )?;
+        step(
+            "bind the notify socket into the guest",
+            mount::bind_into(root, dir, NOTIFY_DIR_IN_GUEST, crate::Access::ReadOnly),
+        )?;
+    }
+    for (path, contents) in &setup.run_files {
+        let path = Path::new("/run").join(path);
+        if let Some(parent) = path.parent() {
+            step("create a directory in /run", root.mkdir_all(parent, 0o755))?;
+        }
+        step(
+            "write a file in /run",
+            root.write_atomic(&path, contents.as_bytes(), 0o644),
+        )?;
+    }
+    Ok(())
 }
 
 /// Starts a guest's init (see the module documentation) and returns once the init command has
@@ -221,7 +289,7 @@ fn run_init(launch: &GuestLaunch, log: Option<File>, go_pipe: OwnedFd) -> Failur
     let run = || -> Step<std::convert::Infallible> {
         // No controlling terminal, a session of its own: the guest outlives the caller's shell.
         step_io("start a session", rustix::process::setsid())?;
-        enter_guest_root(&launch.root)?;
+        enter_guest_root(&launch.root, &launch.setup)?;
         let mut go = [0u8; 1];
         if !matches!(rustix::io::read(&go_pipe, &mut go), Ok(1)) {
             return Err(Failure {
@@ -323,7 +391,7 @@ fn transient_init(launch: &GuestLaunch) -> Step<i32> {
         "set the parent-death signal",
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
     )?;
-    enter_guest_root(&launch.root)?;
+    enter_guest_root(&launch.root, &InitSetup::default())?;
     confine(launch.capabilities)?;
     run_to_end(&mut command_in_new_session(launch)?)
 }

@@ -43,9 +43,10 @@ mod launch;
 mod pidfd;
 mod pty;
 
-pub use launch::{exec_in_guest, run_transient, start_guest_init};
+pub use launch::{NOTIFY_DIR_IN_GUEST, exec_in_guest, run_transient, start_guest_init};
 pub use pidfd::{
-    open_guest_pidfd, process_start_time, signal_by_name, signal_pidfd, wait_pidfd_exit,
+    Wakeup, open_guest_pidfd, process_start_time, signal_by_name, signal_pidfd, wait_pidfd_exit,
+    wait_pidfd_or_readable,
 };
 pub use pty::exec_in_guest_on_pty;
 
@@ -89,6 +90,34 @@ pub struct GuestLaunch {
     /// created, by [`start_guest_init`] and [`run_transient`]; a command joining a running guest
     /// gets the guest's).
     pub network: GuestNetwork,
+    /// What the init needs of its file system view beyond the basics (only for
+    /// [`start_guest_init`]).
+    pub setup: InitSetup,
+}
+
+/// The parts of a guest's file system view that only some inits need (see the module
+/// documentation): systemd wants what systemd-nspawn gives it, a sysv `rc` wants `/run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitSetup {
+    /// A fresh tmpfs (0755) on `/run`.
+    pub run_tmpfs: bool,
+    /// A writable `cgroup2` on `/sys/fs/cgroup`, mounted from inside the guest's cgroup
+    /// namespace: the guest sees its own cgroup as the root and may create cgroups below it
+    /// (systemd's delegation), nothing above, and none of the v1 hierarchies that hold its
+    /// limits. Join a cgroup *below* the guest's own (see [`crate::GuestCgroup::delegate`]) so
+    /// that the files of the guest's cgroup itself (`cgroup.freeze`, the limits) stay out of
+    /// the guest's reach.
+    pub cgroup_fs: bool,
+    /// A host directory bound read-only onto `/run/host/notify` (needs `run_tmpfs`): where the
+    /// host's end of an `sd_notify` socket is, as systemd-nspawn arranges it. A read-only mount
+    /// still lets the guest connect to a socket in it, but not create files there.
+    pub notify_dir: Option<PathBuf>,
+    /// More tmpfs mounts (guest path, root mode), made after `/run`: systemd refuses to boot
+    /// unless `/run/lock` and `/dev/shm` are mount points it need not mount itself.
+    pub tmpfs: Vec<(PathBuf, u32)>,
+    /// Files written into the guest's fresh `/run` (path below `/run`, contents), such as
+    /// `systemd/container`.
+    pub run_files: Vec<(PathBuf, String)>,
 }
 
 impl GuestLaunch {

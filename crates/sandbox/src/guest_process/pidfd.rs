@@ -48,6 +48,58 @@ pub fn signal_pidfd(pidfd: BorrowedFd<'_>, signal: rustix::process::Signal) -> R
     }
 }
 
+/// What ended a [`wait_pidfd_or_readable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wakeup {
+    /// The process ended.
+    Exited,
+    /// The other descriptor has something to read.
+    Readable,
+    /// Neither, within the time given.
+    TimedOut,
+}
+
+/// Waits up to `timeout` for the process behind `pidfd` to end or `other` to become readable.
+pub fn wait_pidfd_or_readable(
+    pidfd: BorrowedFd<'_>,
+    other: Option<BorrowedFd<'_>>,
+    timeout: Duration,
+) -> Result<Wakeup> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [
+            libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: other.map_or(-1, |fd| std::os::fd::AsRawFd::as_raw_fd(&fd)),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let millis = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `fds` is a live array of two initialised pollfd (a negative fd is ignored);
+        // the count says two.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
+        if ready > 0 {
+            if fds[0].revents != 0 {
+                return Ok(Wakeup::Exited);
+            }
+            return Ok(Wakeup::Readable);
+        }
+        if ready == 0 {
+            return Ok(Wakeup::TimedOut);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EINTR) {
+            return Err(Error::kernel("wait for the guest's init", error));
+        }
+    }
+}
+
 /// Waits up to `timeout` for the process behind `pidfd` to end; whether it did.
 pub fn wait_pidfd_exit(pidfd: BorrowedFd<'_>, timeout: Duration) -> Result<bool> {
     let deadline = Instant::now() + timeout;
