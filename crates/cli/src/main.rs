@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod exit;
+mod many;
 mod output;
 mod vapt;
 mod vdistro;

@@ -96,6 +96,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     if args.iter().skip(1).any(|a| a == "--list") {
         return list(args);
     }
+    if crate::many::wants(&args) {
+        return crate::many::main(args);
+    }
     if args.iter().skip(1).any(|a| a == "--all") {
         return crate::verify_cmd::all(args);
     }
@@ -112,6 +115,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         "start" | "stop" | "restart" | "status" | "exec" | "enter" | "delete" => lifecycle(&cli),
         // Also reached as `vserver G -- pkgmgmt …` (util-vserver's form): clap takes `--` as the
         // end of options.
+        "enable" | "disable" => mark(&cli),
         "pkgmgmt" => crate::vpkg::pkgmgmt(&cli.roots.roots(), &cli.guest, &cli.rest),
         "verify" => crate::verify_cmd::one(&cli.roots.roots(), &cli.guest, &cli.rest),
         other => {
@@ -120,10 +124,38 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                 cli.guest
             );
             eprintln!(
-                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, pkgmgmt, verify"
+                "vserver: hint: available: build, start, stop, restart, status, exec, enter, delete, enable, disable, pkgmgmt, verify"
             );
             ExitCode::from(exit::USAGE)
         }
+    }
+}
+
+/// `vserver G enable|disable`: marks the guest for start at boot (`vserver --marked start`,
+/// the `vservers.target` unit), or clears the mark.
+fn mark(cli: &Cli) -> ExitCode {
+    let out = Output::new("vserver", Verbosity::Normal);
+    if let Some(extra) = cli.rest.first() {
+        eprintln!(
+            "vserver: error: `{}` takes no arguments, got `{}`",
+            cli.command,
+            extra.to_string_lossy()
+        );
+        return ExitCode::from(exit::USAGE);
+    }
+    let on = cli.command == "enable";
+    match vserver_guest::set_start_at_boot(&cli.roots.roots(), &cli.guest, on) {
+        Ok(changed) => {
+            let what = if on {
+                "marked for start at boot"
+            } else {
+                "not started at boot"
+            };
+            let already = if changed { "" } else { " (unchanged)" };
+            out.status(&format!("guest `{}`: {what}{already}", cli.guest));
+            ExitCode::SUCCESS
+        }
+        Err(error) => report_lifecycle(&out, error),
     }
 }
 
@@ -297,7 +329,7 @@ fn status_json(status: &vserver_guest::GuestStatus) -> serde_json::Value {
     serde_json::to_value(status).unwrap_or(serde_json::Value::Null)
 }
 
-fn status_line(status: &vserver_guest::GuestStatus) -> String {
+pub(crate) fn status_line(status: &vserver_guest::GuestStatus) -> String {
     match &status.running {
         Some(running) => format!(
             "{}\trunning\tpid {}\tup {} s\t{} processes{}",

@@ -62,8 +62,8 @@ pub use host_apt::{APT_SOURCES_DIR_VAR, HostAptSources};
 pub use init::InitKind;
 pub use lifecycle::{
     GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
-    StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, running_guest,
-    start, status, stop,
+    StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, marked_guests,
+    running_guest, set_start_at_boot, start, status, stop,
 };
 pub use pkgmode::{
     ExternalizeReport, PkgModeDirection, PkgModeError, PkgModeOutcome, PkgModeRequest,

@@ -908,3 +908,26 @@ pub fn delete(roots: &HostRoots, run_dir: &Path, name: &str) -> LifecycleResult<
     transaction.finish()?;
     Ok(())
 }
+
+/// `vserver G enable|disable`: marks guest `name` for start at boot (`start_at_boot` in its
+/// configuration) or clears the mark; whether anything changed.
+pub fn set_start_at_boot(roots: &HostRoots, name: &str, on: bool) -> LifecycleResult<bool> {
+    let mut config = load_guest(roots, name)?;
+    if config.start_at_boot == on {
+        return Ok(false);
+    }
+    config.start_at_boot = on;
+    config.save(roots)?;
+    Ok(true)
+}
+
+/// The guests marked for start at boot, sorted by name.
+pub fn marked_guests(roots: &HostRoots) -> LifecycleResult<Vec<String>> {
+    let mut marked = Vec::new();
+    for name in list_guests(roots)? {
+        if load_guest(roots, &name)?.start_at_boot {
+            marked.push(name);
+        }
+    }
+    Ok(marked)
+}
