@@ -338,7 +338,47 @@ fn systemd_and_sysv_guests_serve_and_stop() {
     let state = host.guest("sd", &["exec", "systemctl", "is-system-running"]);
     let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
     assert!(state == "running" || state == "degraded", "{state}");
+    // Its cgroup delegation: systemd made its cgroups below the guest's payload cgroup, the
+    // root of what the guest sees; the guest's own cgroup (its freezer, its caps) and the v1
+    // hierarchies holding its limits are out of reach, and it cannot mount another view.
+    let record = std::fs::read_to_string(host.top.join("run/sd.toml")).unwrap();
+    let unified: PathBuf = record
+        .lines()
+        .find_map(|l| l.strip_prefix("unified_cgroup = "))
+        .map(|v| v.trim_matches('"').into())
+        .expect("a v2 cgroup");
+    assert!(unified.join("payload/init.scope").is_dir(), "{record}");
+    assert_eq!(
+        std::fs::read_to_string(unified.join("cgroup.max.descendants"))
+            .unwrap()
+            .trim(),
+        "4096"
+    );
+    let inside = host.guest(
+        "sd",
+        &[
+            "exec",
+            "sh",
+            "-c",
+            "grep '^0::' /proc/self/cgroup; ls /sys/fs/cgroup/.. | head -1; \
+             mkdir -p /tmp/m && mount -t cgroup -o memory none /tmp/m && echo MOUNTED; \
+             echo 1 > /sys/fs/cgroup/../cgroup.freeze && echo WROTE; true",
+        ],
+    );
+    let seen = String::from_utf8_lossy(&inside.stdout);
+    assert!(seen.starts_with("0::/\n"), "{seen}");
+    assert!(
+        !seen.contains("MOUNTED") && !seen.contains("WROTE"),
+        "{seen}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(unified.join("cgroup.freeze"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
     assert!(host.guest("sd", &["stop"]).status.success());
+    assert!(!unified.exists(), "the guest's cgroup tree is left");
 
     // `init = "sysv"` where no rc script exists (the systemd guest): refused before anything
     // starts, in one line that says what is missing.

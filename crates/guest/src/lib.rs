@@ -63,7 +63,7 @@ pub use init::InitKind;
 pub use lifecycle::{
     GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
     StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, marked_guests,
-    running_guest, set_start_at_boot, start, status, stop,
+    running_guest, running_record, set_start_at_boot, start, status, stop,
 };
 pub use pkgmode::{
     ExternalizeReport, PkgModeDirection, PkgModeError, PkgModeOutcome, PkgModeRequest,

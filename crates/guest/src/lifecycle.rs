@@ -228,13 +228,24 @@ impl RunRecord {
         }
     }
 
+    /// The cgroup directories a process joins to become part of this guest: for an init that
+    /// manages its own cgroups (systemd), the cgroup delegated to it, so that the process lands
+    /// inside the guest's cgroup namespace root and not above it.
+    pub fn joined_cgroups(&self) -> Vec<PathBuf> {
+        let cgroup = self.cgroup();
+        match self.init.map(|kind| kind.needs().delegate_cgroup) {
+            Some(true) => cgroup.delegated_dirs(),
+            _ => cgroup.dirs,
+        }
+    }
+
     fn launch(&self, hostname: String, command: Vec<OsString>) -> GuestLaunch {
         GuestLaunch {
             root: self.root.clone(),
             hostname,
             command,
             env: vec![("container".into(), "vserver".into())],
-            cgroups: self.cgroups.clone(),
+            cgroups: self.joined_cgroups(),
             log: None,
             capabilities: CapabilityProfile::Confined,
             // Unused: a joining command gets the running guest's network namespace.
@@ -287,6 +298,14 @@ pub fn running_guest(
             .chain(&running.record.cgroups)
             .find_map(|dir| vserver_sandbox::Freezer::for_cgroup(dir).ok()),
     }))
+}
+
+/// The run record of guest `name` if it is running (its init verified through a pidfd, as
+/// [`running_guest`] does): the init's pid and start time, its kind, and its cgroups
+/// ([`RunRecord::joined_cgroups`] are those a process joins to become part of the guest).
+pub fn running_record(run_dir: &Path, name: &str) -> LifecycleResult<Option<RunRecord>> {
+    let (_, running) = find_running(run_dir, name)?;
+    Ok(running.map(|running| running.record))
 }
 
 /// [`running_guest`] for the back ends: in the default run directory, as a crate error.

@@ -487,14 +487,19 @@ impl GuestCgroup {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::host("create cgroup", &payload, e)),
         }
-        Ok(std::iter::once(payload)
-            .chain(
-                self.dirs
-                    .iter()
-                    .filter(|d| Some(*d) != self.unified.as_ref())
-                    .cloned(),
-            )
-            .collect())
+        Ok(self.delegated_dirs())
+    }
+
+    /// The directories a process joins to become part of a guest made with
+    /// [`GuestCgroup::delegate`]: the payload cgroup instead of the v2 directory (the root of the
+    /// guest's cgroup namespace), then the v1 ones.
+    pub fn delegated_dirs(&self) -> Vec<PathBuf> {
+        let Some(unified) = &self.unified else {
+            return self.dirs.clone();
+        };
+        std::iter::once(unified.join(PAYLOAD))
+            .chain(self.dirs.iter().filter(|d| *d != unified).cloned())
+            .collect()
     }
 
     /// Memory in use (bytes), where a memory controller counts it.
