@@ -523,6 +523,28 @@ mod tests {
     }
 
     #[test]
+    fn init_settings() {
+        #[derive(Debug, Deserialize, Serialize)]
+        struct Init {
+            init: InitConfig,
+        }
+        for (text, init) in [
+            ("plain", InitConfig::Plain),
+            ("sysv", InitConfig::Sysv),
+            ("systemd", InitConfig::Systemd),
+        ] {
+            let parsed: Init = toml::from_str(&format!("init = \"{text}\"")).unwrap();
+            assert_eq!(parsed.init, init);
+            let written = toml::to_string(&parsed).unwrap();
+            assert_eq!(written.trim(), format!("init = \"{text}\""));
+        }
+        let error = toml::from_str::<Init>("init = \"upstart\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"systemd\""), "{error}");
+    }
+
+    #[test]
     fn sizes_and_cpus() {
         assert_eq!(parse_size("256M"), Some(256 << 20));
         assert_eq!(parse_size("256MiB"), Some(256 << 20));
