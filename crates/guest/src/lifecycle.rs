@@ -15,7 +15,16 @@
 //! it for the duration and run the package manager and its scripts in its pid, uts and ipc
 //! namespaces.
 //!
-//! The init's standard output and error go to `/run/vservers/G.log`.
+//! What runs as init, and what its view needs beyond the basics (systemd's container interface,
+//! a `/run` for sysv), is decided by module `init`; `start` returns only once that init is up
+//! (systemd's `READY=1` on a host socket bound into the guest, sysv's rc finished, any other
+//! still running a moment later), within `start_timeout`. An init that ends first, or is not up
+//! in time, is a failed start: everything is taken down and the error carries the last lines of
+//! its log. A running guest's record ([`running_record`]) names its init's kind and the cgroups a
+//! process joins to become part of it ([`RunRecord::joined_cgroups`]).
+//!
+//! The init's standard output and error go to `/run/vservers/G.log`, started afresh by every
+//! start.
 
 use std::ffi::OsString;
 use std::io;
