@@ -11,6 +11,7 @@
 mod exit;
 mod export_cmd;
 mod generate;
+mod many;
 mod output;
 mod vapt;
 mod vdistro;

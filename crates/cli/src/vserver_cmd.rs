@@ -128,6 +128,12 @@ vserver web3 build -m template -- --source web.tar.zst"
         after_help = "Examples:\n  vserver web1 export /srv/templates/web.tar.zst\n  vserver web2 build -m template -- --source /srv/templates/web.tar.zst\n\nThe archive is mode 0600: it holds the guest's secrets (/etc/shadow, keys)."
     )]
     Export(crate::export_cmd::ExportArgs),
+    /// Mark the guest for start at boot (`vserver --marked start`, the `vservers.service` unit).
+    #[command(after_help = "Examples:\n  vserver web1 enable\n  vserver --marked start --jobs 8")]
+    Enable,
+    /// Clear the guest's start-at-boot mark.
+    #[command(after_help = "Example:\n  vserver web1 disable")]
+    Disable,
 }
 
 impl GuestCommand {
@@ -311,7 +317,7 @@ pub(crate) fn command() -> clap::Command {
         .version(env!("CARGO_PKG_VERSION"))
         .about("Manage guests: build them from distributions, run them, manage their packages from the host")
         .override_usage(
-            "vserver [ROOTS] GUEST COMMAND [OPTIONS]\n       vserver [ROOTS] --list [--json]\n       vserver [ROOTS] --all verify|unify [OPTIONS]\n       vserver APPLET …",
+            "vserver [ROOTS] GUEST COMMAND [OPTIONS]\n       vserver [ROOTS] --list [--json]\n       vserver [ROOTS] --all|--marked start|stop|status [--jobs N]\n       vserver [ROOTS] --all verify|unify [OPTIONS]\n       vserver APPLET …",
         )
         .after_help(EXAMPLES)
         .arg_required_else_help(true)
@@ -337,7 +343,18 @@ pub(crate) fn command() -> clap::Command {
     root = root.args(
         pick(crate::verify_cmd::all_command(), &["all"])
             .into_iter()
-            .map(|a| a.help("Every guest: with `verify` or `unify`")),
+            .map(|a| a.help("Every guest: with `start`, `stop`, `status`, `verify` or `unify`")),
+    );
+    root = root.args(
+        pick(crate::many::command(), &["marked", "jobs"])
+            .into_iter()
+            .map(|a| {
+                if a.get_id() == "jobs" {
+                    a.help("With --all|--marked start|stop: how many guests at once")
+                } else {
+                    a
+                }
+            }),
     );
     for sub in GuestCli::command().get_subcommands() {
         let mut sub = sub.clone().version(env!("CARGO_PKG_VERSION"));
@@ -368,6 +385,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         .iter()
         .skip(1)
         .any(|a| a == "--help" || a == "-h" || a == "--version" || a == "-V");
+    if crate::many::wants(&args) {
+        if !asks_help && let Err(code) = crate::output::require_root("vserver --all|--marked") {
+            return code;
+        }
+        return crate::many::main(args);
+    }
     for (option, command) in [("--list", "vserver --list"), ("--all", "vserver --all")] {
         if args.iter().skip(1).any(|a| a == option) {
             if !asks_help && let Err(code) = crate::output::require_root(command) {
@@ -413,7 +436,28 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             crate::verify_cmd::one(&cli.roots.roots(), &cli.guest, &cli.rest)
         }
         GuestCommand::Export(args) => crate::export_cmd::run(&cli.roots.roots(), &cli.guest, args),
+        GuestCommand::Enable => mark(&cli, true),
+        GuestCommand::Disable => mark(&cli, false),
         lifecycle_command => lifecycle(&cli, lifecycle_command),
+    }
+}
+
+/// `vserver G enable|disable`: marks the guest for start at boot (`vserver --marked start`,
+/// the `vservers.service` unit), or clears the mark.
+fn mark(cli: &Cli, on: bool) -> ExitCode {
+    let out = Output::new("vserver", Verbosity::Normal);
+    match vserver_guest::set_start_at_boot(&cli.roots.roots(), &cli.guest, on) {
+        Ok(changed) => {
+            let what = if on {
+                "marked for start at boot"
+            } else {
+                "not started at boot"
+            };
+            let already = if changed { "" } else { " (unchanged)" };
+            out.status(&format!("guest `{}`: {what}{already}", cli.guest));
+            ExitCode::SUCCESS
+        }
+        Err(error) => report_lifecycle(&out, error),
     }
 }
 
@@ -589,7 +633,7 @@ fn status_json(status: &vserver_guest::GuestStatus) -> serde_json::Value {
     serde_json::to_value(status).unwrap_or(serde_json::Value::Null)
 }
 
-fn status_line(status: &vserver_guest::GuestStatus) -> String {
+pub(crate) fn status_line(status: &vserver_guest::GuestStatus) -> String {
     match &status.running {
         Some(running) => format!(
             "{}\trunning\tpid {}\tup {} s\t{} processes{}",
@@ -985,6 +1029,8 @@ fn lifecycle(cli: &Cli, command: &GuestCommand) -> ExitCode {
         GuestCommand::Build(_)
         | GuestCommand::Pkgmgmt(_)
         | GuestCommand::Verify(_)
-        | GuestCommand::Export(_) => ExitCode::from(exit::USAGE),
+        | GuestCommand::Export(_)
+        | GuestCommand::Enable
+        | GuestCommand::Disable => ExitCode::from(exit::USAGE),
     }
 }

@@ -219,7 +219,11 @@ pub fn build_with_progress(
         &mut transaction,
         &mut phase,
         on_event,
-    );
+    )
+    .and_then(|config| {
+        settle_top_modes(&request.guest, &root)?;
+        Ok(config)
+    });
     let replaced = transaction.replaces();
     match result {
         Ok(config) => {
@@ -609,6 +613,53 @@ fn make_skeleton(guest: &str, root: &Path, hostname: &str, family: Family) -> Re
     let resolv = fs_err::read("/etc/resolv.conf").unwrap_or_default();
     fs.write_atomic("/etc/resolv.conf", &resolv, 0o644)
         .map_err(err)?;
+    Ok(())
+}
+
+/// The owner and modes every guest ends its build with, whatever its method left: `/` root's
+/// and 0755 (a package manager or unpacker may leave it 0700, and then no service user can
+/// reach anything), `/tmp` and `/var/tmp` 1777, `/root` 0700. A path the guest made something
+/// other than a directory (a symlink, say) is left alone: nothing here follows a link.
+fn settle_top_modes(guest: &str, root: &Path) -> Result<()> {
+    let err = |source| Error::Guest {
+        guest: guest.to_owned(),
+        source,
+    };
+    let fs = GuestRoot::open(root).map_err(err)?;
+    let top = |op: &'static str| {
+        move |e: rustix::io::Errno| Error::Io {
+            op,
+            path: root.to_path_buf(),
+            source: e.into(),
+        }
+    };
+    // The pinned root is an `O_PATH` descriptor: reopen the very directory it refers to.
+    let proc_path = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&fs))
+    );
+    let dir = rustix::fs::open(
+        proc_path.as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(top("open"))?;
+    rustix::fs::fchown(
+        &dir,
+        Some(rustix::fs::Uid::ROOT),
+        Some(rustix::fs::Gid::ROOT),
+    )
+    .map_err(top("change owner of"))?;
+    rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(0o755))
+        .map_err(top("change mode of"))?;
+    for (dir, mode) in [("/tmp", 0o1777), ("/var/tmp", 0o1777), ("/root", 0o700)] {
+        let is_dir = fs
+            .symlink_metadata(dir)
+            .is_ok_and(|info| info.kind == vserver_sandbox::FileKind::Dir);
+        if is_dir {
+            fs.set_permissions(dir, mode).map_err(err)?;
+        }
+    }
     Ok(())
 }
 

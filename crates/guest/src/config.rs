@@ -80,6 +80,13 @@ pub struct GuestConfig {
     /// 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
+    /// `start_timeout`: seconds `start` waits for the init to be up (default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout: Option<u64>,
+    /// `start_at_boot`: whether `vserver --marked start` (and the `vservers.service` unit) starts
+    /// it; set by `vserver G enable`, cleared by `disable`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub start_at_boot: bool,
     /// `operation_time_limit`: how long one run of its package manager (`vrpm`, `vyum`,
     /// `vapt-get`…) may take before it is killed (default
     /// [`vserver_pkgmgmt::DEFAULT_TIME_LIMIT`]); `VSERVER_OPERATION_TIME_LIMIT` overrides it.
@@ -122,6 +129,8 @@ impl Default for GuestConfig {
             runlevel: None,
             stop_signal: None,
             stop_timeout: None,
+            start_timeout: None,
+            start_at_boot: false,
             operation_time_limit: None,
             limits: LimitsConfig::default(),
         }

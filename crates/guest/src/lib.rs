@@ -39,6 +39,7 @@ mod distribution;
 mod error;
 mod host_apt;
 mod identity;
+mod init;
 mod lifecycle;
 mod pkgmode;
 mod recovery;
@@ -59,10 +60,11 @@ pub use distribution::{
 };
 pub use error::{Error, FieldError, Result};
 pub use host_apt::{APT_SOURCES_DIR_VAR, HostAptSources};
+pub use init::InitKind;
 pub use lifecycle::{
     GuestLimits, GuestStatus, LifecycleError, LifecycleResult, RunRecord, RunningInfo,
-    StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, running_guest,
-    start, status, stop,
+    StartOptions, Started, StopOptions, default_run_dir, delete, enter, exec, list, marked_guests,
+    running_guest, running_record, set_start_at_boot, start, status, stop,
 };
 pub use pkgmode::{
     ExternalizeReport, PkgModeDirection, PkgModeError, PkgModeOutcome, PkgModeRequest,
@@ -71,8 +73,9 @@ pub use pkgmode::{
 pub use recovery::{recover, recover_all};
 pub use roots::HostRoots;
 pub use runtime::{
-    DEFAULT_RUNLEVEL, DEFAULT_STOP_TIMEOUT, InitConfig, LimitsConfig, NetConfig, TIME_LIMIT_VAR,
-    format_duration, parse_cpus, parse_duration, parse_signal, parse_size,
+    DEFAULT_RUNLEVEL, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, InitConfig, LimitsConfig,
+    NetConfig, TIME_LIMIT_VAR, format_duration, parse_cpus, parse_duration, parse_signal,
+    parse_size,
 };
 pub use suggest::closest;
 pub use template::{ExportReport, export};

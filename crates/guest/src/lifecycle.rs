@@ -15,7 +15,16 @@
 //! it for the duration and run the package manager and its scripts in its pid, uts and ipc
 //! namespaces.
 //!
-//! The init's standard output and error go to `/run/vservers/G.log`.
+//! What runs as init, and what its view needs beyond the basics (systemd's container interface,
+//! a `/run` for sysv), is decided by module `init`; `start` returns only once that init is up
+//! (systemd's `READY=1` on a host socket bound into the guest, sysv's rc finished, any other
+//! still running a moment later), within `start_timeout`. An init that ends first, or is not up
+//! in time, is a failed start: everything is taken down and the error carries the last lines of
+//! its log. A running guest's record ([`running_record`]) names its init's kind and the cgroups a
+//! process joins to become part of it ([`RunRecord::joined_cgroups`]).
+//!
+//! The init's standard output and error go to `/run/vservers/G.log`, started afresh by every
+//! start.
 
 use std::ffi::OsString;
 use std::io;
@@ -24,11 +33,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 pub use vserver_sandbox::GuestLimits;
-use vserver_sandbox::{CapabilityProfile, CgroupSupport, GuestCgroup, GuestLaunch, GuestNetwork};
+use vserver_sandbox::{
+    CapabilityProfile, CgroupSupport, GuestCgroup, GuestLaunch, GuestNetwork, InitSetup,
+};
 
 use crate::config::{GuestConfig, PackageManagement, list_guests, load_guest};
+use crate::init::{InitKind, NOTIFY_SOCKET_NAME, Readiness};
 use crate::roots::HostRoots;
-use crate::runtime::{DEFAULT_RUNLEVEL, DEFAULT_STOP_TIMEOUT, NetConfig, parse_signal};
+use crate::runtime::{DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT, NetConfig, parse_signal};
 
 /// How long `stop` waits for processes to die after `SIGKILL`, and cgroups to empty.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,6 +117,16 @@ pub enum LifecycleError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The init ended, or was not up in time, during `start`; everything started was taken down.
+    #[error("guest `{guest}`: {problem}; nothing was left running")]
+    StartFailed {
+        /// The guest.
+        guest: String,
+        /// What happened.
+        problem: String,
+        /// The last lines of the init's log.
+        log_tail: String,
+    },
     /// The guest's root is not a path vserver would delete.
     #[error("guest `{guest}`: refusing to delete root `{root}`")]
     UnsafeRoot {
@@ -125,6 +147,10 @@ impl LifecycleError {
             LifecycleError::AlreadyRunning { guest, .. } => {
                 Some(format!("stop it first with `vserver {guest} stop`"))
             }
+            LifecycleError::StartFailed { log_tail, .. } if !log_tail.is_empty() => Some(format!(
+                "the last lines of its log:\n{}",
+                log_tail.trim_end()
+            )),
             _ => None,
         }
     }
@@ -171,6 +197,9 @@ pub struct RunRecord {
     pub cgroups: Vec<PathBuf>,
     /// The v2 cgroup directory.
     pub unified_cgroup: Option<PathBuf>,
+    /// The kind of init it runs (absent in records of older versions: plain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitKind>,
 }
 
 impl RunRecord {
@@ -208,17 +237,29 @@ impl RunRecord {
         }
     }
 
+    /// The cgroup directories a process joins to become part of this guest: for an init that
+    /// manages its own cgroups (systemd), the cgroup delegated to it, so that the process lands
+    /// inside the guest's cgroup namespace root and not above it.
+    pub fn joined_cgroups(&self) -> Vec<PathBuf> {
+        let cgroup = self.cgroup();
+        match self.init.map(|kind| kind.needs().delegate_cgroup) {
+            Some(true) => cgroup.delegated_dirs(),
+            _ => cgroup.dirs,
+        }
+    }
+
     fn launch(&self, hostname: String, command: Vec<OsString>) -> GuestLaunch {
         GuestLaunch {
             root: self.root.clone(),
             hostname,
             command,
             env: vec![("container".into(), "vserver".into())],
-            cgroups: self.cgroups.clone(),
+            cgroups: self.joined_cgroups(),
             log: None,
             capabilities: CapabilityProfile::Confined,
             // Unused: a joining command gets the running guest's network namespace.
             network: GuestNetwork::Host,
+            setup: InitSetup::default(),
         }
     }
 }
@@ -247,9 +288,8 @@ fn find_running(
 
 /// Guest `name` as a host-side package operation works on it, if it is running: its init (pid
 /// and start time, re-verified by the sandbox through a pidfd) and the freezer of its cgroup.
-/// `vrpm`, `vyum`, `vapt-get` and `vdpkg` freeze it for the duration and run the package
-/// manager and its scripts in its pid, uts and ipc namespaces
-/// ([`vserver_sandbox::SandboxCommand::running_guest`]).
+/// `vrpm`, `vyum`, `vapt-get` and `vdpkg` start its package scripts inside it, or with
+/// `--freeze` freeze it for the duration ([`vserver_sandbox::SandboxCommand::running_guest`]).
 pub fn running_guest(
     run_dir: &Path,
     name: &str,
@@ -268,6 +308,14 @@ pub fn running_guest(
     }))
 }
 
+/// The run record of guest `name` if it is running (its init verified through a pidfd, as
+/// [`running_guest`] does): the init's pid and start time, its kind, and its cgroups
+/// ([`RunRecord::joined_cgroups`] are those a process joins to become part of the guest).
+pub fn running_record(run_dir: &Path, name: &str) -> LifecycleResult<Option<RunRecord>> {
+    let (_, running) = find_running(run_dir, name)?;
+    Ok(running.map(|running| running.record))
+}
+
 /// [`running_guest`] for the back ends: in the default run directory, as a crate error.
 pub(crate) fn running_guest_for_backend(
     name: &str,
@@ -284,6 +332,7 @@ fn clean_up(run_dir: &Path, record: &RunRecord) -> LifecycleResult<()> {
         .cgroup()
         .kill_and_remove(KILL_TIMEOUT)
         .map_err(sandbox_err(&record.guest, "remove the guest's cgroups"))?;
+    remove_notify_dir(run_dir, &record.guest)?;
     let path = RunRecord::path(run_dir, &record.guest);
     match fs_err::remove_file(&path) {
         Ok(()) => Ok(()),
@@ -403,31 +452,46 @@ pub fn start(
     }
     old.kill_and_remove(KILL_TIMEOUT)
         .map_err(sandbox_err(name, "remove the guest's old cgroups"))?;
+    let plan = crate::init::plan(&config, &options.init)?;
+    let needs = plan.kind.needs();
     let cgroup = GuestCgroup::create(&support, &cgroup_name, limits_of(&config, options))
         .map_err(sandbox_err(name, "create the guest's cgroups"))?;
-    let command = if options.init.is_empty() {
-        config
-            .init
-            .command(config.runlevel.unwrap_or(DEFAULT_RUNLEVEL))
-    } else {
-        options.init.clone()
+    let undo = |error: LifecycleError| {
+        let _ = cgroup.kill_and_remove(KILL_TIMEOUT);
+        let _ = remove_notify_dir(run_dir, name);
+        error
     };
+    let joined = if needs.delegate_cgroup {
+        cgroup
+            .delegate()
+            .map_err(sandbox_err(name, "delegate a cgroup to the guest"))
+            .map_err(undo)?
+    } else {
+        cgroup.dirs.clone()
+    };
+    let notify = match needs.readiness {
+        Readiness::Notify => Some(bind_notify_socket(run_dir, name).map_err(undo)?),
+        _ => None,
+    };
+    let mut setup = needs.setup;
+    setup.notify_dir = notify.as_ref().map(|_| notify_dir(run_dir, name));
+    let log = run_dir.join(format!("{name}.log"));
+    // A fresh log per start: its tail is what a failed start shows.
+    let _ = fs_err::remove_file(&log);
     let launch = GuestLaunch {
         root: config.root.clone(),
         hostname: hostname_of(&config),
-        command,
-        env: vec![("container".into(), "vserver".into())],
-        cgroups: cgroup.dirs.clone(),
-        log: Some(run_dir.join(format!("{name}.log"))),
-        capabilities: CapabilityProfile::Confined,
+        command: plan.command,
+        env: needs.env,
+        cgroups: joined,
+        log: Some(log.clone()),
+        capabilities: needs.capabilities,
         network: network_of(&config, &cgroup_name),
+        setup,
     };
     let init = match vserver_sandbox::start_guest_init(&launch) {
         Ok(init) => init,
-        Err(source) => {
-            let _ = cgroup.kill_and_remove(KILL_TIMEOUT);
-            return Err(sandbox_err(name, "start the guest's init")(source));
-        }
+        Err(source) => return Err(undo(sandbox_err(name, "start the guest's init")(source))),
     };
     let record = RunRecord {
         guest: name.to_string(),
@@ -440,16 +504,127 @@ pub fn start(
         root: config.root.clone(),
         cgroups: cgroup.dirs.clone(),
         unified_cgroup: cgroup.unified.clone(),
+        init: Some(plan.kind),
     };
     if let Err(error) = record.save(run_dir) {
         // Unrecorded, the guest could never be found again: take it down.
-        let _ = cgroup.kill_and_remove(KILL_TIMEOUT);
-        return Err(error);
+        return Err(undo(error));
     }
+    let timeout = config
+        .start_timeout
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_START_TIMEOUT);
+    if let Err(problem) = wait_until_up(init, needs.readiness, notify.as_ref(), timeout) {
+        let _ = clean_up(run_dir, &record);
+        return Err(LifecycleError::StartFailed {
+            guest: name.to_string(),
+            problem,
+            log_tail: log_tail(&log, 20),
+        });
+    }
+    drop(notify);
     Ok(Started {
         record,
         notes: cgroup.notes,
     })
+}
+
+/// The host directory bound into a systemd guest at [`vserver_sandbox::NOTIFY_DIR_IN_GUEST`].
+fn notify_dir(run_dir: &Path, guest: &str) -> PathBuf {
+    run_dir.join(format!("{guest}.notify"))
+}
+
+fn remove_notify_dir(run_dir: &Path, guest: &str) -> LifecycleResult<()> {
+    let dir = notify_dir(run_dir, guest);
+    match fs_err::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", &dir)(e)),
+    }
+}
+
+/// The host's end of the guest's `NOTIFY_SOCKET`: a datagram socket in a directory of the run
+/// directory (host-owned; the guest sees it read-only and can only send to the socket).
+fn bind_notify_socket(
+    run_dir: &Path,
+    guest: &str,
+) -> LifecycleResult<std::os::unix::net::UnixDatagram> {
+    remove_notify_dir(run_dir, guest)?;
+    let dir = notify_dir(run_dir, guest);
+    fs_err::create_dir(&dir).map_err(io_err("create", &dir))?;
+    let path = dir.join(NOTIFY_SOCKET_NAME);
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).map_err(io_err("bind", &path))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(io_err("configure", &path))?;
+    Ok(socket)
+}
+
+/// Waits until the init is up as `readiness` says; the reason when it ended or was not up
+/// within `timeout`.
+fn wait_until_up(
+    init: vserver_sandbox::GuestInit,
+    readiness: Readiness,
+    notify: Option<&std::os::unix::net::UnixDatagram>,
+    timeout: Duration,
+) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    use vserver_sandbox::Wakeup;
+    let exited = || "its init exited during start".to_string();
+    let pidfd = match vserver_sandbox::open_guest_pidfd(init.pid, init.start_time) {
+        Ok(Some(pidfd)) => pidfd,
+        Ok(None) => return Err(exited()),
+        Err(e) => return Err(format!("cannot watch its init: {e}")),
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    // A plain init is up when it still runs a moment after it started.
+    let tick = match readiness {
+        Readiness::Running => Duration::from_millis(300),
+        Readiness::Notify | Readiness::File(_) => Duration::from_millis(100),
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "its init was not up within {} s (`start_timeout`)",
+                timeout.as_secs()
+            ));
+        }
+        let wakeup = vserver_sandbox::wait_pidfd_or_readable(
+            pidfd.as_fd(),
+            notify.map(|s| s.as_fd()),
+            left.min(tick),
+        )
+        .map_err(|e| format!("cannot watch its init: {e}"))?;
+        match (wakeup, readiness) {
+            (Wakeup::Exited, _) => return Err(exited()),
+            (Wakeup::TimedOut, Readiness::Running) => return Ok(()),
+            (Wakeup::Readable, Readiness::Notify) => {
+                let mut buffer = [0u8; 4096];
+                if let Some(socket) = notify
+                    && let Ok(n) = socket.recv(&mut buffer)
+                    && buffer[..n].split(|b| *b == b'\n').any(|l| l == b"READY=1")
+                {
+                    return Ok(());
+                }
+            }
+            (Wakeup::TimedOut, Readiness::File(path)) => {
+                let root = vserver_sandbox::GuestRoot::open(format!("/proc/{}/root", init.pid));
+                if root.is_ok_and(|root| root.exists(path).unwrap_or(false)) {
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The last `lines` lines of a log file (empty when there is none).
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs_err::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// How to stop a guest; what is not set here comes from its `config.toml` (`stop_signal`,
@@ -480,7 +655,12 @@ pub fn stop(
             setting: "stop_signal",
             problem: format!("unknown signal `{text}`"),
         })?,
-        (None, None) => rustix::process::Signal::TERM,
+        (None, None) => {
+            let kind = RunRecord::load(run_dir, name)?
+                .and_then(|r| r.init)
+                .unwrap_or(InitKind::Plain);
+            parse_signal(kind.needs().stop_signal).unwrap_or(rustix::process::Signal::TERM)
+        }
     };
     let timeout = options
         .timeout
@@ -543,6 +723,7 @@ pub fn exec(
                     // No veth for a single command: loopback only.
                     NetConfig::None | NetConfig::Bridge { .. } => GuestNetwork::Isolated,
                 },
+                setup: InitSetup::default(),
             };
             vserver_sandbox::run_transient(&launch)
                 .map_err(sandbox_err(name, "run a transient command in the guest"))
@@ -753,4 +934,27 @@ pub fn delete(roots: &HostRoots, run_dir: &Path, name: &str) -> LifecycleResult<
     }
     transaction.finish()?;
     Ok(())
+}
+
+/// `vserver G enable|disable`: marks guest `name` for start at boot (`start_at_boot` in its
+/// configuration) or clears the mark; whether anything changed.
+pub fn set_start_at_boot(roots: &HostRoots, name: &str, on: bool) -> LifecycleResult<bool> {
+    let mut config = load_guest(roots, name)?;
+    if config.start_at_boot == on {
+        return Ok(false);
+    }
+    config.start_at_boot = on;
+    config.save(roots)?;
+    Ok(true)
+}
+
+/// The guests marked for start at boot, sorted by name.
+pub fn marked_guests(roots: &HostRoots) -> LifecycleResult<Vec<String>> {
+    let mut marked = Vec::new();
+    for name in list_guests(roots)? {
+        if load_guest(roots, &name)?.start_at_boot {
+            marked.push(name);
+        }
+    }
+    Ok(marked)
 }

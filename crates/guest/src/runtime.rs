@@ -7,12 +7,15 @@
 //! net = "none"                  # default: a network namespace with only loopback
 //! # net = "host"                # share the host's network
 //! # net = { bridge = "br0" }    # plus a veth pair, `eth0` in the guest, a port of br0
-//! init = "plain"                # the guest's /sbin/init (default)
+//! init = "plain"                # the guest's /sbin/init (default; systemd if it is systemd)
 //! # init = "sysv"               # /etc/rc.d/rc or /etc/init.d/rc RUNLEVEL, as util-vserver
+//! # init = "systemd"            # systemd, as systemd-nspawn boots it
 //! # init = ["/bin/sh", "-c", "exec my-daemon"]
 //! runlevel = 3                  # for init = "sysv"
-//! stop_signal = "TERM"          # what asks the init to stop (RTMIN+3 for systemd)
+//! stop_signal = "TERM"          # what asks the init to stop (default: RTMIN+3 for systemd)
 //! stop_timeout = 10             # seconds before everything left is killed
+//! start_timeout = 90            # seconds `start` waits for the init to be up
+//! start_at_boot = false         # `vserver G enable` / `disable`; `vserver --marked start`
 //! operation_time_limit = "2h"   # per run of rpm, dnf, dpkg or apt-get (also "90s", "30m")
 //!
 //! [limits]
@@ -29,7 +32,6 @@
 //! always has a pid 1, so a small shell loop is that pid 1: it runs `rc RUNLEVEL`, then waits;
 //! on the stop signal it runs `rc 0` (the `K` scripts of runlevel 0) and ends.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
 
@@ -176,6 +178,8 @@ pub enum InitConfig {
     Plain,
     /// `"sysv"`: the guest's `rc` script with the runlevel (see the module documentation).
     Sysv,
+    /// `"systemd"`: the guest's systemd, booted as systemd-nspawn boots it (module `init`).
+    Systemd,
     /// `["/bin/sh", "-c", "…"]`: this command.
     Command(Vec<String>),
 }
@@ -192,6 +196,7 @@ impl Serialize for InitConfig {
         match self {
             InitConfig::Plain => InitRepr::Mode("plain".into()),
             InitConfig::Sysv => InitRepr::Mode("sysv".into()),
+            InitConfig::Systemd => InitRepr::Mode("systemd".into()),
             InitConfig::Command(command) => InitRepr::Command(command.clone()),
         }
         .serialize(serializer)
@@ -201,44 +206,21 @@ impl Serialize for InitConfig {
 impl<'de> Deserialize<'de> for InitConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let repr = InitRepr::deserialize(deserializer).map_err(|_| {
-            de::Error::custom("`init` is \"plain\", \"sysv\" or a command [\"PROGRAM\", \"ARG\"…]")
+            de::Error::custom(
+                "`init` is \"plain\", \"sysv\", \"systemd\" or a command [\"PROGRAM\", \"ARG\"…]",
+            )
         })?;
         match repr {
             InitRepr::Mode(mode) if mode == "plain" => Ok(InitConfig::Plain),
             InitRepr::Mode(mode) if mode == "sysv" => Ok(InitConfig::Sysv),
+            InitRepr::Mode(mode) if mode == "systemd" => Ok(InitConfig::Systemd),
             InitRepr::Mode(mode) => Err(de::Error::custom(format!(
-                "unknown `init` mode `{mode}`: use \"plain\", \"sysv\" or a command list"
+                "unknown `init` mode `{mode}`: use \"plain\", \"sysv\", \"systemd\" or a command list"
             ))),
             InitRepr::Command(command) if command.is_empty() => {
                 Err(de::Error::custom("`init` command list is empty"))
             }
             InitRepr::Command(command) => Ok(InitConfig::Command(command)),
-        }
-    }
-}
-
-/// The pid 1 of `init = "sysv"`: `$1` is the rc script's runlevel. The rc script is looked up
-/// where Red Hat (`/etc/rc.d/rc`) and Debian (`/etc/init.d/rc`) keep it.
-const SYSV_INIT: &str = r#"rc=/etc/rc.d/rc
-[ -x "$rc" ] || rc=/etc/init.d/rc
-if [ ! -x "$rc" ]; then echo "vserver: no /etc/rc.d/rc or /etc/init.d/rc in the guest" >&2; exit 127; fi
-trap '"$rc" 0; exit 0' TERM
-"$rc" "$1"
-while :; do sleep 3600 & wait $!; done"#;
-
-impl InitConfig {
-    /// The pid 1 command line for this mode.
-    pub fn command(&self, runlevel: u8) -> Vec<OsString> {
-        match self {
-            InitConfig::Plain => vec!["/sbin/init".into()],
-            InitConfig::Sysv => vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                SYSV_INIT.into(),
-                "vserver-sysv-init".into(),
-                runlevel.to_string().into(),
-            ],
-            InitConfig::Command(command) => command.iter().map(OsString::from).collect(),
         }
     }
 }
@@ -403,6 +385,8 @@ mod cpu_field {
 
 /// The default runlevel of `init = "sysv"`.
 pub const DEFAULT_RUNLEVEL: u8 = 3;
+/// The default `start_timeout`.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
 /// The default `stop_timeout`.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -536,6 +520,28 @@ mod tests {
         ] {
             assert!(toml::from_str::<Net>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn init_settings() {
+        #[derive(Debug, Deserialize, Serialize)]
+        struct Init {
+            init: InitConfig,
+        }
+        for (text, init) in [
+            ("plain", InitConfig::Plain),
+            ("sysv", InitConfig::Sysv),
+            ("systemd", InitConfig::Systemd),
+        ] {
+            let parsed: Init = toml::from_str(&format!("init = \"{text}\"")).unwrap();
+            assert_eq!(parsed.init, init);
+            let written = toml::to_string(&parsed).unwrap();
+            assert_eq!(written.trim(), format!("init = \"{text}\""));
+        }
+        let error = toml::from_str::<Init>("init = \"upstart\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"systemd\""), "{error}");
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub enum CapabilityProfile {
     /// a script runs). No `CAP_SYS_ADMIN`: nothing in a Debian operation may change mounts, so
     /// the `noexec` database mount that keeps unconfined scripts from running stays as it is.
     ChrootingTool,
+    /// For a guest's service manager (systemd as pid 1): `Confined` plus `CAP_SETPCAP` (to drop
+    /// capabilities from the bounding set of the services it starts) and `CAP_SYS_CHROOT` (sshd's
+    /// privilege separation and `RootDirectory=` chroot inside the guest's own mount namespace,
+    /// whose root is the guest root). Nothing that changes mounts.
+    ServiceManager,
 }
 
 impl CapabilityProfile {
@@ -56,7 +61,7 @@ impl CapabilityProfile {
                     | CapabilitySet::SYS_CHROOT
                     | CapabilitySet::SETPCAP
             }
-            CapabilityProfile::ChrootingTool => {
+            CapabilityProfile::ChrootingTool | CapabilityProfile::ServiceManager => {
                 confined | CapabilitySet::SYS_CHROOT | CapabilitySet::SETPCAP
             }
         }

@@ -346,3 +346,256 @@ fn owner_is_alive(name: &str) -> bool {
         None => Path::new(&format!("/proc/{pid}")).exists(),
     }
 }
+
+/// Resource limits for a guest's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Most processes (and threads) at once.
+    pub pids: Option<u64>,
+    /// CPU time in thousandths of one CPU (`500` is half a CPU), enforced as a CFS quota per
+    /// period of [`CPU_PERIOD_MICROS`]: `cpu.max` in v2, `cpu.cfs_quota_us` in v1.
+    pub cpu_millis: Option<u64>,
+}
+
+/// The CFS period a CPU limit is enforced over (the kernel's default, 100 ms).
+pub const CPU_PERIOD_MICROS: u64 = 100_000;
+
+/// A guest's cgroups: one in the v2 tree (freezing, killing, counting processes) and, on a hybrid
+/// host, one in each v1 hierarchy that holds a controller the limits need. Paths are
+/// `<hierarchy>/vserver/<guest>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestCgroup {
+    /// Every directory made, v2 first.
+    pub dirs: Vec<PathBuf>,
+    /// The v2 directory, if there is a v2 tree.
+    pub unified: Option<PathBuf>,
+    /// Limits that could not be applied, with the reason (for the user).
+    pub notes: Vec<String>,
+}
+
+impl GuestCgroup {
+    /// Where guest `name`'s cgroups are (or would be) on this host.
+    pub fn locate(support: &CgroupSupport, name: &str) -> GuestCgroup {
+        let mut cgroup = GuestCgroup::default();
+        if let Some(unified) = &support.unified {
+            let dir = unified.join("vserver").join(name);
+            cgroup.unified = Some(dir.clone());
+            cgroup.dirs.push(dir);
+        }
+        for controller in ["memory", "pids", "cpu", "freezer"] {
+            if support.unified_has(controller) {
+                continue;
+            }
+            // Without a v2 tree, package operations freeze the guest through the v1 freezer.
+            if controller == "freezer" && support.unified.is_some() {
+                continue;
+            }
+            if let Some(hierarchy) = support.v1_hierarchy(controller) {
+                cgroup.dirs.push(hierarchy.join("vserver").join(name));
+            }
+        }
+        cgroup
+    }
+
+    /// Creates the directories and writes the limits. A limit whose controller exists nowhere is
+    /// left out and noted in [`GuestCgroup::notes`].
+    pub fn create(support: &CgroupSupport, name: &str, limits: GuestLimits) -> Result<GuestCgroup> {
+        let mut cgroup = Self::locate(support, name);
+        for dir in &cgroup.dirs {
+            match fs::create_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::host("create cgroup", dir, e)),
+            }
+        }
+        let limit_file = |controller: &str, v2: &str, v1: &str| -> Option<PathBuf> {
+            if support.unified_has(controller) {
+                return cgroup.unified.as_ref().map(|d| d.join(v2));
+            }
+            let hierarchy = support.v1_hierarchy(controller)?;
+            Some(hierarchy.join("vserver").join(name).join(v1))
+        };
+        let mut notes = Vec::new();
+        if let Some(bytes) = limits.memory {
+            match limit_file("memory", "memory.max", "memory.limit_in_bytes") {
+                Some(file) => write_file(&file, &bytes.to_string())?,
+                None => notes.push("memory limit not applied: no memory controller".to_string()),
+            }
+        }
+        if let Some(count) = limits.pids {
+            match limit_file("pids", "pids.max", "pids.max") {
+                Some(file) => write_file(&file, &count.to_string())?,
+                None => notes.push("pids limit not applied: no pids controller".to_string()),
+            }
+        }
+        if let Some(millis) = limits.cpu_millis {
+            // At least 1 ms per period: the kernel refuses a smaller quota.
+            let quota = (millis.saturating_mul(CPU_PERIOD_MICROS) / 1000).max(1000);
+            if support.unified_has("cpu") {
+                if let Some(dir) = &cgroup.unified {
+                    write_file(
+                        &dir.join("cpu.max"),
+                        &format!("{quota} {CPU_PERIOD_MICROS}"),
+                    )?;
+                }
+            } else if let Some(hierarchy) = support.v1_hierarchy("cpu") {
+                let dir = hierarchy.join("vserver").join(name);
+                write_file(
+                    &dir.join("cpu.cfs_period_us"),
+                    &CPU_PERIOD_MICROS.to_string(),
+                )?;
+                write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            } else {
+                notes.push("cpu limit not applied: no cpu controller".to_string());
+            }
+        }
+        cgroup.notes = notes;
+        Ok(cgroup)
+    }
+
+    /// The processes in the guest's cgroup (v2 if present, else the first hierarchy).
+    pub fn processes(&self) -> Vec<u32> {
+        let Some(dir) = self.unified.as_ref().or(self.dirs.first()) else {
+            return Vec::new();
+        };
+        subtree(dir).iter().flat_map(|dir| procs_of(dir)).collect()
+    }
+
+    /// Gives the guest a cgroup of its own to manage (systemd's delegation): creates
+    /// `<v2 dir>/payload`, caps how many cgroups the guest may make below it, and returns the
+    /// directories its init joins — the payload instead of the v2 directory, then the v1 ones.
+    /// Joined before the cgroup namespace is made, the payload is the root of the guest's view;
+    /// the guest's own v2 directory (its freezer, its kill switch) and the v1 hierarchies (its
+    /// limits) stay out of its reach.
+    pub fn delegate(&self) -> Result<Vec<PathBuf>> {
+        let Some(unified) = &self.unified else {
+            return Ok(self.dirs.clone());
+        };
+        write_file(
+            &unified.join("cgroup.max.descendants"),
+            &MAX_GUEST_CGROUPS.to_string(),
+        )?;
+        write_file(
+            &unified.join("cgroup.max.depth"),
+            &MAX_GUEST_CGROUP_DEPTH.to_string(),
+        )?;
+        let payload = unified.join(PAYLOAD);
+        match fs::create_dir(&payload) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::host("create cgroup", &payload, e)),
+        }
+        Ok(self.delegated_dirs())
+    }
+
+    /// The directories a process joins to become part of a guest made with
+    /// [`GuestCgroup::delegate`]: the payload cgroup instead of the v2 directory (the root of the
+    /// guest's cgroup namespace), then the v1 ones.
+    pub fn delegated_dirs(&self) -> Vec<PathBuf> {
+        let Some(unified) = &self.unified else {
+            return self.dirs.clone();
+        };
+        std::iter::once(unified.join(PAYLOAD))
+            .chain(self.dirs.iter().filter(|d| *d != unified).cloned())
+            .collect()
+    }
+
+    /// Memory in use (bytes), where a memory controller counts it.
+    pub fn memory_usage(&self) -> Option<u64> {
+        self.dirs.iter().find_map(|dir| {
+            ["memory.current", "memory.usage_in_bytes"]
+                .iter()
+                .find_map(|file| fs::read_to_string(dir.join(file)).ok())
+                .and_then(|text| text.trim().parse().ok())
+        })
+    }
+
+    /// Kills every process left (`cgroup.kill` in v2, else `SIGKILL` to each listed process in
+    /// a loop), waits up to `timeout` for the cgroups to empty, and removes them.
+    pub fn kill_and_remove(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        if let Some(dir) = &self.unified
+            && dir.exists()
+        {
+            let _ = write_file(&dir.join("cgroup.kill"), "1");
+        }
+        for dir in &self.dirs {
+            if !dir.exists() {
+                continue;
+            }
+            loop {
+                let procs: Vec<i32> = subtree(dir)
+                    .iter()
+                    .flat_map(|dir| procs_of(dir))
+                    .filter_map(|pid| i32::try_from(pid).ok())
+                    .collect();
+                if procs.is_empty() {
+                    break;
+                }
+                for pid in procs {
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::host(
+                        "empty cgroup",
+                        dir,
+                        io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // A cgroup whose last process just died can stay busy for a moment.
+            for dir in subtree(dir) {
+                loop {
+                    match fs::remove_dir(&dir) {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EBUSY)
+                                && Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => return Err(Error::host("remove cgroup", &dir, e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name of the cgroup a guest manages itself, below its own (see [`GuestCgroup::delegate`]).
+const PAYLOAD: &str = "payload";
+/// Most cgroups a guest may create below its own (`cgroup.max.descendants`).
+const MAX_GUEST_CGROUPS: u32 = 4096;
+/// Deepest nesting below the guest's own cgroup (`cgroup.max.depth`).
+const MAX_GUEST_CGROUP_DEPTH: u32 = 16;
+
+/// `dir` and every cgroup below it, children before their parent. A cgroup file system holds
+/// only directories and files (no symlinks), and the guest's nesting is capped.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(subtree(&entry.path()));
+            }
+        }
+    }
+    out.push(dir.to_path_buf());
+    out
+}
+
+/// The processes directly in cgroup `dir`.
+fn procs_of(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}

@@ -65,6 +65,7 @@ mod tree_pack;
 mod tree_unpack;
 
 pub use caps::{CapabilityProfile, restrict_capabilities, set_no_new_privs};
+pub use cgroup::{CPU_PERIOD_MICROS, GuestCgroup, GuestLimits};
 pub use cgroup::{CgroupSupport, Freezer, FreezerKind, SandboxCgroup};
 pub use dedupe::{Dedupe, MAX_DESTINATIONS, dedupe_file, dedupe_files};
 pub use entry::{GATE_LOADED, GATE_OPEN, GATE_VAR, narrow_exec_env};
@@ -75,9 +76,9 @@ pub use guest_context::{
     confine_scriptlet, enter_guest_context,
 };
 pub use guest_process::{
-    CPU_PERIOD_MICROS, GuestCgroup, GuestInit, GuestLaunch, GuestLimits, RunningGuest,
-    exec_in_guest, exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient,
-    signal_by_name, signal_pidfd, start_guest_init, wait_pidfd_exit,
+    GuestInit, GuestLaunch, InitSetup, NOTIFY_DIR_IN_GUEST, RunningGuest, Wakeup, exec_in_guest,
+    exec_in_guest_on_pty, open_guest_pidfd, process_start_time, run_transient, signal_by_name,
+    signal_pidfd, start_guest_init, wait_pidfd_exit, wait_pidfd_or_readable,
 };
 pub use guest_spawn::{SPAWNER_FD, SPAWNER_VAR, exec_in_running_guest, spawner_from_environment};
 pub use landlock::{OPT_OUT_VAR as LANDLOCK_OPT_OUT_VAR, write_boundary_available};

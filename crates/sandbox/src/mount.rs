@@ -65,6 +65,9 @@ pub enum FileSystem {
     /// `sysfs` for the caller's network namespace, read-only, `nosuid,nodev,noexec`: a guest
     /// may look at its devices but never write a kernel tunable through it.
     Sysfs,
+    /// A `cgroup2` instance, `nosuid,nodev,noexec`, writable: mounted by a process in a cgroup
+    /// namespace it shows that namespace's root cgroup and what lies below, nothing above.
+    Cgroup2,
 }
 
 fn statx_of(fd: BorrowedFd<'_>) -> std::io::Result<rustix::fs::Statx> {
@@ -269,12 +272,18 @@ fn create_filesystem(fs: &FileSystem) -> Result<OwnedFd> {
                 | MountAttrFlags::MOUNT_ATTR_NODEV
                 | MountAttrFlags::MOUNT_ATTR_NOEXEC,
         ),
+        FileSystem::Cgroup2 => (
+            "cgroup2",
+            MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        ),
     };
     let kernel = |op| move |e: rustix::io::Errno| Error::kernel(op, e);
     let context = fsopen(name, FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(kernel("open a new file system context"))?;
     match fs {
-        FileSystem::Proc | FileSystem::Sysfs => {}
+        FileSystem::Proc | FileSystem::Sysfs | FileSystem::Cgroup2 => {}
         FileSystem::Tmpfs { mode, size } => {
             fsconfig_set_string(&context, "mode", format!("{:o}", mode & 0o7777))
                 .map_err(kernel("configure tmpfs"))?;

@@ -418,6 +418,7 @@ fn stale_record_is_never_signalled() -> Result<(), Outcome> {
         root: world.roots.rootdir.join("old"),
         cgroups: Vec::new(),
         unified_cgroup: None,
+        init: None,
     };
     fs::write(
         world.run_dir.join("old.toml"),
@@ -882,6 +883,155 @@ fn sysv_init() -> Result<(), Outcome> {
     Ok(())
 }
 
+/// `init = "sysv"` on a guest without an rc script is refused before anything starts; an init
+/// that exits during start is a failed start that names the init's last log lines and leaves
+/// no cgroup, record or process behind.
+fn failed_starts_leave_nothing() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    let world = World::new();
+    world.guest("norc");
+    world.configure("norc", |c| c.init = vserver_guest::InitConfig::Sysv);
+    let error = vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "norc",
+        &StartOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("/etc/init.d/rc") && error.contains("sysv-rc"),
+        "{error}"
+    );
+    assert!(!world.run_dir.join("norc.toml").exists());
+    assert!(
+        !world.run_dir.join("norc.log").exists(),
+        "the init was started"
+    );
+
+    world.guest("dies");
+    world.configure("dies", |c| {
+        c.init = vserver_guest::InitConfig::Command(
+            [
+                "/bin/sh",
+                "-c",
+                "echo first words; echo last words >&2; sleep 0.1; exit 3",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+    });
+    let error = vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "dies",
+        &StartOptions::default(),
+    )
+    .unwrap_err();
+    let hint = error.hint().unwrap_or_default();
+    assert!(error.to_string().contains("exited during start"), "{error}");
+    assert!(
+        hint.contains("first words") && hint.contains("last words"),
+        "{hint}"
+    );
+    assert!(!world.run_dir.join("dies.toml").exists());
+    let support = vserver_sandbox::CgroupSupport::detect().unwrap();
+    if let Some(dir) = &support.unified {
+        let left = fs::read_dir(dir.join("vserver"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("dies."))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(left, 0, "a cgroup of the failed start is left");
+    }
+    assert_eq!(
+        vserver_guest::status(&world.roots, &world.run_dir, "dies")
+            .unwrap()
+            .state,
+        "stopped"
+    );
+    Ok(())
+}
+
+/// `init = "plain"` boots as systemd only when the guest's `/sbin/init`, resolved inside the
+/// guest root, is its systemd binary. Links planted to send the detection to the host's systemd
+/// (absolute, `..` past the root) resolve inside the guest, where no systemd is: plain init. A
+/// guest whose `/sbin/init` leads (through its own links) to its `/usr/lib/systemd/systemd` gets
+/// the container interface; this "systemd" never says READY=1, so the start fails at
+/// `start_timeout` and leaves nothing.
+fn systemd_detected_inside_the_guest_only() -> Result<(), Outcome> {
+    require_root_and_busybox()?;
+    require(
+        Path::new("/usr/lib/systemd/systemd").exists(),
+        "needs the host's /usr/lib/systemd/systemd (to plant links to it)",
+    )?;
+    let world = World::new();
+    let root = world.guest("lure");
+    fs::create_dir_all(root.join("sbin")).unwrap();
+    for target in [
+        "/usr/lib/systemd/systemd",
+        "../../../../../usr/lib/systemd/systemd",
+    ] {
+        let _ = fs::remove_file(root.join("sbin/init"));
+        std::os::unix::fs::symlink(target, root.join("sbin/init")).unwrap();
+        let error = vserver_guest::start(
+            &world.roots,
+            &world.run_dir,
+            "lure",
+            &StartOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        // Plain: /sbin/init is executed in the guest, where its target does not exist.
+        assert!(
+            error.contains("start the guest's init"),
+            "{target}: {error}"
+        );
+        assert!(!root.join("run/systemd").exists());
+    }
+
+    let fake = root.join("usr/lib/systemd");
+    fs::create_dir_all(&fake).unwrap();
+    fs::write(
+        fake.join("systemd"),
+        "#!/bin/sh\necho \"container=$container notify=$NOTIFY_SOCKET\"\ncat /run/systemd/container\nls /sys/fs/cgroup/cgroup.procs /run/lock /dev/shm\nexec sleep 100\n",
+    )
+    .unwrap();
+    fs::set_permissions(fake.join("systemd"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_file(root.join("sbin/init")).unwrap();
+    std::os::unix::fs::symlink("../usr/lib/systemd/systemd", root.join("sbin/init")).unwrap();
+    world.configure("lure", |c| c.start_timeout = Some(2));
+    let begun = Instant::now();
+    let error = vserver_guest::start(
+        &world.roots,
+        &world.run_dir,
+        "lure",
+        &StartOptions::default(),
+    )
+    .unwrap_err();
+    assert!(begun.elapsed() >= Duration::from_secs(2));
+    let hint = error.hint().unwrap_or_default();
+    assert!(error.to_string().contains("not up within 2 s"), "{error}");
+    assert!(
+        hint.contains("container=vserver notify=/run/host/notify/notify")
+            && hint.contains("/sys/fs/cgroup/cgroup.procs")
+            && hint.lines().any(|l| l == "vserver"),
+        "{hint}"
+    );
+    assert!(!world.run_dir.join("lure.toml").exists());
+    assert!(!world.run_dir.join("lure.notify").exists());
+    assert_eq!(
+        vserver_guest::status(&world.roots, &world.run_dir, "lure")
+            .unwrap()
+            .state,
+        "stopped"
+    );
+    Ok(())
+}
+
 /// `init = [command]` from the configuration, and `stop_signal`/`stop_timeout`: the configured
 /// signal reaches the init; an init that ignores it is killed after the configured timeout.
 fn configured_init_and_stop_sequence() -> Result<(), Outcome> {
@@ -1183,6 +1333,11 @@ fn main() {
         ("configured_limits", configured_limits),
         ("plain_init", plain_init),
         ("sysv_init", sysv_init),
+        ("failed_starts_leave_nothing", failed_starts_leave_nothing),
+        (
+            "systemd_detected_inside_the_guest_only",
+            systemd_detected_inside_the_guest_only,
+        ),
         (
             "configured_init_and_stop_sequence",
             configured_init_and_stop_sequence,
