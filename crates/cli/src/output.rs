@@ -2,6 +2,8 @@
 //! on a terminal and never with `--quiet` or `--json`.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -59,15 +61,18 @@ impl Output {
         }
     }
 
-    /// A progress reporter suited to this output.
+    /// A progress reporter suited to this output: units done of the total with their rate,
+    /// and the bytes of package files covered with theirs.
     pub fn progress(&self) -> Bar {
         let show = self.verbosity == Verbosity::Normal && std::io::stderr().is_terminal();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&bytes);
         Bar {
             bar: show.then(|| {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{prefix}: {msg:20} [{bar:30}] {pos}/{len} ({rate}, {eta})",
+                        "{prefix}: {msg:20} [{bar:30}] {pos}/{len} ({rate}{bytes}, {eta})",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .with_key(
@@ -76,12 +81,28 @@ impl Output {
                             let _ = write!(w, "{:.0}/s", state.per_sec());
                         },
                     )
+                    .with_key(
+                        "bytes",
+                        move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let done = counted.load(Ordering::Relaxed);
+                            if done > 0 {
+                                let seconds = state.elapsed().as_secs_f64().max(0.001);
+                                let _ = write!(
+                                    w,
+                                    "; {}, {}/s",
+                                    human_bytes(done),
+                                    human_bytes((done as f64 / seconds) as u64)
+                                );
+                            }
+                        },
+                    )
                     .progress_chars("=> "),
                 );
                 bar.set_prefix(self.applet);
                 bar.enable_steady_tick(Duration::from_millis(200));
                 bar
             }),
+            bytes,
         }
     }
 }
@@ -110,10 +131,13 @@ impl Output {
 /// A progress bar on stderr, or nothing.
 pub struct Bar {
     bar: Option<ProgressBar>,
+    /// Bytes of the current phase, for the `{bytes}` key of the bar's style.
+    bytes: Arc<AtomicU64>,
 }
 
 impl Progress for Bar {
     fn start(&self, phase: &str, total: u64) {
+        self.bytes.store(0, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.reset();
             bar.set_length(total);
@@ -124,6 +148,12 @@ impl Progress for Bar {
     fn advance(&self, n: u64) {
         if let Some(bar) = &self.bar {
             bar.inc(n);
+        }
+    }
+
+    fn bytes(&self, n: u64) {
+        if self.bar.is_some() {
+            self.bytes.fetch_add(n, Ordering::Relaxed);
         }
     }
 

@@ -3,7 +3,8 @@
 //! /var/tmp/vserver-test-debs-services), one booting systemd (`systemd-sysv`), one sysv-rc
 //! (`sysvinit-core`), both with `nginx-light` and `openssh-server`, on a host bridge. `start`
 //! returns once the init is up; from the host, HTTP to the guest's address gets nginx's page and
-//! port 22 its banner; `stop` shuts the init down in order, well within the stop timeout, and
+//! port 22 its banner; `vapt-get -- install --reinstall nginx` on the running guest restarts
+//! nginx (its master pid changes) and `remove --purge` stops it; `stop` shuts the init down in order, well within the stop timeout, and
 //! leaves no cgroup or record. Also: guest roots are root-owned 0755 with the usual modes of
 //! `/tmp`, `/var/tmp` and `/root`; `init = "sysv"` without an rc script is refused before
 //! anything starts; an init that dies during start is a failed start with its last log lines.
@@ -174,6 +175,54 @@ fn wait_port(address: &str, port: u16) {
     }
 }
 
+/// The pid of nginx's master process in the running `guest` (its pid file, read inside).
+fn nginx_pid(host: &Host, guest: &str) -> String {
+    let out = host.guest(guest, &["exec", "cat", "/run/nginx.pid"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What broke on frozen guests: the package scripts of an update restart the running daemon
+/// (its master pid changes, the page is still served) and those of a purge stop it, both
+/// through the guest's own init (`invoke-rc.d`, `deb-systemd-invoke`).
+fn update_and_remove_nginx(host: &Host, guest: &str, address: &str) {
+    let vapt = |args: &[&str]| {
+        let out = run(host.command("vapt-get").arg(guest).arg("--").args(args));
+        assert!(
+            out.status.success(),
+            "vapt-get {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let before = nginx_pid(host, guest);
+    // nginx-light is a metapackage in bookworm: `nginx` holds the daemon and its scripts.
+    vapt(&["install", "-y", "--reinstall", "nginx"]);
+    wait_port(address, 80);
+    let after = nginx_pid(host, guest);
+    assert_ne!(before, after, "{guest}: nginx was not restarted");
+    let page = http_get(address);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    vapt(&["remove", "-y", "--purge", "nginx-light", "nginx"]);
+    assert!(
+        TcpStream::connect_timeout(
+            &format!("{address}:80").parse().unwrap(),
+            Duration::from_millis(500)
+        )
+        .is_err(),
+        "{guest}: nginx still answers after its removal"
+    );
+    let alive = host.guest(guest, &["exec", "sh", "-c", &format!("kill -0 {after}")]);
+    assert!(!alive.status.success(), "{guest}: nginx still runs");
+    // Back for the next start.
+    vapt(&["install", "-y", "nginx-light"]);
+    wait_port(address, 80);
+}
+
 /// Starts `guest` with its services, checks them from the host, stops it; returns (time to
 /// start, time to stop).
 fn serve_and_stop(host: &Host, guest: &str, address: &str) -> (Duration, Duration) {
@@ -194,6 +243,12 @@ fn serve_and_stop(host: &Host, guest: &str, address: &str) -> (Duration, Duratio
     );
     let banner = ssh_banner(address);
     assert!(banner.starts_with("SSH-2.0-OpenSSH"), "{banner}");
+    if guest == "sv" {
+        // The runlevel is recorded as sysvinit records it; invoke-rc.d starts services by it.
+        let level = host.guest(guest, &["exec", "/sbin/runlevel"]);
+        assert_eq!(String::from_utf8_lossy(&level.stdout).trim(), "N 2");
+    }
+    update_and_remove_nginx(host, guest, address);
     let begun = Instant::now();
     let stopped = host.guest(guest, &["stop"]);
     let stop_time = begun.elapsed();

@@ -135,10 +135,12 @@ impl InitKind {
     }
 }
 
-/// The init a start runs: its kind and command line.
+/// The init a start runs: its kind, command line, and the files of this start in its fresh
+/// `/run` (beside [`Needs::setup`]'s).
 pub(crate) struct InitPlan {
     pub kind: InitKind,
     pub command: Vec<OsString>,
+    pub run_files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 /// Decides what runs as pid 1 of `config`'s guest (`command` overrides the configuration), and
@@ -148,6 +150,7 @@ pub(crate) fn plan(config: &GuestConfig, command: &[OsString]) -> LifecycleResul
         return Ok(InitPlan {
             kind: InitKind::Command,
             command: command.to_vec(),
+            run_files: Vec::new(),
         });
     }
     let guest = &config.name;
@@ -168,6 +171,7 @@ pub(crate) fn plan(config: &GuestConfig, command: &[OsString]) -> LifecycleResul
         InitConfig::Command(command) => Ok(InitPlan {
             kind: InitKind::Command,
             command: command.iter().map(OsString::from).collect(),
+            run_files: Vec::new(),
         }),
         InitConfig::Sysv => {
             if !RC_PATHS.iter().any(|p| is_file(&root, p)) {
@@ -187,6 +191,12 @@ pub(crate) fn plan(config: &GuestConfig, command: &[OsString]) -> LifecycleResul
                     "vserver-sysv-init".into(),
                     runlevel.to_string().into(),
                 ],
+                // As sysvinit records entering the runlevel: `runlevel` reads it, and
+                // invoke-rc.d starts a service only when its link is in the current runlevel.
+                run_files: utmp_runlevel_record(runlevel)
+                    .map(|record| (PathBuf::from("utmp"), record))
+                    .into_iter()
+                    .collect(),
             })
         }
         InitConfig::Systemd => match systemd_binary(&root) {
@@ -205,6 +215,7 @@ pub(crate) fn plan(config: &GuestConfig, command: &[OsString]) -> LifecycleResul
             Ok(InitPlan {
                 kind: InitKind::Plain,
                 command: vec!["/sbin/init".into()],
+                run_files: Vec::new(),
             })
         }
     }
@@ -214,7 +225,32 @@ fn systemd_plan(path: &str) -> InitPlan {
     InitPlan {
         kind: InitKind::Systemd,
         command: vec![path.into()],
+        run_files: Vec::new(),
     }
+}
+
+/// A `/run/utmp` holding the record sysvinit writes when it enters `runlevel` (type `RUN_LVL`,
+/// pid `level + 256 * previous`, previous `N`): glibc's `struct utmp` of x86_64, 384 bytes.
+/// Elsewhere none, and `runlevel` says `unknown` in the guest.
+fn utmp_runlevel_record(runlevel: u8) -> Option<Vec<u8>> {
+    if !cfg!(target_arch = "x86_64") || runlevel > 9 {
+        return None;
+    }
+    const RUN_LVL: i16 = 1;
+    let mut record = vec![0u8; 384];
+    record[0..2].copy_from_slice(&RUN_LVL.to_le_bytes());
+    let level = i32::from(b'0' + runlevel) + 256 * i32::from(b'N');
+    record[4..8].copy_from_slice(&level.to_le_bytes());
+    record[8..9].copy_from_slice(b"~"); // ut_line
+    record[40..42].copy_from_slice(b"~~"); // ut_id
+    record[44..52].copy_from_slice(b"runlevel"); // ut_user
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // ut_tv.tv_sec is 32 bits wide in this layout.
+    record[340..344].copy_from_slice(&(now as u32).to_le_bytes());
+    Some(record)
 }
 
 fn is_file(root: &GuestRoot, path: &str) -> bool {

@@ -474,6 +474,7 @@ pub fn start(
         _ => None,
     };
     let mut setup = needs.setup;
+    setup.run_files.extend(plan.run_files);
     setup.notify_dir = notify.as_ref().map(|_| notify_dir(run_dir, name));
     let log = run_dir.join(format!("{name}.log"));
     // A fresh log per start: its tail is what a failed start shows.

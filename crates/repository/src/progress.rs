@@ -10,6 +10,9 @@ pub trait Progress: Sync {
     fn start(&self, phase: &str, total: u64);
     /// `n` more units of the current phase are done.
     fn advance(&self, n: u64);
+    /// `n` more bytes of package files were covered by the current phase (read, or found
+    /// unchanged); shown beside the units with a byte rate.
+    fn bytes(&self, _n: u64) {}
     /// The current phase is over.
     fn finish(&self);
 }

@@ -441,6 +441,7 @@ fn produce(
             }
         }
         progress.advance(chunk.len() as u64);
+        progress.bytes(chunk.iter().map(|file| file.size).sum());
         if sender.send(batch).is_err() {
             // The writer stopped; its error is reported by the caller.
             return Ok(());

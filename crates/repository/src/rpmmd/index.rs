@@ -162,6 +162,7 @@ pub fn index_rpm(
                     None => Some(read_rpm(file, &options.read).map(|pkg| encode_fragments(&pkg))),
                 };
                 progress.advance(1);
+                progress.bytes(file.size);
                 result
             })
             .collect();

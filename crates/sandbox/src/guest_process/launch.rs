@@ -181,7 +181,7 @@ fn mount_run(root: &GuestRoot, setup: &InitSetup) -> Step<()> {
         }
         step(
             "write a file in /run",
-            root.write_atomic(&path, contents.as_bytes(), 0o644),
+            root.write_atomic(&path, contents, 0o644),
         )?;
     }
     Ok(())

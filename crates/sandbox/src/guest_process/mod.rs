@@ -117,7 +117,7 @@ pub struct InitSetup {
     pub tmpfs: Vec<(PathBuf, u32)>,
     /// Files written into the guest's fresh `/run` (path below `/run`, contents), such as
     /// `systemd/container`.
-    pub run_files: Vec<(PathBuf, String)>,
+    pub run_files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 impl GuestLaunch {
