@@ -86,6 +86,14 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
+    if names.is_empty() {
+        out.status(if parsed.marked {
+            "no guest is marked for start at boot (`vserver GUEST enable` marks one)"
+        } else {
+            "no guests are configured"
+        });
+        return ExitCode::SUCCESS;
+    }
     if parsed.command == "status" {
         return status(&roots, &names);
     }
