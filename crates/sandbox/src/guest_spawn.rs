@@ -259,26 +259,13 @@ fn set_up(spec: &SpawnerSpec) -> std::result::Result<Setup, SpawnerFailure> {
         Some(dir) => Some(fail("open the package state", GuestRoot::open(dir))?),
         None => None,
     };
-    let mut trees = Vec::new();
-    for bind in &spec.binds {
-        let tree = fail(
-            "clone a database for the scripts",
-            mount::clone_source(package_state.as_ref(), &bind.host),
-        )?;
-        fail(
-            "set the attributes of a database mount",
-            mount::set_bind_attributes(
-                &tree,
-                &bind.host,
-                bind.access,
-                mount::Hostility {
-                    noexec: false,
-                    nosymfollow: true,
-                },
-            ),
-        )?;
-        trees.push((bind, tree));
-    }
+    let trees = mount::clone_database_trees(
+        package_state.as_ref(),
+        spec.binds
+            .iter()
+            .map(|bind| (bind.host.as_path(), bind.access)),
+    )
+    .map_err(|(step, error)| SpawnerFailure { step, error })?;
     drop(package_state);
     fail(
         "join the guest's namespaces",
@@ -301,7 +288,7 @@ fn set_up(spec: &SpawnerSpec) -> std::result::Result<Setup, SpawnerFailure> {
     )?;
     fail("make all mounts private", mount::make_all_private())?;
     let root = fail("open the guest's root", GuestRoot::open("/"))?;
-    for (bind, tree) in &trees {
+    for (bind, tree) in spec.binds.iter().zip(&trees) {
         fail(
             "bind-mount into the guest",
             mount::attach_into(&root, tree, &bind.guest, &bind.host),

@@ -422,6 +422,33 @@ pub(crate) struct Hostility {
     pub(crate) nosymfollow: bool,
 }
 
+/// Detached trees of the databases an operation mounts (host path and access of each), cloned
+/// by [`clone_source`] while their host paths are still visible. A database holds no symlink of
+/// its own, so none is followed; exec stays allowed: dpkg's maintainer scripts live in its
+/// database and debconf's frontend executes them as well as dpkg. On failure: the step and why.
+pub(crate) fn clone_database_trees<'a>(
+    package_state: Option<&GuestRoot>,
+    binds: impl IntoIterator<Item = (&'a Path, Access)>,
+) -> std::result::Result<Vec<OwnedFd>, (&'static str, Error)> {
+    let mut trees = Vec::new();
+    for (host, access) in binds {
+        let tree =
+            clone_source(package_state, host).map_err(|e| ("clone a database for mounting", e))?;
+        set_bind_attributes(
+            &tree,
+            host,
+            access,
+            Hostility {
+                noexec: false,
+                nosymfollow: true,
+            },
+        )
+        .map_err(|e| ("set the attributes of a database mount", e))?;
+        trees.push(tree);
+    }
+    Ok(trees)
+}
+
 /// Sets `nosuid,nodev` on a detached tree, `ro` for read-only access, and, for writable access,
 /// what `hostility` asks for.
 pub(crate) fn set_bind_attributes(

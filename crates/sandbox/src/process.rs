@@ -1397,28 +1397,13 @@ fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
         Some(dir) => Some(step("open the package state", GuestRoot::open(dir))?),
         None => None,
     };
-    let mut bind_trees = Vec::new();
-    for bind in &spec.binds {
-        let tree = step(
-            "clone a database for mounting",
-            mount::clone_source(package_state.as_ref(), &bind.host),
-        )?;
-        step(
-            "set the attributes of a database mount",
-            // A database holds no symlink of its own; dpkg's maintainer scripts, which live
-            // in it, are executed by debconf's frontend as well as by dpkg.
-            mount::set_bind_attributes(
-                &tree,
-                &bind.host,
-                bind.access,
-                mount::Hostility {
-                    noexec: false,
-                    nosymfollow: true,
-                },
-            ),
-        )?;
-        bind_trees.push(tree);
-    }
+    let bind_trees = mount::clone_database_trees(
+        package_state.as_ref(),
+        spec.binds
+            .iter()
+            .map(|bind| (bind.host.as_path(), bind.access)),
+    )
+    .map_err(|(name, e)| Failure::new(name, &e))?;
     let mut state_trees = Vec::new();
     for state in &spec.state {
         if !is_plain_relative(&state.name) {

@@ -81,6 +81,37 @@ impl GuestRoot {
     }
 }
 
+/// The status of `name` in `dir`, its link not followed; `None` when it is gone since it was
+/// listed (the guest changed its tree under us).
+pub(crate) fn stat_entry(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> rustix::io::Result<Option<rustix::fs::Stat>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(stat)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The directory `name` in `dir`, opened for reading without following a link; `None` when it
+/// was replaced by something else, or removed, since it was looked at.
+pub(crate) fn open_entry_dir(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+) -> rustix::io::Result<Option<OwnedFd>> {
+    match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The names in the directory `dir` (without `.` and `..`), sorted, read through a descriptor of
 /// its own so that `dir`'s offset is left alone.
 pub(crate) fn entry_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
@@ -165,11 +196,8 @@ impl Walk<'_> {
         rel: &Path,
         depth: usize,
     ) -> Result<()> {
-        let stat = match rustix::fs::statat(source, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => stat,
-            // Gone since it was listed: the guest changed its tree under us.
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(self.err(path)(e.into())),
+        let Some(stat) = stat_entry(source, name).map_err(|e| self.err(path)(e.into()))? else {
+            return Ok(());
         };
         let mode = Mode::from_raw_mode(stat.st_mode & 0o7777);
         let uid = Some(rustix::fs::Uid::from_raw(stat.st_uid));
@@ -179,21 +207,13 @@ impl Walk<'_> {
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::Directory => {
                 rustix::fs::mkdirat(target, name, Mode::from_raw_mode(0o700)).map_err(fail)?;
-                let open = |dir, flags| {
-                    rustix::fs::openat(
-                        dir,
-                        name,
-                        flags | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
+                let Some(from) = open_entry_dir(source, name).map_err(fail)? else {
+                    return Ok(());
                 };
-                let from = match open(source, OFlags::RDONLY) {
-                    Ok(fd) => fd,
-                    // Replaced by something else since we looked: leave it out.
-                    Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => return Ok(()),
-                    Err(e) => return Err(fail(e)),
-                };
-                let to = open(target, OFlags::RDONLY).map_err(fail)?;
+                // Made just now in the new tree, which only we write.
+                let to = open_entry_dir(target, name)
+                    .map_err(fail)?
+                    .ok_or_else(|| fail(Errno::NOENT))?;
                 self.dir(from.as_fd(), to.as_fd(), path, rel, depth + 1)?;
                 self.stats.others += 1;
                 rustix::fs::fchown(&to, uid, gid).map_err(fail)?;
@@ -203,7 +223,7 @@ impl Walk<'_> {
             }
             FileType::RegularFile => {
                 if stat.st_nlink > 1 {
-                    let key = (stat.st_dev as u64, stat.st_ino as u64);
+                    let key = (stat.st_dev, stat.st_ino);
                     if let Some(first) = self.links.get(&key) {
                         rustix::fs::linkat(&self.dest_root, first, target, name, AtFlags::empty())
                             .map_err(fail)?;

@@ -21,12 +21,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::safe_path::GuestRoot;
-use crate::tree_copy::{KEPT_XATTRS, MAX_DEPTH, entry_names};
+use crate::tree_copy::{KEPT_XATTRS, MAX_DEPTH, entry_names, open_entry_dir, stat_entry};
 
 /// What an archive of a tree holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -153,24 +153,16 @@ impl<W: Write> Pack<'_, W> {
         name: &Path,
         depth: usize,
     ) -> Result<()> {
-        let stat = match rustix::fs::statat(source, entry_name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => stat,
-            // Gone since it was listed: the guest changed its tree under us.
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(self.err(path)(e.into())),
+        let Some(stat) = stat_entry(source, entry_name).map_err(|e| self.err(path)(e.into()))?
+        else {
+            return Ok(());
         };
         match FileType::from_raw_mode(stat.st_mode) {
             FileType::Directory => {
-                let child = match rustix::fs::openat(
-                    source,
-                    entry_name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                ) {
-                    Ok(fd) => fd,
-                    // Replaced by something else since we looked: leave it out.
-                    Err(Errno::NOTDIR | Errno::LOOP | Errno::NOENT) => return Ok(()),
-                    Err(e) => return Err(self.err(path)(e.into())),
+                let Some(child) =
+                    open_entry_dir(source, entry_name).map_err(|e| self.err(path)(e.into()))?
+                else {
+                    return Ok(());
                 };
                 self.append_dir_header(name, &stat, path)?;
                 self.dir(child.as_fd(), path, name, depth + 1)?;
