@@ -23,7 +23,8 @@
 //!
 //! The content index (`PKGDIR/.unify/index`, host-only) remembers the inodes already shared
 //! (device, inode, size, time, digest); a second run only asks the kernel about files that are
-//! new or changed since. It is written at the end (temporary name, rename): a run that is killed
+//! new or changed since. A file whose extent map (`FIEMAP`) is its source's already holds the
+//! same bytes and is not asked about either: clones made with reflinks cost no reading. It is written at the end (temporary name, rename): a run that is killed
 //! leaves every file shared or untouched, and the next run redoes what it did not record.
 
 use std::collections::{BTreeMap, HashSet};
@@ -63,7 +64,8 @@ pub struct UnifyReport {
     pub shared_files: u64,
     /// Bytes of those files.
     pub shared_bytes: u64,
-    /// Files the index knew to be shared already (not asked again).
+    /// Files already sharing their source's extents, as the index knew or their extent maps
+    /// show (not asked again).
     pub known_files: u64,
     /// Files the kernel found different from the source (changed since the database said).
     pub differed: u64,
@@ -326,6 +328,9 @@ fn unify_group(
         return outcome;
     };
     outcome.indexed.push(key(source));
+    // A member whose extent map is the source's holds its bytes already (clones made with
+    // reflinks, an index lost): no need to have the kernel read and compare it.
+    let source_extents = vserver_sandbox::shared_extents(&source_file).ok().flatten();
     let mut batch: Vec<(&Candidate, std::fs::File)> = Vec::new();
     for member in members.iter().filter(|m| m.ino != source.ino) {
         if index.contains(&key(member)) && index.contains(&key(source)) {
@@ -336,6 +341,14 @@ fn unify_group(
         let Some(Ok(file)) = tree(member).map(|t| t.open_file(&member.path)) else {
             continue;
         };
+        if source_extents.is_some()
+            && vserver_sandbox::shared_extents(&file).ok().flatten() == source_extents
+        {
+            outcome.known_files += 1;
+            outcome.supported = true;
+            outcome.indexed.push(key(member));
+            continue;
+        }
         batch.push((member, file));
     }
     for batch in batch.chunks(vserver_sandbox::MAX_DESTINATIONS) {
