@@ -15,13 +15,10 @@
 # /var/tmp/vserver-test-debs-services. BENCH_DIR must not lie below /tmp or /var/tmp.
 # Usage: bench/boot.sh [VSERVER-BINARY] [RUNS]
 #
-# Measured (2 cores; release binary; 5 runs, medians):
-#   vserver  up 0.18 s   stop 0.11 s   idle memory 6.4 MiB   (degraded: journald fails, below)
-#   nspawn   up 0.26 s   stop 0.14 s   idle memory 9.8 MiB   (running)
-#   ratio vserver/nspawn: up 0.69, stop 0.81, memory 0.65
-# The memory difference is mostly journald, which nspawn's guest runs and ours does not: its
-# unit asks for capabilities (CAP_SYS_ADMIN among them) that a vserver guest never holds, so it
-# fails and the guest is `degraded`; nginx and sshd run in both.
+# Measured (2 cores; release binary; 5 runs, medians; both guests `running`, journald included):
+#   vserver  up 0.21 s   stop 0.13 s   idle memory 7.9 MiB
+#   nspawn   up 0.30 s   stop 0.15 s   idle memory 9.6 MiB
+#   ratio vserver/nspawn: up 0.69, stop 0.91, memory 0.82
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$here/target}

@@ -392,7 +392,18 @@ fn systemd_and_sysv_guests_serve_and_stop() {
     assert!(started.status.success());
     let state = host.guest("sd", &["exec", "systemctl", "is-system-running"]);
     let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+    let failed = host.guest("sd", &["exec", "systemctl", "--failed", "--no-legend"]);
+    let failed = String::from_utf8_lossy(&failed.stdout).into_owned();
+    println!("sd: {state}; failed units: {failed}");
     assert!(state == "running" || state == "degraded", "{state}");
+    // journald runs: its OOMScoreAdjust= cannot apply on the guest's read-only /proc, and the
+    // runtime drop-in vserver writes lets it start without.
+    assert!(!failed.contains("journald"), "{failed}");
+    let journal = host.guest(
+        "sd",
+        &["exec", "journalctl", "-b", "--no-pager", "-q", "-n", "1"],
+    );
+    assert!(journal.status.success(), "{journal:?}");
     // Its cgroup delegation: systemd made its cgroups below the guest's payload cgroup, the
     // root of what the guest sees; the guest's own cgroup (its freezer, its caps) and the v1
     // hierarchies holding its limits are out of reach, and it cannot mount another view.

@@ -197,7 +197,10 @@ fn unify_shares_identical_files_and_keeps_every_guest_its_own() {
     std::fs::remove_file(host.dir.join("vservers/.pkg/.unify/index")).unwrap();
     let unindexed = unify_json(&host);
     assert_eq!(unindexed["shared_files"], 0, "{unindexed}");
-    assert_eq!(unindexed["known_files"], again["known_files"], "{unindexed}");
+    assert_eq!(
+        unindexed["known_files"], again["known_files"],
+        "{unindexed}"
+    );
 
     // A write into one guest's unified file stays in that guest.
     let owned = host.ok(&["vrpm", "a", "--", "-ql", "fx-00001"]);

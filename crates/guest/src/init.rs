@@ -12,7 +12,9 @@
 //! its environment and in `/run/systemd/container`, a fresh `/run` tmpfs, a read-only `/sys`, a
 //! writable cgroup2 on `/sys/fs/cgroup` rooted at a cgroup delegated to it inside its own cgroup
 //! namespace ([`vserver_sandbox::GuestCgroup::delegate`]), and `NOTIFY_SOCKET` leading to a
-//! host socket through which it says `READY=1` when the boot is done. `init = "plain"` (the
+//! host socket through which it says `READY=1` when the boot is done. `/proc` stays read-only
+//! (the guest's root is the host's uid 0), so a runtime drop-in tells every service not to
+//! apply an `OOMScoreAdjust=`, which systemd would otherwise fail with `EROFS`. `init = "plain"` (the
 //! default) becomes `systemd` when the guest's `/sbin/init` is systemd: resolved inside the
 //! guest root (`RESOLVE_IN_ROOT`, so the guest's links never lead to the host) and compared by
 //! device and inode with the guest's systemd binary.
@@ -33,6 +35,11 @@ const SYSTEMD_PATHS: &[&str] = &["/usr/lib/systemd/systemd", "/lib/systemd/syste
 const RC_PATHS: &[&str] = &["/etc/rc.d/rc", "/etc/init.d/rc"];
 /// What the `sysv` pid 1 creates once `rc RUNLEVEL` has finished.
 pub(crate) const SYSV_READY_FILE: &str = "/run/.vserver-rc-done";
+/// A runtime drop-in for every service of a systemd guest: its `/proc` is read-only (the
+/// guest's root is the host's uid 0, and much of `/proc` obeys only file modes), so no unit can
+/// apply an `OOMScoreAdjust=`, and systemd fails a unit that asks for one with `EROFS`
+/// (journald asks for -250) where it ignores `EPERM`.
+const SYSTEMD_SERVICE_DROP_IN: &str = "# Written by vserver at start: /proc is read-only in this guest.\n[Service]\nOOMScoreAdjust=\n";
 /// The socket file inside [`vserver_sandbox::NOTIFY_DIR_IN_GUEST`].
 pub(crate) const NOTIFY_SOCKET_NAME: &str = "notify";
 
@@ -113,7 +120,13 @@ impl InitKind {
                         (PathBuf::from("/run/lock"), 0o1777),
                         (PathBuf::from("/dev/shm"), 0o1777),
                     ],
-                    run_files: vec![(PathBuf::from("systemd/container"), "vserver\n".into())],
+                    run_files: vec![
+                        (PathBuf::from("systemd/container"), "vserver\n".into()),
+                        (
+                            PathBuf::from("systemd/system/service.d/50-vserver.conf"),
+                            SYSTEMD_SERVICE_DROP_IN.into(),
+                        ),
+                    ],
                 },
                 capabilities: CapabilityProfile::ServiceManager,
                 delegate_cgroup: true,
