@@ -203,6 +203,18 @@ fn summary(d: &Distribution) -> serde_json::Value {
     })
 }
 
+/// The release version a build will use, as people read it: the distribution's, or the one a
+/// build takes from its name (seed-style names such as `fc3`), or why there is none.
+fn releasever_shown(d: &Distribution) -> String {
+    if !d.releasever.is_empty() {
+        return d.releasever.clone();
+    }
+    match vserver_guest::releasever_from_name(&d.name) {
+        Some(version) => format!("{version} (from its name; not set in distribution.toml)"),
+        None => "(none: builds need --releasever)".into(),
+    }
+}
+
 fn list(out: &Output, all: &[Distribution], json: bool) {
     if json {
         out.json(&serde_json::Value::Array(all.iter().map(summary).collect()));
@@ -307,7 +319,7 @@ fn show(out: &Output, d: &Distribution, json: bool) {
     println!("name:        {}", d.name);
     println!("description: {}", d.description);
     println!("family:      {}", d.family.as_str());
-    println!("releasever:  {}", d.releasever);
+    println!("releasever:  {}", releasever_shown(d));
     println!(
         "arch:        {}",
         if d.arch.is_empty() { "(host)" } else { &d.arch }

@@ -245,6 +245,10 @@ fn a_seed_style_distribution_gets_its_release_version_from_its_name_or_an_error(
     let shown = host.ok(&["vdistro", "show", "fc3"]);
     assert!(shown.contains("\ngpgcheck:    false"), "{shown}");
     assert!(
+        shown.contains("\nreleasever:  3 (from its name; not set in distribution.toml)"),
+        "{shown}"
+    );
+    assert!(
         shown.contains("repo base: packages not checked, metadata not checked, keys - (base.repo)"),
         "{shown}"
     );
