@@ -14,10 +14,11 @@
 //! namespace ([`vserver_sandbox::GuestCgroup::delegate`]), and `NOTIFY_SOCKET` leading to a
 //! host socket through which it says `READY=1` when the boot is done. `/proc` stays read-only
 //! (the guest's root is the host's uid 0), so a runtime drop-in tells every service not to
-//! apply an `OOMScoreAdjust=`, which systemd would otherwise fail with `EROFS`. `init = "plain"` (the
-//! default) becomes `systemd` when the guest's `/sbin/init` is systemd: resolved inside the
-//! guest root (`RESOLVE_IN_ROOT`, so the guest's links never lead to the host) and compared by
-//! device and inode with the guest's systemd binary.
+//! apply an `OOMScoreAdjust=`, which systemd would otherwise fail with `EROFS`.
+//!
+//! `init = "plain"` (the default) becomes `systemd` when the guest's `/sbin/init` is systemd:
+//! resolved inside the guest root (`RESOLVE_IN_ROOT`, so the guest's links never lead to the
+//! host) and compared by device and inode with the guest's systemd binary.
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;

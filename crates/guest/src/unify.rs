@@ -24,8 +24,9 @@
 //! The content index (`PKGDIR/.unify/index`, host-only) remembers the inodes already shared
 //! (device, inode, size, time, digest); a second run only asks the kernel about files that are
 //! new or changed since. A file whose extent map (`FIEMAP`) is its source's already holds the
-//! same bytes and is not asked about either: clones made with reflinks cost no reading. It is written at the end (temporary name, rename): a run that is killed
-//! leaves every file shared or untouched, and the next run redoes what it did not record.
+//! same bytes and is not asked about either: clones made with reflinks cost no reading. The
+//! index is written at the end (temporary name, rename): a run that is killed leaves every file
+//! shared or untouched, and the next run redoes what it did not record.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
