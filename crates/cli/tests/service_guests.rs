@@ -6,10 +6,10 @@
 //! port 22 its banner; `vapt-get -- install --reinstall nginx` on the running guest restarts
 //! nginx (its master pid changes) and `remove --purge` stops it, on both; the sysv guest's
 //! `runlevel` answers as under sysvinit; `stop` shuts the init down in order, well within the
-//! stop timeout, and leaves no cgroup or record. The systemd guest reaches `running`, journald
-//! included. Also: guest roots are root-owned 0755 with the usual modes of `/tmp`, `/var/tmp`
-//! and `/root`; `init = "sysv"` without an rc script is refused before anything starts; an init
-//! that dies during start is a failed start with its last log lines.
+//! stop timeout, and leaves no cgroup or record. The systemd guest is up (`running`; `degraded`
+//! is accepted) with journald running. Also: guest roots are root-owned 0755 with the usual modes
+//! of `/tmp`, `/var/tmp` and `/root`; `init = "sysv"` without an rc script is refused before
+//! anything starts; an init that dies during start is a failed start with its last log lines.
 //!
 //! Needs root, ip(8), the host's apt sources for bookworm (or the caches); skips with a reason
 //! otherwise, fails instead when VSERVER_TEST_REQUIRE_ALL=1.
