@@ -492,7 +492,21 @@ pub fn start(
     };
     let init = match vserver_sandbox::start_guest_init(&launch) {
         Ok(init) => init,
-        Err(source) => return Err(undo(sandbox_err(name, "start the guest's init")(source))),
+        Err(source) => {
+            // An init that died at once (before its start was even recorded) has said why in
+            // its log, as one that dies later does; a setup failure has written nothing there.
+            let tail = log_tail(&log, 20);
+            let error = if tail.is_empty() {
+                sandbox_err(name, "start the guest's init")(source)
+            } else {
+                LifecycleError::StartFailed {
+                    guest: name.to_string(),
+                    problem: "its init exited during start".into(),
+                    log_tail: tail,
+                }
+            };
+            return Err(undo(error));
+        }
     };
     let record = RunRecord {
         guest: name.to_string(),
@@ -621,9 +635,24 @@ fn wait_until_up(
 }
 
 /// The last `lines` lines of a log file (empty when there is none).
+/// The last `lines` lines of a guest's log, from at most its last 64 KiB: the guest writes the
+/// log and may have made it as large as it likes.
 fn log_tail(path: &Path, lines: usize) -> String {
-    let text = fs_err::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
+    use std::io::{Read, Seek, SeekFrom};
+    const MOST: u64 = 64 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    if file
+        .seek(SeekFrom::Start(size.saturating_sub(MOST)))
+        .is_err()
+        || file.take(MOST).read_to_end(&mut bytes).is_err()
+    {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
