@@ -113,23 +113,7 @@ fn rpm_guest_as_a_new_user_makes_it() {
     assert!(guest.join("bin/busybox").is_file());
     // The root and its standard directories: root's, with the usual modes (as apt guests,
     // tests/service_guests.rs).
-    for (path, mode) in [
-        ("", 0o755),
-        ("tmp", 0o1777),
-        ("var/tmp", 0o1777),
-        ("root", 0o700),
-    ] {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::symlink_metadata(guest.join(path)).unwrap();
-        assert!(meta.is_dir(), "/{path}");
-        assert_eq!((meta.uid(), meta.gid()), (0, 0), "owner of /{path}");
-        assert_eq!(
-            meta.mode() & 0o7777,
-            mode,
-            "mode of /{path}: {:o}",
-            meta.mode()
-        );
-    }
+    common::assert_root_modes(&guest);
 
     // An unknown guest is one clear error line with a hint.
     let unknown = host.vserver(&["vrpm", "tt", "--", "-qa"]);

@@ -20,13 +20,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::debian_cache::{CACHE, host_apt, host_sources, minbase};
-use common::{WORK_BASE, available, built_plugin, checked, is_root, run};
+use common::{WORK_BASE, assert_root_modes, available, built_plugin, checked, is_root, run};
 
 /// The service packages' cache (the minbase closure plus what the services pull in).
 const SERVICES_CACHE: &str = "/var/tmp/vserver-test-debs-services";
@@ -112,26 +111,6 @@ struct Bridge(String);
 impl Drop for Bridge {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.0]).status();
-    }
-}
-
-/// The modes a guest root ends its build with, whatever the method.
-fn assert_root_modes(root: &Path) {
-    for (path, mode) in [
-        ("", 0o755),
-        ("tmp", 0o1777),
-        ("var/tmp", 0o1777),
-        ("root", 0o700),
-    ] {
-        let meta = std::fs::symlink_metadata(root.join(path)).unwrap();
-        assert!(meta.is_dir(), "/{path}");
-        assert_eq!((meta.uid(), meta.gid()), (0, 0), "owner of /{path}");
-        assert_eq!(
-            meta.mode() & 0o7777,
-            mode,
-            "mode of /{path}: {:o}",
-            meta.mode()
-        );
     }
 }
 

@@ -134,6 +134,28 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Asserts what every build method leaves: the guest root and its standard directories are
+/// root's, with the usual modes.
+pub fn assert_root_modes(root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    for (path, mode) in [
+        ("", 0o755),
+        ("tmp", 0o1777),
+        ("var/tmp", 0o1777),
+        ("root", 0o700),
+    ] {
+        let meta = std::fs::symlink_metadata(root.join(path)).unwrap();
+        assert!(meta.is_dir(), "/{path}");
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "owner of /{path}");
+        assert_eq!(
+            meta.mode() & 0o7777,
+            mode,
+            "mode of /{path}: {:o}",
+            meta.mode()
+        );
+    }
+}
+
 /// What the RPM guest tests need — root, rpm, dnf, a static busybox and the built plugin — or
 /// `None` after saying why the test is skipped (a failure under VSERVER_TEST_REQUIRE_ALL=1).
 pub fn rpm_guest_prerequisites() -> Option<PathBuf> {

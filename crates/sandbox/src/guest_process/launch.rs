@@ -13,8 +13,8 @@ use rustix::thread::UnshareFlags;
 
 use super::pidfd::process_start_time;
 use super::{
-    Failure, GuestInit, GuestLaunch, InitSetup, SETUP_FAILED, Step, cloexec_above_stderr,
-    command_for, command_in_new_session, confine, ensure_single_threaded, exit_code, join_cgroups,
+    Failure, GuestInit, GuestLaunch, InitSetup, SETUP_FAILED, Step, command_for,
+    command_in_new_session, confine, ensure_single_threaded, exit_code, join_cgroups, join_guest,
     read_report, report, run_to_end, step, step_io,
 };
 use crate::error::{Error, Result};
@@ -412,15 +412,6 @@ pub fn exec_in_guest(pidfd: BorrowedFd<'_>, launch: &GuestLaunch) -> Result<i32>
 }
 
 fn join_and_run(pidfd: BorrowedFd<'_>, root: &GuestRoot, launch: &GuestLaunch) -> Step<i32> {
-    step_io(
-        "set the parent-death signal",
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
-    )?;
-    join_cgroups(&launch.cgroups)?;
-    step(
-        "enter the guest",
-        crate::guest_context::enter_guest_context(root, Some(pidfd), launch.capabilities),
-    )?;
-    cloexec_above_stderr()?;
+    join_guest(pidfd, root, launch)?;
     run_to_end(&mut command_in_new_session(launch)?)
 }

@@ -293,6 +293,26 @@ pub(super) fn join_cgroups(cgroups: &[PathBuf]) -> Step<()> {
     Ok(())
 }
 
+/// Makes the calling child (of a `vserver` command joining a running guest) part of the guest:
+/// killed with its parent, in the guest's cgroups, namespaces and root (through `pidfd`, its
+/// init) with `launch.capabilities`, and nothing inherited above standard error.
+pub(super) fn join_guest(
+    pidfd: std::os::fd::BorrowedFd<'_>,
+    root: &crate::safe_path::GuestRoot,
+    launch: &GuestLaunch,
+) -> Step<()> {
+    step_io(
+        "set the parent-death signal",
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+    )?;
+    join_cgroups(&launch.cgroups)?;
+    step(
+        "enter the guest",
+        crate::guest_context::enter_guest_context(root, Some(pidfd), launch.capabilities),
+    )?;
+    cloexec_above_stderr()
+}
+
 /// Marks every descriptor above standard error close-on-exec: whatever the caller inherited
 /// (from a shell, a job runner, a service manager) must not reach the guest.
 pub(super) fn cloexec_above_stderr() -> Step<()> {

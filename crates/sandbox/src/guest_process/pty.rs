@@ -8,8 +8,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    GuestLaunch, SETUP_FAILED, Step, cloexec_above_stderr, command_for, ensure_single_threaded,
-    exit_code, join_cgroups, read_report, report, run_to_end, step, step_io,
+    GuestLaunch, SETUP_FAILED, Step, command_for, ensure_single_threaded, exit_code, join_guest,
+    read_report, report, run_to_end, step_io,
 };
 use crate::error::{Error, Result};
 use crate::safe_path::GuestRoot;
@@ -308,16 +308,7 @@ fn join_and_run_on(
     launch: &GuestLaunch,
     terminal: File,
 ) -> Step<i32> {
-    step_io(
-        "set the parent-death signal",
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
-    )?;
-    join_cgroups(&launch.cgroups)?;
-    step(
-        "enter the guest",
-        crate::guest_context::enter_guest_context(root, Some(pidfd), launch.capabilities),
-    )?;
-    cloexec_above_stderr()?;
+    join_guest(pidfd, root, launch)?;
     let mut command = command_for(launch)?;
     let out = step_io("duplicate the terminal", terminal.try_clone())?;
     let err = step_io("duplicate the terminal", terminal.try_clone())?;
