@@ -259,14 +259,38 @@ fn guest_lifecycle_through_the_binary() {
 
     // enter on a terminal: script(1) gives vserver a pseudo-terminal; the lines are typed into
     // it, the guest's shell sees a terminal of its own and its exit status comes back.
+    // The line is typed once the guest's shell shows its prompt, and the input stays open until
+    // the shell has exited: typed earlier, or followed at once by script's end-of-file, it could
+    // be lost under load.
     let mut child = host.enter_under_script();
-    child
-        .stdin
-        .take()
-        .unwrap()
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if all.windows(2).any(|w| w == b"# ") {
+                let _ = seen_tx.send(());
+            }
+        }
+        all
+    });
+    let _ = seen_rx.recv_timeout(Duration::from_secs(20));
+    stdin
         .write_all(b"tty && echo on-a-terminal-$((6*7)); hostname; exit 5\n")
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let out = std::process::Output {
+        status,
+        stdout: reader.join().unwrap(),
+        stderr: Vec::new(),
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("on-a-terminal-42"), "{text:?}");
     assert!(text.contains("/dev/pts/"), "{text:?}");
