@@ -545,6 +545,24 @@ pub(crate) fn mount_minimal_dev(host_target: &Path) -> Result<()> {
     mount_minimal_dev_on(target.as_fd(), host_target)
 }
 
+/// A minimal `/dev` ([`mount_minimal_dev_on`]) on the guest's `/dev`, where the guest has one
+/// (resolved inside `root` without following links). On failure: the step and why.
+pub(crate) fn mount_minimal_dev_in_guest(
+    root: &GuestRoot,
+) -> std::result::Result<(), (&'static str, Error)> {
+    if !root
+        .exists("/dev")
+        .map_err(|e| ("inspect the guest's /dev", e))?
+    {
+        return Ok(());
+    }
+    let target = root
+        .resolve_dir_no_symlinks("mount a minimal /dev on", Path::new("/dev"))
+        .map_err(|e| ("open the guest's /dev", e))?;
+    mount_minimal_dev_on(target.as_fd(), Path::new("/dev"))
+        .map_err(|e| ("mount a minimal /dev in the guest", e))
+}
+
 /// Like [`mount_minimal_dev`], onto a pinned directory.
 pub(crate) fn mount_minimal_dev_on(target: BorrowedFd<'_>, what: &Path) -> Result<()> {
     use rustix::fs::{FileType, Mode};

@@ -1553,16 +1553,7 @@ fn make_host_read_only(spec: &Spec) -> Step<Prepared> {
     }
     if let (Some(root), true) = (&spec.guest_root, spec.guest_dev) {
         let root = step("open the guest root", GuestRoot::open(root))?;
-        if step("inspect the guest's /dev", root.exists("/dev"))? {
-            let target = step(
-                "open the guest's /dev",
-                root.resolve_dir_no_symlinks("mount a minimal /dev on", Path::new("/dev")),
-            )?;
-            step(
-                "mount a minimal /dev in the guest",
-                mount::mount_minimal_dev_on(target.as_fd(), Path::new("/dev")),
-            )?;
-        }
+        mount::mount_minimal_dev_in_guest(&root).map_err(|(name, e)| Failure::new(name, &e))?;
     }
     Ok(Prepared { bind_trees })
 }

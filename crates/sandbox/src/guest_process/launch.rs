@@ -86,16 +86,7 @@ fn enter_guest_root(root_path: &Path, setup: &InitSetup) -> Step<()> {
             )?;
         }
     }
-    if step("inspect the guest's /dev", root.exists("/dev"))? {
-        let target = step(
-            "open the guest's /dev",
-            root.resolve_dir_no_symlinks("mount a minimal /dev on", Path::new("/dev")),
-        )?;
-        step(
-            "mount a minimal /dev in the guest",
-            mount::mount_minimal_dev_on(target.as_fd(), Path::new("/dev")),
-        )?;
-    }
+    mount::mount_minimal_dev_in_guest(&root).or_else(|(name, e)| step(name, Err(e)))?;
     if step("inspect the guest's /tmp", root.exists("/tmp"))? {
         step(
             "mount the guest's /tmp",
