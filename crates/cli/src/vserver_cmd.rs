@@ -606,6 +606,11 @@ struct ListArgs {
     porcelain: bool,
 }
 
+/// [`parse_size`] as a clap value parser.
+pub(crate) fn size_value(text: &str) -> Result<u64, String> {
+    parse_size(text).ok_or_else(|| format!("`{text}` is not a size (bytes, or with K, M or G)"))
+}
+
 fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let (digits, factor) = match text.char_indices().last()? {

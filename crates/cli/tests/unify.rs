@@ -325,7 +325,24 @@ fn debian_guests_share_their_packaged_files_but_not_their_conffiles() {
     let one = xfs.used() - base;
     host.ok(&["b", "build", "-m", "apt", "--", "-d", "localdeb"]);
     let two = xfs.used() - base;
+    // First only the large files: those and nothing else are shared, and the small ones are
+    // counted as left out.
+    let large: serde_json::Value =
+        serde_json::from_str(&host.ok(&["--all", "unify", "--min-size", "64K", "--json"])).unwrap();
+    let large_files = large["shared_files"].as_u64().unwrap();
+    assert!(large_files >= 10, "{large}");
+    assert!(
+        large["shared_bytes"].as_u64().unwrap() >= large_files * 65536,
+        "{large}"
+    );
+    assert!(large["below_min_size"].as_u64().unwrap() > 1000, "{large}");
+    let after_large = xfs.used() - base;
+    assert!(after_large < two, "{large}");
     let report = unify_json(&host);
+    assert!(
+        report["known_files"].as_u64().unwrap() >= large_files,
+        "the large files were not remembered: {report}"
+    );
     let after = xfs.used() - base;
     eprintln!(
         "one Debian guest {} KiB, two {} KiB, after unify {} KiB ({:.2}x one guest); {report}",
@@ -373,6 +390,10 @@ fn debian_guests_share_their_packaged_files_but_not_their_conffiles() {
     assert!(
         shared("a", "usr/bin/dpkg"),
         "a packaged binary was not unified"
+    );
+    assert!(
+        shared("a", "usr/share/doc/dpkg/copyright"),
+        "a small file was not unified by the run without --min-size"
     );
 
     // A write into one guest's unified file stays in that guest.

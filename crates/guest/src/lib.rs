@@ -79,5 +79,5 @@ pub use runtime::{
 };
 pub use suggest::closest;
 pub use template::{ExportReport, export};
-pub use unify::{UnifyReport, unify};
+pub use unify::{UnifyOptions, UnifyReport, unify};
 pub use verify::{FileClass, Finding, VerifyReport, verify};

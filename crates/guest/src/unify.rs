@@ -45,6 +45,16 @@ use crate::verify::expected::{Algo, Expected, checks};
 /// Deduplication requests in flight at once.
 const IO_THREADS: usize = 8;
 
+/// How to unify.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnifyOptions {
+    /// Only report what would be shared.
+    pub dry_run: bool,
+    /// Leave out files smaller than this many bytes. Every file costs the file system one
+    /// remapping, whatever its size: most of the saving lies in the few large files.
+    pub min_size: u64,
+}
+
 /// What a unification did (or, without shared extents, would do).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct UnifyReport {
@@ -59,6 +69,8 @@ pub struct UnifyReport {
     pub state_files: u64,
     /// Packaged files left out because their size, mode or owner changed.
     pub changed: u64,
+    /// Files left out because they are smaller than the minimum size asked for.
+    pub below_min_size: u64,
     /// Groups of identical files (two or more inodes).
     pub groups: u64,
     /// Files whose extents are now shared with their group's source.
@@ -167,10 +179,17 @@ struct GuestScan {
     state: Option<GuestRoot>,
     candidates: Vec<(GroupKey, Option<Algo>, Candidate)>,
     changed: u64,
+    below_min_size: u64,
 }
 
 /// Adds the regular files below `dir` of the package state `state` to `scan`.
-fn scan_state_tree(state: &GuestRoot, dir: &Path, depth: usize, scan: &mut GuestScan) {
+fn scan_state_tree(
+    state: &GuestRoot,
+    dir: &Path,
+    depth: usize,
+    min_size: u64,
+    scan: &mut GuestScan,
+) {
     if depth > STATE_DEPTH {
         return;
     }
@@ -180,12 +199,16 @@ fn scan_state_tree(state: &GuestRoot, dir: &Path, depth: usize, scan: &mut Guest
     for entry in entries {
         let path = dir.join(&entry.name);
         match entry.kind {
-            FileKind::Dir => scan_state_tree(state, &path, depth + 1, scan),
+            FileKind::Dir => scan_state_tree(state, &path, depth + 1, min_size, scan),
             FileKind::File => {
                 let Ok(info) = state.symlink_metadata(&path) else {
                     continue;
                 };
                 if info.kind != FileKind::File || info.size == 0 {
+                    continue;
+                }
+                if info.size < min_size {
+                    scan.below_min_size += 1;
                     continue;
                 }
                 scan.candidates.push((
@@ -209,7 +232,11 @@ fn scan_state_tree(state: &GuestRoot, dir: &Path, depth: usize, scan: &mut Guest
 
 /// The candidates of guest `name` (see the module documentation); `Ok(None)` with a reason
 /// when the guest has none to offer.
-fn scan_guest(roots: &HostRoots, name: &str) -> Result<std::result::Result<GuestScan, String>> {
+fn scan_guest(
+    roots: &HostRoots,
+    name: &str,
+    min_size: u64,
+) -> Result<std::result::Result<GuestScan, String>> {
     let config = load_guest(roots, name)?;
     if config.package_management != PackageManagement::External {
         return Ok(Err(format!("{name}: package management is not external")));
@@ -231,45 +258,79 @@ fn scan_guest(roots: &HostRoots, name: &str) -> Result<std::result::Result<Guest
             .ok(),
         candidates: Vec::new(),
         changed: 0,
+        below_min_size: 0,
     };
     if let Some(state) = scan.state.as_ref().and_then(|s| s.try_clone().ok()) {
         for tree in STATE_TREES {
-            scan_state_tree(&state, &Path::new("/").join(tree), 0, &mut scan);
+            scan_state_tree(&state, &Path::new("/").join(tree), 0, min_size, &mut scan);
         }
     }
-    for expected in &files {
-        let Some((algo, digest)) = qualifies(expected) else {
-            continue;
-        };
-        let Ok(info) = scan.root.symlink_metadata(&expected.path) else {
-            continue;
-        };
-        let unchanged = info.kind == FileKind::File
-            && (expected.checks & checks::SIZE == 0 || info.size == expected.size)
-            && (expected.mode == 0 || full_mode(&info) == expected.mode)
-            && (expected.user.is_empty()
-                || Names::matches(&names_table.users, info.uid, &expected.user))
-            && (expected.group.is_empty()
-                || Names::matches(&names_table.groups, info.gid, &expected.group));
-        if !unchanged {
-            scan.changed += 1;
-            continue;
+    // Looking at each file waits on the disk for its inode: many at once.
+    let looks: Vec<Look> = {
+        use rayon::prelude::*;
+        files
+            .par_iter()
+            .map(|expected| look_at(&scan.root, &names_table, expected, min_size))
+            .collect()
+    };
+    for look in looks {
+        match look {
+            Look::Candidate(candidate) => scan.candidates.push(candidate),
+            Look::Changed => scan.changed += 1,
+            Look::Small => scan.below_min_size += 1,
+            Look::Out => {}
         }
-        scan.candidates.push((
-            (digest, info.size, info.dev),
-            Some(algo),
-            Candidate {
-                guest: 0,
-                state: false,
-                path: expected.path.clone(),
-                dev: info.dev,
-                ino: info.ino,
-                size: info.size,
-                mtime: info.mtime,
-            },
-        ));
     }
     Ok(Ok(scan))
+}
+
+/// What one packaged file is to unification.
+enum Look {
+    Candidate((GroupKey, Option<Algo>, Candidate)),
+    /// Its size, mode or owner is not the recorded one.
+    Changed,
+    /// Smaller than the minimum size asked for.
+    Small,
+    /// Not a candidate at all (configuration, missing, not a regular file).
+    Out,
+}
+
+/// Looks at the packaged file `expected` in the guest `root`.
+fn look_at(root: &GuestRoot, names: &Names, expected: &Expected, min_size: u64) -> Look {
+    let Some((algo, digest)) = qualifies(expected) else {
+        return Look::Out;
+    };
+    // Where the database records the size (rpm), a small file is left out unseen.
+    if expected.checks & checks::SIZE != 0 && expected.size < min_size {
+        return Look::Small;
+    }
+    let Ok(info) = root.symlink_metadata(&expected.path) else {
+        return Look::Out;
+    };
+    if info.size < min_size {
+        return Look::Small;
+    }
+    let unchanged = info.kind == FileKind::File
+        && (expected.checks & checks::SIZE == 0 || info.size == expected.size)
+        && (expected.mode == 0 || full_mode(&info) == expected.mode)
+        && (expected.user.is_empty() || Names::matches(&names.users, info.uid, &expected.user))
+        && (expected.group.is_empty() || Names::matches(&names.groups, info.gid, &expected.group));
+    if !unchanged {
+        return Look::Changed;
+    }
+    Look::Candidate((
+        (digest, info.size, info.dev),
+        Some(algo),
+        Candidate {
+            guest: 0,
+            state: false,
+            path: expected.path.clone(),
+            dev: info.dev,
+            ino: info.ino,
+            size: info.size,
+            mtime: info.mtime,
+        },
+    ))
 }
 
 /// The two trees of one guest that hold candidates.
@@ -392,15 +453,33 @@ fn unify_group(
     outcome
 }
 
-/// Unifies the files of the guests `names` (see the module documentation); `dry_run` only
-/// reports. Guests are scanned, and groups unified, in parallel.
-pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<UnifyReport> {
+/// Unifies the files of the guests `names` (see the module documentation and
+/// [`UnifyOptions`]). Guests are scanned, and groups unified, in parallel; the groups that save
+/// the most go first, so that a run cut short has saved the most it could.
+pub fn unify(roots: &HostRoots, names: &[String], options: &UnifyOptions) -> Result<UnifyReport> {
+    // Scanning waits on the disk for inodes, and the kernel reads every member to compare it:
+    // the work waits on the disk more than on the processor, so more requests in flight than
+    // there are cores.
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(IO_THREADS)
+        .build()
+    {
+        Ok(pool) => pool.install(|| unify_in_pool(roots, names, options)),
+        Err(_) => unify_in_pool(roots, names, options),
+    }
+}
+
+fn unify_in_pool(
+    roots: &HostRoots,
+    names: &[String],
+    options: &UnifyOptions,
+) -> Result<UnifyReport> {
     use rayon::prelude::*;
     let started = Instant::now();
     let mut report = UnifyReport::default();
     let scans: Vec<Result<std::result::Result<GuestScan, String>>> = names
         .par_iter()
-        .map(|name| scan_guest(roots, name))
+        .map(|name| scan_guest(roots, name, options.min_size))
         .collect();
     let mut trees = Vec::new();
     // (digest or package-state path, size, device) → members
@@ -415,6 +494,7 @@ pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<Unify
         };
         let index = trees.len();
         report.changed += scan.changed;
+        report.below_min_size += scan.below_min_size;
         for (key, algo, mut candidate) in scan.candidates {
             if candidate.state {
                 report.state_files += 1;
@@ -444,30 +524,30 @@ pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<Unify
             continue;
         }
         report.groups += 1;
-        if dry_run {
+        if options.dry_run {
             report.possible_bytes += size * (members.len() as u64 - 1);
             continue;
         }
         work.push((digest, algo, size, members));
     }
+    work.sort_by_key(
+        |(_, _, size, members): &(String, Option<Algo>, u64, Vec<Candidate>)| {
+            std::cmp::Reverse(size * (members.len() as u64 - 1))
+        },
+    );
     let index = read_index(roots);
-    // The kernel reads every member to compare it: the work waits on the disk more than on the
-    // processor, so more requests in flight than there are cores.
-    let run = || -> Vec<GroupOutcome> {
-        work.par_iter()
-            .map(|(digest, algo, size, members)| {
-                unify_group(&trees, &index, digest, *algo, *size, members)
-            })
-            .collect()
-    };
-    let outcomes = match rayon::ThreadPoolBuilder::new()
-        .num_threads(IO_THREADS)
-        .build()
-    {
-        Ok(pool) => pool.install(run),
-        Err(_) => run(),
-    };
-    let mut updated = Index::new();
+    let outcomes: Vec<GroupOutcome> = work
+        .par_iter()
+        .map(|(digest, algo, size, members)| {
+            unify_group(&trees, &index, digest, *algo, *size, members)
+        })
+        .collect();
+    // Files below the minimum size were not looked at: what the index knew of them stays.
+    let mut updated: Index = index
+        .iter()
+        .filter(|(_, _, size, _, _)| *size < options.min_size)
+        .cloned()
+        .collect();
     for outcome in outcomes {
         report.shared_files += outcome.shared_files;
         report.shared_bytes += outcome.shared_bytes;
@@ -485,7 +565,7 @@ pub fn unify(roots: &HostRoots, names: &[String], dry_run: bool) -> Result<Unify
         report.note = Some(
             "this file system cannot share extents (FIDEDUPERANGE): nothing was changed; xfs (mkfs.xfs -m reflink=1) or btrfs would allow it".into(),
         );
-    } else if !dry_run {
+    } else if !options.dry_run {
         write_index(roots, &updated)?;
     }
     report.seconds = started.elapsed().as_secs_f64();
