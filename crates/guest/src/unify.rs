@@ -27,6 +27,10 @@
 //! same bytes and is not asked about either: clones made with reflinks cost no reading. The
 //! index is written at the end (temporary name, rename): a run that is killed leaves every file
 //! shared or untouched, and the next run redoes what it did not record.
+//!
+//! Every file costs the file system one remapping whatever its size, and most packaged files
+//! are small: [`UnifyOptions::min_size`] leaves those out, for most of the saving in a fraction
+//! of the time; the groups that save the most go first either way.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -42,7 +46,8 @@ use crate::roots::HostRoots;
 use crate::verify::check::{Names, digest_of, full_mode};
 use crate::verify::expected::{Algo, Expected, checks};
 
-/// Deduplication requests in flight at once.
+/// Threads at work at once, scanning and deduplicating: both wait on the disk more than on the
+/// processor.
 const IO_THREADS: usize = 8;
 
 /// How to unify.
