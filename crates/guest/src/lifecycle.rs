@@ -634,9 +634,8 @@ fn wait_until_up(
     }
 }
 
-/// The last `lines` lines of a log file (empty when there is none).
 /// The last `lines` lines of a guest's log, from at most its last 64 KiB: the guest writes the
-/// log and may have made it as large as it likes.
+/// log and may have made it as large as it likes. Empty when there is none.
 fn log_tail(path: &Path, lines: usize) -> String {
     use std::io::{Read, Seek, SeekFrom};
     const MOST: u64 = 64 * 1024;
